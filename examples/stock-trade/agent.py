@@ -1,0 +1,150 @@
+"""The stock-trade agent: an AI agent's HTTP calls, made through the gateway.
+
+The agent knows nothing about the gateway's policy. It calls the API; when
+told 401 it reads the WWW-Authenticate challenge, discovers the protected
+resource metadata (RFC 9728), gets a token the user's IdP issued to it for
+that resource, and calls again. Each step prints what happened.
+
+    python agent.py --gateway http://localhost:10000 --idp http://127.0.0.1:8081
+
+Steps are a list: add one with the @step decorator, in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from typing import Callable
+
+import requests
+
+STEPS: list[tuple[str, int, Callable[["Agent"], requests.Response]]] = []
+
+
+def step(title: str, expect: int):
+    """Registers a step: it makes one call and returns the response; the
+    status it should get is `expect`."""
+
+    def register(fn):
+        STEPS.append((title, expect, fn))
+        return fn
+
+    return register
+
+
+class Agent:
+    def __init__(self, gateway: str, idp: str):
+        self.gateway = gateway.rstrip("/")
+        self.idp = idp.rstrip("/")
+        self.http = requests.Session()
+        self.metadata: dict | None = None
+        self.token: str | None = None
+        self.notes: list[tuple[str, object]] = []
+
+    def note(self, label: str, value) -> None:
+        """A detail printed under the current step's status line."""
+        self.notes.append((label, value))
+
+    def call(self, method: str, path: str, **kw) -> requests.Response:
+        headers = kw.pop("headers", {})
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
+        return self.http.request(method, self.gateway + path, headers=headers, timeout=15, **kw)
+
+    def user_token(self, resource: str) -> str:
+        """A token for alice, issued to this agent (a stand-in for the OAuth
+        flow in which alice lets the agent act for her)."""
+        claims = {
+            "sub": "alice",
+            "aud": resource,
+            "azp": "stock-agent",
+            "act": {"sub": "stock-agent"},
+            "scope": "portfolio:read trade",
+        }
+        answer = self.http.post(self.idp + "/mint", json={"claims": claims}, timeout=10)
+        answer.raise_for_status()
+        return answer.json()["access_token"]
+
+
+def identity_seen_upstream(r: requests.Response) -> dict:
+    return {k: v for k, v in r.json().get("seen_headers", {}).items() if k.startswith("x-agentward-")}
+
+
+@step("public price, no token", expect=200)
+def public_price(agent: Agent) -> requests.Response:
+    r = agent.call("GET", "/prices/ACME")
+    if r.ok:
+        agent.note("price", f"{r.json()['ticker']} {r.json()['price']} {r.json()['currency']}")
+    return r
+
+
+@step("portfolio, no token", expect=401)
+def portfolio_without_token(agent: Agent) -> requests.Response:
+    r = agent.call("GET", "/portfolio")
+    challenge = r.headers.get("www-authenticate", "")
+    agent.note("WWW-Authenticate", challenge)
+    agent.note("body", r.text)
+    found = re.search(r'resource_metadata="([^"]+)"', challenge)
+    if found:
+        # Follow the path on the gateway we know: the advertised origin may
+        # be the public name of the deployment.
+        path = re.sub(r"^https?://[^/]+", "", found.group(1))
+        agent.metadata = agent.http.get(agent.gateway + path, timeout=10).json()
+        agent.note(f"GET {path}", agent.metadata)
+    return r
+
+
+@step("portfolio, with alice's token issued to stock-agent", expect=200)
+def portfolio_with_user_token(agent: Agent) -> requests.Response:
+    resource = (agent.metadata or {}).get("resource") or agent.gateway
+    agent.token = agent.user_token(resource)
+    r = agent.call("GET", "/portfolio")
+    if r.ok:
+        agent.note("upstream saw", identity_seen_upstream(r))
+    else:
+        agent.note("body", r.text)
+    return r
+
+
+def print_notes(notes) -> None:
+    for label, value in notes:
+        text = value if isinstance(value, str) else json.dumps(value, indent=2)
+        lines = text.splitlines() or [""]
+        if len(lines) == 1:
+            print(f"     {label}: {lines[0]}")
+        else:
+            print(f"     {label}:")
+            for line in lines:
+                print(f"       {line}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gateway", default="http://localhost:10000")
+    parser.add_argument("--idp", default="http://127.0.0.1:8081")
+    args = parser.parse_args()
+    agent = Agent(args.gateway, args.idp)
+    failed = []
+    for n, (title, expect, run) in enumerate(STEPS, 1):
+        agent.notes = []
+        try:
+            status = run(agent).status_code
+        except requests.RequestException as e:
+            status = "no answer"
+            agent.note("error", str(e))
+        verdict = "" if status == expect else f"   ✗ expected {expect}"
+        print(f"{n}. {title} … {status}{verdict}")
+        print_notes(agent.notes)
+        if status != expect:
+            failed.append(str(n))
+    if failed:
+        print(f"\nsteps {', '.join(failed)} did not go as expected")
+        return 1
+    print(f"\nall {len(STEPS)} steps went as expected")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+//! `host-test run`: one request through a plugin, printed as JSON.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use host_test::{
+    Action, CallState, Cluster, HeaderEdit, HeaderMap, Host, HostOptions, HttpCall, HttpRecord,
+    LogEntry,
+};
+use serde_json::{json, Value};
+
+const USAGE: &str = "usage: host-test run --wasm FILE [--config FILE] [--vm-config FILE]
+                     [--method GET] [--path /] [--authority localhost]
+                     [--header 'name: value']... [--body TEXT]
+                     [--cluster NAME=127.0.0.1:PORT]... [--property PATH=VALUE]...
+                     [--no-verify-signature]
+
+Loads the plugin, configures it, sends one request through it (callouts to
+--cluster names go to that local server) and prints what the plugin did.";
+
+#[derive(Default)]
+struct Run {
+    wasm: String,
+    config: Vec<u8>,
+    headers: Vec<(String, String)>,
+    method: Option<String>,
+    path: Option<String>,
+    authority: Option<String>,
+    body: Option<Vec<u8>>,
+    options: HostOptions,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let run = match parse(&args) {
+        Ok(run) => run,
+        Err(message) => {
+            eprintln!("{message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let (report, ok) = execute(run);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn parse(args: &[String]) -> Result<Run, String> {
+    let (command, mut rest) = args.split_first().ok_or("no command")?;
+    if command != "run" {
+        return Err(format!("unknown command {command}"));
+    }
+    let mut run = Run::default();
+    while let Some((flag, tail)) = rest.split_first() {
+        if flag == "--no-verify-signature" {
+            run.options.verify_signature = false;
+            rest = tail;
+            continue;
+        }
+        let (value, tail) = tail
+            .split_first()
+            .ok_or_else(|| format!("{flag} needs a value"))?;
+        rest = tail;
+        let read = |path: &str| std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
+        match flag.as_str() {
+            "--wasm" => run.wasm = value.clone(),
+            "--config" => run.config = read(value)?,
+            "--vm-config" => run.options.vm_config = read(value)?,
+            "--method" => run.method = Some(value.clone()),
+            "--path" => run.path = Some(value.clone()),
+            "--authority" => run.authority = Some(value.clone()),
+            "--body" => run.body = Some(value.clone().into_bytes()),
+            "--header" => {
+                let (name, value) = value
+                    .split_once(':')
+                    .ok_or_else(|| format!("--header {value}: expected 'name: value'"))?;
+                run.headers
+                    .push((name.trim().to_string(), value.trim().to_string()));
+            }
+            "--cluster" => {
+                let (name, address) = value
+                    .split_once('=')
+                    .ok_or_else(|| format!("--cluster {value}: expected NAME=HOST:PORT"))?;
+                let address: SocketAddr = address
+                    .parse()
+                    .map_err(|e| format!("--cluster {value}: {e}"))?;
+                run.options
+                    .clusters
+                    .insert(name.to_string(), Cluster::Forward(address));
+            }
+            "--property" => {
+                let (path, value) = value
+                    .split_once('=')
+                    .ok_or_else(|| format!("--property {value}: expected PATH=VALUE"))?;
+                run.options
+                    .properties
+                    .insert(path.to_string(), value.as_bytes().to_vec());
+            }
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if run.wasm.is_empty() {
+        return Err("--wasm is required".into());
+    }
+    Ok(run)
+}
+
+/// Runs the request; the report, and whether everything ran without error.
+fn execute(mut run: Run) -> (Value, bool) {
+    let options = std::mem::take(&mut run.options);
+    let host = match Host::load(&run.wasm, options) {
+        Ok(host) => host,
+        Err(error) => return (json!({ "error": error.to_string() }), false),
+    };
+    let mut report = json!({});
+    let outcome = drive(
+        &host,
+        &run.config,
+        request(&run),
+        run.body.as_deref(),
+        &mut report,
+    );
+    report["tick_period_ms"] = json!(host.tick_period().map(|period| period.as_millis()));
+    report["http_calls"] = host.http_calls().iter().map(call_json).collect();
+    report["logs"] = host.logs().iter().map(log_json).collect();
+    report["metrics"] = host
+        .metrics()
+        .iter()
+        .map(|metric| json!({ "name": metric.name, "value": metric.value, "samples": metric.samples }))
+        .collect();
+    if let Err(error) = &outcome {
+        report["error"] = json!(error.to_string());
+    }
+    (report, outcome.is_ok())
+}
+
+fn request(run: &Run) -> Vec<(String, String)> {
+    let pseudo = [
+        (":method", run.method.as_deref().unwrap_or("GET")),
+        (":path", run.path.as_deref().unwrap_or("/")),
+        (
+            ":authority",
+            run.authority.as_deref().unwrap_or("localhost"),
+        ),
+        (":scheme", "http"),
+    ];
+    let mut headers: Vec<(String, String)> = pseudo
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    headers.extend(run.headers.iter().cloned());
+    headers
+}
+
+fn drive(
+    host: &Host,
+    config: &[u8],
+    headers: Vec<(String, String)>,
+    body: Option<&[u8]>,
+    report: &mut Value,
+) -> host_test::Result<()> {
+    let configured = host.configure(config)?;
+    report["configured"] = json!(configured);
+    if !configured {
+        return Ok(());
+    }
+    let req = host.http_context()?;
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let action = req.request_headers(&pairs, body.is_none())?;
+    report["request_headers_action"] = action_json(action);
+    if let Some(body) = body {
+        report["request_body_action"] = action_json(req.request_body(body, true)?);
+    }
+    report["request"] = record_json(&req.record());
+    req.finish()
+}
+
+fn action_json(action: Action) -> Value {
+    json!(match action {
+        Action::Continue => "continue",
+        Action::Pause => "pause",
+    })
+}
+
+fn map_json(map: &HeaderMap) -> Value {
+    map.pairs()
+        .iter()
+        .map(|(name, value)| json!([name, value]))
+        .collect()
+}
+
+fn record_json(record: &HttpRecord) -> Value {
+    let edits: Vec<Value> = record
+        .edits
+        .iter()
+        .map(|edit| match edit {
+            HeaderEdit::Add(map, name, value) => json!(["add", format!("{map:?}"), name, value]),
+            HeaderEdit::Replace(map, name, value) => {
+                json!(["replace", format!("{map:?}"), name, value])
+            }
+            HeaderEdit::Remove(map, name) => json!(["remove", format!("{map:?}"), name]),
+            HeaderEdit::SetAll(map, pairs) => {
+                json!(["set_all", format!("{map:?}"), map_json(pairs)])
+            }
+        })
+        .collect();
+    json!({
+        "sent_upstream": record.sent_upstream(),
+        "paused": record.is_paused(),
+        "local_response": record.local_response.as_ref().map(|response| json!({
+            "status": response.status,
+            "headers": map_json(&response.headers),
+            "body": response.body_text(),
+            "details": response.details,
+        })),
+        "headers": map_json(&record.request_headers),
+        "body": String::from_utf8_lossy(&record.request_body),
+        "edits": edits,
+        "resumed": record.resumed.iter().map(|stream| format!("{stream:?}")).collect::<Vec<_>>(),
+    })
+}
+
+fn call_json(call: &HttpCall) -> Value {
+    let state = match call.state {
+        CallState::Pending => json!("pending"),
+        CallState::Answered(status) => json!(status),
+        CallState::Failed => json!("failed"),
+        CallState::Cancelled => json!("cancelled"),
+    };
+    json!({
+        "token": call.token,
+        "cluster": call.cluster,
+        "headers": map_json(&call.headers),
+        "body": String::from_utf8_lossy(&call.body),
+        "timeout_ms": call.timeout.as_millis(),
+        "state": state,
+    })
+}
+
+fn log_json(entry: &LogEntry) -> Value {
+    json!({
+        "level": entry.level.name(),
+        "context": entry.context_id,
+        "source": format!("{:?}", entry.source),
+        "message": entry.message,
+    })
+}

@@ -1,0 +1,118 @@
+//! A bounded cache of verified tokens: the hash of a token maps to what its
+//! verification produced, until the token expires. Verification is the
+//! costly part of a request; a repeated token skips it.
+
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+/// Key of a cached token: its SHA-256, so the cache holds no bearer tokens.
+pub type TokenKey = [u8; 32];
+
+/// Hashes a token into its cache key.
+pub fn token_key(token: &str) -> TokenKey {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Verified tokens, evicted at `exp` and first-in first-out beyond the bound.
+#[derive(Debug)]
+pub struct TokenCache<V> {
+    entries: HashMap<TokenKey, (u64, Rc<V>)>,
+    order: VecDeque<TokenKey>,
+    max_entries: usize,
+}
+
+impl<V> TokenCache<V> {
+    /// A cache of at most `max_entries` tokens (0 disables caching).
+    pub fn new(max_entries: usize) -> Self {
+        TokenCache {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            max_entries,
+        }
+    }
+
+    /// The cached value, if present and `now` is not past `valid_until`.
+    pub fn get(&mut self, key: &TokenKey, now: u64) -> Option<Rc<V>> {
+        match self.entries.get(key) {
+            Some((valid_until, value)) if now <= *valid_until => Some(value.clone()),
+            Some(_) => {
+                self.entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Caches a value until `valid_until` (Unix seconds).
+    pub fn insert(&mut self, key: TokenKey, valid_until: u64, value: Rc<V>) {
+        if self.max_entries == 0 {
+            return;
+        }
+        while self.entries.len() >= self.max_entries {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.entries.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if self.entries.insert(key, (valid_until, value)).is_none() {
+            self.order.push_back(key);
+        }
+        // Keys of entries removed at expiry linger in `order`; trim them.
+        if self.order.len() > 2 * self.max_entries {
+            let entries = &self.entries;
+            self.order.retain(|k| entries.contains_key(k));
+        }
+    }
+
+    /// Number of cached tokens.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drops everything (e.g. when an issuer's keys change).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_at_their_time() {
+        let mut c = TokenCache::new(10);
+        let k = token_key("a.b.c");
+        c.insert(k, 100, Rc::new(1));
+        assert_eq!(c.get(&k, 100).as_deref(), Some(&1));
+        assert_eq!(c.get(&k, 101), None);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn the_bound_holds() {
+        let mut c = TokenCache::new(3);
+        for i in 0..10 {
+            c.insert(token_key(&i.to_string()), 1000, Rc::new(i));
+        }
+        assert_eq!(c.len(), 3);
+        assert!(c.get(&token_key("9"), 0).is_some());
+        assert!(c.get(&token_key("0"), 0).is_none());
+    }
+
+    #[test]
+    fn zero_disables() {
+        let mut c = TokenCache::new(0);
+        c.insert(token_key("x"), 1000, Rc::new(()));
+        assert!(c.is_empty());
+    }
+}

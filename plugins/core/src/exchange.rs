@@ -1,0 +1,380 @@
+//! Token exchange towards the vault (RFC 8693, or Auth0 Token Vault's
+//! federated-connection dialect): the request a gateway sends, the answer it
+//! reads, the cache entry it keeps, and the errors an agent gets.
+
+use crate::policy::{ExchangeDialect, Route, VaultClient};
+use crate::response::LocalResponse;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// RFC 8693 grant type.
+pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// Auth0 Token Vault grant type.
+pub const GRANT_AUTH0_FEDERATED: &str =
+    "urn:auth0:params:oauth:grant-type:token-exchange:federated-connection-access-token";
+/// Auth0 Token Vault requested token type.
+pub const AUTH0_FEDERATED_TOKEN_TYPE: &str =
+    "http://auth0.com/oauth/token-type/federated-connection-access-token";
+/// RFC 8693 access token type.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// What is exchanged for what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeTarget {
+    /// Vault connection (e.g. `stocktrade`).
+    pub connection: String,
+    /// Requested audience, if the route names one.
+    pub audience: Option<String>,
+    /// Requested scopes, space-separated (empty: the connection's defaults).
+    pub scope: String,
+}
+
+impl ExchangeTarget {
+    /// The target of a route, if it has a connection.
+    pub fn of(route: &Route) -> Option<ExchangeTarget> {
+        Some(ExchangeTarget {
+            connection: route.connection.clone()?,
+            audience: route.audience.clone(),
+            scope: route.upstream_scopes.join(" "),
+        })
+    }
+
+    /// Shared-data key of the cached upstream token for a user: a hash, so
+    /// the key names neither the user nor the token.
+    pub fn cache_key(&self, subject: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            subject,
+            &self.connection,
+            &self.scope,
+            self.audience.as_deref().unwrap_or(""),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        let digest = h.finalize();
+        let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
+        format!("agentward.upstream_token.{hex}")
+    }
+}
+
+/// An HTTP request to make (the host performs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callout {
+    /// Headers, pseudo-headers included.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+/// The token request for `subject_token` (the user's verified bearer token).
+pub fn token_request(vault: &VaultClient, target: &ExchangeTarget, subject_token: &str) -> Callout {
+    let mut form = Form::default();
+    match vault.dialect {
+        ExchangeDialect::Rfc8693 => {
+            form.add("grant_type", GRANT_TOKEN_EXCHANGE);
+            form.add("subject_token", subject_token);
+            form.add("subject_token_type", ACCESS_TOKEN_TYPE);
+            form.add("requested_token_type", ACCESS_TOKEN_TYPE);
+            form.add("resource", &target.connection);
+            if let Some(audience) = &target.audience {
+                form.add("audience", audience);
+            }
+        }
+        ExchangeDialect::Auth0 => {
+            form.add("grant_type", GRANT_AUTH0_FEDERATED);
+            form.add("client_id", &vault.client_id);
+            form.add("client_secret", &vault.client_secret);
+            form.add("subject_token", subject_token);
+            form.add("subject_token_type", ACCESS_TOKEN_TYPE);
+            form.add("requested_token_type", AUTH0_FEDERATED_TOKEN_TYPE);
+            form.add("connection", &target.connection);
+        }
+    }
+    if !target.scope.is_empty() {
+        form.add("scope", &target.scope);
+    }
+    let authority = vault
+        .authority
+        .clone()
+        .unwrap_or_else(|| vault.cluster.clone());
+    let mut headers = vec![
+        (":method".to_string(), "POST".to_string()),
+        (":path".to_string(), vault.token_path.clone()),
+        (":authority".to_string(), authority),
+        (
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+        ("accept".to_string(), "application/json".to_string()),
+    ];
+    if vault.dialect == ExchangeDialect::Rfc8693 {
+        // RFC 6749 §2.3.1: each part form-encoded, then base64.
+        let credentials = format!(
+            "{}:{}",
+            Form::encode(&vault.client_id),
+            Form::encode(&vault.client_secret)
+        );
+        headers.push((
+            "authorization".to_string(),
+            format!("Basic {}", STANDARD.encode(credentials)),
+        ));
+    }
+    Callout {
+        headers,
+        body: form.0,
+    }
+}
+
+/// An upstream access token with its expiry, as cached in shared data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamToken {
+    /// The upstream access token.
+    pub access_token: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: u64,
+}
+
+impl UpstreamToken {
+    /// Whether it can still be used at `now` with `margin` seconds to spare.
+    pub fn usable(&self, now: u64, margin: u64) -> bool {
+        now.saturating_add(margin) < self.expires_at
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+    #[serde(default)]
+    connect_url: Option<String>,
+}
+
+/// What the vault's answer means for the held request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExchangeResult {
+    /// Use this token upstream (and cache it).
+    Token(UpstreamToken),
+    /// Answer the agent.
+    Refuse(LocalResponse),
+}
+
+/// Upstream tokens without `expires_in` are kept this long.
+const DEFAULT_LIFETIME: u64 = 300;
+
+/// Reads the vault's answer (`status` None: no answer, timeout or reset).
+pub fn read_answer(status: Option<u32>, body: &[u8], now: u64, connection: &str) -> ExchangeResult {
+    match status {
+        Some(200) => match serde_json::from_slice::<TokenAnswer>(body) {
+            Ok(a)
+                if !a.access_token.is_empty()
+                    && a.token_type
+                        .as_deref()
+                        .is_none_or(|t| t.eq_ignore_ascii_case("bearer"))
+                    && !a.access_token.chars().any(|c| c.is_control()) =>
+            {
+                ExchangeResult::Token(UpstreamToken {
+                    access_token: a.access_token,
+                    expires_at: now.saturating_add(a.expires_in.unwrap_or(DEFAULT_LIFETIME)),
+                })
+            }
+            _ => ExchangeResult::Refuse(unavailable("the vault answered with an unusable token")),
+        },
+        Some(status @ 400..=499) => match serde_json::from_slice::<ErrorAnswer>(body) {
+            Ok(e)
+                if status == 400
+                    && e.error != "invalid_client"
+                    && e.error != "unauthorized_client" =>
+            {
+                // The user must (re)link the account: say where.
+                let description = e.error_description.unwrap_or_else(|| {
+                    format!("the user has not linked the `{connection}` connection")
+                });
+                let mut body = json!({
+                    "error": e.error,
+                    "error_description": description,
+                    "connection": connection,
+                });
+                if let Some(url) = e.connect_url {
+                    body["connect_url"] = json!(url);
+                }
+                ExchangeResult::Refuse(LocalResponse::json(403, body))
+            }
+            // The gateway's own credentials are wrong: an operator problem.
+            _ => ExchangeResult::Refuse(LocalResponse::json(
+                502,
+                json!({
+                    "error": "server_error",
+                    "reason": "vault_refused_gateway",
+                    "error_description": "the vault refused the gateway's token request",
+                }),
+            )),
+        },
+        _ => ExchangeResult::Refuse(unavailable("the vault could not be reached")),
+    }
+}
+
+/// 503 for a vault that is down or slow.
+pub fn unavailable(description: &str) -> LocalResponse {
+    crate::response::unavailable("vault_unavailable", description)
+}
+
+/// `application/x-www-form-urlencoded` body builder.
+#[derive(Default)]
+struct Form(String);
+
+impl Form {
+    fn add(&mut self, name: &str, value: &str) {
+        if !self.0.is_empty() {
+            self.0.push('&');
+        }
+        self.0.push_str(&Form::encode(name));
+        self.0.push('=');
+        self.0.push_str(&Form::encode(value));
+    }
+
+    fn encode(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                    out.push(b as char)
+                }
+                b' ' => out.push('+'),
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vault(dialect: ExchangeDialect) -> VaultClient {
+        VaultClient {
+            cluster: "vault".into(),
+            authority: None,
+            token_path: "/oauth/token".into(),
+            client_id: "gateway".into(),
+            client_secret: "s3cr:t".into(),
+            dialect,
+            timeout_ms: 2000,
+            expiry_margin_seconds: 30,
+        }
+    }
+
+    fn target() -> ExchangeTarget {
+        ExchangeTarget {
+            connection: "stocktrade".into(),
+            audience: None,
+            scope: "portfolio:read".into(),
+        }
+    }
+
+    #[test]
+    fn rfc8693_request_uses_basic_auth_and_resource() {
+        let c = token_request(&vault(ExchangeDialect::Rfc8693), &target(), "eyJ.a.b");
+        assert!(c
+            .body
+            .starts_with("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&"));
+        assert!(c.body.contains("&resource=stocktrade"));
+        assert!(c.body.contains("&scope=portfolio%3Aread"));
+        assert!(!c.body.contains("client_secret"));
+        let auth = &c
+            .headers
+            .iter()
+            .find(|(n, _)| n == "authorization")
+            .unwrap()
+            .1;
+        assert_eq!(
+            auth,
+            &format!("Basic {}", STANDARD.encode("gateway:s3cr%3At"))
+        );
+    }
+
+    #[test]
+    fn auth0_request_names_the_connection() {
+        let c = token_request(&vault(ExchangeDialect::Auth0), &target(), "tok");
+        assert!(c.body.contains("connection=stocktrade"));
+        assert!(c.body.contains("requested_token_type=http%3A%2F%2Fauth0.com%2Foauth%2Ftoken-type%2Ffederated-connection-access-token"));
+        assert!(c.body.contains("client_id=gateway"));
+        assert!(c.headers.iter().all(|(n, _)| n != "authorization"));
+    }
+
+    #[test]
+    fn answers_map_to_token_link_error_or_503() {
+        let ok = read_answer(
+            Some(200),
+            br#"{"access_token":"up","token_type":"Bearer","expires_in":60}"#,
+            1000,
+            "c",
+        );
+        assert_eq!(
+            ok,
+            ExchangeResult::Token(UpstreamToken {
+                access_token: "up".into(),
+                expires_at: 1060
+            })
+        );
+        let link = read_answer(
+            Some(400),
+            br#"{"error":"federated_connection_refresh_token_not_found","connect_url":"http://v/connect/c?ticket=x"}"#,
+            0,
+            "c",
+        );
+        let ExchangeResult::Refuse(r) = link else {
+            panic!()
+        };
+        assert_eq!(r.status, 403);
+        assert!(r.body.contains("connect_url"));
+        let ExchangeResult::Refuse(r) = read_answer(None, b"", 0, "c") else {
+            panic!()
+        };
+        assert_eq!(r.status, 503);
+        let ExchangeResult::Refuse(r) = read_answer(Some(500), b"oops", 0, "c") else {
+            panic!()
+        };
+        assert_eq!(r.status, 503);
+        let ExchangeResult::Refuse(r) =
+            read_answer(Some(401), br#"{"error":"invalid_client"}"#, 0, "c")
+        else {
+            panic!()
+        };
+        assert_eq!(r.status, 502);
+    }
+
+    #[test]
+    fn cache_keys_separate_users_and_targets() {
+        let t = target();
+        assert_ne!(t.cache_key("alice"), t.cache_key("bob"));
+        let mut other = t.clone();
+        other.scope = "trade".into();
+        assert_ne!(t.cache_key("alice"), other.cache_key("alice"));
+        assert!(!t.cache_key("alice").contains("alice"));
+    }
+
+    #[test]
+    fn usable_until_the_margin() {
+        let t = UpstreamToken {
+            access_token: "x".into(),
+            expires_at: 100,
+        };
+        assert!(t.usable(69, 30));
+        assert!(!t.usable(70, 30));
+    }
+}

@@ -1,0 +1,17 @@
+//! agentward-core: the host-agnostic decisions of the agentward gateway
+//! plugins. Pure functions and state machines; the hosts (Envoy proxy-wasm,
+//! Spin, the test harness) perform the I/O they ask for.
+
+pub mod authn;
+pub mod cache;
+pub mod der;
+pub mod exchange;
+pub mod identity;
+pub mod jwks;
+pub mod jwt;
+pub mod metadata;
+pub mod policy;
+pub mod response;
+pub mod signature;
+
+pub use policy::Policy;

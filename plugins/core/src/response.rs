@@ -1,0 +1,143 @@
+//! Local answers: OAuth-style JSON errors with the right status and
+//! `WWW-Authenticate` challenge (RFC 6750, RFC 9728). Never echoes a token.
+
+use crate::jwt::Rejection;
+use serde_json::json;
+
+/// An answer the gateway sends itself instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResponse {
+    /// HTTP status.
+    pub status: u32,
+    /// Headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Body (JSON).
+    pub body: String,
+}
+
+impl LocalResponse {
+    /// A JSON answer.
+    pub fn json(status: u32, body: serde_json::Value) -> LocalResponse {
+        LocalResponse {
+            status,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body: body.to_string(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &str, value: String) -> LocalResponse {
+        self.headers.push((name.into(), value));
+        self
+    }
+}
+
+/// Where a resource's RFC 9728 metadata lives: the well-known path on the
+/// resource's origin, followed by the resource's own path.
+pub fn resource_metadata_url(resource: &str) -> String {
+    let (origin, path) = split_origin(resource);
+    format!(
+        "{origin}/.well-known/oauth-protected-resource{}",
+        path.trim_end_matches('/')
+    )
+}
+
+/// Splits an absolute URL into origin and path (`""` when it has none).
+pub fn split_origin(url: &str) -> (&str, &str) {
+    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[after_scheme..].find('/') {
+        Some(i) => url.split_at(after_scheme + i),
+        None => (url, ""),
+    }
+}
+
+fn quoted(s: &str) -> String {
+    s.replace(['"', '\\'], "")
+}
+
+/// 401 for a request without a token: a bare challenge, as RFC 6750 §3.1 asks.
+pub fn missing_token(resource: &str) -> LocalResponse {
+    let challenge = format!(
+        "Bearer realm=\"{}\", resource_metadata=\"{}\"",
+        quoted(resource),
+        quoted(&resource_metadata_url(resource))
+    );
+    LocalResponse::json(
+        401,
+        json!({
+            "error": "unauthorized",
+            "reason": "missing_token",
+            "error_description": "this resource needs a bearer token",
+            "resource_metadata": resource_metadata_url(resource),
+        }),
+    )
+    .with_header("www-authenticate", challenge)
+}
+
+/// 401 `invalid_token` with the short reason.
+pub fn invalid_token(resource: &str, why: Rejection) -> LocalResponse {
+    let challenge = format!(
+        "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\", resource_metadata=\"{}\"",
+        quoted(resource),
+        why.code(),
+        quoted(&resource_metadata_url(resource))
+    );
+    LocalResponse::json(
+        401,
+        json!({
+            "error": "invalid_token",
+            "reason": why.code(),
+            "error_description": why.description(),
+        }),
+    )
+    .with_header("www-authenticate", challenge)
+}
+
+/// 503 when a dependency (JWKS, vault) cannot be reached.
+pub fn unavailable(reason: &str, description: &str) -> LocalResponse {
+    LocalResponse::json(
+        503,
+        json!({
+            "error": "temporarily_unavailable",
+            "reason": reason,
+            "error_description": description,
+        }),
+    )
+    .with_header("retry-after", "5".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_url_keeps_the_resource_path() {
+        assert_eq!(
+            resource_metadata_url("https://api.example.com"),
+            "https://api.example.com/.well-known/oauth-protected-resource"
+        );
+        assert_eq!(
+            resource_metadata_url("https://api.example.com/mcp/"),
+            "https://api.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+    }
+
+    #[test]
+    fn invalid_token_names_the_reason_only() {
+        let r = invalid_token("https://api", Rejection::Expired);
+        assert_eq!(r.status, 401);
+        let h = &r
+            .headers
+            .iter()
+            .find(|(n, _)| n == "www-authenticate")
+            .unwrap()
+            .1;
+        assert!(h.contains("error=\"invalid_token\""));
+        assert!(h.contains("error_description=\"expired\""));
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["reason"], "expired");
+    }
+}

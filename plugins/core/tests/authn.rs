@@ -1,0 +1,216 @@
+//! The jwt-identity decision: metadata, missing tokens, public routes, the
+//! cache, waiting for keys, refetch on unknown `kid` and its rate limit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use agentward_core::authn::{Authenticator, Outcome, RequestHead, Verdict};
+use agentward_core::jwt::Rejection;
+use agentward_core::signature::PureRust;
+use agentward_core::Policy;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jwt_simple::prelude::*;
+use serde_json::json;
+
+const ISS: &str = "https://idp.example.com/";
+const AUD: &str = "https://api.example.com";
+
+fn jwks(k: &ES256KeyPair, kid: &str) -> String {
+    let p = k.public_key().public_key().to_bytes_uncompressed();
+    json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(&p[1..33]), "y": URL_SAFE_NO_PAD.encode(&p[33..])}]})
+    .to_string()
+}
+
+fn policy() -> Policy {
+    Policy::parse(
+        json!({
+            "resource": AUD,
+            "authorization_servers": [ISS],
+            "issuers": [{"issuer": ISS, "audiences": [AUD],
+                "jwks_uri": "https://idp.example.com/jwks.json", "jwks_cluster": "idp",
+                "jwks_min_refetch_seconds": 30}],
+            "identity": {"claim_to_headers": [{"claim": "org", "header": "x-org"}],
+                "token_query_param": "access_token"},
+            "routes": [{"match": {"path_prefix": "/prices"}, "public": true},
+                       {"match": {"path": "/portfolio"}, "scopes": ["portfolio:read"]}]
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn token(k: &ES256KeyPair) -> String {
+    let c = Claims::with_custom_claims(
+        json!({"azp": "agent", "org": "acme"}),
+        Duration::from_secs(300),
+    )
+    .with_issuer(ISS)
+    .with_audience(AUD)
+    .with_subject("alice");
+    k.sign(c).unwrap()
+}
+
+fn now_ms() -> u64 {
+    Clock::now_since_epoch().as_millis()
+}
+
+fn head<'a>(path: &'a str, authorization: Option<&'a str>) -> RequestHead<'a> {
+    RequestHead {
+        method: "GET",
+        path,
+        authorization,
+        token_header: None,
+    }
+}
+
+fn loaded(k: &ES256KeyPair) -> Authenticator {
+    let mut a = Authenticator::new(policy());
+    let due = a.fetches_due(now_ms());
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].authority, "idp.example.com");
+    assert_eq!(due[0].path, "/jwks.json");
+    assert!(a.jwks_fetched(0, Some(jwks(k, "k1").as_bytes()), now_ms()));
+    a
+}
+
+#[test]
+fn metadata_is_served_for_the_resource_and_suffixed_paths() {
+    let mut a = Authenticator::new(policy());
+    for (path, resource) in [
+        ("/.well-known/oauth-protected-resource", AUD.to_string()),
+        (
+            "/.well-known/oauth-protected-resource/mcp",
+            format!("{AUD}/mcp"),
+        ),
+    ] {
+        let d = a.decide(&head(path, None), now_ms(), &PureRust);
+        let Outcome::Respond(r) = d.outcome else {
+            panic!("{d:?}")
+        };
+        assert_eq!(r.status, 200);
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["resource"], resource);
+        assert_eq!(body["authorization_servers"], json!([ISS]));
+        assert_eq!(body["scopes_supported"], json!(["portfolio:read"]));
+        assert_eq!(body["bearer_methods_supported"], json!(["header", "query"]));
+    }
+}
+
+#[test]
+fn missing_token_gets_a_challenge_with_resource_metadata() {
+    let mut a = Authenticator::new(policy());
+    let d = a.decide(&head("/portfolio", None), now_ms(), &PureRust);
+    assert_eq!(d.verdict, Verdict::MissingToken);
+    let Outcome::Respond(r) = d.outcome else {
+        panic!()
+    };
+    assert_eq!(r.status, 401);
+    let challenge = &r
+        .headers
+        .iter()
+        .find(|(n, _)| n == "www-authenticate")
+        .unwrap()
+        .1;
+    assert_eq!(
+        challenge,
+        &format!("Bearer realm=\"{AUD}\", resource_metadata=\"{AUD}/.well-known/oauth-protected-resource\"")
+    );
+    // A non-bearer scheme counts as no token.
+    let d = a.decide(&head("/portfolio", Some("Basic YTpi")), now_ms(), &PureRust);
+    assert_eq!(d.verdict, Verdict::MissingToken);
+}
+
+#[test]
+fn public_route_passes_without_token_but_verifies_a_sent_one() {
+    let k = ES256KeyPair::generate().with_key_id("k1");
+    let mut a = loaded(&k);
+    let d = a.decide(&head("/prices/ACME", None), now_ms(), &PureRust);
+    assert_eq!(d.verdict, Verdict::Anonymous);
+    let d = a.decide(
+        &head("/prices/ACME", Some("Bearer x.y.z")),
+        now_ms(),
+        &PureRust,
+    );
+    assert_eq!(d.verdict, Verdict::Rejected(Rejection::Malformed));
+}
+
+#[test]
+fn verified_token_is_cached_and_sets_identity() {
+    let k = ES256KeyPair::generate().with_key_id("k1");
+    let mut a = loaded(&k);
+    let t = format!("Bearer {}", token(&k));
+    let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
+    assert_eq!(d.verdict, Verdict::Allowed { cached: false });
+    let Outcome::Forward { set, .. } = d.outcome else {
+        panic!()
+    };
+    let get = |n: &str| set.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
+    assert_eq!(get("x-agentward-sub").as_deref(), Some("alice"));
+    assert_eq!(get("x-agentward-agent").as_deref(), Some("agent"));
+    assert_eq!(get("x-org").as_deref(), Some("acme"));
+    let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
+    assert_eq!(d.verdict, Verdict::Allowed { cached: true });
+    // The same token in the query parameter.
+    let path = format!("/portfolio?access_token={}", token(&k));
+    let d = a.decide(&head(&path, None), now_ms(), &PureRust);
+    assert!(matches!(d.verdict, Verdict::Allowed { .. }));
+    assert!(a.strips("x-agentward-anything") && a.strips("x-org") && !a.strips("x-other"));
+}
+
+#[test]
+fn requests_wait_for_the_first_jwks_then_503_if_it_fails() {
+    let k = ES256KeyPair::generate().with_key_id("k1");
+    let mut a = Authenticator::new(policy());
+    let t = format!("Bearer {}", token(&k));
+    let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
+    assert_eq!(d.outcome, Outcome::Wait { issuer: 0 });
+    assert_eq!(a.fetches_due(now_ms()).len(), 1);
+    assert!(a.fetches_due(now_ms()).is_empty(), "one fetch at a time");
+    assert!(!a.jwks_fetched(0, None, now_ms()));
+    let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
+    let Outcome::Respond(r) = d.outcome else {
+        panic!()
+    };
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("jwks_unavailable"));
+    // The retry comes after a pause, not at once.
+    assert!(a.fetches_due(now_ms()).is_empty());
+    assert_eq!(a.fetches_due(now_ms() + 2_500).len(), 1);
+}
+
+#[test]
+fn unknown_kid_refetches_once_then_is_rate_limited() {
+    let k1 = ES256KeyPair::generate().with_key_id("k1");
+    let k2 = ES256KeyPair::generate().with_key_id("k2");
+    let t0 = now_ms();
+    let mut a = loaded(&k1);
+    let t = format!("Bearer {}", token(&k2));
+    let d = a.decide(&head("/portfolio", Some(&t)), t0, &PureRust);
+    assert_eq!(d.outcome, Outcome::Wait { issuer: 0 });
+    assert_eq!(a.fetches_due(t0).len(), 1);
+    // The rotated set arrives: the held request now passes.
+    assert!(a.jwks_fetched(0, Some(jwks(&k2, "k2").as_bytes()), t0));
+    let d = a.decide(&head("/portfolio", Some(&t)), t0, &PureRust);
+    assert_eq!(d.verdict, Verdict::Allowed { cached: false });
+    // Another unknown kid within the refetch window is refused at once.
+    let k3 = ES256KeyPair::generate().with_key_id("k3");
+    let t3 = format!("Bearer {}", token(&k3));
+    let d = a.decide(&head("/portfolio", Some(&t3)), t0 + 1_000, &PureRust);
+    assert_eq!(d.verdict, Verdict::Rejected(Rejection::UnknownKid));
+    assert!(a.fetches_due(t0 + 1_000).is_empty());
+    // After the window, one more refetch is allowed.
+    let d = a.decide(&head("/portfolio", Some(&t3)), t0 + 31_000, &PureRust);
+    assert_eq!(d.outcome, Outcome::Wait { issuer: 0 });
+}
+
+#[test]
+fn a_bad_jwks_document_keeps_the_old_keys() {
+    let k = ES256KeyPair::generate().with_key_id("k1");
+    let mut a = loaded(&k);
+    assert!(a.jwks_fetched(0, Some(b"<html>oops</html>"), now_ms()));
+    let t = format!("Bearer {}", token(&k));
+    let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
+    assert_eq!(d.verdict, Verdict::Allowed { cached: false });
+}

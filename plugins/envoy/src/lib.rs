@@ -1,0 +1,44 @@
+//! Glue between proxy-wasm hosts (Envoy) and `agentward-core`, shared by the
+//! agentward plugins. The SDK's own wrappers panic on any unexpected status,
+//! and a panic in Envoy kills the worker's VM: the calls a request path makes
+//! go through [`hostcall`], which returns the status instead.
+
+pub mod hostcall;
+pub mod metrics;
+pub mod verify;
+
+pub use metrics::Metrics;
+pub use verify::EnvoyVerifier;
+
+use agentward_core::response::LocalResponse;
+use proxy_wasm::types::LogLevel;
+
+/// Milliseconds since the Unix epoch, from the host's clock.
+pub fn now_ms() -> u64 {
+    proxy_wasm::hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Logs, ignoring a host that refuses (there is nothing better to do).
+pub fn log(level: LogLevel, message: &str) {
+    let _ = proxy_wasm::hostcalls::log(level, message);
+}
+
+/// Sends a local response on the current context; logs when the host refuses.
+pub fn respond(answer: &LocalResponse) {
+    let headers: Vec<(&str, &str)> = answer
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if let Err(status) =
+        hostcall::send_local_response(answer.status, &headers, answer.body.as_bytes())
+    {
+        log(
+            LogLevel::Warn,
+            &format!("agentward: local response refused by the host (status {status})"),
+        );
+    }
+}

@@ -1,0 +1,416 @@
+//! jwt-identity: verifies the bearer JWT of each request and forwards the
+//! verified identity as `x-agentward-*` headers. Decisions live in
+//! `agentward_core::authn`; this file is the proxy-wasm glue: read the
+//! request, ask core, apply the answer, fetch JWKS when core says so.
+
+use agentward_core::authn::{Authenticator, Decision, JwksFetch, Outcome, RequestHead, Verdict};
+use agentward_core::jwt::Rejection;
+use agentward_core::Policy;
+use agentward_envoy::{hostcall, log, now_ms, respond, EnvoyVerifier, Metrics};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|id| Box::new(Root::new(id)));
+}}
+
+/// Ticks start JWKS fetches (first, periodic, refetch on unknown `kid`) and
+/// time out held requests.
+const TICK: Duration = Duration::from_millis(250);
+
+/// A request held until its issuer's keys arrive.
+struct Held {
+    context_id: u32,
+    issuer: usize,
+    deadline_ms: u64,
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    token_header: Option<String>,
+}
+
+/// Per-VM state shared by the root and the HTTP contexts.
+struct State {
+    auth: Authenticator,
+    verifier: EnvoyVerifier,
+    metrics: Metrics,
+    held: Vec<Held>,
+}
+
+impl State {
+    fn decide(&mut self, head: &RequestHead<'_>) -> Decision {
+        let decision = self.auth.decide(head, now_ms(), &self.verifier);
+        self.count(&decision.verdict);
+        decision
+    }
+
+    fn count(&mut self, verdict: &Verdict) {
+        let name = match verdict {
+            Verdict::Allowed { cached: true } => {
+                self.metrics.inc("agentward.jwt.cache_hit");
+                "agentward.jwt.allowed"
+            }
+            Verdict::Allowed { cached: false } => {
+                self.metrics.inc("agentward.jwt.cache_miss");
+                self.metrics.inc(if self.verifier.used_foreign() {
+                    "agentward.jwt.verify_foreign"
+                } else {
+                    "agentward.jwt.verify_pure"
+                });
+                "agentward.jwt.allowed"
+            }
+            Verdict::Anonymous => "agentward.jwt.anonymous",
+            Verdict::Metadata => "agentward.jwt.metadata",
+            Verdict::MissingToken => "agentward.jwt.rejected.missing_token",
+            Verdict::Rejected(why) => {
+                let name = format!("agentward.jwt.rejected.{}", why.code());
+                self.metrics.inc(&name);
+                return;
+            }
+            Verdict::KeysPending => "agentward.jwt.keys_pending",
+        };
+        self.metrics.inc(name);
+    }
+
+    /// Applies a decision to the current context. Returns whether the
+    /// request may continue.
+    fn apply(&self, outcome: &Outcome, current: &[(String, String)]) -> bool {
+        match outcome {
+            Outcome::Forward {
+                set,
+                remove_authorization,
+            } => {
+                let mut ok = true;
+                for (name, _) in current {
+                    if self.auth.strips(name) {
+                        ok &= hostcall::remove_request_header(name).is_ok();
+                    }
+                }
+                if *remove_authorization {
+                    ok &= hostcall::remove_request_header("authorization").is_ok();
+                }
+                for (name, value) in set.iter() {
+                    ok &= hostcall::set_request_header(name, value).is_ok();
+                }
+                if !ok {
+                    // Never forward a request whose identity headers are half set.
+                    respond(&agentward_core::response::unavailable(
+                        "header_edit_failed",
+                        "the gateway could not set the identity headers",
+                    ));
+                }
+                ok
+            }
+            Outcome::Respond(answer) => {
+                respond(answer);
+                false
+            }
+            Outcome::Wait { .. } => false,
+        }
+    }
+}
+
+struct Root {
+    id: u32,
+    state: Option<Rc<RefCell<State>>>,
+    fetches: HashMap<u32, usize>,
+}
+
+impl Root {
+    fn new(id: u32) -> Root {
+        Root {
+            id,
+            state: None,
+            fetches: HashMap::new(),
+        }
+    }
+
+    fn start_fetches(&mut self) {
+        let Some(state) = self.state.clone() else {
+            return;
+        };
+        let due = state.borrow_mut().auth.fetches_due(now_ms());
+        for fetch in due {
+            self.dispatch(&state, fetch);
+        }
+    }
+
+    fn dispatch(&mut self, state: &Rc<RefCell<State>>, fetch: JwksFetch) {
+        let headers = vec![
+            (":method", "GET"),
+            (":path", fetch.path.as_str()),
+            (":authority", fetch.authority.as_str()),
+            ("accept", "application/json"),
+        ];
+        let timeout = Duration::from_millis(fetch.timeout_ms);
+        match proxy_wasm::hostcalls::dispatch_http_call(
+            &fetch.cluster,
+            headers,
+            None,
+            vec![],
+            timeout,
+        ) {
+            Ok(token) => {
+                self.fetches.insert(token, fetch.issuer);
+            }
+            Err(status) => {
+                // Typical on Envoy's base VM, which cannot call out; retried on tick.
+                log(
+                    LogLevel::Debug,
+                    &format!(
+                        "agentward: JWKS fetch from cluster `{}` not dispatched: {status:?}",
+                        fetch.cluster
+                    ),
+                );
+                let mut s = state.borrow_mut();
+                s.auth.jwks_fetched(fetch.issuer, None, now_ms());
+                s.metrics.inc("agentward.jwt.jwks_fetch_failed");
+            }
+        }
+    }
+
+    /// Decides again for requests held on `issuer`, now that its fetch ended.
+    fn release(&mut self, issuer: Option<usize>) {
+        let Some(state) = self.state.clone() else {
+            return;
+        };
+        let now = now_ms();
+        let held = std::mem::take(&mut state.borrow_mut().held);
+        let mut still = Vec::new();
+        for h in held {
+            let due = issuer.is_some_and(|i| i == h.issuer) || now >= h.deadline_ms;
+            if !due {
+                still.push(h);
+                continue;
+            }
+            if hostcall::set_effective_context(h.context_id).is_err() {
+                continue; // the client went away
+            }
+            let mut s = state.borrow_mut();
+            let decision = if now >= h.deadline_ms {
+                Decision {
+                    outcome: Outcome::Respond(s.auth.wait_timed_out()),
+                    verdict: Verdict::KeysPending,
+                }
+            } else {
+                s.decide(&RequestHead {
+                    method: &h.method,
+                    path: &h.path,
+                    authorization: h.authorization.as_deref(),
+                    token_header: h.token_header.as_deref(),
+                })
+            };
+            match decision.outcome {
+                // Still waiting (the refetch is under way): keep holding.
+                Outcome::Wait { issuer } if now < h.deadline_ms => {
+                    still.push(Held { issuer, ..h });
+                }
+                Outcome::Wait { .. } => respond(&s.auth.wait_timed_out()),
+                outcome => {
+                    let current = proxy_wasm::hostcalls::get_map(MapType::HttpRequestHeaders)
+                        .unwrap_or_default();
+                    if s.apply(&outcome, &current) && hostcall::resume_request().is_err() {
+                        log(LogLevel::Warn, "agentward: could not resume a held request");
+                    }
+                }
+            }
+        }
+        let _ = hostcall::set_effective_context(self.id);
+        state.borrow_mut().held.extend(still);
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        let Some(issuer) = self.fetches.remove(&token) else {
+            return;
+        };
+        let Some(state) = self.state.clone() else {
+            return;
+        };
+        let status =
+            proxy_wasm::hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten();
+        let body = if status.as_deref() == Some("200") {
+            proxy_wasm::hostcalls::get_buffer(
+                proxy_wasm::types::BufferType::HttpCallResponseBody,
+                0,
+                body_size,
+            )
+            .ok()
+            .flatten()
+        } else {
+            None
+        };
+        let ok = {
+            let mut s = state.borrow_mut();
+            let had = body.is_some();
+            let ok = s.auth.jwks_fetched(issuer, body.as_deref(), now_ms());
+            s.metrics.inc(if had && ok {
+                "agentward.jwt.jwks_fetch_ok"
+            } else {
+                "agentward.jwt.jwks_fetch_failed"
+            });
+            ok
+        };
+        if !ok {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "agentward: JWKS fetch for issuer {} failed (status {})",
+                    issuer,
+                    status.as_deref().unwrap_or("none")
+                ),
+            );
+        }
+        self.release(Some(issuer));
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let config = proxy_wasm::hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let policy = match Policy::parse(&config) {
+            Ok(policy) => policy,
+            Err(e) => {
+                log(LogLevel::Error, &format!("agentward: {e}"));
+                return false;
+            }
+        };
+        let mut metrics = Metrics::default();
+        let mut names: Vec<String> = [
+            "allowed",
+            "anonymous",
+            "metadata",
+            "cache_hit",
+            "cache_miss",
+            "verify_foreign",
+            "verify_pure",
+            "keys_pending",
+            "jwks_fetch_ok",
+            "jwks_fetch_failed",
+            "rejected.missing_token",
+        ]
+        .iter()
+        .map(|n| format!("agentward.jwt.{n}"))
+        .collect();
+        names.extend(
+            Rejection::REASONS
+                .iter()
+                .map(|r| format!("agentward.jwt.rejected.{}", r.code())),
+        );
+        metrics.define(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        self.state = Some(Rc::new(RefCell::new(State {
+            auth: Authenticator::new(policy),
+            verifier: EnvoyVerifier::default(),
+            metrics,
+            held: Vec::new(),
+        })));
+        if proxy_wasm::hostcalls::set_tick_period(TICK).is_err() {
+            log(
+                LogLevel::Warn,
+                "agentward: no tick period: JWKS refreshes only on demand",
+            );
+        }
+        self.start_fetches();
+        true
+    }
+
+    fn on_tick(&mut self) {
+        self.start_fetches();
+        let now = now_ms();
+        let overdue = self
+            .state
+            .as_ref()
+            .is_some_and(|s| s.borrow().held.iter().any(|h| now >= h.deadline_ms));
+        if overdue {
+            self.release(None);
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request {
+            id: context_id,
+            state: self.state.clone(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Request {
+    id: u32,
+    state: Option<Rc<RefCell<State>>>,
+}
+
+impl Context for Request {}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let Some(state) = self.state.clone() else {
+            respond(&agentward_core::response::unavailable(
+                "not_configured",
+                "the identity filter has no valid policy",
+            ));
+            return Action::Pause;
+        };
+        let headers =
+            proxy_wasm::hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let mut s = state.borrow_mut();
+        let token_header = s.auth.policy().identity.token_header.clone();
+        let head = RequestHead {
+            method: get(":method").unwrap_or("GET"),
+            path: get(":path").unwrap_or("/"),
+            authorization: get("authorization"),
+            token_header: token_header.as_deref().and_then(get),
+        };
+        let decision = s.decide(&head);
+        if let Outcome::Wait { issuer } = decision.outcome {
+            let deadline_ms = now_ms().saturating_add(s.auth.wait_limit_ms(issuer) + 1_000);
+            s.held.push(Held {
+                context_id: self.id,
+                issuer,
+                deadline_ms,
+                method: head.method.to_string(),
+                path: head.path.to_string(),
+                authorization: head.authorization.map(str::to_string),
+                token_header: head.token_header.map(str::to_string),
+            });
+            // The root starts the fetch on its next tick: callouts made here
+            // would answer to this request's context, which may go away.
+            return Action::Pause;
+        }
+        if s.apply(&decision.outcome, &headers) {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+
+    fn on_log(&mut self) {
+        if let Some(state) = &self.state {
+            state.borrow_mut().held.retain(|h| h.context_id != self.id);
+        }
+    }
+}

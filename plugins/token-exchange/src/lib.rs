@@ -1,0 +1,269 @@
+//! token-exchange: for routes with a `connection`, swaps the user's bearer
+//! token for an upstream access token from the vault (RFC 8693 or Auth0
+//! Token Vault dialect), caches it in shared data across worker VMs until
+//! shortly before expiry, and sends it upstream in `Authorization`. The
+//! agent's token never reaches the upstream; the upstream token never
+//! reaches the agent. Messages and decisions live in `agentward_core::exchange`.
+
+use agentward_core::exchange::{
+    read_answer, token_request, ExchangeResult, ExchangeTarget, UpstreamToken,
+};
+use agentward_core::identity::SUB;
+use agentward_core::response;
+use agentward_core::Policy;
+use agentward_envoy::{hostcall, log, now_ms, respond, Metrics};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| Box::new(Root::default()));
+}}
+
+const COUNTERS: [&str; 6] = [
+    "agentward.exchange.cache_hit",
+    "agentward.exchange.vault_call",
+    "agentward.exchange.vault_ok",
+    "agentward.exchange.refused",
+    "agentward.exchange.vault_unavailable",
+    "agentward.exchange.no_identity",
+];
+
+struct Plugin {
+    policy: Policy,
+    metrics: RefCell<Metrics>,
+}
+
+#[derive(Default)]
+struct Root {
+    plugin: Option<Rc<Plugin>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let config =
+            proxy_wasm::hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+        let policy = match Policy::parse(&config) {
+            Ok(p) => p,
+            Err(e) => {
+                log(LogLevel::Error, &format!("agentward: {e}"));
+                return false;
+            }
+        };
+        if policy.vault.is_none() {
+            log(
+                LogLevel::Error,
+                "agentward: invalid policy at `vault`: the token-exchange plugin needs the `vault` section",
+            );
+            return false;
+        }
+        let mut metrics = Metrics::default();
+        metrics.define(&COUNTERS);
+        self.plugin = Some(Rc::new(Plugin {
+            policy,
+            metrics: RefCell::new(metrics),
+        }));
+        true
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request {
+            plugin: self.plugin.clone(),
+            pending: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// An exchange under way for this request.
+struct Pending {
+    target: ExchangeTarget,
+    cache_key: String,
+}
+
+struct Request {
+    plugin: Option<Rc<Plugin>>,
+    pending: Option<Pending>,
+}
+
+impl Request {
+    fn count(&self, name: &str) {
+        if let Some(p) = &self.plugin {
+            p.metrics.borrow_mut().inc(name);
+        }
+    }
+}
+
+/// Puts the upstream token in `Authorization`; false (and a 503 sent) if the host refuses.
+fn use_upstream_token(token: &str) -> bool {
+    if hostcall::set_request_header("authorization", &format!("Bearer {token}")).is_ok() {
+        return true;
+    }
+    respond(&response::unavailable(
+        "header_edit_failed",
+        "the gateway could not set the upstream credentials",
+    ));
+    false
+}
+
+fn cached(key: &str, now: u64, margin: u64) -> Option<UpstreamToken> {
+    let (bytes, _) = proxy_wasm::hostcalls::get_shared_data(key).ok()?;
+    let token: UpstreamToken = serde_json::from_slice(&bytes?).ok()?;
+    token.usable(now, margin).then_some(token)
+}
+
+impl Context for Request {
+    fn on_http_call_response(&mut self, _: u32, num_headers: usize, body_size: usize, _: usize) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let status = if num_headers == 0 {
+            None
+        } else {
+            proxy_wasm::hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| s.parse().ok())
+        };
+        let body =
+            proxy_wasm::hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+        let now = now_ms() / 1000;
+        match read_answer(status, &body, now, &pending.target.connection) {
+            ExchangeResult::Token(token) => {
+                self.count("agentward.exchange.vault_ok");
+                if let Ok(json) = serde_json::to_vec(&token) {
+                    // A lost race with another worker only costs a later exchange.
+                    let _ = proxy_wasm::hostcalls::set_shared_data(
+                        &pending.cache_key,
+                        Some(&json),
+                        None,
+                    );
+                }
+                if use_upstream_token(&token.access_token) && hostcall::resume_request().is_err() {
+                    log(
+                        LogLevel::Warn,
+                        "agentward: could not resume the request after the exchange",
+                    );
+                }
+            }
+            ExchangeResult::Refuse(answer) => {
+                self.count(if answer.status == 503 {
+                    "agentward.exchange.vault_unavailable"
+                } else {
+                    "agentward.exchange.refused"
+                });
+                if answer.status >= 500 {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "agentward: token exchange for connection `{}` failed: vault status {}",
+                            pending.target.connection,
+                            status.map_or("none".to_string(), |s: u32| s.to_string())
+                        ),
+                    );
+                }
+                respond(&answer);
+            }
+        }
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let Some(plugin) = self.plugin.clone() else {
+            respond(&response::unavailable(
+                "not_configured",
+                "the token-exchange filter has no valid policy",
+            ));
+            return Action::Pause;
+        };
+        let header = |name: &str| {
+            proxy_wasm::hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+                .ok()
+                .flatten()
+        };
+        let method = header(":method").unwrap_or_default();
+        let path = header(":path").unwrap_or_default();
+        let Some(target) = plugin
+            .policy
+            .route(&method, &path)
+            .and_then(ExchangeTarget::of)
+        else {
+            return Action::Continue;
+        };
+        let Some(vault) = plugin.policy.vault.as_ref() else {
+            return Action::Continue;
+        };
+        // Only the identity jwt-identity verified is trusted.
+        let subject = header(SUB);
+        let bearer = header("authorization").and_then(|a| {
+            let (scheme, token) = a.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_string())
+        });
+        let (Some(subject), Some(bearer)) = (subject, bearer) else {
+            self.count("agentward.exchange.no_identity");
+            respond(&response::missing_token(&plugin.policy.resource));
+            return Action::Pause;
+        };
+        let cache_key = target.cache_key(&subject);
+        let now = now_ms() / 1000;
+        if let Some(token) = cached(&cache_key, now, vault.expiry_margin_seconds) {
+            self.count("agentward.exchange.cache_hit");
+            return if use_upstream_token(&token.access_token) {
+                Action::Continue
+            } else {
+                Action::Pause
+            };
+        }
+        let callout = token_request(vault, &target, &bearer);
+        let headers: Vec<(&str, &str)> = callout
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let timeout = Duration::from_millis(vault.timeout_ms);
+        match proxy_wasm::hostcalls::dispatch_http_call(
+            &vault.cluster,
+            headers,
+            Some(callout.body.as_bytes()),
+            vec![],
+            timeout,
+        ) {
+            Ok(_) => {
+                self.count("agentward.exchange.vault_call");
+                self.pending = Some(Pending { target, cache_key });
+                Action::Pause
+            }
+            Err(status) => {
+                self.count("agentward.exchange.vault_unavailable");
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "agentward: cannot call the vault cluster `{}`: {status:?}",
+                        vault.cluster
+                    ),
+                );
+                respond(&agentward_core::exchange::unavailable(
+                    "the vault cluster is not reachable",
+                ));
+                Action::Pause
+            }
+        }
+    }
+}

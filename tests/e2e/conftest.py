@@ -1,0 +1,151 @@
+"""Fixtures: the IdP stand-in and the stock-trade upstream run in this
+process; each gateway is a real Envoy loading the real jwt_identity.wasm,
+rendered from envoy/jwt-identity.yaml with its own ports and policy."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stack import JWT_IDENTITY_CONFIG, ROOT, WASM_DIR, Envoy, default_ports, embedded_policies, render
+
+sys.path.insert(0, str(ROOT / "examples/stock-trade"))
+
+import idp as idp_module  # noqa: E402
+import upstream as upstream_module  # noqa: E402
+
+WASM = WASM_DIR / "jwt_identity.wasm"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not WASM.exists():
+        pytest.exit(f"{WASM.relative_to(ROOT)} is missing: run `cargo xtask build` first", returncode=2)
+
+
+@dataclass
+class Idp:
+    idp: idp_module.Idp
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def idp():
+    issuer = idp_module.Idp()
+    server = issuer.serve(0)
+    yield Idp(issuer, server.server_port)
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def upstream_port():
+    server = upstream_module.make_server(0, quiet=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_port
+    server.shutdown()
+
+
+def shipped_policy() -> dict:
+    return embedded_policies(JWT_IDENTITY_CONFIG.read_text())[0]
+
+
+@dataclass
+class Gateway:
+    envoy: Envoy
+    policy: dict
+    idp: idp_module.Idp
+
+    @property
+    def url(self) -> str:
+        return self.envoy.url
+
+    @property
+    def resource(self) -> str:
+        return self.policy["resource"]
+
+    @property
+    def audience(self) -> str:
+        return self.policy["issuers"][0]["audiences"][0]
+
+    def token(self, alg: str = "ES256", **claims) -> str:
+        """A valid token for this gateway: alice, through the stock agent."""
+        base = {
+            "sub": "alice",
+            "aud": self.audience,
+            "azp": "stock-agent",
+            "act": {"sub": "stock-agent"},
+            "scope": "portfolio:read trade",
+        }
+        base.update(claims)
+        return self.idp.mint(base, alg=alg)
+
+    def counter(self, name: str) -> int:
+        return self.envoy.counter(name)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("envoy")
+
+
+@pytest.fixture(scope="session")
+def start_gateway(idp, upstream_port, workdir):
+    """Starts a gateway with the shipped config and `adjust(policy)` applied
+    to a copy of the shipped policy; stopped at the end of the session."""
+    started: list[Envoy] = []
+
+    def start(name: str, adjust=None, idp_port: int | None = None, concurrency: int = 1) -> Gateway:
+        ports = default_ports(upstream=upstream_port, idp=idp_port or idp.port)
+        policy = copy.deepcopy(shipped_policy())
+        policy = json.loads(render(json.dumps(policy), ports))  # resource/audience follow the port
+        if adjust:
+            adjust(policy)
+        config = render(JWT_IDENTITY_CONFIG.read_text(), ports, policy)
+        envoy = Envoy(name, config, workdir, ports, concurrency)
+        started.append(envoy)
+        envoy.start()
+        return Gateway(envoy, policy, idp.idp)
+
+    yield start
+    for envoy in started:
+        envoy.stop()
+
+
+def _fast_refetch(policy: dict) -> None:
+    # Key rotation tests should not wait the default 30 s between refetches.
+    policy["issuers"][0]["jwks_min_refetch_seconds"] = 1
+
+
+@pytest.fixture(scope="session")
+def gateway(start_gateway) -> Gateway:
+    """The shipped stock-trade gateway, two workers."""
+    return start_gateway("stock-trade", _fast_refetch, concurrency=2)
+
+
+@pytest.fixture(scope="session")
+def options_gateway(start_gateway) -> Gateway:
+    """The stock-trade gateway with the identity options in use: a token
+    header, a token query parameter, claim_to_headers and a required typ."""
+
+    def adjust(policy: dict) -> None:
+        _fast_refetch(policy)
+        policy["issuers"][0]["typ"] = "at+jwt"
+        policy["identity"] = {
+            "token_header": "x-access-token",
+            "token_query_param": "access_token",
+            "claim_to_headers": [
+                {"claim": "org.id", "header": "x-org-id"},
+                {"claim": "email", "header": "x-user-email"},
+            ],
+        }
+
+    return start_gateway("options", adjust)

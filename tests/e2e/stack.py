@@ -1,0 +1,205 @@
+"""Running the real thing for the end-to-end tests: Envoy with the real
+`.wasm`, started from the shipped configs in envoy/.
+
+Configs are never forked: a test renders a shipped config with its own ports
+and, where it needs one, its own policy. The rules (mirrored in
+xtask/src/stack.rs, which the demo and the bench use):
+
+* the conventional ports of the shipped configs, `port_value: N` and
+  `localhost:N` (the policy's resource and audience), are replaced by the
+  ports given for them: listener 10000, admin 9901, upstream 8080, idp 8081;
+* `address: 0.0.0.0` becomes `127.0.0.1`;
+* `filename: target/...` becomes absolute;
+* a policy, when given, replaces each `google.protobuf.StringValue` block.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVOY = ROOT / ".tools/venv/bin/envoy"
+ENVOY_DIR = ROOT / "envoy"
+JWT_IDENTITY_CONFIG = ENVOY_DIR / "jwt-identity.yaml"
+WASM_DIR = ROOT / "target/wasm32-wasip1/release"
+
+CONVENTIONAL_PORTS = {"listener": 10000, "admin": 9901, "upstream": 8080, "idp": 8081}
+
+_STRING_VALUE = "google.protobuf.StringValue"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _policy_blocks(lines: list[str]):
+    """Yields (start, end, indent) of each policy block: the lines after a
+    `value: |` that follows a StringValue `@type`."""
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() == "value: |" and i > 0 and _STRING_VALUE in lines[i - 1]:
+            indent = len(lines[i]) - len(lines[i].lstrip())
+            end = i + 1
+            while end < len(lines) and (
+                not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent
+            ):
+                end += 1
+            while end > i + 1 and not lines[end - 1].strip():
+                end -= 1
+            yield i + 1, end, indent
+            i = end
+        else:
+            i += 1
+
+
+def embedded_policies(config: str) -> list[dict]:
+    """The policy documents inside a config, in order."""
+    lines = config.split("\n")
+    return [json.loads("\n".join(lines[s:e])) for s, e, _ in _policy_blocks(lines)]
+
+
+def render(config: str, ports: dict[str, int], policy: dict | None = None) -> str:
+    """A shipped config with these ports (by role, see CONVENTIONAL_PORTS)
+    and, if given, this policy."""
+    if policy is not None:
+        lines = config.split("\n")
+        for start, end, indent in reversed(list(_policy_blocks(lines))):
+            pad = " " * (indent + 2)
+            lines[start:end] = [pad + line for line in json.dumps(policy, indent=2).split("\n")]
+        config = "\n".join(lines)
+    by_conventional = {CONVENTIONAL_PORTS[role]: port for role, port in ports.items()}
+
+    def port(m: re.Match) -> str:
+        return m.group(1) + str(by_conventional.get(int(m.group(2)), m.group(2)))
+
+    config = re.sub(r"(port_value: |localhost:)(\d+)", port, config)
+    config = config.replace("address: 0.0.0.0", "address: 127.0.0.1")
+    return config.replace("filename: target/", f"filename: {ROOT}/target/")
+
+
+def validate(config: str, path: Path) -> subprocess.CompletedProcess:
+    """`envoy --mode validate` on a rendered config (written to `path`)."""
+    path.write_text(config)
+    return subprocess.run(
+        [str(ENVOY), "--mode", "validate", "-c", str(path), "--base-id", str(free_port())],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+class Envoy:
+    """One Envoy process on a rendered config; `start()` waits for /ready."""
+
+    def __init__(self, name: str, config: str, workdir: Path, ports: dict[str, int], concurrency: int = 1):
+        self.name = name
+        self.ports = ports
+        self.config_path = workdir / f"{name}.yaml"
+        self.log_path = workdir / f"{name}.log"
+        self.config_path.write_text(config)
+        self.concurrency = concurrency
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['listener']}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.ports['admin']}"
+
+    def start(self, timeout: float = 60) -> "Envoy":
+        log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [
+                str(ENVOY),
+                "-c", str(self.config_path),
+                "--base-id", str(self.ports["admin"]),
+                "--concurrency", str(self.concurrency),
+                "--log-level", "info",
+                "--component-log-level", "wasm:debug",
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise EnvoyExited(self)
+            try:
+                if requests.get(self.admin + "/ready", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"envoy {self.name} not ready after {timeout}s:\n{self.log_tail()}")
+
+    def wait_exit(self, timeout: float) -> int | None:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def stats(self) -> dict[str, int]:
+        """Counters and gauges from the admin /stats, by name."""
+        text = requests.get(self.admin + "/stats", timeout=5).text
+        stats = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().lstrip("-").isdigit():
+                stats[name] = int(value)
+        return stats
+
+    def counter(self, name: str) -> int:
+        """A plugin counter such as `agentward.jwt.allowed` (Envoy shows it
+        as `wasmcustom.agentward.jwt.allowed`); 0 before it is first used."""
+        return next((v for k, v in self.stats().items() if k == name or k.endswith("." + name)), 0)
+
+
+class EnvoyExited(RuntimeError):
+    def __init__(self, envoy: Envoy):
+        self.envoy = envoy
+        self.returncode = envoy.process.returncode
+        super().__init__(f"envoy {envoy.name} exited with {self.returncode}:\n{envoy.log_tail()}")
+
+
+def shipped_configs() -> list[Path]:
+    return sorted(p for p in ENVOY_DIR.rglob("*.yaml"))
+
+
+def default_ports(**given: int) -> dict[str, int]:
+    ports = {"listener": free_port(), "admin": free_port()}
+    ports.update(given)
+    return ports
+
+
+def decode_claims_header(value: str) -> dict:
+    """`x-agentward-claims`: base64url (no padding) of the claims JSON."""
+    return json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))

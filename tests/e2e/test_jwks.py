@@ -1,0 +1,73 @@
+"""Keys come from the IdP's JWKS: rotation without a restart, a JWKS that is
+unreachable answers 503 (a dependency is down), not 401 (the token is bad).
+And the counters show what happened, including which signature path ran."""
+
+import base64
+import json
+import time
+
+import requests
+
+from stack import free_port
+
+
+def get_portfolio(gateway, token, timeout=15):
+    return requests.get(gateway.url + "/portfolio", headers={"authorization": f"Bearer {token}"}, timeout=timeout)
+
+
+def test_rotated_key_is_picked_up_without_a_restart(gateway, idp):
+    assert get_portfolio(gateway, gateway.token()).status_code == 200
+    fetches = gateway.counter("agentward.jwt.jwks_fetch_ok")
+    rotated = requests.post(idp.url + "/rotate", json={"alg": "ES256"}, timeout=5).json()
+    token = gateway.token()
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert header["kid"] == rotated["kid"]
+    deadline = time.monotonic() + 10
+    while True:
+        r = get_portfolio(gateway, token)
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # a refetch may wait out jwks_min_refetch_seconds
+    assert r.status_code == 200, r.text
+    assert r.json()["seen_headers"]["x-agentward-sub"] == "alice"
+    assert gateway.counter("agentward.jwt.jwks_fetch_ok") > fetches
+
+
+def test_unreachable_jwks_answers_503_after_the_timeout(start_gateway):
+    def adjust(policy):
+        policy["issuers"][0]["jwks_timeout_ms"] = 1000
+
+    down = start_gateway("jwks-down", adjust, idp_port=free_port())
+    started = time.monotonic()
+    r = get_portfolio(down, down.token())
+    took = time.monotonic() - started
+    assert r.status_code == 503, r.text
+    body = r.json()
+    assert body["error"] == "temporarily_unavailable"
+    assert body["reason"] == "jwks_unavailable"
+    assert took < 10, f"took {took:.1f}s"
+    assert down.counter("agentward.jwt.jwks_fetch_failed") >= 1
+    # Public routes do not need the keys.
+    assert requests.get(down.url + "/prices/ACME", timeout=15).status_code == 200
+
+
+def test_counters_show_allowed_cache_and_jwks_fetches(gateway):
+    before = {n: gateway.counter(f"agentward.jwt.{n}") for n in ("allowed", "cache_hit", "cache_miss")}
+    token = gateway.token()
+    for _ in range(3):
+        assert get_portfolio(gateway, token).status_code == 200
+    after = {n: gateway.counter(f"agentward.jwt.{n}") for n in before}
+    assert after["allowed"] == before["allowed"] + 3
+    assert after["cache_miss"] >= before["cache_miss"] + 1
+    assert after["cache_hit"] >= before["cache_hit"] + 1
+    assert gateway.counter("agentward.jwt.jwks_fetch_ok") >= 1
+
+
+def test_es256_and_rs256_verify_through_envoy_and_eddsa_in_pure_rust(gateway):
+    """Envoy has the verify_signature foreign function: ES256 and RS256 use
+    it (BoringSSL); EdDSA is not offered by it and takes the pure-Rust path."""
+    for alg, path in (("ES256", "verify_foreign"), ("RS256", "verify_foreign"), ("EdDSA", "verify_pure")):
+        counter = f"agentward.jwt.{path}"
+        before = gateway.counter(counter)
+        assert get_portfolio(gateway, gateway.token(alg)).status_code == 200
+        assert gateway.counter(counter) == before + 1, f"{alg} did not take the {path} path"

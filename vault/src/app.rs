@@ -1,0 +1,148 @@
+//! The running vault: everything a request handler needs, built once from the
+//! configuration, and the HTTP routes.
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::seal::Keyring;
+use crate::single_flight::Flights;
+use crate::store::{AuditEntry, Store};
+use crate::subject::SubjectVerifier;
+use crate::ticket::TicketSigner;
+use crate::upstream::UpstreamClient;
+use crate::{linking, token_exchange};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Shared state of the service.
+#[derive(Debug)]
+pub struct Vault {
+    /// The resolved configuration.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// Data-encryption keys.
+    pub keys: Keyring,
+    /// Connect-ticket signer.
+    pub tickets: TicketSigner,
+    /// Subject-token verifier.
+    pub subjects: SubjectVerifier,
+    /// Upstream token-endpoint client.
+    pub upstream: UpstreamClient,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Per-(user, connection) refresh gates.
+    pub flights: Flights,
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Vault {
+    /// Builds the vault: connects the store, prepares keys and clients.
+    pub async fn build(config: Config, keys: Keyring) -> Result<Arc<Vault>, String> {
+        if config.connections.contains_key("callback") {
+            return Err("connections.callback: the name `callback` is reserved".into());
+        }
+        let issuers = SubjectVerifier::parse_issuers(&config.issuers)?;
+        let store = Store::connect(&config.database_url, config.database_schema.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        let upstream =
+            UpstreamClient::new(Duration::from_secs(config.upstream_timeout_seconds.max(1)))?;
+        let subjects =
+            SubjectVerifier::new(issuers, config.clock_skew_seconds, upstream.http().clone());
+        let tickets = TicketSigner::new(*keys.ticket_secret(), config.ticket_ttl_seconds);
+        Ok(Arc::new(Vault {
+            config,
+            store,
+            keys,
+            tickets,
+            subjects,
+            upstream,
+            metrics: Metrics::default(),
+            flights: Flights::default(),
+        }))
+    }
+
+    /// The link a user opens to (re)connect `connection`.
+    pub fn connect_url(&self, sub: &str, connection: &str) -> String {
+        let ticket = self.tickets.issue(sub, connection, unix_now());
+        format!(
+            "{}/connect/{connection}?ticket={ticket}",
+            self.config.public_base()
+        )
+    }
+
+    /// The OAuth redirect URI registered at every upstream.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/connect/callback", self.config.public_base())
+    }
+
+    /// Appends an audit row; a failure is logged, not fatal to the answer.
+    pub async fn audit(
+        &self,
+        sub: &str,
+        agent: Option<&str>,
+        connection: Option<&str>,
+        outcome: &str,
+    ) {
+        let entry = AuditEntry {
+            at: unix_now(),
+            sub: sub.to_string(),
+            agent: agent.map(str::to_string),
+            connection: connection.map(str::to_string),
+            outcome: outcome.to_string(),
+        };
+        if let Err(e) = self.store.record_audit(&entry).await {
+            tracing::error!(error = %e, "cannot write audit row");
+        }
+    }
+}
+
+/// The HTTP routes.
+pub fn router(vault: Arc<Vault>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/oauth/token", post(token_exchange::token))
+        .route("/connect/callback", get(linking::callback))
+        .route("/connect/{connection}", get(linking::connect))
+        .route("/connections/{connection}", delete(linking::unlink))
+        .with_state(vault)
+}
+
+async fn healthz(State(vault): State<Arc<Vault>>) -> Response {
+    match vault.store.ping().await {
+        Ok(()) => Json(serde_json::json!({"status": "ok", "database": vault.store.backend()}))
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"status": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(vault): State<Arc<Vault>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        vault.metrics.render(),
+    )
+        .into_response()
+}

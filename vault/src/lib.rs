@@ -1,0 +1,20 @@
+//! agentward-vault: the companion service of the agentward gateway plugins.
+//! A token vault: users link upstream accounts (OAuth 2.0 code flow with
+//! PKCE), refresh tokens are sealed at rest (AES-256-GCM), and the gateway
+//! swaps a user's token for an upstream access token (RFC 8693, or the Auth0
+//! Token Vault dialect).
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod linking;
+pub mod metrics;
+pub mod oauth_error;
+pub mod seal;
+pub mod single_flight;
+pub mod store;
+pub mod subject;
+pub mod ticket;
+pub mod token_exchange;
+pub mod upstream;

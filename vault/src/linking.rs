@@ -1,0 +1,306 @@
+//! Account linking: the OAuth 2.0 authorization-code flow with PKCE (S256)
+//! towards an upstream, for a signed-in user, ending with the upstream
+//! refresh token sealed in the store; and unlinking.
+
+use crate::app::{unix_now, Vault};
+use crate::oauth_error::OAuthError;
+use crate::seal::row_aad;
+use crate::store::{CachedAccess, PendingLink, TokenWrite};
+use crate::subject::SubjectError;
+use crate::upstream::UpstreamError;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Default lifetime assumed for an upstream access token without `expires_in`.
+pub const DEFAULT_EXPIRES_IN: i64 = 3600;
+
+/// Query of `GET /connect/{connection}`.
+#[derive(Debug, Deserialize)]
+pub struct ConnectQuery {
+    /// A signed connect ticket, instead of a bearer token.
+    pub ticket: Option<String>,
+}
+
+/// Query of `GET /connect/callback`, as the upstream sends it.
+#[derive(Debug, Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+fn random_b64(bytes: usize) -> Result<String, OAuthError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::getrandom(&mut buf).map_err(|_| OAuthError::server_error())?;
+    Ok(B64.encode(buf))
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// The signed-in user, from a bearer JWT.
+pub async fn bearer_user(vault: &Vault, headers: &HeaderMap) -> Result<String, OAuthError> {
+    let token =
+        bearer(headers).ok_or_else(|| OAuthError::invalid_token("a bearer token is required"))?;
+    match vault.subjects.verify(token).await {
+        Ok(subject) => Ok(subject.sub),
+        Err(SubjectError::Rejected { description, .. }) => {
+            Err(OAuthError::invalid_token(description))
+        }
+        Err(SubjectError::KeysUnavailable) => Err(OAuthError::unavailable(
+            "the issuer's signing keys are unavailable",
+        )),
+    }
+}
+
+/// `GET /connect/{connection}`: starts linking for the user named by a
+/// ticket or bearer token; answers 302 to the upstream authorize URL.
+pub async fn connect(
+    State(vault): State<Arc<Vault>>,
+    Path(connection): Path<String>,
+    Query(query): Query<ConnectQuery>,
+    headers: HeaderMap,
+) -> Result<Response, OAuthError> {
+    let conn = vault.config.connections.get(&connection).ok_or_else(|| {
+        OAuthError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_target",
+            "no such connection",
+        )
+    })?;
+    let sub = match &query.ticket {
+        Some(ticket) => vault
+            .tickets
+            .verify(ticket, &connection, unix_now())
+            .map_err(|e| {
+                OAuthError::invalid_token(match e {
+                    crate::ticket::TicketError::Expired => {
+                        "the connect link has expired; ask for a new one"
+                    }
+                    crate::ticket::TicketError::WrongConnection => {
+                        "the connect link is for another connection"
+                    }
+                    crate::ticket::TicketError::Invalid => "the connect link is not valid",
+                })
+            })?,
+        None => bearer_user(&vault, &headers).await?,
+    };
+    let state = random_b64(32)?;
+    let verifier = random_b64(32)?;
+    let challenge = B64.encode(Sha256::digest(verifier.as_bytes()));
+    let sealed = vault
+        .keys
+        .seal(
+            verifier.as_bytes(),
+            &row_aad("pkce_verifier", &state, &connection),
+        )
+        .map_err(|_| OAuthError::server_error())?;
+    let pending = PendingLink {
+        state: state.clone(),
+        sub: sub.clone(),
+        connection: connection.clone(),
+        verifier: sealed,
+        expires_at: unix_now() + i64::try_from(vault.config.state_ttl_seconds).unwrap_or(600),
+    };
+    vault.store.put_pending(&pending).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot store linking state");
+        OAuthError::server_error()
+    })?;
+    let mut url =
+        reqwest::Url::parse(&conn.authorize_url).map_err(|_| OAuthError::server_error())?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", &conn.client_id)
+            .append_pair("redirect_uri", &vault.redirect_uri())
+            .append_pair("state", &state)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        if !conn.scopes.is_empty() {
+            q.append_pair("scope", &conn.scopes.join(" "));
+        }
+        for (k, v) in &conn.authorize_params {
+            q.append_pair(k, v);
+        }
+    }
+    tracing::info!(sub = %sub, connection = %connection, "account linking started");
+    Ok((
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, url.to_string()),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+    )
+        .into_response())
+}
+
+/// `GET /connect/callback`: the upstream's redirect back. Consumes the
+/// single-use `state`, redeems the code and seals the tokens.
+pub async fn callback(
+    State(vault): State<Arc<Vault>>,
+    Query(query): Query<CallbackQuery>,
+) -> Result<Response, OAuthError> {
+    let state = query
+        .state
+        .ok_or_else(|| OAuthError::invalid_request("state is missing"))?;
+    let now = unix_now();
+    let pending = vault.store.take_pending(&state, now).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot read linking state");
+        OAuthError::server_error()
+    })?;
+    let Some(pending) = pending else {
+        vault.metrics.link("failed");
+        return Err(OAuthError::invalid_request(
+            "unknown, used or expired state; start linking again",
+        ));
+    };
+    let connection = pending.connection.clone();
+    let conn = vault
+        .config
+        .connections
+        .get(&connection)
+        .ok_or_else(OAuthError::server_error)?;
+    if query.error.is_some() {
+        vault.metrics.link("failed");
+        tracing::info!(sub = %pending.sub, connection = %connection, "upstream denied account linking");
+        return Err(OAuthError::new(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            "the upstream did not grant access",
+        ));
+    }
+    let code = query
+        .code
+        .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+    let verifier = vault
+        .keys
+        .open_string(
+            &pending.verifier,
+            &row_aad("pkce_verifier", &state, &connection),
+        )
+        .map_err(|_| OAuthError::server_error())?;
+    let tokens = match vault
+        .upstream
+        .redeem_code(conn, &code, &verifier, &vault.redirect_uri())
+        .await
+    {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            vault.metrics.link("failed");
+            tracing::warn!(sub = %pending.sub, connection = %connection, upstream = ?e, "code redemption failed");
+            return Err(match e {
+                UpstreamError::Unavailable(_) => {
+                    OAuthError::unavailable("the upstream is unreachable; try again")
+                }
+                _ => OAuthError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "server_error",
+                    "the upstream refused the authorization code; start linking again",
+                ),
+            });
+        }
+    };
+    let Some(refresh) = tokens.refresh_token.as_deref() else {
+        vault.metrics.link("failed");
+        return Err(OAuthError::new(
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "the upstream issued no refresh token; the connection must request offline access",
+        ));
+    };
+    let seal = |purpose: &str, value: &str| {
+        vault
+            .keys
+            .seal(
+                value.as_bytes(),
+                &row_aad(purpose, &pending.sub, &connection),
+            )
+            .map_err(|_| OAuthError::server_error())
+    };
+    let write = TokenWrite {
+        refresh: Some(seal("refresh_token", refresh)?),
+        access: CachedAccess {
+            sealed: seal("access_token", &tokens.access_token)?,
+            expires_at: now + tokens.expires_in.unwrap_or(DEFAULT_EXPIRES_IN),
+        },
+        scope: tokens.scope.clone(),
+    };
+    vault
+        .store
+        .save_link(&pending.sub, &connection, &write, now)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot store link");
+            OAuthError::server_error()
+        })?;
+    vault.metrics.link("linked");
+    vault
+        .audit(&pending.sub, None, Some(&connection), "linked")
+        .await;
+    tracing::info!(sub = %pending.sub, connection = %connection, "account linked");
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Html(format!(
+            "<!doctype html><title>Account linked</title><h1>Account linked</h1>\
+             <p>Your {} account is connected. You can close this window.</p>",
+            html_escape(&connection)
+        )),
+    )
+        .into_response())
+}
+
+/// `DELETE /connections/{connection}`: the bearer-authenticated user unlinks.
+pub async fn unlink(
+    State(vault): State<Arc<Vault>>,
+    Path(connection): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, OAuthError> {
+    let sub = bearer_user(&vault, &headers).await?;
+    if !vault.config.connections.contains_key(&connection) {
+        return Err(OAuthError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_target",
+            "no such connection",
+        ));
+    }
+    let gate = vault.flights.gate(&sub, &connection);
+    let _held = gate.lock().await;
+    let removed = vault
+        .store
+        .delete_link(&sub, &connection)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot delete link");
+            OAuthError::server_error()
+        })?;
+    if !removed {
+        return Err(OAuthError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no linked account for this connection",
+        ));
+    }
+    vault.metrics.link("unlinked");
+    vault.audit(&sub, None, Some(&connection), "unlinked").await;
+    tracing::info!(sub = %sub, connection = %connection, "account unlinked");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,91 @@
+//! Prometheus counters, rendered in the text exposition format by
+//! `GET /metrics`. Hand-rolled: a handful of labelled counters do not need a
+//! metrics framework.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+type Counters = Mutex<BTreeMap<&'static str, u64>>;
+
+/// The vault's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    exchanges: Counters,
+    refreshes: Counters,
+    links: Counters,
+}
+
+fn bump(map: &Counters, key: &'static str) {
+    let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    *map.entry(key).or_insert(0) += 1;
+}
+
+impl Metrics {
+    /// Counts a token exchange by outcome (`issued_cached`, `not_linked`, …).
+    pub fn exchange(&self, outcome: &'static str) {
+        bump(&self.exchanges, outcome);
+    }
+
+    /// Counts an upstream refresh by result (`ok`, `refused`, `unavailable`, `error`).
+    pub fn refresh(&self, result: &'static str) {
+        bump(&self.refreshes, result);
+    }
+
+    /// Counts a link event (`linked`, `unlinked`, `broken`, `failed`).
+    pub fn link(&self, event: &'static str) {
+        bump(&self.links, event);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let sections: [(&str, &str, &str, &Counters); 3] = [
+            (
+                "agentward_vault_exchanges_total",
+                "Token exchanges by outcome.",
+                "outcome",
+                &self.exchanges,
+            ),
+            (
+                "agentward_vault_refreshes_total",
+                "Upstream refresh-token grants by result.",
+                "result",
+                &self.refreshes,
+            ),
+            (
+                "agentward_vault_links_total",
+                "Account-link events.",
+                "event",
+                &self.links,
+            ),
+        ];
+        for (name, help, label, map) in sections {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (value, count) in map.iter() {
+                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_in_text_format() {
+        let m = Metrics::default();
+        m.exchange("issued_cached");
+        m.exchange("issued_cached");
+        m.refresh("ok");
+        let text = m.render();
+        assert!(text.contains("# TYPE agentward_vault_exchanges_total counter"));
+        assert!(text.contains("agentward_vault_exchanges_total{outcome=\"issued_cached\"} 2"));
+        assert!(text.contains("agentward_vault_refreshes_total{result=\"ok\"} 1"));
+        assert!(text.contains("# TYPE agentward_vault_links_total counter"));
+    }
+}

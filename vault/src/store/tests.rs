@@ -1,0 +1,266 @@
+//! The same storage behaviour, checked on SQLite and on the real PostgreSQL.
+
+use super::*;
+
+const TEST_PG_URLS: [&str; 2] = [
+    "postgres://postgres@127.0.0.1:5432/test",
+    "postgres://root@127.0.0.1:5432/test",
+];
+
+fn sealed(tag: u8) -> Sealed {
+    Sealed {
+        key_id: "k1".into(),
+        blob: vec![tag; 40],
+    }
+}
+
+fn write(refresh: Option<u8>, access: u8, expires_at: i64) -> TokenWrite {
+    TokenWrite {
+        refresh: refresh.map(sealed),
+        access: CachedAccess {
+            sealed: sealed(access),
+            expires_at,
+        },
+        scope: Some("read".into()),
+    }
+}
+
+/// A PostgreSQL store in a fresh schema, or `None` (with the reason printed)
+/// when no server answers.
+pub(crate) async fn postgres_store() -> Option<(Store, String, PgPool)> {
+    let urls: Vec<String> = match std::env::var("AGENTWARD_VAULT_TEST_DATABASE_URL") {
+        Ok(url) => vec![url],
+        Err(_) => TEST_PG_URLS.iter().map(|s| s.to_string()).collect(),
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let schema = format!("vault_unit_{}_{}", std::process::id(), nanos);
+    let mut reasons = Vec::new();
+    for url in urls {
+        match Store::connect(&url, Some(&schema)).await {
+            Ok(store) => {
+                let admin = PgPool::connect(&url).await.ok()?;
+                return Some((store, schema, admin));
+            }
+            Err(e) => reasons.push(format!("{url}: {e}")),
+        }
+    }
+    eprintln!("SKIPPED: PostgreSQL unreachable ({})", reasons.join("; "));
+    None
+}
+
+async fn links_round_trip(store: &Store) {
+    assert_eq!(store.find_link("alice", "google").await.unwrap(), None);
+    store
+        .save_link("alice", "google", &write(Some(1), 2, 1000), 10)
+        .await
+        .unwrap();
+    let link = store.find_link("alice", "google").await.unwrap().unwrap();
+    assert_eq!(link.refresh, sealed(1));
+    assert_eq!(
+        link.access,
+        Some(CachedAccess {
+            sealed: sealed(2),
+            expires_at: 1000
+        })
+    );
+    assert_eq!(
+        (link.broken, link.version, link.scope.as_deref()),
+        (false, 1, Some("read"))
+    );
+    assert_eq!(store.find_link("alice", "slack").await.unwrap(), None);
+    assert_eq!(store.find_link("bob", "google").await.unwrap(), None);
+}
+
+async fn refresh_rotates_once_per_version(store: &Store) {
+    store
+        .save_link("rot", "google", &write(Some(1), 2, 1000), 10)
+        .await
+        .unwrap();
+    let lease = store.lease_link("rot", "google").await.unwrap().unwrap();
+    assert!(lease
+        .store_refreshed(&write(Some(3), 4, 2000), 20)
+        .await
+        .unwrap());
+    let link = store.find_link("rot", "google").await.unwrap().unwrap();
+    assert_eq!((link.refresh.clone(), link.version), (sealed(3), 2));
+    // A refresh without rotation keeps the stored refresh token.
+    let lease = store.lease_link("rot", "google").await.unwrap().unwrap();
+    assert!(lease
+        .store_refreshed(&write(None, 5, 3000), 30)
+        .await
+        .unwrap());
+    let link = store.find_link("rot", "google").await.unwrap().unwrap();
+    assert_eq!(link.refresh, sealed(3));
+    assert_eq!(link.access.map(|a| a.expires_at), Some(3000));
+}
+
+async fn stale_write_is_refused(store: &Store) {
+    store
+        .save_link("stale", "google", &write(Some(1), 2, 1000), 10)
+        .await
+        .unwrap();
+    let mut stale = store.find_link("stale", "google").await.unwrap().unwrap();
+    let lease = store.lease_link("stale", "google").await.unwrap().unwrap();
+    assert!(lease
+        .store_refreshed(&write(Some(3), 4, 2000), 20)
+        .await
+        .unwrap());
+    // A second writer that read version 1 must not overwrite the rotated token.
+    stale.version = 1;
+    let lease = LinkLease {
+        link: stale,
+        tx: None,
+        store: store.clone(),
+    };
+    assert!(!lease
+        .store_refreshed(&write(Some(9), 9, 9000), 30)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .find_link("stale", "google")
+            .await
+            .unwrap()
+            .unwrap()
+            .refresh,
+        sealed(3)
+    );
+}
+
+async fn broken_link_is_kept_and_relinking_heals_it(store: &Store) {
+    store
+        .save_link("brk", "google", &write(Some(1), 2, 1000), 10)
+        .await
+        .unwrap();
+    let lease = store.lease_link("brk", "google").await.unwrap().unwrap();
+    lease.mark_broken(20).await.unwrap();
+    let link = store.find_link("brk", "google").await.unwrap().unwrap();
+    assert!(link.broken);
+    assert_eq!(link.access, None);
+    store
+        .save_link("brk", "google", &write(Some(5), 6, 1000), 30)
+        .await
+        .unwrap();
+    let link = store.find_link("brk", "google").await.unwrap().unwrap();
+    assert!(!link.broken);
+    assert_eq!(link.refresh, sealed(5));
+    assert!(store.delete_link("brk", "google").await.unwrap());
+    assert!(!store.delete_link("brk", "google").await.unwrap());
+}
+
+async fn pending_state_is_single_use_and_expires(store: &Store) {
+    let pending = PendingLink {
+        state: "s1".into(),
+        sub: "alice".into(),
+        connection: "google".into(),
+        verifier: sealed(7),
+        expires_at: 100,
+    };
+    store.put_pending(&pending).await.unwrap();
+    assert_eq!(
+        store.take_pending("s1", 50).await.unwrap(),
+        Some(pending.clone())
+    );
+    assert_eq!(store.take_pending("s1", 50).await.unwrap(), None);
+    store
+        .put_pending(&PendingLink {
+            state: "s2".into(),
+            ..pending
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.take_pending("s2", 101).await.unwrap(), None);
+}
+
+async fn audit_rows_are_kept_in_order(store: &Store) {
+    for outcome in ["issued_cached", "not_linked"] {
+        let e = AuditEntry {
+            at: 1,
+            sub: "alice".into(),
+            agent: Some("agent-1".into()),
+            connection: Some("google".into()),
+            outcome: outcome.into(),
+        };
+        store.record_audit(&e).await.unwrap();
+    }
+    let rows = store.recent_audit(10).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        ["not_linked", "issued_cached"]
+    );
+}
+
+async fn exercise(store: &Store) {
+    store.ping().await.unwrap();
+    links_round_trip(store).await;
+    refresh_rotates_once_per_version(store).await;
+    stale_write_is_refused(store).await;
+    broken_link_is_kept_and_relinking_heals_it(store).await;
+    pending_state_is_single_use_and_expires(store).await;
+    audit_rows_are_kept_in_order(store).await;
+}
+
+#[tokio::test]
+async fn storage_behaves_on_sqlite_file() {
+    let dir = std::env::temp_dir().join(format!("agentward-vault-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("unit.db");
+    let _ = std::fs::remove_file(&path);
+    let store = Store::connect(path.to_str().unwrap(), None).await.unwrap();
+    exercise(&store).await;
+    // Tables are created idempotently: a second connection to the same file works.
+    let again = Store::connect(&format!("sqlite://{}", path.display()), None)
+        .await
+        .unwrap();
+    assert!(again.find_link("alice", "google").await.unwrap().is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn storage_behaves_on_postgres() {
+    let Some((store, schema, admin)) = postgres_store().await else {
+        return;
+    };
+    exercise(&store).await;
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn postgres_lease_locks_the_row_across_connections() {
+    let Some((store, schema, admin)) = postgres_store().await else {
+        return;
+    };
+    store
+        .save_link("lock", "google", &write(Some(1), 2, 1000), 10)
+        .await
+        .unwrap();
+    let first = store.lease_link("lock", "google").await.unwrap().unwrap();
+    let other = store.clone();
+    let second = tokio::spawn(async move {
+        let lease = other.lease_link("lock", "google").await.unwrap().unwrap();
+        let version = lease.link().version;
+        lease.release().await.unwrap();
+        version
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "second lease must wait for the first"
+    );
+    assert!(first
+        .store_refreshed(&write(Some(3), 4, 2000), 20)
+        .await
+        .unwrap());
+    // The waiter sees the row as the first lease left it.
+    assert_eq!(second.await.unwrap(), 2);
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}

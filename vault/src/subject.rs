@@ -1,0 +1,209 @@
+//! Verification of subject tokens (the user's JWT, passed by the gateway in a
+//! token exchange or by the user as a bearer token) with `agentward-core`'s
+//! verifier, plus the I/O it leaves to its host: fetching each issuer's JWKS
+//! over HTTP, keeping it fresh, and refetching once on an unknown `kid`.
+
+use agentward_core::jwks::KeySet;
+use agentward_core::jwt::{self, Rejection, TrustStore};
+use agentward_core::policy::Issuer;
+use agentward_core::signature::PureRust;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// The verified user behind a subject token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// `sub`.
+    pub sub: String,
+    /// The agent the token was issued to: `azp`, else `client_id`.
+    pub agent: Option<String>,
+    /// `iss`.
+    pub issuer: String,
+}
+
+/// Why a subject token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectError {
+    /// The token is invalid: short code and a fixed sentence, no token text.
+    Rejected {
+        /// e.g. `expired`, `bad_signature`.
+        code: &'static str,
+        /// A sentence for `error_description`.
+        description: &'static str,
+    },
+    /// The issuer's keys could not be fetched.
+    KeysUnavailable,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct FetchState {
+    last_attempt: Option<Instant>,
+    last_success: Option<Instant>,
+}
+
+/// Trusted issuers and their keys, fetched and refreshed on demand.
+#[derive(Debug)]
+pub struct SubjectVerifier {
+    trust: RwLock<TrustStore>,
+    issuers: Vec<Issuer>,
+    fetches: Mutex<Vec<FetchState>>,
+    http: reqwest::Client,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl SubjectVerifier {
+    /// Issuers as in the policy document (`issuers` array).
+    pub fn new(
+        issuers: Vec<Issuer>,
+        clock_skew_seconds: u64,
+        http: reqwest::Client,
+    ) -> SubjectVerifier {
+        let fetches = Mutex::new(vec![FetchState::default(); issuers.len()]);
+        SubjectVerifier {
+            trust: RwLock::new(TrustStore::new(issuers.clone(), clock_skew_seconds)),
+            issuers,
+            fetches,
+            http,
+        }
+    }
+
+    /// Parses the configured issuers (TOML values) into core's `Issuer`s.
+    pub fn parse_issuers(values: &[serde_json::Value]) -> Result<Vec<Issuer>, String> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                serde_json::from_value::<Issuer>(v.clone())
+                    .map_err(|e| format!("issuers[{i}]: {e}"))
+            })
+            .collect()
+    }
+
+    /// Fetches every issuer's JWKS that is missing or stale (best effort).
+    pub async fn refresh_stale(&self) {
+        for index in 0..self.issuers.len() {
+            self.fetch(index, false).await;
+        }
+    }
+
+    /// Fetches issuer `index`'s JWKS if it is due; `kid_miss` asks for an
+    /// early refetch, rate-limited by `jwks_min_refetch_seconds`.
+    async fn fetch(&self, index: usize, kid_miss: bool) {
+        let Some(issuer) = self.issuers.get(index) else {
+            return;
+        };
+        let Some(uri) = issuer.jwks_uri.as_deref() else {
+            return;
+        };
+        let mut fetches = self.fetches.lock().await;
+        let Some(state) = fetches.get_mut(index) else {
+            return;
+        };
+        let now = Instant::now();
+        let since = |t: Option<Instant>| t.map(|t| now.duration_since(t));
+        let fresh = since(state.last_success)
+            .is_some_and(|d| d < Duration::from_secs(issuer.jwks_refresh_seconds));
+        let recently_tried = since(state.last_attempt)
+            .is_some_and(|d| d < Duration::from_secs(issuer.jwks_min_refetch_seconds.max(1)));
+        let due = if kid_miss {
+            !recently_tried
+        } else {
+            !fresh && !recently_tried
+        };
+        if !due {
+            return;
+        }
+        state.last_attempt = Some(now);
+        let timeout = Duration::from_millis(issuer.jwks_timeout_ms.max(100));
+        let fetched = async {
+            let response = self.http.get(uri).timeout(timeout).send().await.ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            let body = response.bytes().await.ok()?;
+            KeySet::parse(&body).ok()
+        }
+        .await;
+        match fetched {
+            Some(keys) => {
+                state.last_success = Some(now);
+                if let Ok(mut trust) = self.trust.write() {
+                    trust.set_keys(index, keys);
+                }
+                tracing::debug!(issuer = %issuer.issuer, "fetched JWKS");
+            }
+            None => {
+                tracing::warn!(issuer = %issuer.issuer, "JWKS fetch failed; keeping previous keys")
+            }
+        }
+    }
+
+    fn check(&self, token: &str) -> Result<jwt::Verified, Rejection> {
+        match self.trust.read() {
+            Ok(trust) => jwt::verify(token, &trust, now_unix(), &PureRust),
+            Err(_) => Err(Rejection::KeysUnavailable(0)),
+        }
+    }
+
+    fn issuer_index(&self, token: &str) -> Option<usize> {
+        let (iss, _kid) = jwt::peek_issuer_and_kid(token)?;
+        self.issuers.iter().position(|i| i.issuer == iss)
+    }
+
+    /// Verifies a subject token; fetches keys when they are missing, stale, or
+    /// lack the token's `kid`.
+    pub async fn verify(&self, token: &str) -> Result<Subject, SubjectError> {
+        if let Some(index) = self.issuer_index(token) {
+            self.fetch(index, false).await;
+        }
+        let verified = match self.check(token) {
+            Err(Rejection::UnknownKid) | Err(Rejection::KeysUnavailable(_)) => {
+                if let Some(index) = self.issuer_index(token) {
+                    self.fetch(index, true).await;
+                }
+                self.check(token)
+            }
+            other => other,
+        };
+        let verified = match verified {
+            Ok(v) => v,
+            Err(Rejection::KeysUnavailable(_)) => return Err(SubjectError::KeysUnavailable),
+            Err(r) => {
+                return Err(SubjectError::Rejected {
+                    code: r.code(),
+                    description: r.description(),
+                })
+            }
+        };
+        let text = |name: &str| {
+            verified
+                .claims
+                .get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let sub = text("sub")
+            .filter(|s| !s.is_empty())
+            .ok_or(SubjectError::Rejected {
+                code: "missing_sub",
+                description: "the token names no subject (sub)",
+            })?;
+        let issuer = self
+            .issuers
+            .get(verified.issuer)
+            .map(|i| i.issuer.clone())
+            .unwrap_or_default();
+        Ok(Subject {
+            sub,
+            agent: text("azp").or_else(|| text("client_id")),
+            issuer,
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! Calls to an upstream token endpoint: the authorization-code grant that
+//! completes linking, and the refresh-token grant. Responses are classified,
+//! never passed through: the upstream's error text does not reach our clients
+//! or our logs.
+
+use crate::config::{ConnectionConfig, TokenEndpointAuth};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Tokens from the upstream token endpoint.
+#[derive(Deserialize)]
+pub struct UpstreamTokens {
+    /// The upstream access token.
+    pub access_token: String,
+    /// A refresh token: on linking, or a rotated one on refresh.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// Lifetime of the access token in seconds.
+    #[serde(default)]
+    pub expires_in: Option<i64>,
+    /// Scope granted.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Token type; only `Bearer` is accepted.
+    #[serde(default)]
+    pub token_type: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "UpstreamTokens {{ expires_in: {:?}, scope: {:?}, .. }}",
+            self.expires_in, self.scope
+        )
+    }
+}
+
+/// How an upstream call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// `invalid_grant`: the code or refresh token is spent, revoked or expired.
+    Refused,
+    /// Another OAuth error code (e.g. `invalid_client`: our configuration).
+    Rejected(String),
+    /// Network failure, timeout, 5xx, or a body that is not a token response.
+    Unavailable(&'static str),
+}
+
+/// An HTTP client for upstream token endpoints.
+#[derive(Clone, Debug)]
+pub struct UpstreamClient {
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+impl UpstreamClient {
+    /// A client with the given per-request timeout.
+    pub fn new(timeout: Duration) -> Result<UpstreamClient, String> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("agentward-vault/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|_| "cannot build the HTTP client".to_string())?;
+        Ok(UpstreamClient { http })
+    }
+
+    /// The shared reqwest client (also used for JWKS).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Redeems an authorization code (with its PKCE verifier).
+    pub async fn redeem_code(
+        &self,
+        conn: &ConnectionConfig,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<UpstreamTokens, UpstreamError> {
+        let form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", verifier),
+        ];
+        self.token_request(conn, form).await
+    }
+
+    /// Spends a refresh token.
+    pub async fn refresh(
+        &self,
+        conn: &ConnectionConfig,
+        refresh_token: &str,
+    ) -> Result<UpstreamTokens, UpstreamError> {
+        let form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        self.token_request(conn, form).await
+    }
+
+    async fn token_request(
+        &self,
+        conn: &ConnectionConfig,
+        mut form: Vec<(&str, &str)>,
+    ) -> Result<UpstreamTokens, UpstreamError> {
+        let secret = conn.client_secret.as_deref().unwrap_or("");
+        let mut request = self
+            .http
+            .post(&conn.token_url)
+            .header("accept", "application/json");
+        match conn.token_endpoint_auth {
+            TokenEndpointAuth::ClientSecretBasic => {
+                request =
+                    request.basic_auth(form_encode(&conn.client_id), Some(form_encode(secret)));
+            }
+            TokenEndpointAuth::ClientSecretPost => {
+                form.push(("client_id", &conn.client_id));
+                form.push(("client_secret", secret));
+            }
+        }
+        let body = serde_urlencoded::to_string(&form)
+            .map_err(|_| UpstreamError::Unavailable("cannot encode request"))?;
+        let response = request
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|_| UpstreamError::Unavailable("upstream token endpoint unreachable"))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|_| UpstreamError::Unavailable("upstream token endpoint unreachable"))?;
+        if status.is_success() {
+            let tokens: UpstreamTokens = serde_json::from_slice(&bytes).map_err(|_| {
+                UpstreamError::Unavailable("upstream token response is not valid JSON")
+            })?;
+            if let Some(t) = &tokens.token_type {
+                if !t.eq_ignore_ascii_case("bearer") {
+                    return Err(UpstreamError::Rejected("unsupported_token_type".into()));
+                }
+            }
+            return Ok(tokens);
+        }
+        if status.is_server_error() {
+            return Err(UpstreamError::Unavailable("upstream token endpoint failed"));
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(e) if e.error == "invalid_grant" => Err(UpstreamError::Refused),
+            // Keep only a code-shaped value, never free text.
+            Ok(e)
+                if e.error.len() <= 64
+                    && e.error.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
+            {
+                Err(UpstreamError::Rejected(e.error))
+            }
+            _ => Err(UpstreamError::Rejected(format!("http_{}", status.as_u16()))),
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of a client credential, as
+/// RFC 6749 §2.3.1 asks before HTTP Basic.
+fn form_encode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .map(|e| e.trim_start_matches('=').to_string())
+        .unwrap_or_default()
+}

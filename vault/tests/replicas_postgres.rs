@@ -1,0 +1,135 @@
+//! Two vault processes on one PostgreSQL database serve the same user, and
+//! concurrent exchanges across both refresh upstream exactly once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+const TTL: u64 = 8;
+const MARGIN: u64 = 3;
+
+async fn reachable_postgres() -> Option<String> {
+    let candidates: Vec<String> = match std::env::var("AGENTWARD_VAULT_TEST_DATABASE_URL") {
+        Ok(url) => vec![url],
+        Err(_) => vec![
+            "postgres://postgres@127.0.0.1:5432/test".into(),
+            "postgres://root@127.0.0.1:5432/test".into(),
+        ],
+    };
+    for url in &candidates {
+        if sqlx::PgPool::connect(url).await.is_ok() {
+            return Some(url.clone());
+        }
+    }
+    eprintln!("SKIPPED: no PostgreSQL answers at {candidates:?}");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_share_one_postgres() {
+    let Some(database_url) = reachable_postgres().await else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let schema = format!("vault_e2e_{}_{nanos}", std::process::id());
+    let dir = temp_dir("replicas");
+    let issuer = TestIssuer::start().await;
+    let (port_a, port_b) = (free_port(), free_port());
+    let redirects = [port_a, port_b].map(|p| format!("http://127.0.0.1:{p}/connect/callback"));
+    let mut upstream = Upstream::start(&redirects, TTL);
+    let start = |port, name| {
+        VaultProcess::start(VaultSettings {
+            port,
+            database_url: database_url.clone(),
+            database_schema: Some(schema.clone()),
+            dir: &dir,
+            jwks_url: &issuer.jwks_url,
+            upstream_url: &upstream.url,
+            refresh_margin: MARGIN,
+            name,
+        })
+    };
+    let (a, b) = tokio::join!(start(port_a, "vault-a"), start(port_b, "vault-b"));
+    let http = http();
+    let alice = issuer.token("alice", "agent-a");
+
+    // Linked through replica A, served by replica B.
+    let (r, _) = link_account(
+        &http,
+        http.get(format!("{}/connect/stocktrade", a.url))
+            .bearer_auth(&alice),
+        "alice-up",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let (status, body) = json(rfc8693(&http, &b.url, &alice).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(upstream.grants("refresh_token").await, 0);
+
+    tokio::time::sleep(Duration::from_secs(TTL - MARGIN + 1)).await;
+
+    // 25 exchanges on each replica at once: one upstream refresh in all.
+    let mut handles = Vec::new();
+    for i in 0..50 {
+        let vault = if i % 2 == 0 {
+            a.url.clone()
+        } else {
+            b.url.clone()
+        };
+        let req = if i % 4 < 2 {
+            rfc8693(&http, &vault, &alice)
+        } else {
+            auth0(&http, &vault, &alice)
+        };
+        handles.push(tokio::spawn(async move {
+            json(req.send().await.unwrap()).await
+        }));
+    }
+    let mut tokens = std::collections::BTreeSet::new();
+    for h in handles {
+        let (status, body) = h.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        tokens.insert(body["access_token"].as_str().unwrap().to_string());
+    }
+    assert_eq!(tokens.len(), 1, "every caller got the one refreshed token");
+    assert_ne!(
+        tokens.first().map(String::as_str),
+        body["access_token"].as_str()
+    );
+    assert_eq!(
+        upstream.grants("refresh_token").await,
+        1,
+        "replicas spent the refresh token once"
+    );
+    assert_eq!(upstream.refused("refresh_token").await, 0);
+
+    // Upstream down and the cached token stale: 503, link kept intact.
+    upstream.stop();
+    tokio::time::sleep(Duration::from_secs(TTL - MARGIN + 1)).await;
+    let (status, body) = json(rfc8693(&http, &b.url, &alice).send().await.unwrap()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
+
+    drop((a, b));
+    let admin = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let broken: i64 = sqlx::query_scalar(&format!(
+        "SELECT broken FROM \"{schema}\".links WHERE sub = 'alice'"
+    ))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(broken, 0, "an unreachable upstream does not break the link");
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,373 @@
+//! Real peers for the integration tests: an ES256 issuer with a JWKS served
+//! over HTTP, the oidc-provider upstream (node), and vault processes.
+#![allow(dead_code)]
+
+use axum::routing::get;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use jwt_simple::prelude::*;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{Client, Response, Url};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const ISSUER: &str = "https://idp.agentward.test/";
+pub const AUDIENCE: &str = "https://api.agentward.test";
+pub const GATEWAY_ID: &str = "gateway";
+pub const GATEWAY_SECRET: &str = "gateway-secret:with/odd chars";
+pub const RESOURCE: &str = "https://api.stocktrade.test";
+
+/// Mints ES256 user tokens; its JWKS is served by a tiny HTTP server.
+pub struct TestIssuer {
+    key: ES256KeyPair,
+    pub jwks_url: String,
+}
+
+impl TestIssuer {
+    pub async fn start() -> TestIssuer {
+        let key = ES256KeyPair::generate().with_key_id("test-key-1");
+        let point = key.public_key().public_key().to_bytes_uncompressed();
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "test-key-1",
+            "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
+        }]})
+        .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().route("/jwks.json", get(move || async move { jwks }));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        TestIssuer {
+            key,
+            jwks_url: format!("http://127.0.0.1:{port}/jwks.json"),
+        }
+    }
+
+    /// A user token for `sub`, issued to agent `azp`.
+    pub fn token(&self, sub: &str, azp: &str) -> String {
+        let mut custom = BTreeMap::new();
+        custom.insert("azp".to_string(), azp.to_string());
+        let claims =
+            Claims::with_custom_claims(custom, jwt_simple::prelude::Duration::from_mins(10))
+                .with_issuer(ISSUER)
+                .with_audience(AUDIENCE)
+                .with_subject(sub);
+        self.key.sign(claims).unwrap()
+    }
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The oidc-provider upstream.
+pub struct Upstream {
+    child: Child,
+    pub url: String,
+}
+
+impl Upstream {
+    pub fn start(redirect_uris: &[String], access_token_ttl: u64) -> Upstream {
+        let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
+        assert!(
+            peers.join("node_modules/oidc-provider").exists(),
+            "run `npm install` in {} first",
+            peers.display()
+        );
+        let config = serde_json::json!({
+            "client_id": "vault", "client_secret": "vault-secret",
+            "redirect_uris": redirect_uris, "access_token_ttl": access_token_ttl,
+        });
+        let mut child = Command::new("node")
+            .arg("oidc-upstream.mjs")
+            .current_dir(&peers)
+            .env("PEER_CONFIG", config.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .expect("peer did not start")
+            .to_string();
+        Upstream {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/_test/stats", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Successful grants of a type (`refresh_token`, `authorization_code`).
+    pub async fn grants(&self, grant_type: &str) -> u64 {
+        self.stats().await["grants"][grant_type]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    pub async fn refused(&self, grant_type: &str) -> u64 {
+        self.stats().await["refused"][grant_type]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    pub async fn revoke(&self, account: &str) {
+        let r = Client::new()
+            .post(format!("{}/_test/revoke?account={account}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `agentward-vault` process.
+pub struct VaultProcess {
+    child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+pub struct VaultSettings<'a> {
+    pub port: u16,
+    pub database_url: String,
+    pub database_schema: Option<String>,
+    pub dir: &'a Path,
+    pub jwks_url: &'a str,
+    pub upstream_url: &'a str,
+    pub refresh_margin: u64,
+    pub name: &'a str,
+}
+
+pub const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+impl VaultProcess {
+    pub async fn start(s: VaultSettings<'_>) -> VaultProcess {
+        let schema = s
+            .database_schema
+            .as_deref()
+            .map(|x| format!("database_schema = \"{x}\"\n"))
+            .unwrap_or_default();
+        let config = format!(
+            r#"listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+database_url = "{db}"
+{schema}log_format = "json"
+refresh_margin_seconds = {margin}
+upstream_timeout_seconds = 3
+
+[[issuers]]
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+algorithms = ["ES256"]
+jwks_uri = "{jwks}"
+
+[[clients]]
+client_id = "{GATEWAY_ID}"
+
+[connections.stocktrade]
+authorize_url = "{up}/auth"
+token_url = "{up}/token"
+client_id = "vault"
+scopes = ["openid", "offline_access", "stocks:read"]
+resources = ["{RESOURCE}"]
+token_endpoint_auth = "client_secret_basic"
+authorize_params = {{ prompt = "consent" }}
+"#,
+            port = s.port,
+            db = s.database_url,
+            margin = s.refresh_margin,
+            jwks = s.jwks_url,
+            up = s.upstream_url,
+        );
+        let config_path = s.dir.join(format!("{}.toml", s.name));
+        std::fs::write(&config_path, config).unwrap();
+        let log = s.dir.join(format!("{}.log", s.name));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_agentward-vault"))
+            .arg("--config")
+            .arg(&config_path)
+            .env("AGENTWARD_VAULT_KEY", KEY)
+            .env("AGENTWARD_VAULT_CLIENT_GATEWAY_SECRET", GATEWAY_SECRET)
+            .env(
+                "AGENTWARD_VAULT_CONNECTION_STOCKTRADE_CLIENT_SECRET",
+                "vault-secret",
+            )
+            .env("RUST_LOG", "debug")
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{}", s.port);
+        let vault = VaultProcess { child, url, log };
+        for _ in 0..100 {
+            if let Ok(r) = reqwest::get(format!("{}/healthz", vault.url)).await {
+                if r.status().is_success() {
+                    return vault;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "vault did not start: {}",
+            std::fs::read_to_string(&vault.log).unwrap_or_default()
+        );
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for VaultProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn http() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Follows a linking flow without a browser: vault → upstream authorize →
+/// scripted login and consent as `account` → vault callback. Returns the
+/// callback's answer and the callback URL (to try replaying it).
+pub async fn link_account(
+    http: &Client,
+    start: reqwest::RequestBuilder,
+    account: &str,
+) -> (Response, Url) {
+    let mut response = start.send().await.unwrap();
+    let mut cookies: BTreeMap<String, String> = BTreeMap::new();
+    for _ in 0..12 {
+        assert!(
+            response.status().is_redirection(),
+            "expected a redirect, got {}",
+            response.status()
+        );
+        let location = response.headers()[LOCATION].to_str().unwrap().to_string();
+        let mut next = response.url().join(&location).unwrap();
+        if next.path() == "/connect/callback" {
+            return (http.get(next.clone()).send().await.unwrap(), next);
+        }
+        if next.path().starts_with("/interaction/") {
+            next.query_pairs_mut().append_pair("account", account);
+        }
+        let cookie = cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        response = http.get(next).header(COOKIE, cookie).send().await.unwrap();
+        for set in response.headers().get_all(SET_COOKIE) {
+            let pair = set.to_str().unwrap().split(';').next().unwrap_or("");
+            if let Some((k, v)) = pair.split_once('=') {
+                if v.is_empty() {
+                    cookies.remove(k.trim());
+                } else {
+                    cookies.insert(k.trim().to_string(), v.to_string());
+                }
+            }
+        }
+    }
+    panic!("linking did not reach the vault callback");
+}
+
+/// An RFC 8693 exchange request by the gateway.
+pub fn rfc8693(http: &Client, vault: &str, subject: &str) -> reqwest::RequestBuilder {
+    http.post(format!("{vault}/oauth/token"))
+        .basic_auth(form(GATEWAY_ID), Some(form(GATEWAY_SECRET)))
+        .form(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", subject),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            ("resource", RESOURCE),
+            ("scope", "stocks:read"),
+        ])
+}
+
+/// An Auth0 Token Vault exchange request (client credentials in the form).
+pub fn auth0(http: &Client, vault: &str, subject: &str) -> reqwest::RequestBuilder {
+    http.post(format!("{vault}/oauth/token")).form(&[
+        (
+            "grant_type",
+            "urn:auth0:params:oauth:grant-type:token-exchange:federated-connection-access-token",
+        ),
+        ("client_id", GATEWAY_ID),
+        ("client_secret", GATEWAY_SECRET),
+        ("subject_token", subject),
+        (
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ),
+        (
+            "requested_token_type",
+            "http://auth0.com/oauth/token-type/federated-connection-access-token",
+        ),
+        ("connection", "stocktrade"),
+    ])
+}
+
+fn form(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .unwrap()
+        .trim_start_matches('=')
+        .to_string()
+}
+
+pub async fn json(r: Response) -> (u16, serde_json::Value) {
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "agentward-vault-{name}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,557 @@
+//! `cargo xtask bench`: what each gateway configuration costs, measured so
+//! that this machine's swings in speed cancel out (DESIGN.md, "Facts measured
+//! here"). Every configuration's Envoy runs at once, one worker each, pinned
+//! to core 1; wrk (and the static upstream) run on core 0. Short wrk windows
+//! alternate between configurations in rotating order for several rounds;
+//! ratios are taken within a round (measured at nearly the same moment) and
+//! reported as median (min–max).
+
+use crate::stack::{self, Service};
+use crate::{build, root, run_quiet, setup, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+/// How a configuration is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tokens {
+    /// One token, the same on every request.
+    Repeated,
+    /// A different token on every request (cycling through many), so no
+    /// verified-token cache ever hits.
+    Fresh,
+}
+
+/// A benchmarked configuration: a config of envoy/, how it gets its key, and
+/// how it is loaded. Add new ones here.
+struct Setup {
+    name: &'static str,
+    config: &'static str,
+    key: Key,
+    tokens: Tokens,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    /// The config verifies nothing.
+    None,
+    /// The bench JWKS goes into `local_jwks` (native `jwt_authn`).
+    LocalJwks,
+    /// The bench policy (with the JWKS inline) is the plugin configuration.
+    Policy,
+}
+
+const SETUPS: &[Setup] = &[
+    Setup {
+        name: "bare",
+        config: "envoy/bench/bare.yaml",
+        key: Key::None,
+        tokens: Tokens::Repeated,
+    },
+    Setup {
+        name: "native",
+        config: "envoy/bench/jwt-authn.yaml",
+        key: Key::LocalJwks,
+        tokens: Tokens::Fresh,
+    },
+    Setup {
+        name: "native-cache",
+        config: "envoy/bench/jwt-authn-cache.yaml",
+        key: Key::LocalJwks,
+        tokens: Tokens::Repeated,
+    },
+    Setup {
+        name: "jwt-identity-fresh",
+        config: "envoy/jwt-identity.yaml",
+        key: Key::Policy,
+        tokens: Tokens::Fresh,
+    },
+    Setup {
+        name: "jwt-identity-repeated",
+        config: "envoy/jwt-identity.yaml",
+        key: Key::Policy,
+        tokens: Tokens::Repeated,
+    },
+];
+
+/// The ratios printed last: (measured, against).
+const RATIOS: &[(&str, &str)] = &[
+    ("native", "bare"),
+    ("native-cache", "bare"),
+    ("jwt-identity-fresh", "bare"),
+    ("jwt-identity-repeated", "bare"),
+    ("jwt-identity-fresh", "native"),
+    ("jwt-identity-repeated", "native-cache"),
+];
+
+const AUDIENCE: &str = "https://api.stock-trade.example";
+const PATH: &str = "/portfolio";
+
+pub struct Options {
+    rounds: usize,
+    window_secs: u32,
+    tokens: usize,
+    /// Only these configurations (all when empty).
+    only: Vec<String>,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> Result<Options> {
+        let mut o = Options {
+            rounds: 8,
+            window_secs: 2,
+            tokens: 60_000,
+            only: Vec::new(),
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let number = |v: &str| {
+                v.parse::<usize>()
+                    .map_err(|_| format!("{flag}: not a number: {v}"))
+            };
+            match flag.as_str() {
+                "--rounds" => o.rounds = number(value)?.max(1),
+                "--window" => o.window_secs = number(value)?.max(1) as u32,
+                "--tokens" => o.tokens = number(value)?.max(100),
+                "--only" => o.only = value.split(',').map(str::to_string).collect(),
+                _ => return Err(format!("unknown bench option {flag}")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// One wrk window.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    requests: u64,
+    failed: u64,
+}
+
+pub fn run(options: Options) -> Result {
+    setup::run(setup::Extras { wrk: true })?;
+    build::plugins()?;
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let material = bench_material(&dir, options.tokens)?;
+
+    let pin = Pinning::detect();
+    let upstream_port = stack::free_port()?;
+    let upstream_admin = stack::free_port()?;
+    let upstream_ports = HashMap::from([
+        (stack::UPSTREAM, upstream_port),
+        (stack::ADMIN, upstream_admin),
+    ]);
+    let mut upstream = start_envoy(
+        "upstream",
+        "envoy/bench/upstream.yaml",
+        &upstream_ports,
+        None,
+        &dir,
+        pin.load,
+    )?;
+    upstream.wait_ready(upstream_admin, "/ready", Duration::from_secs(60))?;
+
+    let setups: Vec<&Setup> = SETUPS
+        .iter()
+        .filter(|s| options.only.is_empty() || options.only.iter().any(|o| o == s.name))
+        .collect();
+    if setups.is_empty() {
+        return Err("--only names none of the configurations".into());
+    }
+    let mut gateways = Vec::new();
+    for s in setups.iter().copied() {
+        let ports = HashMap::from([
+            (stack::LISTENER, stack::free_port()?),
+            (stack::ADMIN, stack::free_port()?),
+            (stack::UPSTREAM, upstream_port),
+            (stack::IDP, stack::free_port()?),
+        ]);
+        let service = start_envoy(
+            s.name,
+            s.config,
+            &ports,
+            Some((s.key, &material)),
+            &dir,
+            pin.gateways,
+        )?;
+        gateways.push((s, ports, service));
+    }
+    // Where each configuration's next window starts in the token file, so
+    // fresh tokens stay fresh across windows (and past the warm-up).
+    let mut offsets: HashMap<&str, u64> = HashMap::new();
+    for (s, ports, service) in &mut gateways {
+        service.wait_ready(ports[&stack::ADMIN], "/ready", Duration::from_secs(60))?;
+        // Warm up (JIT, connections) and check the configuration answers 200.
+        let warm = wrk(&material, s.tokens, ports[&stack::LISTENER], 1, 0, pin.load)?;
+        if warm.failed > 0 || warm.requests == 0 {
+            return Err(format!(
+                "{}: {} of {} warm-up requests failed; see {}",
+                s.name,
+                warm.failed,
+                warm.requests,
+                service.log.display()
+            ));
+        }
+        offsets.insert(s.name, warm.requests + 64);
+    }
+    if let Some(load) = load_average() {
+        if load > 1.5 {
+            println!("[bench] load average {load:.1} before the run: other work competes for the cores, expect noise");
+        }
+    }
+    println!(
+        "[bench] {} configurations, {} rounds of {}s windows, wrk -t1 -c32{}",
+        setups.len(),
+        options.rounds,
+        options.window_secs,
+        pin.describe()
+    );
+
+    let mut samples: HashMap<&str, Vec<Sample>> = HashMap::new();
+    for round in 0..options.rounds {
+        let mut line = format!("[bench] round {}/{}:", round + 1, options.rounds);
+        for i in 0..gateways.len() {
+            let (s, ports, _) = &gateways[(i + round) % gateways.len()];
+            let offset = offsets.entry(s.name).or_insert(0);
+            let sample = wrk(
+                &material,
+                s.tokens,
+                ports[&stack::LISTENER],
+                options.window_secs,
+                *offset,
+                pin.load,
+            )?;
+            *offset += sample.requests + 64;
+            line.push_str(&format!(" {} {:.0}", s.name, sample.rps));
+            samples.entry(s.name).or_default().push(sample);
+        }
+        println!("{line}");
+    }
+
+    println!();
+    println!(
+        "{:<24} {:>10} {:>9} {:>9} {:>8}",
+        "configuration", "req/s", "p50 ms", "p99 ms", "non-2xx"
+    );
+    for s in &setups {
+        let runs = &samples[s.name];
+        let med = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect()).0;
+        let failed: u64 = runs.iter().map(|r| r.failed).sum();
+        println!(
+            "{:<24} {:>10.0} {:>9.2} {:>9.2} {:>8}",
+            s.name,
+            med(|r| r.rps),
+            med(|r| r.p50_ms),
+            med(|r| r.p99_ms),
+            failed
+        );
+    }
+    for (s, ports, _) in &gateways {
+        if s.key == Key::Policy {
+            let stat = |name: &str| plugin_counter(ports[&stack::ADMIN], name);
+            let (hit, miss) = (
+                stat("agentward.jwt.cache_hit"),
+                stat("agentward.jwt.cache_miss"),
+            );
+            let (foreign, pure) = (
+                stat("agentward.jwt.verify_foreign"),
+                stat("agentward.jwt.verify_pure"),
+            );
+            println!("{:<24} cache hits {hit}, misses {miss}; verify_foreign {foreign}, verify_pure {pure}", s.name);
+        }
+    }
+    drop(gateways);
+    drop(upstream);
+
+    println!("\nratios, median of {} rounds (min–max):", options.rounds);
+    for (a, b) in RATIOS {
+        let (Some(xs), Some(ys)) = (samples.get(a), samples.get(b)) else {
+            continue;
+        };
+        let ratios = xs.iter().zip(ys).map(|(x, y)| x.rps / y.rps).collect();
+        let (med, min, max) = median(ratios);
+        println!(
+            "  {:<44} {med:.2} ({min:.2}–{max:.2})",
+            format!("{a} vs {b}")
+        );
+    }
+    Ok(())
+}
+
+/// The one-minute load average (Linux).
+fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Median, min and max.
+fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let mid = v.len() / 2;
+    let med = if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    };
+    (med, v[0], v[v.len() - 1])
+}
+
+/// Keys, tokens and the policy for the bench, in `target/bench/`; minted
+/// again when older than 12 hours (the tokens live a day) or too few.
+struct Material {
+    jwks: String,
+    policy: String,
+    tokens_file: PathBuf,
+    token: String,
+    lua: PathBuf,
+}
+
+fn bench_material(dir: &Path, count: usize) -> Result<Material> {
+    let tokens_file = dir.join("tokens.txt");
+    let fresh_enough = std::fs::metadata(&tokens_file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age < Duration::from_secs(12 * 3600));
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    if !fresh_enough || lines(&tokens_file) < count || !dir.join("policy.json").exists() {
+        println!("[bench] minting {count} ES256 tokens");
+        run_quiet(
+            stack::python("examples/stock-trade/idp.py").args([
+                "bench-tokens",
+                "--out",
+                &dir.display().to_string(),
+                "--count",
+                &count.to_string(),
+                "--aud",
+                AUDIENCE,
+                "--policy",
+                &root()
+                    .join("policies/stock-trade.json")
+                    .display()
+                    .to_string(),
+            ]),
+        )?;
+    }
+    let read =
+        |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"));
+    let tokens = read("tokens.txt")?;
+    let token = tokens.lines().next().unwrap_or_default().to_string();
+    let lua = dir.join("fresh-tokens.lua");
+    std::fs::write(&lua, FRESH_TOKENS_LUA).map_err(|e| e.to_string())?;
+    Ok(Material {
+        jwks: read("jwks.json")?,
+        policy: read("policy.json")?,
+        tokens_file,
+        token,
+        lua,
+    })
+}
+
+/// wrk script: a different token on every request, cycling through the file
+/// given as the first argument from the offset given as the second.
+const FRESH_TOKENS_LUA: &str = r#"local tokens = {}
+local i = 0
+function init(args)
+  for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
+  i = tonumber(args[2] or "0") % #tokens
+end
+function request()
+  i = i % #tokens + 1
+  return wrk.format("GET", "/portfolio", {["authorization"] = "Bearer " .. tokens[i]})
+end
+"#;
+
+fn start_envoy(
+    name: &str,
+    config: &str,
+    ports: &HashMap<u16, u16>,
+    key: Option<(Key, &Material)>,
+    dir: &Path,
+    cpu: Option<u32>,
+) -> Result<Service> {
+    let template =
+        std::fs::read_to_string(root().join(config)).map_err(|e| format!("{config}: {e}"))?;
+    let rendered = match key {
+        Some((Key::Policy, m)) => stack::render(&template, ports, Some(&m.policy)),
+        Some((Key::LocalJwks, m)) => {
+            stack::with_local_jwks(&stack::render(&template, ports, None), &m.jwks)
+        }
+        _ => stack::render(&template, ports, None),
+    };
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, rendered).map_err(|e| e.to_string())?;
+    let envoy = stack::envoy(&path, ports[&stack::ADMIN], 1);
+    Service::spawn(name, &mut pinned(envoy, cpu), dir)
+}
+
+fn pinned(cmd: Command, cpu: Option<u32>) -> Command {
+    let Some(cpu) = cpu else { return cmd };
+    let mut taskset = Command::new("taskset");
+    taskset
+        .args(["-c", &cpu.to_string()])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    taskset
+}
+
+/// Which cores the gateways and the load generator get (none on one core or
+/// without taskset).
+struct Pinning {
+    gateways: Option<u32>,
+    load: Option<u32>,
+}
+
+impl Pinning {
+    fn detect() -> Pinning {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let taskset = Command::new("taskset").arg("-V").output().is_ok();
+        if cores >= 2 && taskset {
+            Pinning {
+                gateways: Some(1),
+                load: Some(0),
+            }
+        } else {
+            Pinning {
+                gateways: None,
+                load: None,
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (self.gateways, self.load) {
+            (Some(g), Some(l)) => format!(", Envoys on core {g}, wrk and upstream on core {l}"),
+            _ => ", unpinned".into(),
+        }
+    }
+}
+
+fn wrk(
+    m: &Material,
+    tokens: Tokens,
+    port: u16,
+    seconds: u32,
+    offset: u64,
+    cpu: Option<u32>,
+) -> Result<Sample> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"]);
+    let url = format!("http://127.0.0.1:{port}{PATH}");
+    match tokens {
+        Tokens::Repeated => {
+            cmd.args(["-H", &format!("authorization: Bearer {}", m.token), &url]);
+        }
+        Tokens::Fresh => {
+            cmd.arg("-s")
+                .arg(&m.lua)
+                .arg(&url)
+                .arg("--")
+                .arg(&m.tokens_file)
+                .arg(offset.to_string());
+        }
+    }
+    let out = run_quiet(&mut pinned(cmd, cpu))?;
+    parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's output:\n{out}"))
+}
+
+fn parse_wrk(out: &str) -> Option<Sample> {
+    let mut sample = Sample {
+        rps: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        requests: 0,
+        failed: 0,
+    };
+    for line in out.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("Requests/sec:"), Some(v)) => sample.rps = v.parse().ok()?,
+            (Some("50%"), Some(v)) => sample.p50_ms = millis(v)?,
+            (Some("99%"), Some(v)) => sample.p99_ms = millis(v)?,
+            (Some(n), Some("requests")) => sample.requests = n.parse().ok()?,
+            _ => {}
+        }
+        if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            sample.failed = n.trim().parse().ok()?;
+        }
+    }
+    (sample.rps > 0.0).then_some(sample)
+}
+
+fn millis(v: &str) -> Option<f64> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => return None,
+    })
+}
+
+/// A plugin counter from an Envoy's admin /stats (`wasmcustom.<name>`).
+fn plugin_counter(admin: u16, name: &str) -> u64 {
+    let Ok((_, body)) = stack::http_get(admin, &format!("/stats?filter={name}")) else {
+        return 0;
+    };
+    body.lines()
+        .filter_map(|l| l.split_once(": "))
+        .find(|(k, _)| k.ends_with(name))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const WRK: &str = "Running 2s test @ http://127.0.0.1:10000/portfolio
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.52ms  300.00us   9.80ms   90.00%
+    Req/Sec    21.07k     1.20k   23.00k    80.00%
+  Latency Distribution
+     50%    1.45ms
+     75%    1.60ms
+     90%    1.80ms
+     99%  850.00us
+  41953 requests in 2.00s, 5.20MB read
+  Non-2xx or 3xx responses: 12
+Requests/sec:  20976.50
+Transfer/sec:      2.60MB";
+
+    #[test]
+    fn wrk_output_is_read() {
+        let s = parse_wrk(WRK).unwrap();
+        assert_eq!(s.rps, 20976.5);
+        assert_eq!(s.p50_ms, 1.45);
+        assert_eq!(s.p99_ms, 0.85);
+        assert_eq!(s.requests, 41953);
+        assert_eq!(s.failed, 12);
+    }
+
+    #[test]
+    fn median_of_even_and_odd() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), (2.5, 1.0, 4.0));
+    }
+}

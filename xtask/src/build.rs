@@ -1,0 +1,74 @@
+//! `cargo xtask build`: the wasm plugins (release, `wasm32-wasip1`) and the
+//! vault, each when its crate exists.
+
+use crate::{cargo, root, run_visible, Result};
+use std::path::PathBuf;
+
+/// Plugin crates in chain order; a missing crate is skipped.
+pub const PLUGINS: &[&str] = &["jwt-identity", "scope-fga", "ciba-hold", "token-exchange"];
+
+pub const WASM_TARGET: &str = "wasm32-wasip1";
+
+/// Where a plugin's `.wasm` lands: `target/wasm32-wasip1/release/<crate_name>.wasm`.
+pub fn wasm_path(plugin: &str) -> PathBuf {
+    root()
+        .join("target")
+        .join(WASM_TARGET)
+        .join("release")
+        .join(format!("{}.wasm", plugin.replace('-', "_")))
+}
+
+/// The plugin crates present in this checkout.
+pub fn present_plugins() -> Vec<&'static str> {
+    PLUGINS
+        .iter()
+        .copied()
+        .filter(|p| root().join("plugins").join(p).join("Cargo.toml").exists())
+        .collect()
+}
+
+/// Builds the plugins and the vault; returns the `.wasm` files.
+pub fn run() -> Result<Vec<PathBuf>> {
+    let wasm = plugins()?;
+    vault()?;
+    Ok(wasm)
+}
+
+/// Builds the vault, when its crate exists.
+pub fn vault() -> Result {
+    if root().join("vault/Cargo.toml").exists() {
+        // The dev profile shares its dependency builds with `cargo test`;
+        // `cargo build --release -p agentward-vault` for a deployment.
+        println!("[build] vault (agentward-vault, dev profile)");
+        run_visible(cargo().args(["build", "-p", "agentward-vault"]))?;
+    }
+    Ok(())
+}
+
+/// Builds the plugins that exist and returns their `.wasm` files.
+pub fn plugins() -> Result<Vec<PathBuf>> {
+    let plugins = present_plugins();
+    if !plugins.is_empty() {
+        println!("[build] wasm plugins: {}", plugins.join(", "));
+        let mut cmd = cargo();
+        cmd.args(["build", "--release", "--target", WASM_TARGET]);
+        for p in &plugins {
+            cmd.args(["-p", p]);
+        }
+        run_visible(&mut cmd)?;
+    }
+    let mut wasm = Vec::new();
+    for p in plugins {
+        let path = wasm_path(p);
+        let size = std::fs::metadata(&path)
+            .map_err(|e| format!("{} was not produced: {e}", path.display()))?
+            .len();
+        println!(
+            "[build] {:<40} {:>7.1} KiB",
+            path.strip_prefix(root()).unwrap_or(&path).display(),
+            size as f64 / 1024.0
+        );
+        wasm.push(path);
+    }
+    Ok(wasm)
+}

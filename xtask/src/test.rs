@@ -1,0 +1,106 @@
+//! `cargo xtask test`: the whole suite, as CI runs it. Every check runs even
+//! after an earlier one failed (except when setup fails), then a summary says
+//! what passed; any failure makes the exit status non-zero.
+
+use crate::{build, cargo, root, run_visible, setup, venv_bin, Result};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Outcome {
+    name: &'static str,
+    result: std::result::Result<(), String>,
+    took: Duration,
+}
+
+#[derive(Default)]
+struct Report {
+    outcomes: Vec<Outcome>,
+}
+
+impl Report {
+    fn check(&mut self, name: &'static str, f: impl FnOnce() -> Result) -> bool {
+        println!("\n[test] ── {name} ──");
+        let started = Instant::now();
+        let result = f();
+        let ok = result.is_ok();
+        self.outcomes.push(Outcome {
+            name,
+            result,
+            took: started.elapsed(),
+        });
+        ok
+    }
+
+    fn skip(&mut self, name: &'static str, why: &str) {
+        self.outcomes.push(Outcome {
+            name,
+            result: Err(format!("skipped: {why}")),
+            took: Duration::ZERO,
+        });
+    }
+
+    fn finish(self) -> Result {
+        println!("\n[test] summary");
+        let mut failed = Vec::new();
+        for o in &self.outcomes {
+            let (mark, detail) = match &o.result {
+                Ok(()) => ("ok  ", String::new()),
+                Err(e) => {
+                    failed.push(o.name);
+                    ("FAIL", format!("  {}", e.lines().next().unwrap_or("")))
+                }
+            };
+            println!(
+                "  {mark}  {:<20} {:>6.1}s{detail}",
+                o.name,
+                o.took.as_secs_f64()
+            );
+        }
+        let total: f64 = self.outcomes.iter().map(|o| o.took.as_secs_f64()).sum();
+        if failed.is_empty() {
+            println!(
+                "[test] all {} checks passed in {total:.0}s",
+                self.outcomes.len()
+            );
+            Ok(())
+        } else {
+            Err(format!("failed: {}", failed.join(", ")))
+        }
+    }
+}
+
+pub fn run() -> Result {
+    let mut report = Report::default();
+    if !report.check("setup", || setup::run(setup::Extras::default())) {
+        return report.finish();
+    }
+    let built = report.check("build", || build::run().map(|_| ()));
+    report.check("cargo test", || {
+        run_visible(cargo().args(["test", "--workspace"]))
+    });
+    report.check("cargo fmt --check", || {
+        run_visible(cargo().args(["fmt", "--all", "--check"]))
+    });
+    report.check("cargo clippy", || {
+        run_visible(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    if built {
+        report.check("e2e (pytest)", || {
+            run_visible(
+                Command::new(venv_bin("python"))
+                    .args(["-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider"])
+                    .current_dir(root()),
+            )
+        });
+    } else {
+        report.skip("e2e (pytest)", "the build failed");
+    }
+    report.finish()
+}
