@@ -83,6 +83,8 @@ struct JwksSchedule {
     failed: bool,
     refetch_wanted: bool,
     last_attempt_ms: Option<u64>,
+    /// When a token's unknown `kid` last caused a refetch (the rate limit).
+    last_refetch_ms: Option<u64>,
     next_refresh_ms: u64,
 }
 
@@ -281,10 +283,11 @@ impl Authenticator {
             return true;
         }
         let allowed = s
-            .last_attempt_ms
+            .last_refetch_ms
             .is_none_or(|last| now_ms >= last.saturating_add(min_ms));
         if allowed {
             s.refetch_wanted = true;
+            s.last_refetch_ms = Some(now_ms);
         }
         allowed
     }
@@ -339,9 +342,11 @@ impl Authenticator {
         let parsed = body.and_then(|b| KeySet::parse(b).ok());
         let ok = parsed.is_some();
         if let Some(keys) = parsed {
-            self.trust.set_keys(issuer, keys);
-            // A key may have been withdrawn: tokens it signed must verify again.
-            self.cache.clear();
+            if self.trust.keys(issuer) != Some(&keys) {
+                // A key may have been withdrawn: tokens it signed must verify again.
+                self.cache.clear();
+                self.trust.set_keys(issuer, keys);
+            }
         }
         if let Some(s) = self.schedule.get_mut(issuer) {
             s.in_flight = false;

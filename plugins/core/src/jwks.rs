@@ -13,14 +13,14 @@ use std::fmt;
 pub const MAX_KEYS: usize = 64;
 
 /// An issuer's usable signing keys.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeySet {
     /// Keys in document order.
     pub keys: Vec<Jwk>,
 }
 
 /// One public key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Jwk {
     /// `kid`, if the key has one.
     pub kid: Option<String>,

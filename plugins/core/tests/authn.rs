@@ -214,3 +214,28 @@ fn a_bad_jwks_document_keeps_the_old_keys() {
     let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
     assert_eq!(d.verdict, Verdict::Allowed { cached: false });
 }
+
+#[test]
+fn a_refresh_keeps_the_cache_unless_keys_change() {
+    let k1 = ES256KeyPair::generate().with_key_id("k1");
+    let mut a = loaded(&k1);
+    let t = format!("Bearer {}", token(&k1));
+    a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
+    // Same keys at the periodic refresh: still cached.
+    let later = now_ms() + 601_000;
+    assert_eq!(a.fetches_due(later).len(), 1);
+    a.jwks_fetched(0, Some(jwks(&k1, "k1").as_bytes()), later);
+    let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
+    assert_eq!(d.verdict, Verdict::Allowed { cached: true });
+    // k1 withdrawn: its tokens are no longer accepted from the cache.
+    let k2 = ES256KeyPair::generate().with_key_id("k2");
+    a.jwks_fetched(0, Some(jwks(&k2, "k2").as_bytes()), later);
+    let d = a.decide(&head("/portfolio", Some(&t)), now_ms() + 1_000, &PureRust);
+    assert!(
+        matches!(
+            d.verdict,
+            Verdict::KeysPending | Verdict::Rejected(Rejection::UnknownKid)
+        ),
+        "{d:?}"
+    );
+}
