@@ -42,11 +42,13 @@ impl ExchangeTarget {
         })
     }
 
-    /// Shared-data key of the cached upstream token for a user: a hash, so
-    /// the key names neither the user nor the token.
-    pub fn cache_key(&self, subject: &str) -> String {
+    /// Shared-data key of the cached upstream token for a user (`sub` is
+    /// unique only within its issuer, so both count): a hash, so the key
+    /// names neither the user nor the token.
+    pub fn cache_key(&self, issuer: &str, subject: &str) -> String {
         let mut h = Sha256::new();
         for part in [
+            issuer,
             subject,
             &self.connection,
             &self.scope,
@@ -172,6 +174,15 @@ pub enum ExchangeResult {
     Refuse(LocalResponse),
 }
 
+/// Vault errors that only the user can resolve (by linking or consenting).
+const USER_ACTION_ERRORS: [&str; 5] = [
+    "federated_connection_refresh_token_not_found",
+    "invalid_grant",
+    "consent_required",
+    "interaction_required",
+    "login_required",
+];
+
 /// Upstream tokens without `expires_in` are kept this long.
 const DEFAULT_LIFETIME: u64 = 300;
 
@@ -193,12 +204,9 @@ pub fn read_answer(status: Option<u32>, body: &[u8], now: u64, connection: &str)
             }
             _ => ExchangeResult::Refuse(unavailable("the vault answered with an unusable token")),
         },
-        Some(status @ 400..=499) => match serde_json::from_slice::<ErrorAnswer>(body) {
-            Ok(e)
-                if status == 400
-                    && e.error != "invalid_client"
-                    && e.error != "unauthorized_client" =>
-            {
+        Some(429) => ExchangeResult::Refuse(unavailable("the vault is rate-limiting the gateway")),
+        Some(400..=499) => match serde_json::from_slice::<ErrorAnswer>(body) {
+            Ok(e) if e.connect_url.is_some() || USER_ACTION_ERRORS.contains(&e.error.as_str()) => {
                 // The user must (re)link the account: say where.
                 let description = e.error_description.unwrap_or_else(|| {
                     format!("the user has not linked the `{connection}` connection")
@@ -213,7 +221,7 @@ pub fn read_answer(status: Option<u32>, body: &[u8], now: u64, connection: &str)
                 }
                 ExchangeResult::Refuse(LocalResponse::json(403, body))
             }
-            // The gateway's own credentials are wrong: an operator problem.
+            // Wrong credentials, dialect or connection name: an operator problem.
             _ => ExchangeResult::Refuse(LocalResponse::json(
                 502,
                 json!({
@@ -350,22 +358,32 @@ mod tests {
             panic!()
         };
         assert_eq!(r.status, 503);
-        let ExchangeResult::Refuse(r) =
-            read_answer(Some(401), br#"{"error":"invalid_client"}"#, 0, "c")
-        else {
+        for (status, body) in [
+            (401, r#"{"error":"invalid_client"}"#),
+            (400, r#"{"error":"invalid_target"}"#),
+            (400, r#"{"error":"unsupported_grant_type"}"#),
+        ] {
+            let ExchangeResult::Refuse(r) = read_answer(Some(status), body.as_bytes(), 0, "c")
+            else {
+                panic!()
+            };
+            assert_eq!(r.status, 502, "{body}");
+        }
+        let ExchangeResult::Refuse(r) = read_answer(Some(429), b"", 0, "c") else {
             panic!()
         };
-        assert_eq!(r.status, 502);
+        assert_eq!(r.status, 503);
     }
 
     #[test]
     fn cache_keys_separate_users_and_targets() {
         let t = target();
-        assert_ne!(t.cache_key("alice"), t.cache_key("bob"));
+        assert_ne!(t.cache_key("idp", "alice"), t.cache_key("idp", "bob"));
+        assert_ne!(t.cache_key("idp-a", "alice"), t.cache_key("idp-b", "alice"));
         let mut other = t.clone();
         other.scope = "trade".into();
-        assert_ne!(t.cache_key("alice"), other.cache_key("alice"));
-        assert!(!t.cache_key("alice").contains("alice"));
+        assert_ne!(t.cache_key("idp", "alice"), other.cache_key("idp", "alice"));
+        assert!(!t.cache_key("idp", "alice").contains("alice"));
     }
 
     #[test]

@@ -459,6 +459,12 @@ impl Policy {
                     "upper-case method names",
                 ));
             }
+            if route.connection.is_some() && self.identity.remove_authorization {
+                return Err(invalid(
+                    "identity.remove_authorization",
+                    "the token exchange of `routes[*].connection` needs the user's bearer token",
+                ));
+            }
             if route.connection.is_some() && self.vault.is_none() {
                 return Err(invalid(
                     format!("routes[{i}].connection"),

@@ -8,7 +8,7 @@
 use agentward_core::exchange::{
     read_answer, token_request, ExchangeResult, ExchangeTarget, UpstreamToken,
 };
-use agentward_core::identity::SUB;
+use agentward_core::identity::{ISSUER, SUB};
 use agentward_core::response;
 use agentward_core::Policy;
 use agentward_envoy::{hostcall, log, now_ms, respond, Metrics};
@@ -210,6 +210,7 @@ impl HttpContext for Request {
         };
         // Only the identity jwt-identity verified is trusted.
         let subject = header(SUB);
+        let issuer = header(ISSUER).unwrap_or_default();
         let bearer = header("authorization").and_then(|a| {
             let (scheme, token) = a.trim().split_once(' ')?;
             scheme
@@ -221,7 +222,7 @@ impl HttpContext for Request {
             respond(&response::missing_token(&plugin.policy.resource));
             return Action::Pause;
         };
-        let cache_key = target.cache_key(&subject);
+        let cache_key = target.cache_key(&issuer, &subject);
         let now = now_ms() / 1000;
         if let Some(token) = cached(&cache_key, now, vault.expiry_margin_seconds) {
             self.count("agentward.exchange.cache_hit");

@@ -1,0 +1,1125 @@
+//! Layer-2 scenarios: the real `jwt_identity.wasm`, loaded into the
+//! host-test proxy-wasm host, driven request by request; JWKS callouts are
+//! answered by the test, the clock moves only when the test moves it.
+//!
+//! Build the plugin first:
+//! `cargo build --release --target wasm32-wasip1 -p jwt-identity`
+//! (`AGENTWARD_WASM_DIR` points elsewhere; without it the tests skip, or fail under `CI`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use host_test::{Action, HostOptions, SharedData};
+use jwt_simple::prelude::ES256KeyPair;
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::*;
+
+// ================================================================ the cases
+
+/// Tokens the plugin must accept, by what makes them interesting.
+fn valid_tokens() -> Vec<(&'static str, String)> {
+    let k = keys();
+    let es_header = json!({"alg": "ES256", "kid": "es"});
+    vec![
+        ("ES256", es256(&k.es, &claims(json!({})))),
+        ("RS256", rs256(&k.rs, &claims(json!({})))),
+        ("EdDSA", eddsa(&k.ed, &claims(json!({})))),
+        (
+            "ES256, header without typ",
+            es256_raw(&k.es, &es_header, &claims(json!({}))),
+        ),
+        (
+            "at+jwt at the issuer that requires it",
+            es256_typ(&k.es, "at+jwt", &claims(json!({"iss": STRICT_ISS}))),
+        ),
+        (
+            "expired 29 s ago, within the 30 s skew",
+            es256(&k.es, &claims(json!({"iat": NOW - 400, "exp": NOW - 29}))),
+        ),
+        (
+            "nbf 29 s ahead, within the skew",
+            es256(&k.es, &claims(json!({"nbf": NOW + 29}))),
+        ),
+        (
+            "aud list naming the resource",
+            es256(&k.es, &claims(json!({"aud": ["https://other", RESOURCE]}))),
+        ),
+    ]
+}
+
+/// Tokens the plugin must refuse: (reason, what, token).
+fn invalid_tokens() -> Vec<(&'static str, &'static str, String)> {
+    let k = keys();
+    let stranger = ES256KeyPair::generate().with_key_id("es");
+    let es_header = json!({"alg": "ES256", "kid": "es", "typ": "JWT"});
+    let tampered = |token: String| {
+        let forged = claims(json!({"sub": "mallory"}));
+        let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+        parts[1] = encode_json(&forged);
+        parts.join(".")
+    };
+    vec![
+        (
+            "expired",
+            "exp 31 s ago, beyond the 30 s skew",
+            es256(&k.es, &claims(json!({"iat": NOW - 400, "exp": NOW - 31}))),
+        ),
+        (
+            "not_yet_valid",
+            "nbf 31 s ahead",
+            es256(&k.es, &claims(json!({"nbf": NOW + 31}))),
+        ),
+        (
+            "not_yet_valid",
+            "iat 60 s ahead",
+            es256(&k.es, &claims(json!({"iat": NOW + 60}))),
+        ),
+        (
+            "bad_signature",
+            "ES256 signed by another key under the same kid",
+            es256(&stranger, &claims(json!({}))),
+        ),
+        (
+            "bad_signature",
+            "RS256 with a tampered payload",
+            tampered(rs256(&k.rs, &claims(json!({})))),
+        ),
+        (
+            "bad_signature",
+            "EdDSA with a tampered payload",
+            tampered(eddsa(&k.ed, &claims(json!({})))),
+        ),
+        (
+            "wrong_audience",
+            "aud names another resource",
+            es256(&k.es, &claims(json!({"aud": "https://other.example.com"}))),
+        ),
+        (
+            "wrong_audience",
+            "no aud",
+            es256(&k.es, &claims(json!({"aud": null}))),
+        ),
+        (
+            "unknown_issuer",
+            "iss not trusted",
+            es256(&k.es, &claims(json!({"iss": "https://evil.example.com/"}))),
+        ),
+        ("alg_not_allowed", "alg none", unsigned(&claims(json!({})))),
+        ("alg_not_allowed", "HS256", hs256(&claims(json!({})))),
+        (
+            "alg_not_allowed",
+            "RS256 at an ES256-only issuer whose JWKS holds the key",
+            rs256(&k.rs, &claims(json!({"iss": STRICT_ISS}))),
+        ),
+        (
+            "crit_unsupported",
+            "crit header, validly signed",
+            es256_raw(
+                &k.es,
+                &json!({"alg": "ES256", "kid": "es", "crit": ["exp"]}),
+                &claims(json!({})),
+            ),
+        ),
+        (
+            "token_too_large",
+            "9 KB token",
+            es256(&k.es, &claims(json!({"pad": "x".repeat(9000)}))),
+        ),
+        ("malformed", "two parts", "abc.def".to_string()),
+        (
+            "malformed",
+            "parts not base64url JSON",
+            "abc.def.ghi".to_string(),
+        ),
+        (
+            "wrong_typ",
+            "typ JWT at the issuer that requires at+jwt",
+            es256(&k.es, &claims(json!({"iss": STRICT_ISS}))),
+        ),
+        (
+            "missing_exp",
+            "no exp",
+            es256(&k.es, &claims(json!({"exp": null}))),
+        ),
+        (
+            "bad_claim",
+            "sub with CR/LF",
+            es256(
+                &k.es,
+                &claims(json!({"sub": "alice\r\nx-agentward-sub: root"})),
+            ),
+        ),
+        (
+            "bad_claim",
+            "exp not a number",
+            es256_raw(&k.es, &es_header, &claims(json!({"exp": "soon"}))),
+        ),
+        (
+            "unknown_kid",
+            "kid absent from the inline JWKS",
+            es256(
+                &ES256KeyPair::generate().with_key_id("nope"),
+                &claims(json!({})),
+            ),
+        ),
+    ]
+}
+
+/// What a request ended in, in full: the identity forwarded, or the answer.
+fn outcome(host: &host_test::Host, token: &str) -> String {
+    let req = get_with_token(host, token);
+    let record = req.record();
+    let out = match &record.local_response {
+        None if record.sent_upstream() => {
+            format!("forwarded {:?}", identity_of(&record.request_headers))
+        }
+        None => "held".to_string(),
+        Some(answer) => format!(
+            "{} {:?} {}",
+            answer.status,
+            answer.headers,
+            answer.body_text()
+        ),
+    };
+    req.finish().unwrap();
+    out
+}
+
+fn every_case_is_decided_as_expected(verify_signature: bool) {
+    let Some(host) = configured(&policy(), verify_signature) else {
+        return;
+    };
+    for (what, token) in valid_tokens() {
+        eprintln!("valid: {what}");
+        let req = get_with_token(&host, &token);
+        let headers = forwarded(&req);
+        assert_eq!(headers.get("x-agentward-sub"), Some("alice"), "{what}");
+        req.finish().unwrap();
+    }
+    for (reason, what, token) in invalid_tokens() {
+        eprintln!("invalid: {what}");
+        let metric = format!("agentward.jwt.rejected.{reason}");
+        let before = count(&host, &metric);
+        let req = get_with_token(&host, &token);
+        assert_eq!(
+            req.record()
+                .last_action(host_test::Callback::RequestHeaders),
+            Some(Action::Pause)
+        );
+        assert_invalid_token(&req, reason, &token);
+        assert_eq!(count(&host, &metric), before + 1, "{metric}");
+        req.finish().unwrap();
+    }
+    assert_eq!(
+        count(&host, "agentward.jwt.allowed"),
+        valid_tokens().len() as u64
+    );
+    assert_healthy(&host);
+}
+
+#[test]
+fn every_token_case_is_decided_as_expected_with_envoy_verify_signature() {
+    every_case_is_decided_as_expected(true);
+}
+
+#[test]
+fn every_token_case_is_decided_as_expected_with_pure_rust_verification() {
+    every_case_is_decided_as_expected(false);
+}
+
+#[test]
+fn both_signature_paths_give_the_same_answer_for_every_token() {
+    let (Some(foreign), Some(pure)) = (configured(&policy(), true), configured(&policy(), false))
+    else {
+        return;
+    };
+    let tokens = valid_tokens().into_iter().chain(
+        invalid_tokens()
+            .into_iter()
+            .map(|(_, what, token)| (what, token)),
+    );
+    for (what, token) in tokens {
+        assert_eq!(outcome(&foreign, &token), outcome(&pure, &token), "{what}");
+    }
+    assert_healthy(&foreign);
+    assert_healthy(&pure);
+}
+
+// ================================================================ valid tokens
+
+fn valid_tokens_forward_the_verified_identity(verify_signature: bool) {
+    let Some(host) = configured(&policy(), verify_signature) else {
+        return;
+    };
+    let k = keys();
+
+    let es = es256(
+        &k.es,
+        &claims(json!({
+            "act": {"sub": "stock-agent", "act": {"sub": "planner"}},
+            "scope": "portfolio:read  trade",
+            "org": {"id": 42}, "roles": ["admin", "trader"],
+        })),
+    );
+    let req = get_with_token(&host, &es);
+    assert_eq!(
+        req.record()
+            .last_action(host_test::Callback::RequestHeaders),
+        Some(Action::Continue)
+    );
+    let h = forwarded(&req);
+    assert_eq!(h.get("x-agentward-sub"), Some("alice"));
+    assert_eq!(h.get("x-agentward-agent"), Some("stock-agent"));
+    assert_eq!(h.get("x-agentward-act"), Some("stock-agent,planner"));
+    assert_eq!(h.get("x-agentward-scope"), Some("portfolio:read trade"));
+    assert_eq!(h.get("x-agentward-issuer"), Some(ISS));
+    assert_eq!(h.get("x-org-id"), Some("42"));
+    assert_eq!(h.get("x-roles"), Some("admin,trader"));
+    assert_eq!(forwarded_claims(&h), payload(&es));
+    assert_eq!(
+        h.get("authorization"),
+        Some(format!("Bearer {es}").as_str())
+    );
+
+    // client_id stands in for azp, scp for scope; no act, no header.
+    let rs = rs256(
+        &k.rs,
+        &claims(json!({"sub": "bob", "azp": null, "client_id": "cli", "scp": ["a", "b"]})),
+    );
+    let h = forwarded(&get_with_token(&host, &rs));
+    assert_eq!(h.get("x-agentward-sub"), Some("bob"));
+    assert_eq!(h.get("x-agentward-agent"), Some("cli"));
+    assert_eq!(h.get("x-agentward-scope"), Some("a b"));
+    assert_eq!(h.get("x-agentward-act"), None);
+    assert_eq!(forwarded_claims(&h), payload(&rs));
+
+    // azp wins over client_id.
+    let ed = eddsa(
+        &k.ed,
+        &claims(json!({"sub": "carol", "client_id": "other", "scp": "x"})),
+    );
+    let h = forwarded(&get_with_token(&host, &ed));
+    assert_eq!(h.get("x-agentward-sub"), Some("carol"));
+    assert_eq!(h.get("x-agentward-agent"), Some("stock-agent"));
+    assert_eq!(h.get("x-agentward-scope"), Some("x"));
+    assert_eq!(forwarded_claims(&h), payload(&ed));
+
+    assert_eq!(count(&host, "agentward.jwt.allowed"), 3);
+    assert_eq!(count(&host, "agentward.jwt.cache_miss"), 3);
+    // ES256 and RS256 go through Envoy's verify_signature when it is there;
+    // EdDSA always verifies in pure Rust.
+    let (foreign, pure) = if verify_signature { (2, 1) } else { (0, 3) };
+    assert_eq!(count(&host, "agentward.jwt.verify_foreign"), foreign);
+    assert_eq!(count(&host, "agentward.jwt.verify_pure"), pure);
+    assert_healthy(&host);
+}
+
+#[test]
+fn valid_es256_rs256_eddsa_tokens_forward_identity_with_envoy_verify_signature() {
+    valid_tokens_forward_the_verified_identity(true);
+}
+
+#[test]
+fn valid_es256_rs256_eddsa_tokens_forward_identity_with_pure_rust_verification() {
+    valid_tokens_forward_the_verified_identity(false);
+}
+
+// ================================================================ headers
+
+#[test]
+fn spoofed_identity_headers_and_claim_header_targets_are_removed() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    // The token has org.id but no roles: x-roles must not survive.
+    let token = es256(&keys().es, &claims(json!({"org": {"id": "acme"}})));
+    let bearer = format!("Bearer {token}");
+    let req = request(
+        &host,
+        "GET",
+        "/portfolio",
+        &[
+            ("authorization", &bearer),
+            ("x-agentward-sub", "root"),
+            ("x-agentward-admin", "true"),
+            ("x-agentward-act", "evil"),
+            ("x-org-id", "other-org"),
+            ("x-roles", "admin"),
+            ("x-unrelated", "kept"),
+        ],
+    );
+    let h = forwarded(&req);
+    assert_eq!(h.get_all("x-agentward-sub"), vec!["alice"]);
+    assert_eq!(h.get("x-agentward-admin"), None);
+    assert_eq!(h.get("x-agentward-act"), None);
+    assert_eq!(h.get_all("x-org-id"), vec!["acme"]);
+    assert_eq!(h.get("x-roles"), None);
+    assert_eq!(h.get("x-unrelated"), Some("kept"));
+    assert_healthy(&host);
+}
+
+#[test]
+fn claim_to_headers_follows_nested_paths_and_joins_arrays() {
+    let mut p = policy();
+    p["identity"]["claim_to_headers"] = json!([
+        {"claim": "org.id", "header": "x-org-id"},
+        {"claim": "org.teams", "header": "x-teams"},
+        {"claim": "tenant.region.name", "header": "x-region"},
+        {"claim": "admin", "header": "x-admin"},
+        {"claim": "org.missing", "header": "x-missing"}
+    ]);
+    let Some(host) = configured(&p, true) else {
+        return;
+    };
+    let token = es256(
+        &keys().es,
+        &claims(json!({
+            "org": {"id": 42, "teams": ["red", "blue", 7]},
+            "tenant": {"region": {"name": "eu-west"}},
+            "admin": true,
+        })),
+    );
+    let h = forwarded(&get_with_token(&host, &token));
+    assert_eq!(h.get("x-org-id"), Some("42"));
+    assert_eq!(h.get("x-teams"), Some("red,blue,7"));
+    assert_eq!(h.get("x-region"), Some("eu-west"));
+    assert_eq!(h.get("x-admin"), Some("true"));
+    assert_eq!(h.get("x-missing"), None);
+    assert_healthy(&host);
+}
+
+#[test]
+fn remove_authorization_keeps_the_bearer_token_from_the_upstream() {
+    let mut p = policy();
+    p["identity"]["remove_authorization"] = json!(true);
+    let Some(host) = configured(&p, true) else {
+        return;
+    };
+    let token = es256(&keys().es, &claims(json!({})));
+    let h = forwarded(&get_with_token(&host, &token));
+    assert_eq!(h.get("authorization"), None);
+    assert_eq!(h.get("x-agentward-sub"), Some("alice"));
+    // A cached answer removes it too.
+    let h = forwarded(&get_with_token(&host, &token));
+    assert_eq!(h.get("authorization"), None);
+    assert_eq!(count(&host, "agentward.jwt.cache_hit"), 1);
+    assert_healthy(&host);
+}
+
+// ================================================================ no token, public, other carriers
+
+#[test]
+fn missing_token_gets_401_with_a_bearer_challenge_naming_resource_metadata() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let req = request(&host, "GET", "/portfolio", &[]);
+    let (status, headers, body) = answered(&req);
+    assert_eq!(status, 401);
+    let metadata = format!("{RESOURCE}/.well-known/oauth-protected-resource");
+    assert_eq!(
+        headers.get("www-authenticate"),
+        Some(format!("Bearer realm=\"{RESOURCE}\", resource_metadata=\"{metadata}\"").as_str())
+    );
+    assert_eq!(body["reason"], "missing_token");
+    assert_eq!(body["resource_metadata"], metadata.as_str());
+    // A scheme other than Bearer is no token either.
+    let req = request(
+        &host,
+        "GET",
+        "/portfolio",
+        &[("authorization", "Basic YWxpY2U6cHc=")],
+    );
+    assert_eq!(answered(&req).0, 401);
+    assert_eq!(count(&host, "agentward.jwt.rejected.missing_token"), 2);
+    assert_healthy(&host);
+}
+
+#[test]
+fn public_route_passes_without_a_token_and_still_strips_spoofed_identity() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let req = request(
+        &host,
+        "GET",
+        "/public/prices",
+        &[("x-agentward-sub", "root")],
+    );
+    assert_eq!(
+        req.record()
+            .last_action(host_test::Callback::RequestHeaders),
+        Some(Action::Continue)
+    );
+    let h = forwarded(&req);
+    assert_eq!(h.get("x-agentward-sub"), None);
+    assert_eq!(count(&host, "agentward.jwt.anonymous"), 1);
+    assert_healthy(&host);
+}
+
+#[test]
+fn public_route_still_refuses_an_invalid_token() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let token = es256(
+        &keys().es,
+        &claims(json!({"exp": NOW - 100, "iat": NOW - 400})),
+    );
+    let bearer = format!("Bearer {token}");
+    let req = request(
+        &host,
+        "GET",
+        "/public/prices",
+        &[("authorization", &bearer)],
+    );
+    assert_invalid_token(&req, "expired", &token);
+    assert_healthy(&host);
+}
+
+#[test]
+fn token_in_the_configured_token_header_is_verified() {
+    let mut p = policy();
+    p["identity"]["token_header"] = json!("x-access-token");
+    let Some(host) = configured(&p, true) else {
+        return;
+    };
+    let token = es256(&keys().es, &claims(json!({})));
+    let req = request(&host, "GET", "/portfolio", &[("x-access-token", &token)]);
+    assert_eq!(forwarded(&req).get("x-agentward-sub"), Some("alice"));
+    let bad = es256(&keys().es, &claims(json!({"aud": "https://elsewhere"})));
+    let req = request(&host, "GET", "/portfolio", &[("x-access-token", &bad)]);
+    assert_invalid_token(&req, "wrong_audience", &bad);
+    assert_healthy(&host);
+}
+
+#[test]
+fn token_in_the_configured_query_parameter_is_verified() {
+    let mut p = policy();
+    p["identity"]["token_query_param"] = json!("access_token");
+    let Some(host) = configured(&p, true) else {
+        return;
+    };
+    let token = es256(&keys().es, &claims(json!({})));
+    let path = format!("/portfolio?x=1&access_token={token}");
+    let req = request(&host, "GET", &path, &[]);
+    assert_eq!(forwarded(&req).get("x-agentward-sub"), Some("alice"));
+    // Another parameter name carries nothing.
+    let path = format!("/portfolio?token={token}");
+    let req = request(&host, "GET", &path, &[]);
+    assert_eq!(answered(&req).2["reason"], "missing_token");
+    assert_healthy(&host);
+}
+
+// ================================================================ RFC 9728 metadata
+
+#[test]
+fn protected_resource_metadata_is_served_at_the_well_known_path() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let req = request(&host, "GET", "/.well-known/oauth-protected-resource", &[]);
+    let (status, headers, body) = answered(&req);
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("content-type"), Some("application/json"));
+    assert_eq!(body["resource"], RESOURCE);
+    assert_eq!(body["authorization_servers"], json!([ISS]));
+    assert_eq!(body["scopes_supported"], json!(["portfolio:read", "trade"]));
+    assert_eq!(body["bearer_methods_supported"], json!(["header"]));
+    assert_eq!(count(&host, "agentward.jwt.metadata"), 1);
+    assert_healthy(&host);
+}
+
+#[test]
+fn path_suffixed_protected_resource_metadata_names_the_sub_resource() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let req = request(
+        &host,
+        "GET",
+        "/.well-known/oauth-protected-resource/mcp",
+        &[],
+    );
+    let (status, _, body) = answered(&req);
+    assert_eq!(status, 200);
+    assert_eq!(body["resource"], format!("{RESOURCE}/mcp"));
+    assert_eq!(body["authorization_servers"], json!([ISS]));
+    assert_healthy(&host);
+}
+
+// ================================================================ JWKS over a callout
+
+/// A `jwks_uri` issuer whose first fetch was answered with `keys`.
+fn fetched_host(keys: &[&ES256KeyPair]) -> Option<host_test::Host> {
+    let host = configured(&fetched_policy(), true)?;
+    let call = jwks_call(&host);
+    assert_eq!(call.timeout, Duration::from_millis(2000));
+    answer_jwks(
+        &host,
+        &call,
+        &jwks(&keys.iter().map(|k| es_jwk(k)).collect::<Vec<_>>()),
+    );
+    assert_eq!(count(&host, "agentward.jwt.jwks_fetch_ok"), 1);
+    Some(host)
+}
+
+#[test]
+fn request_before_the_jwks_arrives_is_held_then_resumed_with_identity() {
+    let Some(host) = configured(&fetched_policy(), true) else {
+        return;
+    };
+    let call = jwks_call(&host);
+    let key = ES256KeyPair::generate().with_key_id("k1");
+    let token = es256(&key, &claims(json!({})));
+    let req = get_with_token(&host, &token);
+    assert_held(&req);
+    answer_jwks(&host, &call, &jwks(&[es_jwk(&key)]));
+    let h = forwarded(&req);
+    assert_eq!(req.record().resumed.len(), 1);
+    assert_eq!(h.get("x-agentward-sub"), Some("alice"));
+    assert_eq!(h.get("x-agentward-agent"), Some("stock-agent"));
+    assert_eq!(count(&host, "agentward.jwt.jwks_fetch_ok"), 1);
+    assert_eq!(count(&host, "agentward.jwt.allowed"), 1);
+    // Keys are there now: the next request passes at once.
+    let next = get_with_token(&host, &es256(&key, &claims(json!({"sub": "bob"}))));
+    assert_eq!(forwarded(&next).get("x-agentward-sub"), Some("bob"));
+    assert_eq!(host.http_calls().len(), 1);
+    assert_healthy(&host);
+}
+
+#[test]
+fn held_request_gets_the_verdict_on_its_token_once_keys_arrive() {
+    let Some(host) = configured(&fetched_policy(), true) else {
+        return;
+    };
+    let call = jwks_call(&host);
+    let key = ES256KeyPair::generate().with_key_id("k1");
+    let token = es256(&key, &claims(json!({"aud": "https://elsewhere"})));
+    let req = get_with_token(&host, &token);
+    assert_held(&req);
+    answer_jwks(&host, &call, &jwks(&[es_jwk(&key)]));
+    assert_invalid_token(&req, "wrong_audience", &token);
+    assert_healthy(&host);
+}
+
+fn failed_fetch_answers_503_until_the_retry(fail: impl Fn(&host_test::Host, u32)) {
+    let Some(host) = configured(&fetched_policy(), true) else {
+        return;
+    };
+    let key = ES256KeyPair::generate().with_key_id("k1");
+    let token = es256(&key, &claims(json!({})));
+    let call = jwks_call(&host);
+    let held = get_with_token(&host, &token);
+    assert_held(&held);
+    fail(&host, call.token);
+    assert_jwks_unavailable(&held);
+    assert_eq!(count(&host, "agentward.jwt.jwks_fetch_failed"), 1);
+    // Until the retry, later requests are refused at once.
+    let later = get_with_token(&host, &token);
+    assert_jwks_unavailable(&later);
+    advance_and_tick(&host, Duration::from_millis(1000));
+    assert!(host.pending_http_calls().is_empty(), "retried too early");
+    assert_jwks_unavailable(&get_with_token(&host, &token));
+    // The retry (2 s after the failure) is held for, and its keys let requests in.
+    advance_and_tick(&host, Duration::from_millis(1000));
+    let retry = jwks_call(&host);
+    assert_eq!(host.http_calls().len(), 2);
+    let waiting = get_with_token(&host, &token);
+    assert_held(&waiting);
+    answer_jwks(&host, &retry, &jwks(&[es_jwk(&key)]));
+    assert_eq!(forwarded(&waiting).get("x-agentward-sub"), Some("alice"));
+    assert_eq!(count(&host, "agentward.jwt.jwks_fetch_ok"), 1);
+    assert_healthy(&host);
+}
+
+#[test]
+fn failed_jwks_callout_answers_held_and_later_requests_503_until_the_retry() {
+    failed_fetch_answers_503_until_the_retry(|host, token| host.fail_http_call(token).unwrap());
+}
+
+#[test]
+fn jwks_answered_500_answers_held_and_later_requests_503_until_the_retry() {
+    failed_fetch_answers_503_until_the_retry(|host, token| {
+        host.answer_http_call(token, 500, &[], b"oops").unwrap();
+    });
+}
+
+#[test]
+fn jwks_document_without_usable_keys_is_a_failed_fetch() {
+    failed_fetch_answers_503_until_the_retry(|host, token| {
+        let body = br#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#;
+        host.answer_http_call(token, 200, &[], body).unwrap();
+    });
+}
+
+#[test]
+fn held_request_past_its_deadline_gets_503() {
+    let Some(host) = configured(&fetched_policy(), true) else {
+        return;
+    };
+    let _never_answered = jwks_call(&host);
+    let token = es256(&keys().es, &claims(json!({})));
+    let req = get_with_token(&host, &token);
+    assert_held(&req);
+    // Deadline: jwks_timeout_ms (2 s) + 1 s.
+    advance_and_tick(&host, Duration::from_millis(2900));
+    assert_held(&req);
+    advance_and_tick(&host, Duration::from_millis(100));
+    assert_jwks_unavailable(&req);
+    assert_eq!(host.http_calls().len(), 1);
+    assert_healthy(&host);
+}
+
+#[test]
+fn rotated_key_triggers_one_refetch_and_the_held_request_resumes() {
+    let k1 = ES256KeyPair::generate().with_key_id("k1");
+    let k2 = ES256KeyPair::generate().with_key_id("k2");
+    let Some(host) = fetched_host(&[&k1]) else {
+        return;
+    };
+    let h = forwarded(&get_with_token(&host, &es256(&k1, &claims(json!({})))));
+    assert_eq!(h.get("x-agentward-sub"), Some("alice"));
+    // Past jwks_min_refetch_seconds since the first fetch.
+    host.advance(Duration::from_secs(31));
+    let req = get_with_token(&host, &es256(&k2, &claims(json!({"sub": "bob"}))));
+    assert_held(&req);
+    host.tick().unwrap();
+    let refetch = jwks_call(&host);
+    assert_eq!(host.http_calls().len(), 2);
+    answer_jwks(&host, &refetch, &jwks(&[es_jwk(&k1), es_jwk(&k2)]));
+    assert_eq!(forwarded(&req).get("x-agentward-sub"), Some("bob"));
+    assert_eq!(count(&host, "agentward.jwt.jwks_fetch_ok"), 2);
+    assert_healthy(&host);
+}
+
+#[test]
+fn unknown_kid_within_min_refetch_seconds_is_refused_at_once_without_a_callout() {
+    let k1 = ES256KeyPair::generate().with_key_id("k1");
+    let k2 = ES256KeyPair::generate().with_key_id("k2");
+    let Some(host) = fetched_host(&[&k1]) else {
+        return;
+    };
+    host.advance(Duration::from_secs(31));
+    let first = get_with_token(&host, &es256(&k2, &claims(json!({}))));
+    assert_held(&first);
+    let refetch = jwks_call(&host);
+    // Several more unknown kids while the refetch is under way wait for it.
+    let k3 = ES256KeyPair::generate().with_key_id("k3");
+    let k3_token = es256(&k3, &claims(json!({})));
+    let during = get_with_token(&host, &k3_token);
+    assert_held(&during);
+    answer_jwks(&host, &refetch, &jwks(&[es_jwk(&k1), es_jwk(&k2)]));
+    forwarded(&first);
+    // k3 is still unknown after the refetch: refused, not refetched again.
+    assert_invalid_token(&during, "unknown_kid", &k3_token);
+    // Another unknown kid 5 s later: refused at once, and no callout.
+    advance_and_tick(&host, Duration::from_secs(5));
+    let k4 = ES256KeyPair::generate().with_key_id("k4");
+    let k4_token = es256(&k4, &claims(json!({})));
+    let storm: Vec<_> = (0..5).map(|_| get_with_token(&host, &k4_token)).collect();
+    for req in &storm {
+        assert_invalid_token(req, "unknown_kid", &k4_token);
+    }
+    advance_and_tick(&host, Duration::from_secs(1));
+    assert!(host.pending_http_calls().is_empty());
+    assert_eq!(host.http_calls().len(), 2, "refetch storm");
+    assert_eq!(count(&host, "agentward.jwt.rejected.unknown_kid"), 6);
+    assert_healthy(&host);
+}
+
+#[test]
+fn jwks_is_refreshed_after_jwks_refresh_seconds() {
+    let k1 = ES256KeyPair::generate().with_key_id("k1");
+    let Some(host) = fetched_host(&[&k1]) else {
+        return;
+    };
+    let token = es256(&k1, &claims(json!({"exp": NOW + 3600})));
+    forwarded(&get_with_token(&host, &token));
+    for _ in 0..59 {
+        advance_and_tick(&host, Duration::from_secs(1));
+    }
+    assert_eq!(host.http_calls().len(), 1, "refreshed early");
+    advance_and_tick(&host, Duration::from_secs(1));
+    let refresh = jwks_call(&host);
+    assert_eq!(host.http_calls().len(), 2);
+    // Requests do not wait for a refresh: the current keys serve.
+    forwarded(&get_with_token(&host, &token));
+    // The same keys again: the verified-token cache survives.
+    answer_jwks(&host, &refresh, &jwks(&[es_jwk(&k1)]));
+    forwarded(&get_with_token(&host, &token));
+    assert_eq!(count(&host, "agentward.jwt.cache_hit"), 2);
+    assert_eq!(count(&host, "agentward.jwt.jwks_fetch_ok"), 2);
+    // And again 60 s later.
+    advance_and_tick(&host, Duration::from_secs(59));
+    assert_eq!(host.http_calls().len(), 2);
+    advance_and_tick(&host, Duration::from_secs(1));
+    jwks_call(&host);
+    assert_eq!(host.http_calls().len(), 3);
+    assert_healthy(&host);
+}
+
+#[test]
+fn refresh_that_withdraws_a_key_makes_its_cached_tokens_verify_again() {
+    let k1 = ES256KeyPair::generate().with_key_id("k1");
+    let k2 = ES256KeyPair::generate().with_key_id("k2");
+    let Some(host) = fetched_host(&[&k1]) else {
+        return;
+    };
+    let old = es256(&k1, &claims(json!({"exp": NOW + 3600})));
+    forwarded(&get_with_token(&host, &old));
+    advance_and_tick(&host, Duration::from_secs(60));
+    let refresh = jwks_call(&host);
+    answer_jwks(&host, &refresh, &jwks(&[es_jwk(&k2)]));
+    // Not served from the cache: its kid is unknown now, so it waits for a refetch...
+    let req = get_with_token(&host, &old);
+    assert_held(&req);
+    let refetch = jwks_call(&host);
+    answer_jwks(&host, &refetch, &jwks(&[es_jwk(&k2)]));
+    // ...which does not bring k1 back.
+    assert_invalid_token(&req, "unknown_kid", &old);
+    assert_eq!(count(&host, "agentward.jwt.cache_hit"), 0);
+    forwarded(&get_with_token(&host, &es256(&k2, &claims(json!({})))));
+    assert_eq!(host.http_calls().len(), 3);
+    assert_healthy(&host);
+}
+
+#[test]
+fn key_rotated_right_after_startup_is_refetched() {
+    let k1 = ES256KeyPair::generate().with_key_id("k1");
+    let k2 = ES256KeyPair::generate().with_key_id("k2");
+    let Some(host) = fetched_host(&[&k1]) else {
+        return;
+    };
+    host.advance(Duration::from_secs(1));
+    let req = get_with_token(&host, &es256(&k2, &claims(json!({}))));
+    assert_held(&req);
+    let refetch = jwks_call(&host);
+    answer_jwks(&host, &refetch, &jwks(&[es_jwk(&k1), es_jwk(&k2)]));
+    forwarded(&req);
+    assert_healthy(&host);
+}
+
+#[test]
+fn failed_refresh_keeps_the_previous_keys() {
+    let k1 = ES256KeyPair::generate().with_key_id("k1");
+    let Some(host) = fetched_host(&[&k1]) else {
+        return;
+    };
+    advance_and_tick(&host, Duration::from_secs(60));
+    let refresh = jwks_call(&host);
+    host.answer_http_call(refresh.token, 503, &[], b"down")
+        .unwrap();
+    assert_eq!(count(&host, "agentward.jwt.jwks_fetch_failed"), 1);
+    let token = es256(&k1, &claims(json!({"sub": "bob"})));
+    assert_eq!(
+        forwarded(&get_with_token(&host, &token)).get("x-agentward-sub"),
+        Some("bob")
+    );
+    // The failed refresh is retried soon, not in another 60 s.
+    advance_and_tick(&host, Duration::from_secs(2));
+    jwks_call(&host);
+    assert_eq!(host.http_calls().len(), 3);
+    assert_healthy(&host);
+}
+
+#[test]
+fn undispatchable_jwks_callout_counts_as_a_failed_fetch() {
+    // Clusters are known to the host, and `idp` is not one: BadArgument, as in Envoy.
+    let mut options = HostOptions::default();
+    options
+        .clusters
+        .insert("other".into(), host_test::Cluster::Manual);
+    let Some(host) = load_with(options) else {
+        return;
+    };
+    assert_eq!(host.configure(fetched_policy().to_string()), Ok(true));
+    host.tick().unwrap();
+    assert!(host.http_calls().is_empty());
+    assert!(count(&host, "agentward.jwt.jwks_fetch_failed") >= 1);
+    let token = es256(&keys().es, &claims(json!({})));
+    assert_jwks_unavailable(&get_with_token(&host, &token));
+    assert_healthy(&host);
+}
+
+#[test]
+fn held_request_is_resumed_without_spoofed_headers_and_with_its_body() {
+    let mut p = fetched_policy();
+    p["identity"] = json!({"remove_authorization": true});
+    let Some(host) = configured(&p, true) else {
+        return;
+    };
+    let call = jwks_call(&host);
+    let key = ES256KeyPair::generate().with_key_id("k1");
+    let bearer = format!("Bearer {}", es256(&key, &claims(json!({}))));
+    let req = host.http_context().unwrap();
+    let headers = [
+        (":method", "POST"),
+        (":path", "/trades"),
+        (":authority", "api"),
+        ("authorization", bearer.as_str()),
+        ("x-agentward-sub", "root"),
+        ("x-agentward-scope", "admin"),
+    ];
+    assert_eq!(req.request_headers(&headers, false), Ok(Action::Pause));
+    let body = br#"{"ticker":"ACME","qty":1}"#;
+    assert_eq!(req.request_body(body, true), Ok(Action::Pause));
+    answer_jwks(&host, &call, &jwks(&[es_jwk(&key)]));
+    let record = req.record();
+    assert!(record.sent_upstream());
+    let h = &record.request_headers;
+    assert_eq!(h.get_all("x-agentward-sub"), vec!["alice"]);
+    assert_eq!(h.get("x-agentward-scope"), None);
+    assert_eq!(h.get("authorization"), None);
+    assert_eq!(record.request_body, body.to_vec());
+    assert_healthy(&host);
+}
+
+#[test]
+fn held_request_whose_client_went_away_does_not_break_anything() {
+    let Some(host) = configured(&fetched_policy(), true) else {
+        return;
+    };
+    let call = jwks_call(&host);
+    let key = ES256KeyPair::generate().with_key_id("k1");
+    let token = es256(&key, &claims(json!({})));
+    let gone = get_with_token(&host, &token);
+    assert_held(&gone);
+    let stays = get_with_token(&host, &token);
+    gone.finish().unwrap();
+    answer_jwks(&host, &call, &jwks(&[es_jwk(&key)]));
+    let record = gone.record();
+    assert!(record.finished);
+    assert!(record.local_response.is_none());
+    assert!(record.resumed.is_empty());
+    assert_eq!(forwarded(&stays).get("x-agentward-sub"), Some("alice"));
+    let other = es256(&key, &claims(json!({"sub": "bob"})));
+    forwarded(&get_with_token(&host, &other));
+    assert_healthy(&host);
+}
+
+#[test]
+fn held_request_whose_client_went_away_before_the_deadline_is_forgotten() {
+    let Some(host) = configured(&fetched_policy(), true) else {
+        return;
+    };
+    let _never_answered = jwks_call(&host);
+    let gone = get_with_token(&host, &es256(&keys().es, &claims(json!({}))));
+    assert_held(&gone);
+    gone.finish().unwrap();
+    advance_and_tick(&host, Duration::from_secs(4));
+    assert!(gone.record().local_response.is_none());
+    assert_healthy(&host);
+}
+
+// ================================================================ the verified-token cache
+
+#[test]
+fn repeated_token_is_served_from_the_cache() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let token = es256(&keys().es, &claims(json!({})));
+    let first = forwarded(&get_with_token(&host, &token));
+    let second = forwarded(&get_with_token(&host, &token));
+    assert_eq!(identity_of(&first), identity_of(&second));
+    assert_eq!(count(&host, "agentward.jwt.cache_miss"), 1);
+    assert_eq!(count(&host, "agentward.jwt.cache_hit"), 1);
+    assert_eq!(count(&host, "agentward.jwt.verify_foreign"), 1);
+    assert_eq!(count(&host, "agentward.jwt.allowed"), 2);
+    assert_healthy(&host);
+}
+
+#[test]
+fn cached_token_is_rejected_once_it_expires() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let token = es256(&keys().es, &claims(json!({"exp": NOW + 60})));
+    forwarded(&get_with_token(&host, &token));
+    // Still good within the skew after exp...
+    host.advance(Duration::from_secs(90));
+    forwarded(&get_with_token(&host, &token));
+    assert_eq!(count(&host, "agentward.jwt.cache_hit"), 1);
+    // ...and refused past exp + skew.
+    host.advance(Duration::from_secs(1));
+    assert_invalid_token(&get_with_token(&host, &token), "expired", &token);
+    assert_eq!(count(&host, "agentward.jwt.rejected.expired"), 1);
+    assert_healthy(&host);
+}
+
+// ================================================================ configuration errors
+
+fn refused_naming(policy: &Value, field: &str) {
+    let Some(host) = load(true) else {
+        return;
+    };
+    assert_eq!(host.configure(policy.to_string()), Ok(false));
+    assert!(
+        host.logged(field),
+        "no log names `{field}`: {:?}",
+        host.logs()
+    );
+    assert_eq!(
+        host.http_context().err(),
+        Some(host_test::Error::NotConfigured)
+    );
+    assert_healthy(&host);
+}
+
+#[test]
+fn hmac_algorithm_in_the_policy_is_refused_naming_the_field() {
+    let mut p = fetched_policy();
+    p["issuers"][0]["algorithms"] = json!(["HS256"]);
+    refused_naming(&p, "issuers[0].algorithms[0]");
+}
+
+#[test]
+fn none_algorithm_in_the_policy_is_refused_naming_the_field() {
+    let mut p = fetched_policy();
+    p["issuers"][0]["algorithms"] = json!(["ES256", "none"]);
+    refused_naming(&p, "issuers[0].algorithms[1]");
+}
+
+#[test]
+fn unknown_policy_field_is_refused_naming_the_field() {
+    let mut p = fetched_policy();
+    p["issuers"][0]["audience"] = json!(RESOURCE);
+    refused_naming(&p, "audience");
+    refused_naming(&p, "issuers[0]");
+}
+
+#[test]
+fn jwks_uri_without_jwks_cluster_is_refused_naming_the_field() {
+    let mut p = fetched_policy();
+    p["issuers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("jwks_cluster");
+    refused_naming(&p, "issuers[0].jwks_cluster");
+}
+
+#[test]
+fn policy_that_is_not_json_is_refused() {
+    let Some(host) = load(true) else {
+        return;
+    };
+    assert_eq!(host.configure("{not json"), Ok(false));
+    assert_eq!(
+        host.http_context().err(),
+        Some(host_test::Error::NotConfigured)
+    );
+    assert_healthy(&host);
+}
+
+// ================================================================ metrics
+
+#[test]
+fn metrics_count_each_outcome() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let k = keys();
+    let good = es256(&k.es, &claims(json!({})));
+    forwarded(&get_with_token(&host, &good));
+    forwarded(&get_with_token(&host, &good));
+    forwarded(&request(&host, "GET", "/public", &[]));
+    answered(&request(&host, "GET", "/portfolio", &[]));
+    answered(&request(
+        &host,
+        "GET",
+        "/.well-known/oauth-protected-resource",
+        &[],
+    ));
+    let expired = es256(&k.es, &claims(json!({"iat": NOW - 400, "exp": NOW - 100})));
+    answered(&get_with_token(&host, &expired));
+    answered(&get_with_token(&host, &expired));
+    answered(&get_with_token(&host, &unsigned(&claims(json!({})))));
+    for (name, value) in [
+        ("allowed", 2),
+        ("cache_miss", 1),
+        ("cache_hit", 1),
+        ("verify_foreign", 1),
+        ("verify_pure", 0),
+        ("anonymous", 1),
+        ("metadata", 1),
+        ("rejected.missing_token", 1),
+        ("rejected.expired", 2),
+        ("rejected.alg_not_allowed", 1),
+        ("rejected.bad_signature", 0),
+        ("keys_pending", 0),
+        ("jwks_fetch_ok", 0),
+        ("jwks_fetch_failed", 0),
+    ] {
+        let metric = format!("agentward.jwt.{name}");
+        assert!(host.metric(&metric).is_some(), "{metric} is not defined");
+        assert_eq!(count(&host, &metric), value, "{metric}");
+    }
+    assert_healthy(&host);
+}
+
+// ================================================================ several worker VMs
+
+#[test]
+fn two_worker_vms_on_one_shared_data_fetch_and_decide_independently() {
+    let shared = SharedData::new();
+    let worker = || {
+        let host = load_with(HostOptions {
+            shared_data: shared.clone(),
+            verify_signature: true,
+            ..HostOptions::default()
+        })?;
+        assert_eq!(host.configure(fetched_policy().to_string()), Ok(true));
+        Some(host)
+    };
+    let (Some(a), Some(b)) = (worker(), worker()) else {
+        return;
+    };
+    let key = ES256KeyPair::generate().with_key_id("k1");
+    let token = es256(&key, &claims(json!({})));
+    let (call_a, call_b) = (jwks_call(&a), jwks_call(&b));
+    let held_a = get_with_token(&a, &token);
+    let held_b = get_with_token(&b, &token);
+    assert_held(&held_a);
+    assert_held(&held_b);
+    // B's keys release B's request only.
+    answer_jwks(&b, &call_b, &jwks(&[es_jwk(&key)]));
+    assert_eq!(forwarded(&held_b).get("x-agentward-sub"), Some("alice"));
+    assert_held(&held_a);
+    forwarded(&get_with_token(&b, &token));
+    // A's fetch fails: A answers 503, B is unaffected.
+    a.fail_http_call(call_a.token).unwrap();
+    assert_jwks_unavailable(&held_a);
+    forwarded(&get_with_token(&b, &token));
+    assert_eq!(count(&a, "agentward.jwt.jwks_fetch_failed"), 1);
+    assert_eq!(count(&b, "agentward.jwt.jwks_fetch_ok"), 1);
+    assert_eq!(count(&b, "agentward.jwt.allowed"), 3);
+    assert_healthy(&a);
+    assert_healthy(&b);
+}
+
+#[test]
+fn zz_probe_padded_signatures() {
+    use base64::Engine;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let k = keys();
+    let pad = |token: &str, each: usize| {
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let sig = e.decode(sig).unwrap();
+        let (r, s) = sig.split_at(each);
+        let z = vec![0u8; 1];
+        let new = [&z[..], r, &z[..], s].concat();
+        format!("{input}.{}", e.encode(new))
+    };
+    let es = pad(&es256(&k.es, &claims(json!({}))), 32);
+    let rs_token = rs256(&k.rs, &claims(json!({})));
+    let (input, sig) = rs_token.rsplit_once('.').unwrap();
+    let rs = format!("{input}.{}", e.encode([&[0u8][..], &e.decode(sig).unwrap()].concat()));
+    for vs in [true, false] {
+        let host = configured(&policy(), vs).unwrap();
+        eprintln!("PROBE vs={vs} es66: {}", outcome(&host, &es));
+        eprintln!("PROBE vs={vs} rs257: {}", outcome(&host, &rs));
+    }
+}
