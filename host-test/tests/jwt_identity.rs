@@ -9,6 +9,11 @@ fn plugin() -> Option<Host> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let wasm = root.join("target/wasm32-wasip1/release/jwt_identity.wasm");
     if !wasm.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is not built (`cargo xtask build`)",
+            wasm.display()
+        );
         eprintln!("skipped: {} is not built", wasm.display());
         return None;
     }

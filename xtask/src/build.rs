@@ -27,11 +27,32 @@ pub fn present_plugins() -> Vec<&'static str> {
         .collect()
 }
 
-/// Builds the plugins and the vault; returns the `.wasm` files.
+/// Builds the plugins, the host-test probe and the vault; returns the plugins' `.wasm` files.
 pub fn run() -> Result<Vec<PathBuf>> {
     let wasm = plugins()?;
+    probe()?;
     vault()?;
     Ok(wasm)
+}
+
+/// Builds the probe plugin that host-test's own tests load (its own workspace).
+pub fn probe() -> Result {
+    let manifest = root().join("host-test/tests/probe/Cargo.toml");
+    if manifest.exists() {
+        println!("[build] host-test probe plugin");
+        run_visible(
+            cargo()
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    WASM_TARGET,
+                    "--manifest-path",
+                ])
+                .arg(&manifest),
+        )?;
+    }
+    Ok(())
 }
 
 /// Builds the vault, when its crate exists.
