@@ -13,6 +13,7 @@ Steps are a list: add one with the @step decorator, in order.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import re
 import sys
@@ -69,7 +70,12 @@ class Agent:
 
 
 def identity_seen_upstream(r: requests.Response) -> dict:
-    return {k: v for k, v in r.json().get("seen_headers", {}).items() if k.startswith("x-agentward-")}
+    """The x-agentward-* headers the upstream received, the claims decoded."""
+    seen = {k: v for k, v in r.json().get("seen_headers", {}).items() if k.startswith("x-agentward-")}
+    claims = seen.get("x-agentward-claims")
+    if claims:
+        seen["x-agentward-claims"] = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    return seen
 
 
 @step("public price, no token", expect=200)

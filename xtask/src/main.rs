@@ -103,7 +103,12 @@ pub fn run_quiet(cmd: &mut std::process::Command) -> Result<String> {
 }
 
 fn describe(cmd: &std::process::Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    let program = std::path::Path::new(cmd.get_program());
+    let mut s = program
+        .file_name()
+        .unwrap_or(program.as_os_str())
+        .to_string_lossy()
+        .into_owned();
     for a in cmd.get_args() {
         s.push(' ');
         s.push_str(&a.to_string_lossy());
