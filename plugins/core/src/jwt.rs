@@ -254,6 +254,17 @@ pub fn verify(
     check_typ(header.typ.as_deref(), issuer.typ.as_deref())?;
     check_claim_types(&claims)?;
 
+    // JWS fixes the signature width of these algorithms (RFC 7518 §3.4,
+    // RFC 8037): any other length is no signature, whatever a verifier
+    // would make of it (BoringSSL takes DER, which has many spellings).
+    let width = match alg {
+        Algorithm::ES256 | Algorithm::EdDSA => Some(64),
+        Algorithm::ES384 => Some(96),
+        _ => None,
+    };
+    if width.is_some_and(|w| signature.len() != w) {
+        return Err(Rejection::BadSignature);
+    }
     let keys = keys.as_ref().ok_or(Rejection::KeysUnavailable(index))?;
     let signing_input = &token.as_bytes()[..h64.len() + 1 + p64.len()];
     let mut candidates = keys.candidates(alg, header.kid.as_deref()).peekable();

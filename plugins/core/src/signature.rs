@@ -4,7 +4,6 @@
 
 use crate::jwks::{Jwk, PublicKey};
 use crate::policy::Algorithm;
-use jwt_simple::prelude::*;
 
 /// Verifies one JWS signature over `signing_input` (`header.payload`).
 pub trait SignatureCheck {
@@ -20,68 +19,67 @@ pub trait SignatureCheck {
     ) -> Option<bool>;
 }
 
-/// Pure-Rust verification with jwt-simple; works on every host.
-///
-/// jwt-simple verifies whole tokens, so it is handed the token with its own
-/// claim checks neutralised: the claims were already validated by
-/// [`crate::jwt::verify`], which keeps both paths' answers identical.
+/// Pure-Rust verification of the signature alone (over `header.payload`),
+/// with the crates jwt-simple is built on: p256, p384, ed25519-compact and
+/// superboring (RSA). Works on every host. Verifying the signature alone,
+/// rather than a whole token through a JWT library that re-parses its
+/// claims, keeps the answers identical to the host path's.
 pub struct PureRust;
 
 impl SignatureCheck for PureRust {
-    fn check(&self, alg: Algorithm, key: &Jwk, token: &str, _: &[u8], _: &[u8]) -> Option<bool> {
-        Some(pure_verify(alg, &key.key, token).unwrap_or(false))
+    fn check(
+        &self,
+        alg: Algorithm,
+        key: &Jwk,
+        _: &str,
+        text: &[u8],
+        signature: &[u8],
+    ) -> Option<bool> {
+        Some(pure_verify(alg, &key.key, text, signature).unwrap_or(false))
     }
 }
 
-fn lenient_options() -> VerificationOptions {
-    // Only the signature matters here; times and sizes were checked before.
-    let now = Clock::now_since_epoch();
-    VerificationOptions {
-        accept_future: true,
-        time_tolerance: Some(Duration::from_secs(now.as_secs())),
-        max_token_length: None,
-        max_header_length: Some(usize::MAX),
-        ..Default::default()
-    }
+fn pure_verify(alg: Algorithm, key: &PublicKey, text: &[u8], signature: &[u8]) -> Option<bool> {
+    use p256::ecdsa::signature::Verifier as _;
+    Some(match (alg, key) {
+        (Algorithm::ES256, PublicKey::P256(point)) => {
+            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).ok()?;
+            let sig = p256::ecdsa::Signature::from_slice(signature).ok()?;
+            key.verify(text, &sig).is_ok()
+        }
+        (Algorithm::ES384, PublicKey::P384(point)) => {
+            let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(point).ok()?;
+            let sig = p384::ecdsa::Signature::from_slice(signature).ok()?;
+            key.verify(text, &sig).is_ok()
+        }
+        (Algorithm::EdDSA, PublicKey::Ed25519(x)) => {
+            let key = ed25519_compact::PublicKey::from_slice(x).ok()?;
+            let sig = ed25519_compact::Signature::from_slice(signature).ok()?;
+            key.verify(text, &sig).is_ok()
+        }
+        (alg, PublicKey::Rsa { n, e }) => rsa_verify(alg, n, e, text, signature)?,
+        _ => false,
+    })
 }
 
-fn pure_verify(alg: Algorithm, key: &PublicKey, token: &str) -> Option<bool> {
-    type Claims = JWTClaims<serde_json::Value>;
-    let opts = Some(lenient_options());
-    let result: Result<Claims, jwt_simple::Error> = match (alg, key) {
-        (Algorithm::ES256, PublicKey::P256(p)) => ES256PublicKey::from_bytes(p)
-            .ok()?
-            .verify_token(token, opts),
-        (Algorithm::ES384, PublicKey::P384(p)) => ES384PublicKey::from_bytes(p)
-            .ok()?
-            .verify_token(token, opts),
-        (Algorithm::EdDSA, PublicKey::Ed25519(x)) => Ed25519PublicKey::from_bytes(x)
-            .ok()?
-            .verify_token(token, opts),
-        (alg, PublicKey::Rsa { n, e }) => match alg {
-            Algorithm::RS256 => RS256PublicKey::from_components(n, e)
-                .ok()?
-                .verify_token(token, opts),
-            Algorithm::RS384 => RS384PublicKey::from_components(n, e)
-                .ok()?
-                .verify_token(token, opts),
-            Algorithm::RS512 => RS512PublicKey::from_components(n, e)
-                .ok()?
-                .verify_token(token, opts),
-            Algorithm::PS256 => PS256PublicKey::from_components(n, e)
-                .ok()?
-                .verify_token(token, opts),
-            Algorithm::PS384 => PS384PublicKey::from_components(n, e)
-                .ok()?
-                .verify_token(token, opts),
-            Algorithm::PS512 => PS512PublicKey::from_components(n, e)
-                .ok()?
-                .verify_token(token, opts),
-            _ => return Some(false),
-        },
+fn rsa_verify(alg: Algorithm, n: &[u8], e: &[u8], text: &[u8], signature: &[u8]) -> Option<bool> {
+    use superboring::{bn::BigNum, hash::MessageDigest, pkey::PKey, rsa::Padding, rsa::Rsa};
+    let (digest, padding) = match alg {
+        Algorithm::RS256 => (MessageDigest::sha256(), Padding::PKCS1),
+        Algorithm::RS384 => (MessageDigest::sha384(), Padding::PKCS1),
+        Algorithm::RS512 => (MessageDigest::sha512(), Padding::PKCS1),
+        Algorithm::PS256 => (MessageDigest::sha256(), Padding::PKCS1_PSS),
+        Algorithm::PS384 => (MessageDigest::sha384(), Padding::PKCS1_PSS),
+        Algorithm::PS512 => (MessageDigest::sha512(), Padding::PKCS1_PSS),
         _ => return Some(false),
     };
-    Some(result.is_ok())
+    let rsa = Rsa::from_public_components(BigNum::from_slice(n).ok()?, BigNum::from_slice(e).ok()?)
+        .ok()?;
+    let pkey = PKey::from_rsa(rsa).ok()?;
+    let mut verifier = superboring::sign::Verifier::new(digest, &pkey).ok()?;
+    verifier.set_rsa_padding(padding).ok()?;
+    verifier.update(text).ok()?;
+    verifier.verify(signature).ok()
 }
 
 /// Envoy's `verify_signature` foreign function: which algorithms it can take

@@ -31,6 +31,10 @@ fn valid_tokens() -> Vec<(&'static str, String)> {
             es256_raw(&k.es, &es_header, &claims(json!({}))),
         ),
         (
+            "ES256, header without kid",
+            es256_raw(&k.es, &json!({"alg": "ES256"}), &claims(json!({}))),
+        ),
+        (
             "at+jwt at the issuer that requires it",
             es256_typ(&k.es, "at+jwt", &claims(json!({"iss": STRICT_ISS}))),
         ),
@@ -127,6 +131,15 @@ fn invalid_tokens() -> Vec<(&'static str, &'static str, String)> {
             "9 KB token",
             es256(&k.es, &claims(json!({"pad": "x".repeat(9000)}))),
         ),
+        (
+            "token_too_large",
+            "JOSE header over 1 KB",
+            es256_raw(
+                &k.es,
+                &json!({"alg": "ES256", "kid": "es", "x-pad": "x".repeat(1100)}),
+                &claims(json!({})),
+            ),
+        ),
         ("malformed", "two parts", "abc.def".to_string()),
         (
             "malformed",
@@ -150,6 +163,11 @@ fn invalid_tokens() -> Vec<(&'static str, &'static str, String)> {
                 &k.es,
                 &claims(json!({"sub": "alice\r\nx-agentward-sub: root"})),
             ),
+        ),
+        (
+            "bad_claim",
+            "act subject with a comma (it would forge a longer chain)",
+            es256(&k.es, &claims(json!({"act": {"sub": "agent,planner"}}))),
         ),
         (
             "bad_claim",
@@ -1100,26 +1118,68 @@ fn two_worker_vms_on_one_shared_data_fetch_and_decide_independently() {
     assert_healthy(&b);
 }
 
+// ================================================================ found bugs
+
 #[test]
-fn zz_probe_padded_signatures() {
-    use base64::Engine;
-    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let k = keys();
-    let pad = |token: &str, each: usize| {
-        let (input, sig) = token.rsplit_once('.').unwrap();
-        let sig = e.decode(sig).unwrap();
-        let (r, s) = sig.split_at(each);
-        let z = vec![0u8; 1];
-        let new = [&z[..], r, &z[..], s].concat();
-        format!("{input}.{}", e.encode(new))
+fn es256_signature_that_is_not_64_bytes_is_rejected_on_both_paths() {
+    let (Some(foreign), Some(pure)) = (configured(&policy(), true), configured(&policy(), false))
+    else {
+        return;
     };
-    let es = pad(&es256(&k.es, &claims(json!({}))), 32);
-    let rs_token = rs256(&k.rs, &claims(json!({})));
-    let (input, sig) = rs_token.rsplit_once('.').unwrap();
-    let rs = format!("{input}.{}", e.encode([&[0u8][..], &e.decode(sig).unwrap()].concat()));
-    for vs in [true, false] {
-        let host = configured(&policy(), vs).unwrap();
-        eprintln!("PROBE vs={vs} es66: {}", outcome(&host, &es));
-        eprintln!("PROBE vs={vs} rs257: {}", outcome(&host, &rs));
+    // RFC 7518 §3.4: an ES256 signature is exactly 64 octets, R || S.
+    let valid = es256(&keys().es, &claims(json!({})));
+    let (input, signature) = valid.rsplit_once('.').unwrap();
+    let signature = decode_b64(signature);
+    let (r, s) = signature.split_at(32);
+    let padded = [&[0][..], r, &[0][..], s].concat();
+    let token = format!("{input}.{}", encode_b64(&padded));
+    for host in [&pure, &foreign] {
+        assert_invalid_token(&get_with_token(host, &token), "bad_signature", &token);
+        assert_healthy(host);
     }
+}
+
+#[test]
+fn validly_signed_token_gets_the_same_answer_on_both_paths_whatever_its_other_members() {
+    let (Some(foreign), Some(pure)) = (configured(&policy(), true), configured(&policy(), false))
+    else {
+        return;
+    };
+    let k = keys();
+    let exp = NOW + 300;
+    let registered = format!(r#""iss":"{ISS}","aud":"{RESOURCE}","iat":{NOW},"exp":{exp}"#);
+    let es_header = json!({"alg": "ES256", "kid": "es"});
+    let cases = [
+        (
+            "an embedded JWK header object (RFC 7515 §4.1.3)",
+            json!({"alg": "ES256", "kid": "es", "jwk": es_jwk(&k.es)}),
+            format!(r#"{{{registered},"sub":"alice"}}"#),
+        ),
+        (
+            "a non-string cty header",
+            json!({"alg": "ES256", "kid": "es", "cty": 5}),
+            format!(r#"{{{registered},"sub":"alice"}}"#),
+        ),
+        (
+            "a numeric nonce claim",
+            es_header.clone(),
+            format!(r#"{{{registered},"sub":"alice","nonce":5}}"#),
+        ),
+        (
+            "a duplicate sub claim",
+            es_header,
+            format!(r#"{{{registered},"sub":"alice","sub":"root"}}"#),
+        ),
+    ];
+    let mut differing = Vec::new();
+    for (what, header, payload) in cases {
+        let token = es256_raw_text(&k.es, &header.to_string(), &payload);
+        let (a, b) = (outcome(&foreign, &token), outcome(&pure, &token));
+        if a != b || a.contains("bad_signature") {
+            differing.push(format!("{what}:\n  envoy: {a}\n  pure:  {b}"));
+        }
+    }
+    assert!(differing.is_empty(), "{}", differing.join("\n"));
+    assert_healthy(&foreign);
+    assert_healthy(&pure);
 }

@@ -196,6 +196,16 @@ pub fn hs256(claims: &Value) -> String {
         .unwrap()
 }
 
+/// base64url without padding, as JWS parts are.
+pub fn encode_b64(bytes: &[u8]) -> String {
+    b64(bytes)
+}
+
+/// Decodes a base64url JWS part.
+pub fn decode_b64(part: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(part).unwrap()
+}
+
 /// A JSON value as a base64url JWS part.
 pub fn encode_json(value: &Value) -> String {
     b64(value.to_string().as_bytes())
@@ -214,12 +224,14 @@ pub fn unsigned(claims: &Value) -> String {
 /// An ES256 token with a hand-made JOSE header (jwt-simple cannot emit
 /// `crit`), validly signed.
 pub fn es256_raw(key: &ES256KeyPair, header: &Value, claims: &Value) -> String {
+    es256_raw_text(key, &header.to_string(), &claims.to_string())
+}
+
+/// An ES256 token over exactly this header and payload text (which need
+/// not be JSON a serializer would write: duplicate members), validly signed.
+pub fn es256_raw_text(key: &ES256KeyPair, header: &str, payload: &str) -> String {
     use p256::ecdsa::signature::Signer;
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
     let signing_key: &p256::ecdsa::SigningKey = key.key_pair().as_ref();
     let signature: p256::ecdsa::Signature = signing_key.sign(input.as_bytes());
     format!("{input}.{}", b64(&signature.to_bytes()))
