@@ -3,7 +3,11 @@
 The agent knows nothing about the gateway's policy. It calls the API; when
 told 401 it reads the WWW-Authenticate challenge, discovers the protected
 resource metadata (RFC 9728), gets a token the user's IdP issued to it for
-that resource, and calls again. Each step prints what happened.
+that resource, and calls again. For the user's account at the broker
+(GET /broker/portfolio) the gateway exchanges that token for the user's
+broker access token at the vault; the agent never sees it. Until the user
+links the account, the agent gets 403 with a `connect_url` to show the user.
+Each step prints what happened.
 
     python agent.py --gateway http://localhost:10000 --idp http://127.0.0.1:8081
 
@@ -20,6 +24,8 @@ import sys
 from typing import Callable
 
 import requests
+
+import user
 
 STEPS: list[tuple[str, int, Callable[["Agent"], requests.Response]]] = []
 
@@ -42,6 +48,7 @@ class Agent:
         self.http = requests.Session()
         self.metadata: dict | None = None
         self.token: str | None = None
+        self.connect_url: str | None = None
         self.notes: list[tuple[str, object]] = []
 
     def note(self, label: str, value) -> None:
@@ -111,6 +118,46 @@ def portfolio_with_user_token(agent: Agent) -> requests.Response:
         agent.note("upstream saw", identity_seen_upstream(r))
     else:
         agent.note("body", r.text)
+    return r
+
+
+@step("alice's private portfolio at the broker, through the token vault", expect=403)
+def broker_portfolio_before_linking(agent: Agent) -> requests.Response:
+    r = agent.call("GET", "/broker/portfolio")
+    body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+    agent.note("error", f"{body.get('error')}: {body.get('error_description')}")
+    agent.connect_url = body.get("connect_url")
+    if agent.connect_url:
+        agent.note("connect_url (the agent shows it to alice)", agent.connect_url)
+    else:
+        agent.note("body", r.text)
+    return r
+
+
+@step("alice links her broker account (her browser, scripted: sign in, allow)", expect=200)
+def user_links_the_account(agent: Agent) -> requests.Response:
+    if not agent.connect_url:
+        raise requests.RequestException("no connect_url to follow")
+    linking = user.link_account(agent.connect_url, login="alice", password="demo")
+    agent.note("what her browser did", "\n".join(f"{m} {u} → {s}" for m, u, s in linking.hops))
+    agent.note("the vault", "keeps the broker's refresh token, encrypted; the agent gets none of it")
+    return linking.response
+
+
+@step("the agent retries: the gateway swaps alice's token for her broker token", expect=200)
+def broker_portfolio_after_linking(agent: Agent) -> requests.Response:
+    r = agent.call("GET", "/broker/portfolio")
+    if not r.ok:
+        agent.note("body", r.text)
+        return r
+    body = r.json()
+    agent.note("portfolio", {"account": body["account"], "positions": body["positions"]})
+    agent.note("the broker API accepted", body["authorized_by"])
+    agent.note(
+        "the agent never saw that token",
+        "it sent alice's JWT; the gateway sent the broker's access token instead, "
+        f"and the answer holds no credential (authorization seen upstream: {body['seen_headers'].get('authorization')!r})",
+    )
     return r
 
 

@@ -5,11 +5,18 @@ headers jwt-identity sets. Every response echoes the request headers it
 received under "seen_headers", so tests and the demo can see exactly what the
 gateway forwarded.
 
-    GET  /prices/{ticker}   public: a price
-    GET  /portfolio         private: the caller's positions
-    POST /trades            private: place a trade ({"ticker", "qty", "side"})
+    GET  /prices/{ticker}    public: a price
+    GET  /portfolio          private: the caller's positions
+    POST /trades             private: place a trade ({"ticker", "qty", "side"})
+    GET  /broker/portfolio   the user's account at the broker: trusts no
+                             gateway header, only an access token issued by
+                             the broker's OAuth provider (provider/), checked
+                             by introspection (RFC 7662). The gateway's
+                             token-exchange filter puts it there; the agent's
+                             own token is refused. `authorization` is never
+                             echoed back.
 
-Run: python upstream.py --port 8080
+Run: python upstream.py --port 8080 --provider http://127.0.0.1:8082
 """
 
 import argparse
@@ -17,7 +24,11 @@ import hashlib
 import itertools
 import json
 import sys
+import threading
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
 
 _trade_ids = itertools.count(1)
 
@@ -28,10 +39,47 @@ def price_of(ticker: str) -> float:
     return round(10 + int.from_bytes(digest[:4], "big") % 90000 / 100, 2)
 
 
+def positions_of(account: str) -> list[dict]:
+    """A stable made-up portfolio per broker account."""
+    digest = hashlib.sha256(account.encode()).digest()
+    tickers = ["ACME", "GLOBEX", "INITECH", "UMBRELLA", "HOOLI"]
+    return [{"ticker": t, "qty": 1 + digest[i] % 50} for i, t in enumerate(tickers) if digest[i] % 3]
+
+
+@dataclass
+class Broker:
+    """How the broker API checks tokens: introspection at its OAuth provider
+    with the API's own client credentials. Remembers what it was sent, for
+    tests (in process only; nothing is logged)."""
+
+    provider: str
+    client_id: str = "stocktrade-api"
+    client_secret: str = "api-demo-secret"
+    seen: list[dict] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def introspect(self, token: str) -> dict:
+        r = requests.post(
+            self.provider.rstrip("/") + "/token/introspection",
+            data={"token": token},
+            auth=(self.client_id, self.client_secret),
+            timeout=5,
+        )
+        if r.status_code == 400 and r.json().get("error") == "unsupported_token_type":
+            return {"active": False}  # e.g. a JWT of another issuer: not one of ours
+        r.raise_for_status()
+        return r.json()
+
+    def remember(self, authorization: str | None, verdict: dict) -> None:
+        with self._lock:
+            self.seen.append({"authorization": authorization, **verdict})
+
+
 class StockTradeHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "stock-trade-upstream/1"
     quiet = False
+    broker: Broker | None = None
 
     def _seen_headers(self) -> dict:
         seen = {}
@@ -40,14 +88,71 @@ class StockTradeHandler(BaseHTTPRequestHandler):
             seen[name] = f"{seen[name]},{value}" if name in seen else value
         return seen
 
-    def _answer(self, status: int, body: dict) -> None:
-        body = dict(body, seen_headers=self._seen_headers())
+    def _answer(self, status: int, body: dict, echo_authorization: bool = True, headers: dict | None = None) -> None:
+        seen = self._seen_headers()
+        if not echo_authorization and "authorization" in seen:
+            seen["authorization"] = "(a credential; not echoed)"
+        body = dict(body, seen_headers=seen)
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _broker_portfolio(self) -> None:
+        """Only the broker's own access tokens open the account."""
+        broker = self.broker
+        if broker is None:
+            self._answer(503, {"error": "not_configured", "error_description": "no --provider given"})
+            return
+        authorization = self.headers.get("authorization")
+        scheme, _, token = (authorization or "").partition(" ")
+
+        def refuse(status: int, error: str, description: str, verdict: dict) -> None:
+            broker.remember(authorization, verdict)
+            challenge = f'Bearer realm="stocktrade", error="{error}"' if status == 401 else None
+            self._answer(
+                status,
+                {"error": error, "error_description": description},
+                echo_authorization=False,
+                headers={"www-authenticate": challenge} if challenge else None,
+            )
+
+        if scheme.lower() != "bearer" or not token.strip():
+            refuse(401, "invalid_token", "a StockTrade access token is required", {"active": False})
+            return
+        try:
+            info = broker.introspect(token.strip())
+        except (requests.RequestException, ValueError):
+            refuse(503, "temporarily_unavailable", "cannot reach the StockTrade provider", {"active": None})
+            return
+        if not info.get("active"):
+            refuse(401, "invalid_token", "not a valid StockTrade access token", {"active": False})
+            return
+        scopes = str(info.get("scope", "")).split()
+        verdict = {"active": True, "sub": info.get("sub"), "client_id": info.get("client_id"), "scope": scopes}
+        if "stocks:read" not in scopes:
+            refuse(403, "insufficient_scope", "the token lacks stocks:read", verdict)
+            return
+        broker.remember(authorization, verdict)
+        account = str(info.get("sub"))
+        self._answer(
+            200,
+            {
+                "account": account,
+                "positions": positions_of(account),
+                "authorized_by": {
+                    "issuer": broker.provider,
+                    "client_id": info.get("client_id"),
+                    "scope": info.get("scope"),
+                    "expires_at": info.get("exp"),
+                },
+            },
+            echo_authorization=False,
+        )
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("content-length") or 0)
@@ -60,6 +165,8 @@ class StockTradeHandler(BaseHTTPRequestHandler):
         elif path.startswith("/prices/") and len(path) > len("/prices/"):
             ticker = path[len("/prices/"):].upper()
             self._answer(200, {"ticker": ticker, "price": price_of(ticker), "currency": "USD"})
+        elif path == "/broker/portfolio":
+            self._broker_portfolio()
         elif path == "/portfolio":
             owner = self.headers.get("x-agentward-sub")
             positions = [{"ticker": "ACME", "qty": 10}, {"ticker": "GLOBEX", "qty": 3}]
@@ -93,9 +200,12 @@ class StockTradeHandler(BaseHTTPRequestHandler):
             sys.stderr.write("upstream: " + (format % args) + "\n")
 
 
-def make_server(port: int = 0, host: str = "127.0.0.1", quiet: bool = False) -> ThreadingHTTPServer:
-    """A threaded server (not yet serving); port 0 picks a free one."""
-    handler = type("Handler", (StockTradeHandler,), {"quiet": quiet})
+def make_server(
+    port: int = 0, host: str = "127.0.0.1", quiet: bool = False, broker: Broker | None = None
+) -> ThreadingHTTPServer:
+    """A threaded server (not yet serving); port 0 picks a free one. With a
+    `broker`, GET /broker/portfolio checks tokens at its provider."""
+    handler = type("Handler", (StockTradeHandler,), {"quiet": quiet, "broker": broker})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
@@ -106,8 +216,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--provider", help="the broker's OAuth provider, e.g. http://127.0.0.1:8082")
+    parser.add_argument("--api-client-id", default="stocktrade-api")
+    parser.add_argument("--api-client-secret", default="api-demo-secret")
     args = parser.parse_args()
-    server = make_server(args.port, args.host, args.quiet)
+    broker = Broker(args.provider, args.api_client_id, args.api_client_secret) if args.provider else None
+    server = make_server(args.port, args.host, args.quiet, broker)
     print(f"upstream: listening on http://{args.host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

@@ -5,6 +5,12 @@
 //! alternate between configurations in rotating order for several rounds;
 //! ratios are taken within a round (measured at nearly the same moment) and
 //! reported as median (min–max).
+//!
+//! The token-exchange configuration and the vault's own exchange throughput
+//! need the real vault with an account linked at a real OpenID provider:
+//! bench/vault.rs starts those (only when `--only` selects one of them).
+
+mod vault;
 
 use crate::stack::{self, Service};
 use crate::{build, root, run_quiet, setup, Result};
@@ -40,6 +46,9 @@ enum Key {
     LocalJwks,
     /// The bench policy (with the JWKS inline) is the plugin configuration.
     Policy,
+    /// The bench policy plus a `vault` section and a `connection` on the
+    /// route is every plugin's configuration; needs the bench vault.
+    Exchange,
 }
 
 const SETUPS: &[Setup] = &[
@@ -73,17 +82,32 @@ const SETUPS: &[Setup] = &[
         key: Key::Policy,
         tokens: Tokens::Repeated,
     },
+    // jwt-identity → token-exchange, the upstream token in the shared-data
+    // cache after the first request's exchange.
+    Setup {
+        name: "token-exchange-warm",
+        config: "envoy/bench/token-exchange.yaml",
+        key: Key::Exchange,
+        tokens: Tokens::Repeated,
+    },
 ];
 
-/// The ratios printed last: (measured, against).
-const RATIOS: &[(&str, &str)] = &[
-    ("native", "bare"),
-    ("native-cache", "bare"),
-    ("jwt-identity-fresh", "bare"),
-    ("jwt-identity-repeated", "bare"),
-    ("jwt-identity-fresh", "native"),
-    ("jwt-identity-repeated", "native-cache"),
+/// `--only` name of the vault's own exchange throughput (not a gateway).
+const VAULT: &str = "vault";
+
+/// The ratios printed last: (measured, against, target: at least this).
+const RATIOS: &[(&str, &str, Option<f64>)] = &[
+    ("native", "bare", None),
+    ("native-cache", "bare", None),
+    ("jwt-identity-fresh", "bare", None),
+    ("jwt-identity-repeated", "bare", None),
+    ("jwt-identity-fresh", "native", None),
+    ("jwt-identity-repeated", "native-cache", None),
+    ("token-exchange-warm", "jwt-identity-repeated", Some(0.9)),
 ];
+
+/// Envoy workers per gateway (`--concurrency`).
+const WORKERS: u64 = 1;
 
 const AUDIENCE: &str = "https://api.stock-trade.example";
 const PATH: &str = "/portfolio";
@@ -134,13 +158,87 @@ struct Sample {
 }
 
 pub fn run(options: Options) -> Result {
+    let selected = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
+    let setups: Vec<&Setup> = SETUPS.iter().filter(|s| selected(s.name)).collect();
+    let vault_bench = selected(VAULT);
+    if setups.is_empty() && !vault_bench {
+        let names: Vec<&str> = SETUPS.iter().map(|s| s.name).chain([VAULT]).collect();
+        return Err(format!(
+            "--only names none of the configurations: {}",
+            names.join(", ")
+        ));
+    }
+    let needs_vault = vault_bench || setups.iter().any(|s| s.key == Key::Exchange);
+
     setup::run(setup::Extras { wrk: true })?;
     build::plugins()?;
+    let vault_binary = if needs_vault {
+        Some(vault::build()?)
+    } else {
+        None
+    };
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let material = bench_material(&dir, options.tokens)?;
-
     let pin = Pinning::detect();
+
+    let vault_stack = match &vault_binary {
+        Some(binary) => Some(vault::Stack::start(binary, &dir, pin.gateways, pin.load)?),
+        None => None,
+    };
+
+    let mut samples: HashMap<&str, Vec<Sample>> = HashMap::new();
+    if !setups.is_empty() {
+        measure_gateways(
+            &options,
+            &setups,
+            &material,
+            vault_stack.as_ref(),
+            &pin,
+            &dir,
+            &mut samples,
+        )?;
+    }
+    if let Some(stack) = vault_stack.as_ref().filter(|_| vault_bench) {
+        println!();
+        let runs = stack.measure(options.rounds, options.window_secs, pin.load)?;
+        vault::report(&runs);
+    }
+    drop(vault_stack);
+
+    if setups.is_empty() {
+        return Ok(());
+    }
+    println!("\nratios, median of {} rounds (min–max):", options.rounds);
+    for (a, b, target) in RATIOS {
+        let (Some(xs), Some(ys)) = (samples.get(a), samples.get(b)) else {
+            continue;
+        };
+        let ratios = xs.iter().zip(ys).map(|(x, y)| x.rps / y.rps).collect();
+        let (med, min, max) = median(ratios);
+        let target = target
+            .map(|t| format!("   target ≥ {t:.2}×: {}", vault::verdict(med >= t)))
+            .unwrap_or_default();
+        println!(
+            "  {:<44} {med:.2} ({min:.2}–{max:.2}){target}",
+            format!("{a} vs {b}")
+        );
+    }
+    Ok(())
+}
+
+/// The gateway configurations side by side: start them all, warm up, then
+/// interleaved wrk windows; prints the rounds, the table and the plugins'
+/// counters, and leaves the samples for the ratios.
+fn measure_gateways<'a>(
+    options: &Options,
+    setups: &[&'a Setup],
+    material: &Material,
+    vault_stack: Option<&vault::Stack>,
+    pin: &Pinning,
+    dir: &Path,
+    samples: &mut HashMap<&'a str, Vec<Sample>>,
+) -> Result {
     let upstream_port = stack::free_port()?;
     let upstream_admin = stack::free_port()?;
     let upstream_ports = HashMap::from([
@@ -152,34 +250,30 @@ pub fn run(options: Options) -> Result {
         "envoy/bench/upstream.yaml",
         &upstream_ports,
         None,
-        &dir,
+        dir,
         pin.load,
     )?;
     upstream.wait_ready(upstream_admin, "/ready", Duration::from_secs(60))?;
 
-    let setups: Vec<&Setup> = SETUPS
-        .iter()
-        .filter(|s| options.only.is_empty() || options.only.iter().any(|o| o == s.name))
-        .collect();
-    if setups.is_empty() {
-        return Err("--only names none of the configurations".into());
-    }
     let mut gateways = Vec::new();
     for s in setups.iter().copied() {
-        let ports = HashMap::from([
+        let mut ports = HashMap::from([
             (stack::LISTENER, stack::free_port()?),
             (stack::ADMIN, stack::free_port()?),
             (stack::UPSTREAM, upstream_port),
             (stack::IDP, stack::free_port()?),
         ]);
-        let service = start_envoy(
-            s.name,
-            s.config,
-            &ports,
-            Some((s.key, &material)),
-            &dir,
-            pin.gateways,
-        )?;
+        let config = match (s.key, vault_stack) {
+            (Key::Exchange, Some(v)) => {
+                ports.insert(vault::CONVENTIONAL_PORT, v.port);
+                Some(Configuration::Policy(&v.policy))
+            }
+            (Key::Exchange, None) => return Err(format!("{}: needs the vault", s.name)),
+            (Key::Policy, _) => Some(Configuration::Policy(&material.policy)),
+            (Key::LocalJwks, _) => Some(Configuration::LocalJwks(&material.jwks)),
+            (Key::None, _) => None,
+        };
+        let service = start_envoy(s.name, s.config, &ports, config, dir, pin.gateways)?;
         gateways.push((s, ports, service));
     }
     // Where each configuration's next window starts in the token file, so
@@ -187,8 +281,21 @@ pub fn run(options: Options) -> Result {
     let mut offsets: HashMap<&str, u64> = HashMap::new();
     for (s, ports, service) in &mut gateways {
         service.wait_ready(ports[&stack::ADMIN], "/ready", Duration::from_secs(60))?;
+        if s.key == Key::Exchange {
+            // One request first: exactly one exchange fills the cache.
+            let (status, body) = vault::prime(ports[&stack::LISTENER], PATH, &material.token)
+                .map_err(|e| format!("{}: first request: {e}", s.name))?;
+            if status != 200 {
+                return Err(format!(
+                    "{}: the first request answered {status}: {}; see {}",
+                    s.name,
+                    body.trim(),
+                    service.log.display()
+                ));
+            }
+        }
         // Warm up (JIT, connections) and check the configuration answers 200.
-        let warm = wrk(&material, s.tokens, ports[&stack::LISTENER], 1, 0, pin.load)?;
+        let warm = wrk(material, s.tokens, ports[&stack::LISTENER], 1, 0, pin.load)?;
         if warm.failed > 0 || warm.requests == 0 {
             return Err(format!(
                 "{}: {} of {} warm-up requests failed; see {}",
@@ -213,14 +320,13 @@ pub fn run(options: Options) -> Result {
         pin.describe()
     );
 
-    let mut samples: HashMap<&str, Vec<Sample>> = HashMap::new();
     for round in 0..options.rounds {
         let mut line = format!("[bench] round {}/{}:", round + 1, options.rounds);
         for i in 0..gateways.len() {
             let (s, ports, _) = &gateways[(i + round) % gateways.len()];
             let offset = offsets.entry(s.name).or_insert(0);
             let sample = wrk(
-                &material,
+                material,
                 s.tokens,
                 ports[&stack::LISTENER],
                 options.window_secs,
@@ -239,7 +345,7 @@ pub fn run(options: Options) -> Result {
         "{:<24} {:>10} {:>9} {:>9} {:>8}",
         "configuration", "req/s", "p50 ms", "p99 ms", "non-2xx"
     );
-    for s in &setups {
+    for s in setups {
         let runs = &samples[s.name];
         let med = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect()).0;
         let failed: u64 = runs.iter().map(|r| r.failed).sum();
@@ -253,8 +359,8 @@ pub fn run(options: Options) -> Result {
         );
     }
     for (s, ports, _) in &gateways {
-        if s.key == Key::Policy {
-            let stat = |name: &str| plugin_counter(ports[&stack::ADMIN], name);
+        let stat = |name: &str| envoy_counter(ports[&stack::ADMIN], name);
+        if matches!(s.key, Key::Policy | Key::Exchange) {
             let (hit, miss) = (
                 stat("agentward.jwt.cache_hit"),
                 stat("agentward.jwt.cache_miss"),
@@ -265,23 +371,31 @@ pub fn run(options: Options) -> Result {
             );
             println!("{:<24} cache hits {hit}, misses {miss}; verify_foreign {foreign}, verify_pure {pure}", s.name);
         }
+        if s.key == Key::Exchange {
+            let calls = stat("agentward.exchange.vault_call");
+            let hits = stat("agentward.exchange.cache_hit");
+            let total = stat("http.gateway.downstream_rq_total");
+            let per_request = calls as f64 / total.max(1) as f64;
+            // One exchange per worker fills the shared cache; the rest hit it.
+            println!(
+                "{:<24} exchange cache hits {hits}; vault calls {calls} for {total} requests: {per_request:.1e} vault calls per request, target 0 (≤ 1 per worker): {}",
+                s.name,
+                vault::verdict(total > 0 && calls <= WORKERS)
+            );
+        }
     }
     drop(gateways);
     drop(upstream);
-
-    println!("\nratios, median of {} rounds (min–max):", options.rounds);
-    for (a, b) in RATIOS {
-        let (Some(xs), Some(ys)) = (samples.get(a), samples.get(b)) else {
-            continue;
-        };
-        let ratios = xs.iter().zip(ys).map(|(x, y)| x.rps / y.rps).collect();
-        let (med, min, max) = median(ratios);
-        println!(
-            "  {:<44} {med:.2} ({min:.2}–{max:.2})",
-            format!("{a} vs {b}")
-        );
-    }
     Ok(())
+}
+
+/// What a rendered config carries besides its ports.
+#[derive(Clone, Copy)]
+enum Configuration<'a> {
+    /// This policy (JSON) is every plugin's configuration.
+    Policy(&'a str),
+    /// This JWKS goes into `local_jwks` (native `jwt_authn`).
+    LocalJwks(&'a str),
 }
 
 /// The one-minute load average (Linux).
@@ -379,22 +493,22 @@ fn start_envoy(
     name: &str,
     config: &str,
     ports: &HashMap<u16, u16>,
-    key: Option<(Key, &Material)>,
+    with: Option<Configuration>,
     dir: &Path,
     cpu: Option<u32>,
 ) -> Result<Service> {
     let template =
         std::fs::read_to_string(root().join(config)).map_err(|e| format!("{config}: {e}"))?;
-    let rendered = match key {
-        Some((Key::Policy, m)) => stack::render(&template, ports, Some(&m.policy)),
-        Some((Key::LocalJwks, m)) => {
-            stack::with_local_jwks(&stack::render(&template, ports, None), &m.jwks)
+    let rendered = match with {
+        Some(Configuration::Policy(policy)) => stack::render(&template, ports, Some(policy)),
+        Some(Configuration::LocalJwks(jwks)) => {
+            stack::with_local_jwks(&stack::render(&template, ports, None), jwks)
         }
-        _ => stack::render(&template, ports, None),
+        None => stack::render(&template, ports, None),
     };
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, rendered).map_err(|e| e.to_string())?;
-    let envoy = stack::envoy(&path, ports[&stack::ADMIN], 1);
+    let envoy = stack::envoy(&path, ports[&stack::ADMIN], WORKERS as u32);
     Service::spawn(name, &mut pinned(envoy, cpu), dir)
 }
 
@@ -405,6 +519,15 @@ fn pinned(cmd: Command, cpu: Option<u32>) -> Command {
         .args(["-c", &cpu.to_string()])
         .arg(cmd.get_program())
         .args(cmd.get_args());
+    for (name, value) in cmd.get_envs() {
+        match value {
+            Some(value) => taskset.env(name, value),
+            None => taskset.env_remove(name),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        taskset.current_dir(dir);
+    }
     taskset
 }
 
@@ -507,8 +630,9 @@ fn millis(v: &str) -> Option<f64> {
     })
 }
 
-/// A plugin counter from an Envoy's admin /stats (`wasmcustom.<name>`).
-fn plugin_counter(admin: u16, name: &str) -> u64 {
+/// A counter from an Envoy's admin /stats: a plugin's (`wasmcustom.<name>`)
+/// or Envoy's own (`http.gateway.downstream_rq_total`).
+fn envoy_counter(admin: u16, name: &str) -> u64 {
     let Ok((_, body)) = stack::http_get(admin, &format!("/stats?filter={name}")) else {
         return 0;
     };

@@ -1,7 +1,10 @@
-//! `cargo xtask demo`: the stock-trade agent calls the API through Envoy and
-//! the jwt-identity plugin, with the IdP stand-in serving the keys. Logs and
-//! the rendered config go to `.demo/`; everything started here stops when the
-//! demo ends. The steps themselves are in examples/stock-trade/agent.py.
+//! `cargo xtask demo`: the stock-trade agent calls the API through Envoy with
+//! the plugin chain (`envoy/chain.yaml`: jwt-identity → token-exchange), with
+//! the IdP stand-in serving the keys, the broker's OAuth provider (npm
+//! oidc-provider) and the agentward vault (SQLite in `.demo/`). Logs, the
+//! rendered configs and the vault's database go to `.demo/`; everything
+//! started here stops when the demo ends. The steps themselves are in
+//! examples/stock-trade/agent.py.
 
 use crate::stack::{self, Service};
 use crate::{build, root, setup, Result};
@@ -10,7 +13,7 @@ use std::time::Duration;
 
 pub fn run() -> Result {
     setup::run(setup::Extras::default())?;
-    build::plugins()?; // the demo does not use the vault yet
+    build::run()?; // the plugins and the vault
     let dir = root().join(".demo");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
 
@@ -18,7 +21,17 @@ pub fn run() -> Result {
     let admin = stack::port_or_free(stack::ADMIN)?;
     let upstream_port = stack::port_or_free(stack::UPSTREAM)?;
     let idp_port = stack::port_or_free(stack::IDP)?;
+    let provider_port = stack::port_or_free(stack::PROVIDER)?;
+    let vault_port = stack::port_or_free(stack::VAULT)?;
     let ready = Duration::from_secs(30);
+    let ports = HashMap::from([
+        (stack::LISTENER, listener),
+        (stack::ADMIN, admin),
+        (stack::UPSTREAM, upstream_port),
+        (stack::IDP, idp_port),
+        (stack::PROVIDER, provider_port),
+        (stack::VAULT, vault_port),
+    ]);
 
     let mut idp = Service::spawn(
         "idp",
@@ -30,21 +43,60 @@ pub fn run() -> Result {
         &dir,
     )?;
     idp.wait_ready(idp_port, "/healthz", ready)?;
+
+    // The broker's OAuth provider: the vault is its client, redirecting back
+    // to the vault's callback.
+    let provider_config = format!(
+        r#"{{"port": {provider_port}, "vault": {{"redirect_uris": ["http://127.0.0.1:{vault_port}/connect/callback"]}}}}"#
+    );
+    let mut provider = Service::spawn(
+        "provider",
+        stack::node("examples/stock-trade/provider/provider.mjs")
+            .env("PROVIDER_CONFIG", provider_config),
+        &dir,
+    )?;
+    provider.wait_ready(provider_port, "/healthz", ready)?;
+
+    let provider_url = format!("http://127.0.0.1:{provider_port}");
     let mut upstream = Service::spawn(
         "upstream",
-        stack::python("examples/stock-trade/upstream.py")
-            .args(["--port", &upstream_port.to_string()]),
+        stack::python("examples/stock-trade/upstream.py").args([
+            "--port",
+            &upstream_port.to_string(),
+            "--provider",
+            &provider_url,
+        ]),
         &dir,
     )?;
     upstream.wait_ready(upstream_port, "/healthz", ready)?;
 
-    let ports = HashMap::from([
-        (stack::LISTENER, listener),
-        (stack::ADMIN, admin),
-        (stack::UPSTREAM, upstream_port),
-        (stack::IDP, idp_port),
-    ]);
-    let shipped = root().join("envoy/jwt-identity.yaml");
+    // The vault: a fresh SQLite database and key each run, so the user starts unlinked.
+    for name in [
+        "vault.db",
+        "vault.db-wal",
+        "vault.db-shm",
+        "vault.db-journal",
+    ] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let vault_config = dir.join("vault.toml");
+    let shipped = root().join("examples/stock-trade/vault.toml");
+    let text =
+        std::fs::read_to_string(&shipped).map_err(|e| format!("{}: {e}", shipped.display()))?;
+    std::fs::write(&vault_config, stack::render_urls(&text, &ports)).map_err(|e| e.to_string())?;
+    let database = format!("sqlite://{}", dir.join("vault.db").display());
+    let mut vault = Service::spawn(
+        "vault",
+        std::process::Command::new(root().join("target/debug/agentward-vault"))
+            .arg("--config")
+            .arg(&vault_config)
+            .args(["--database-url", &database])
+            .env("AGENTWARD_VAULT_KEY", format!("k1:{}", random_key()?)),
+        &dir,
+    )?;
+    vault.wait_ready(vault_port, "/healthz", ready)?;
+
+    let shipped = root().join("envoy/chain.yaml");
     let template =
         std::fs::read_to_string(&shipped).map_err(|e| format!("{}: {e}", shipped.display()))?;
     let config = dir.join("envoy.yaml");
@@ -53,20 +105,48 @@ pub fn run() -> Result {
     envoy.wait_ready(admin, "/ready", ready)?;
 
     println!(
-        "\n[demo] gateway   http://localhost:{listener}  (Envoy {}, jwt_identity.wasm)",
+        "\n[demo] gateway   http://localhost:{listener}  (Envoy {}, envoy/chain.yaml: jwt_identity.wasm → token_exchange.wasm)",
         setup::envoy_version()?
     );
     println!(
         "[demo] upstream  http://127.0.0.1:{upstream_port}  (examples/stock-trade/upstream.py)"
     );
     println!("[demo] idp       http://127.0.0.1:{idp_port}  (examples/stock-trade/idp.py)");
-    println!("[demo] logs and config in .demo/\n");
+    println!("[demo] broker    {provider_url}  (the broker's OAuth provider, npm oidc-provider)");
+    println!(
+        "[demo] vault     http://127.0.0.1:{vault_port}  (agentward-vault, SQLite .demo/vault.db)"
+    );
+    println!("[demo] logs and configs in .demo/\n");
     let agent = crate::run_visible(stack::python("examples/stock-trade/agent.py").args([
         "--gateway",
         &format!("http://localhost:{listener}"),
         "--idp",
         &format!("http://127.0.0.1:{idp_port}"),
     ]));
-    drop((envoy, upstream, idp));
+    drop((envoy, vault, upstream, provider, idp));
     agent.map_err(|_| "the demo did not go as expected; see above and .demo/*.log".to_string())
+}
+
+/// 32 random bytes, base64: the vault's data-encryption key for this run.
+fn random_key() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+        for _ in chunk.len()..3 {
+            out.push('=');
+        }
+    }
+    Ok(out)
 }

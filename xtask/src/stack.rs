@@ -18,6 +18,10 @@ pub const LISTENER: u16 = 10000;
 pub const ADMIN: u16 = 9901;
 pub const UPSTREAM: u16 = 8080;
 pub const IDP: u16 = 8081;
+/// The broker's OAuth provider (examples/stock-trade/provider).
+pub const PROVIDER: u16 = 8082;
+/// The agentward vault (examples/stock-trade/vault.toml).
+pub const VAULT: u16 = 8787;
 
 /// A port nobody listens on right now.
 pub fn free_port() -> Result<u16> {
@@ -50,6 +54,25 @@ pub fn render(config: &str, ports: &HashMap<u16, u16>, policy: Option<&str>) -> 
     let target = format!("filename: {}/target/", root().display());
     text.replace("address: 0.0.0.0", "address: 127.0.0.1")
         .replace("filename: target/", &target)
+}
+
+/// A config that names services by URL (examples/stock-trade/vault.toml)
+/// with the conventional ports in `127.0.0.1:N` and `localhost:N` mapped to
+/// `ports`.
+pub fn render_urls(text: &str, ports: &HashMap<u16, u16>) -> String {
+    let mut text = text.to_string();
+    for prefix in ["127.0.0.1:", "localhost:"] {
+        text = replace_ports(&text, prefix, ports);
+    }
+    text
+}
+
+/// `node script`: a script of an npm project installed by setup (its imports
+/// resolve from the script's folder, whatever the working directory).
+pub fn node(script: &str) -> Command {
+    let mut cmd = Command::new("node");
+    cmd.arg(root().join(script));
+    cmd
 }
 
 fn replace_ports(text: &str, prefix: &str, ports: &HashMap<u16, u16>) -> String {
@@ -269,6 +292,16 @@ admin:
         let out = render(CONFIG, &HashMap::new(), Some("{\n  \"a\": 1\n}\n"));
         assert!(out.contains("value: |\n                    {\n                      \"a\": 1\n                    }\n          - name: envoy.filters.http.router"), "{out}");
         assert!(!out.contains("resource"));
+    }
+
+    #[test]
+    fn urls_are_mapped() {
+        let ports = HashMap::from([(8787, 18787), (8082, 18082), (10000, 11000)]);
+        let text = "listen = \"127.0.0.1:8787\"\nauthorize_url = \"http://127.0.0.1:8082/auth\"\naudiences = [\"http://localhost:10000\"]\njwks = \"http://127.0.0.1:8081/\"";
+        assert_eq!(
+            render_urls(text, &ports),
+            "listen = \"127.0.0.1:18787\"\nauthorize_url = \"http://127.0.0.1:18082/auth\"\naudiences = [\"http://localhost:11000\"]\njwks = \"http://127.0.0.1:8081/\""
+        );
     }
 
     #[test]

@@ -63,6 +63,22 @@ impl ExchangeTarget {
     }
 }
 
+/// The `(iss, sub)` a token exchange is made for. The verified identity
+/// headers must name the bearer token's own subject (and issuer, when the
+/// header is there), so that a spoofed `x-agentward-sub` never selects
+/// another user's cached upstream token, whatever the chain in front.
+pub fn exchange_subject(
+    bearer: &str,
+    sub_header: &str,
+    issuer_header: Option<&str>,
+) -> Option<(String, String)> {
+    let claims = crate::jwt::peek_claims(bearer)?;
+    let sub = claims.get("sub")?.as_str()?;
+    let iss = claims.get("iss")?.as_str()?;
+    let same = sub == sub_header && issuer_header.is_none_or(|i| i == iss);
+    same.then(|| (iss.to_string(), sub.to_string()))
+}
+
 /// An HTTP request to make (the host performs it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callout {
@@ -384,6 +400,24 @@ mod tests {
         other.scope = "trade".into();
         assert_ne!(t.cache_key("idp", "alice"), other.cache_key("idp", "alice"));
         assert!(!t.cache_key("idp", "alice").contains("alice"));
+    }
+
+    #[test]
+    fn exchange_subject_must_be_the_tokens_own() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"iss":"https://idp/","sub":"bob"}"#);
+        let token = format!("eyJhbGciOiJFUzI1NiJ9.{payload}.sig");
+        assert_eq!(
+            exchange_subject(&token, "bob", Some("https://idp/")),
+            Some(("https://idp/".into(), "bob".into()))
+        );
+        assert_eq!(
+            exchange_subject(&token, "bob", None).map(|s| s.1),
+            Some("bob".into())
+        );
+        assert_eq!(exchange_subject(&token, "alice", None), None);
+        assert_eq!(exchange_subject(&token, "bob", Some("https://evil/")), None);
+        assert_eq!(exchange_subject("opaque", "bob", None), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! reaches the agent. Messages and decisions live in `agentward_core::exchange`.
 
 use agentward_core::exchange::{
-    read_answer, token_request, ExchangeResult, ExchangeTarget, UpstreamToken,
+    exchange_subject, read_answer, token_request, ExchangeResult, ExchangeTarget, UpstreamToken,
 };
 use agentward_core::identity::{ISSUER, SUB};
 use agentward_core::response;
@@ -208,9 +208,10 @@ impl HttpContext for Request {
         let Some(vault) = plugin.policy.vault.as_ref() else {
             return Action::Continue;
         };
-        // Only the identity jwt-identity verified is trusted.
+        // Only the identity a filter before this one verified is trusted,
+        // and only when it is the bearer token's own.
         let subject = header(SUB);
-        let issuer = header(ISSUER).unwrap_or_default();
+        let issuer = header(ISSUER);
         let bearer = header("authorization").and_then(|a| {
             let (scheme, token) = a.trim().split_once(' ')?;
             scheme
@@ -220,6 +221,14 @@ impl HttpContext for Request {
         let (Some(subject), Some(bearer)) = (subject, bearer) else {
             self.count("agentward.exchange.no_identity");
             respond(&response::missing_token(&plugin.policy.resource));
+            return Action::Pause;
+        };
+        let Some((issuer, subject)) = exchange_subject(&bearer, &subject, issuer.as_deref()) else {
+            self.count("agentward.exchange.no_identity");
+            respond(&response::invalid_token(
+                &plugin.policy.resource,
+                agentward_core::jwt::Rejection::BadClaim,
+            ));
             return Action::Pause;
         };
         let cache_key = target.cache_key(&issuer, &subject);

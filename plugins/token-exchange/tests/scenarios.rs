@@ -18,8 +18,10 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// The user's (already verified) token, as jwt-identity passes it on.
-const ALICE_TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.YWxpY2Utc2lnbmF0dXJl";
-const BOB_TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJib2IifQ.Ym9iLXNpZ25hdHVyZQ";
+const ALICE_TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJodHRwczovL2lkcC5leGFtcGxlLmNvbS8iLCJzdWIiOiJhbGljZSJ9.YWxpY2Utc2lnbmF0dXJl";
+const BOB_TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJodHRwczovL2lkcC5leGFtcGxlLmNvbS8iLCJzdWIiOiJib2IifQ.Ym9iLXNpZ25hdHVyZQ";
+/// `alice` at another issuer: another user.
+const OTHER_ALICE_TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJodHRwczovL290aGVyLWlkcC5leGFtcGxlLmNvbS8iLCJzdWIiOiJhbGljZSJ9.b3RoZXItYWxpY2Utc2lnbmF0dXJl";
 /// Host clock start, Unix seconds (a whole second, so expiry is exact).
 const START: u64 = 1_700_000_000;
 const OK_ANSWER: &str = r#"{"access_token":"up-1","token_type":"Bearer","expires_in":120}"#;
@@ -554,7 +556,7 @@ fn same_subject_from_another_issuer_is_not_served_the_first_users_cached_token()
     let call = only_call(&host, &first);
     host.answer_http_call(call.token, 200, &JSON, OK_ANSWER.as_bytes())
         .unwrap();
-    let (other, action) = send("https://other-idp.example.com/", BOB_TOKEN);
+    let (other, action) = send("https://other-idp.example.com/", OTHER_ALICE_TOKEN);
     assert_ne!(
         other.record().request_headers.get("authorization"),
         Some("Bearer up-1"),
@@ -564,8 +566,22 @@ fn same_subject_from_another_issuer_is_not_served_the_first_users_cached_token()
     let call = only_call(&host, &other);
     assert_eq!(
         form(&call.body).get("subject_token").map(String::as_str),
-        Some(BOB_TOKEN)
+        Some(OTHER_ALICE_TOKEN)
     );
+}
+
+#[test]
+fn identity_headers_that_are_not_the_tokens_own_get_401_and_no_cached_token() {
+    let Some(host) = plugin() else { return };
+    exchange_for_alice(&host).finish().unwrap();
+    // bob's token with a spoofed `x-agentward-sub: alice`.
+    let (req, _) = get_portfolio(&host, "alice", BOB_TOKEN);
+    let record = req.record();
+    let answer = record.local_response.as_ref().expect("a local answer");
+    assert_eq!(answer.status, 401);
+    assert!(!record.sent_upstream());
+    assert!(host.pending_http_calls().is_empty());
+    assert!(!host.is_broken());
 }
 
 #[test]

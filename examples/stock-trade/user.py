@@ -1,0 +1,89 @@
+"""The user's side of account linking, scripted: what a browser does when
+the user opens the `connect_url` the gateway handed to the agent.
+
+    vault  GET /connect/stocktrade?ticket=…   → 302 to the broker's /auth
+    broker GET /auth?…                        → 303 to its login page
+    broker POST /interaction/…/login          the user signs in
+    broker POST /interaction/…/confirm        the user allows the vault's access
+    broker                                    → 303 back to the vault's /connect/callback
+    vault  GET /connect/callback?code=…       the vault redeems the code: linked
+
+A library (the demo's agent and the end-to-end tests use `link_account`) and
+a CLI:
+
+    python user.py link 'http://127.0.0.1:8787/connect/stocktrade?ticket=…' --login alice --password demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass, field
+
+import requests
+
+
+@dataclass
+class Linking:
+    """What happened: every hop (method, URL without query, status) and the
+    vault's final answer."""
+
+    hops: list[tuple[str, str, int]] = field(default_factory=list)
+    response: requests.Response | None = None
+
+    @property
+    def linked(self) -> bool:
+        return self.response is not None and self.response.status_code == 200
+
+
+def _record(linking: Linking, r: requests.Response) -> None:
+    for hop in [*r.history, r]:
+        linking.hops.append((hop.request.method, hop.url.split("?", 1)[0], hop.status_code))
+
+
+def _form_action(html: str, step: str) -> str:
+    found = re.search(r'<form method="post" action="([^"]*/' + step + r')"', html)
+    if not found:
+        raise RuntimeError(f"the broker's page has no `{step}` form")
+    return found.group(1)
+
+
+def link_account(connect_url: str, login: str, password: str = "demo", allow: bool = True, timeout: float = 15) -> Linking:
+    """Follows `connect_url` like a browser: signs in to the broker as
+    `login`, allows (or denies) access, and returns where it ended."""
+    browser = requests.Session()
+    linking = Linking()
+    r = browser.get(connect_url, timeout=timeout)
+    _record(linking, r)
+    if r.status_code != 200 or "/interaction/" not in r.url:
+        linking.response = r
+        return linking
+    base = r.url.split("/interaction/", 1)[0]
+    r = browser.post(base + _form_action(r.text, "login"), data={"login": login, "password": password}, timeout=timeout)
+    _record(linking, r)
+    if r.status_code == 200 and "/interaction/" in r.url:
+        # The consent page (a provider may skip it for a grant it already has).
+        r = browser.post(base + _form_action(r.text, "confirm" if allow else "abort"), timeout=timeout)
+        _record(linking, r)
+    linking.response = r
+    return linking
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    link = sub.add_parser("link", help="follow a connect_url, sign in and allow")
+    link.add_argument("connect_url")
+    link.add_argument("--login", required=True)
+    link.add_argument("--password", default="demo")
+    link.add_argument("--deny", action="store_true")
+    args = parser.parse_args()
+    linking = link_account(args.connect_url, args.login, args.password, allow=not args.deny)
+    for method, url, status in linking.hops:
+        print(f"{method:4} {url} → {status}")
+    return 0 if linking.linked else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The token vault end to end, with real processes: Envoy on envoy/chain.yaml
+(jwt-identity → token-exchange, the real .wasm files), the real vault
+(target/debug/agentward-vault) on SQLite, then two replicas on one PostgreSQL
+schema, the broker's real OAuth provider (npm oidc-provider, short-lived
+access tokens) and the broker API, which accepts only that provider's access
+tokens (introspection).
+
+The tests of a backend run in order and share its stack: the user is not
+linked → 403 with connect_url; the user follows it (login and consent at the
+provider, scripted like a browser) → linked; the agent's request reaches the
+API with the provider's token; the token expires → one refresh; 50 concurrent
+first requests → one refresh; the user revoked the grant → the reconnect
+error; token-exchange.yaml alone; the vault down → 503; no token value at
+rest or in any log."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+import upstream as upstream_module
+from stack import CHAIN_CONFIG, TOKEN_EXCHANGE_CONFIG, WASM_DIR, Envoy, embedded_policies, free_port, render
+from user import link_account
+from vault_stack import chain_policy, missing_pieces, start_stack
+
+ACCESS_TOKEN_TTL = 8  # the provider's access tokens
+MARGIN = 3  # vault refresh margin and the plugin's expiry margin
+NOT_LINKED = "federated_connection_refresh_token_not_found"
+
+
+# -- the shipped configs --------------------------------------------------
+
+
+def test_chain_and_token_exchange_configs_carry_the_chain_policy():
+    policy = chain_policy()
+    assert embedded_policies(CHAIN_CONFIG.read_text()) == [policy, policy], "one policy for both filters"
+    assert embedded_policies(TOKEN_EXCHANGE_CONFIG.read_text()) == [policy]
+    route = next(r for r in policy["routes"] if r.get("connection"))
+    assert route == {
+        "match": {"methods": ["GET"], "path": "/broker/portfolio"},
+        "scopes": ["portfolio:read"],
+        "connection": "stocktrade",
+        "upstream_scopes": ["stocks:read"],
+    }
+    assert policy["vault"]["cluster"] == "vault"
+
+
+@pytest.mark.parametrize("config", [CHAIN_CONFIG, TOKEN_EXCHANGE_CONFIG], ids=lambda p: p.name)
+def test_configs_fail_closed_with_one_vm_per_plugin_and_bound_holds(config):
+    text = config.read_text()
+    wasm_filters = text.count("envoy.filters.http.wasm\n")
+    assert text.count("failure_policy: FAIL_CLOSED") == wasm_filters
+    vm_ids = re.findall(r"vm_id: (\S+)", text)
+    assert len(vm_ids) == wasm_filters == len(set(vm_ids))
+    assert "stream_idle_timeout: 60s" in text and "idle_timeout: 60s }" in text
+    clusters = re.findall(r"^  - name: (\S+)", text.split("  clusters:\n", 1)[1], re.M)
+    assert clusters == ["upstream", "idp", "vault"]
+
+
+# -- end to end -------------------------------------------------------------
+
+
+@pytest.fixture(scope="class", params=["sqlite", "postgres"])
+def tx(request, idp, tmp_path_factory):
+    """The whole stack on one backend: SQLite with one vault, PostgreSQL with
+    two replicas behind Envoy's `vault` cluster."""
+    missing = missing_pieces() + [
+        str(WASM_DIR / w) for w in ("jwt_identity.wasm", "token_exchange.wasm") if not (WASM_DIR / w).exists()
+    ]
+    if missing:
+        pytest.fail("missing: " + ", ".join(missing))
+    backend = request.param
+    stack = start_stack(
+        backend,
+        tmp_path_factory.mktemp(f"token-exchange-{backend}"),
+        idp.idp,
+        idp.port,
+        upstream_module,
+        replicas=1 if backend == "sqlite" else 2,
+        access_token_ttl=ACCESS_TOKEN_TTL,
+        margin=MARGIN,
+    )
+    stack.notes = {}
+    yield stack
+    stack.stop()
+
+
+def json_error(r: requests.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    return r.json()
+
+
+def wait_until_expired(tx) -> None:
+    """Until the tokens of the last links are within the margin of expiry
+    (both the plugin's cache and the vault's then want a fresh one)."""
+    deadline = tx.notes["last_link"] + ACCESS_TOKEN_TTL - MARGIN + 1
+    time.sleep(max(0.0, deadline - time.monotonic()))
+
+
+def link(tx, connect_url: str, account: str) -> None:
+    linking = link_account(connect_url, account)
+    assert linking.linked, f"{linking.hops}\n{linking.response.text[:500] if linking.response is not None else ''}"
+    urls = [url for _, url, _ in linking.hops]
+    assert any(u.startswith(tx.provider.url + "/interaction/") for u in urls), urls
+    assert urls[-1].endswith("/connect/callback"), urls
+    tx.notes["last_link"] = time.monotonic()
+
+
+class TestTokenVault:
+    def test_before_linking_the_agent_gets_403_with_connect_url(self, tx):
+        forwarded = len(tx.broker.seen)
+        body = json_error(tx.portfolio(tx.token("alice")), 403)
+        assert body["error"] == NOT_LINKED
+        assert body["connection"] == "stocktrade"
+        assert any(body["connect_url"].startswith(f"{v.url}/connect/stocktrade?ticket=") for v in tx.vaults), body
+        assert len(tx.broker.seen) == forwarded, "nothing reached the API"
+        tx.notes["alice_connect"] = body["connect_url"]
+
+    def test_following_the_connect_url_links_the_account(self, tx):
+        link(tx, tx.notes["alice_connect"], "alice-broker")
+        assert tx.provider.grants("authorization_code") == 1
+
+    def test_the_api_gets_the_providers_token_and_the_agent_never_sees_it(self, tx):
+        jwt = tx.token("alice")
+        r = tx.portfolio(jwt)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["account"] == "alice-broker"
+        assert body["positions"] == upstream_module.positions_of("alice-broker")
+        seen = tx.broker.seen[-1]
+        assert seen["active"] is True and seen["client_id"] == "agentward-vault", seen
+        scheme, token = seen["authorization"].split(" ", 1)
+        assert scheme == "Bearer"
+        issued = tx.provider.tokens()
+        assert token in issued, "the API got an access token of the provider"
+        assert jwt not in seen["authorization"]
+        headers = body["seen_headers"]
+        assert headers["x-agentward-sub"] == "alice"
+        assert not any(jwt in v for v in headers.values()), "the user's JWT never reaches the API"
+        answer = r.text + repr(dict(r.headers))
+        assert not any(t in answer for t in issued), "no provider token in the agent's answer"
+        tx.notes["alice_upstream_token"] = token
+
+    def test_the_api_refuses_the_agents_own_token(self, tx):
+        r = requests.get(
+            tx.broker_url + "/broker/portfolio", headers={"authorization": f"Bearer {tx.token('alice')}"}, timeout=10
+        )
+        assert json_error(r, 401)["error"] == "invalid_token"
+        assert json_error(requests.get(tx.broker_url + "/broker/portfolio", timeout=10), 401)["error"] == "invalid_token"
+
+    def test_more_users_link_and_one_revokes_at_the_provider(self, tx):
+        for user in ("bob", "carol"):
+            body = json_error(tx.portfolio(tx.token(user)), 403)
+            link(tx, body["connect_url"], f"{user}-broker")
+        assert tx.provider.grants("authorization_code") == 3
+        assert tx.provider.revoke("carol-broker") >= 1
+
+    def test_an_expired_token_is_refreshed_once(self, tx):
+        wait_until_expired(tx)
+        refreshes, at_provider = tx.refreshes(), tx.provider.grants("refresh_token")
+        r = tx.portfolio(tx.token("alice"))
+        assert r.status_code == 200, r.text
+        assert r.json()["account"] == "alice-broker"
+        token = tx.broker.seen[-1]["authorization"].split(" ", 1)[1]
+        assert token != tx.notes["alice_upstream_token"], "a fresh access token"
+        assert (tx.refreshes(), tx.provider.grants("refresh_token")) == (refreshes + 1, at_provider + 1)
+        again = tx.portfolio(tx.token("alice"))
+        assert again.status_code == 200
+        assert tx.provider.grants("refresh_token") == at_provider + 1, "then cached"
+
+    def test_50_concurrent_first_requests_refresh_once(self, tx):
+        refreshes, at_provider = tx.refreshes(), tx.provider.grants("refresh_token")
+        jwt = tx.token("bob")
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(lambda _: tx.portfolio(jwt, timeout=30), range(50)))
+        assert [r.status_code for r in answers] == [200] * 50, {r.status_code: r.text for r in answers}
+        assert {r.json()["account"] for r in answers} == {"bob-broker"}
+        assert tx.provider.grants("refresh_token") == at_provider + 1, "one refresh at the provider"
+        assert tx.refreshes() == refreshes + 1, "one refresh by the vault(s)"
+
+    def test_a_revoked_grant_asks_the_user_to_reconnect(self, tx):
+        refused = tx.provider.refused("refresh_token")
+        body = json_error(tx.portfolio(tx.token("carol")), 403)
+        assert body["error"] == NOT_LINKED
+        assert "reconnect" in body["error_description"], body
+        assert tx.provider.refused("refresh_token") == refused + 1
+        link(tx, body["connect_url"], "carol-broker")
+        r = tx.portfolio(tx.token("carol"))
+        assert r.status_code == 200, r.text
+        assert r.json()["account"] == "carol-broker"
+
+    def test_replicas_serve_the_same_users(self, tx):
+        if len(tx.vaults) < 2:
+            pytest.skip("one vault on SQLite")
+        jwt = tx.token("alice")
+        answers = [v.exchange(jwt) for v in tx.vaults]
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        assert len({a.json()["access_token"] for a in answers}) == 1, "the same cached token from both"
+        for vault in tx.vaults:
+            served = sum(
+                vault.metric("agentward_vault_exchanges_total", outcome=o) for o in ("issued_cached", "issued_refreshed")
+            )
+            assert served > 1, f"{vault.name} served the gateway too"
+
+    def test_token_exchange_yaml_alone_ignores_a_spoofed_user_header(self, tx):
+        if tx.backend != "sqlite":
+            pytest.skip("once is enough")
+        # The audience stays the chain gateway's (the vault checks it); only the listener moves.
+        ports = dict(tx.envoy.ports, admin=free_port(), vault=tx.vaults[0].port)
+        config = render(TOKEN_EXCHANGE_CONFIG.read_text(), ports, tx.policy)
+        bind = f"address: 127.0.0.1, port_value: {ports['listener']} }}"
+        assert config.count(bind) == 1
+        ports["listener"] = free_port()
+        config = config.replace(bind, f"address: 127.0.0.1, port_value: {ports['listener']} }}")
+        envoy = Envoy("token-exchange-alone", config, tx.workdir, ports)
+        envoy.start()
+        try:
+            url = envoy.url + "/broker/portfolio"
+            r = requests.get(url, headers={"authorization": f"Bearer {tx.token('alice')}"}, timeout=15)
+            assert r.status_code == 200, r.text
+            assert r.json()["account"] == "alice-broker"
+            spoofed = {"authorization": f"Bearer {tx.token('bob')}", "x-agentward-sub": "alice"}
+            r = requests.get(url, headers=spoofed, timeout=15)
+            assert r.status_code == 200, r.text
+            assert r.json()["account"] == "bob-broker", "bob never gets alice's upstream token"
+            assert requests.get(url, timeout=15).status_code == 401
+        finally:
+            envoy.stop()
+
+    def test_vault_down_answers_503_and_forwards_nothing(self, tx):
+        for vault in tx.vaults:
+            vault.stop()
+        forwarded = len(tx.broker.seen)
+        started = time.monotonic()
+        body = json_error(tx.portfolio(tx.token("dave")), 503)
+        assert time.monotonic() - started < 5
+        assert body["error"] == "temporarily_unavailable"
+        assert body["reason"] == "vault_unavailable"
+        assert "connect_url" not in body
+        assert len(tx.broker.seen) == forwarded, "nothing reached the API"
+
+    def test_no_token_value_at_rest_or_in_any_log(self, tx):
+        provider_tokens = tx.provider.tokens()
+        assert len(provider_tokens) >= 8, "access, refresh and ID tokens of 4 links and 2 refreshes"
+        secrets = [t.encode() for t in provider_tokens + tx.user_tokens]
+        haystacks = {p.name: p.read_bytes() for p in tx.workdir.glob("*.log")}
+        assert {"vault-0.log", f"chain-{tx.backend}.log"} <= set(haystacks)
+        if tx.backend == "sqlite":
+            files = tx.database.files()
+            assert files, "the SQLite database file exists"
+            haystacks.update({p.name: p.read_bytes() for p in files})
+        else:
+            dump = subprocess.run(
+                ["pg_dump", "-h", "127.0.0.1", "-U", tx.database.url.split("//")[1].split("@")[0],
+                 "-n", tx.database.schema, "--data-only", "test"],
+                capture_output=True,
+            )
+            if dump.returncode == 0:
+                assert b"COPY" in dump.stdout
+                haystacks["pg_dump"] = dump.stdout
+        found = [(name, secret[:12]) for name, data in haystacks.items() for secret in secrets if secret in data]
+        found += [
+            (name, secret[:12]) for name, data in haystacks.items() for secret in secrets if secret.hex().encode() in data
+        ]
+        assert not found, f"token values found: {found}"

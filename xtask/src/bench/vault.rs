@@ -1,0 +1,292 @@
+//! The vault side of `cargo xtask bench`: the real `agentward-vault` (release
+//! build, SQLite) with its `stocktrade` connection at a real OpenID provider
+//! (npm `oidc-provider`, vault/tests/peers/oidc-upstream.mjs), alice's account
+//! linked once without a browser (envoy/bench/exchange.py), then used by the
+//! token-exchange gateway configuration and measured on its own with wrk
+//! POSTing `/oauth/token` while the upstream token is cached.
+
+use super::{median, parse_wrk, pinned, Sample};
+use crate::stack::{self, Service};
+use crate::{cargo, root, run_quiet, run_visible, Result};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The vault cluster's port in envoy/bench/token-exchange.yaml, mapped to the
+/// bench vault's port when the config is rendered.
+pub const CONVENTIONAL_PORT: u16 = 8787;
+
+/// How long the provider's access tokens live: the vault serves the cached
+/// one for the whole bench, so no exchange spends the refresh token.
+const ACCESS_TOKEN_TTL: u64 = 3600;
+
+/// Data-encryption key of the bench vault (its database is thrown away).
+const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// wrk connections against the vault.
+const CONNECTIONS: u32 = 8;
+
+/// Targets (issue #3).
+pub const TARGET_RPS: f64 = 5000.0;
+pub const TARGET_P99_MS: f64 = 2.0;
+
+const PEERS: &str = "vault/tests/peers";
+const HELPER: &str = "envoy/bench/exchange.py";
+
+/// Builds the vault in release (a fair throughput figure) and returns the binary.
+pub fn build() -> Result<PathBuf> {
+    if !root().join("vault/Cargo.toml").exists() {
+        return Err("the vault crate is missing: cannot bench the token exchange".into());
+    }
+    println!("[bench] building agentward-vault in release (cargo build --release -p agentward-vault; minutes the first time)");
+    run_visible(cargo().args(["build", "--release", "-p", "agentward-vault"]))?;
+    Ok(root().join("target/release/agentward-vault"))
+}
+
+/// The provider and the vault, running, with alice's account linked.
+pub struct Stack {
+    pub port: u16,
+    /// The bench policy with the `vault` section and a `connection` on GET /portfolio.
+    pub policy: String,
+    lua: PathBuf,
+    vault: Service,
+    // Dropped (killed) after the vault.
+    _provider: Service,
+}
+
+impl Stack {
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        cpu: Option<u32>,
+        provider_cpu: Option<u32>,
+    ) -> Result<Stack> {
+        let peers = root().join(PEERS);
+        if !peers.join("node_modules/oidc-provider").exists() {
+            println!("[bench] npm install in {PEERS} (oidc-provider)");
+            run_quiet(Command::new("npm").arg("install").current_dir(&peers))?;
+        }
+        let port = stack::free_port()?;
+        let provider_port = stack::free_port()?;
+        let provider_url = format!("http://127.0.0.1:{provider_port}");
+
+        for stale in ["vault.db", "vault.db-wal", "vault.db-shm"] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+        run_quiet(stack::python(HELPER).args([
+            "prepare",
+            "--dir",
+            &dir.display().to_string(),
+            "--vault-port",
+            &port.to_string(),
+            "--peer-url",
+            &provider_url,
+        ]))?;
+
+        let peer_config = format!(
+            r#"{{"port":{provider_port},"client_id":"vault","client_secret":"vault-secret","redirect_uris":["http://127.0.0.1:{port}/connect/callback"],"access_token_ttl":{ACCESS_TOKEN_TTL}}}"#
+        );
+        let mut node = Command::new("node");
+        node.arg(peers.join("oidc-upstream.mjs"))
+            .env("PEER_CONFIG", peer_config);
+        let mut provider = Service::spawn("oidc-provider", &mut pinned(node, provider_cpu), dir)?;
+        provider.wait_ready(
+            provider_port,
+            "/.well-known/openid-configuration",
+            Duration::from_secs(30),
+        )?;
+
+        let mut command = Command::new(binary);
+        command
+            .arg("--config")
+            .arg(dir.join("vault.toml"))
+            .env("AGENTWARD_VAULT_KEY", KEY)
+            .env("RUST_LOG", "warn");
+        let mut vault = Service::spawn("vault", &mut pinned(command, cpu), dir)?;
+        vault.wait_ready(port, "/healthz", Duration::from_secs(30))?;
+
+        let linked = run_quiet(stack::python(HELPER).args([
+            "link",
+            "--dir",
+            &dir.display().to_string(),
+            "--vault",
+            &format!("http://127.0.0.1:{port}"),
+        ]))
+        .map_err(|e| format!("{e}\nsee {}", vault.log.display()))?;
+        println!(
+            "[bench] vault on :{port}, oidc-provider on :{provider_port}: {}",
+            linked.trim()
+        );
+
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"))
+        };
+        Ok(Stack {
+            port,
+            policy: read("exchange-policy.json")?,
+            lua: dir.join("vault-exchange.lua"),
+            vault,
+            _provider: provider,
+        })
+    }
+
+    /// One wrk window of token exchanges.
+    fn window(&self, seconds: u32, cpu: Option<u32>) -> Result<Sample> {
+        let mut cmd = Command::new("wrk");
+        cmd.args([
+            "-t1",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&self.lua)
+        .arg(format!("http://127.0.0.1:{}/oauth/token", self.port));
+        let out = run_quiet(&mut pinned(cmd, cpu))?;
+        parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's output:\n{out}"))
+    }
+
+    /// Exchange throughput and latency: a warm-up, then `rounds` windows.
+    pub fn measure(&self, rounds: usize, seconds: u32, cpu: Option<u32>) -> Result<Vec<Sample>> {
+        let before = self.counters();
+        let warm = self.window(1, cpu)?;
+        if warm.failed > 0 {
+            return Err(format!(
+                "vault: {} of {} warm-up exchanges failed; see {}",
+                warm.failed,
+                warm.requests,
+                self.vault.log.display()
+            ));
+        }
+        let mut samples = Vec::new();
+        let mut line = String::from("[bench] vault /oauth/token:");
+        for _ in 0..rounds {
+            let s = self.window(seconds, cpu)?;
+            line.push_str(&format!(" {:.0}", s.rps));
+            samples.push(s);
+        }
+        println!("{line}");
+        let after = self.counters();
+        let count = |m: &HashMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+        let delta = |k: &str| count(&after, k).saturating_sub(count(&before, k));
+        let requests: u64 = samples.iter().map(|s| s.requests).sum::<u64>() + warm.requests;
+        println!(
+            "[bench] vault outcomes during the run: issued_cached {}, issued_refreshed {}, upstream refreshes {} ({requests} requests sent)",
+            delta("exchanges.issued_cached"),
+            delta("exchanges.issued_refreshed"),
+            delta("refreshes.ok"),
+        );
+        Ok(samples)
+    }
+
+    /// The vault's counters from `/metrics`, as `exchanges.<outcome>` and `refreshes.<result>`.
+    fn counters(&self) -> HashMap<String, u64> {
+        let Ok((_, text)) = stack::http_get(self.port, "/metrics") else {
+            return HashMap::new();
+        };
+        read_metrics(&text)
+    }
+}
+
+/// Reads the counters of Prometheus text we care about.
+fn read_metrics(text: &str) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        for (metric, short) in [
+            ("agentward_vault_exchanges_total{", "exchanges"),
+            ("agentward_vault_refreshes_total{", "refreshes"),
+        ] {
+            if let Some(labels) = series.strip_prefix(metric) {
+                if let Some(label) = labels.split('"').nth(1) {
+                    out.insert(format!("{short}.{label}"), value as u64);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Prints the vault's figures against their targets.
+pub fn report(samples: &[Sample]) {
+    let rps = median(samples.iter().map(|s| s.rps).collect());
+    let p99 = median(samples.iter().map(|s| s.p99_ms).collect());
+    let p50 = median(samples.iter().map(|s| s.p50_ms).collect());
+    let failed: u64 = samples.iter().map(|s| s.failed).sum();
+    println!(
+        "{:<24} {:>10.0} {:>9.2} {:>9.2} {:>8}   (POST /oauth/token, wrk -t1 -c{CONNECTIONS})",
+        "vault", rps.0, p50.0, p99.0, failed
+    );
+    println!(
+        "  vault exchange throughput {:.0}/s ({:.0}–{:.0}), target ≥ {TARGET_RPS:.0}/s: {}",
+        rps.0,
+        rps.1,
+        rps.2,
+        verdict(rps.0 >= TARGET_RPS)
+    );
+    println!(
+        "  vault exchange p99 {:.2} ms ({:.2}–{:.2}), target ≤ {TARGET_P99_MS:.0} ms: {}",
+        p99.0,
+        p99.1,
+        p99.2,
+        verdict(p99.0 <= TARGET_P99_MS)
+    );
+}
+
+pub fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "below target"
+    }
+}
+
+/// One `GET path` with a bearer token: the first request through the
+/// token-exchange gateway, so exactly one exchange fills the cache (wrk's
+/// concurrent first requests would each miss it). Status and body.
+pub fn prime(port: u16, path: &str, token: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_counters_are_read() {
+        let text = "# TYPE agentward_vault_exchanges_total counter\n\
+agentward_vault_exchanges_total{outcome=\"issued_cached\"} 42\n\
+agentward_vault_refreshes_total{result=\"ok\"} 1\n\
+agentward_vault_links_total{event=\"linked\"} 1\n";
+        let m = read_metrics(text);
+        assert_eq!(m["exchanges.issued_cached"], 42);
+        assert_eq!(m["refreshes.ok"], 1);
+        assert_eq!(m.len(), 2);
+    }
+}
