@@ -202,6 +202,9 @@ pub fn run(options: Options) -> Result {
     if let Some(stack) = vault_stack.as_ref().filter(|_| vault_bench) {
         println!();
         let runs = stack.measure(options.rounds, options.window_secs, pin.load)?;
+        if setups.is_empty() {
+            print_table_header();
+        }
         vault::report(&runs);
     }
     drop(vault_stack);
@@ -341,10 +344,7 @@ fn measure_gateways<'a>(
     }
 
     println!();
-    println!(
-        "{:<24} {:>10} {:>9} {:>9} {:>8}",
-        "configuration", "req/s", "p50 ms", "p99 ms", "non-2xx"
-    );
+    print_table_header();
     for s in setups {
         let runs = &samples[s.name];
         let med = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect()).0;
@@ -387,6 +387,13 @@ fn measure_gateways<'a>(
     drop(gateways);
     drop(upstream);
     Ok(())
+}
+
+fn print_table_header() {
+    println!(
+        "{:<24} {:>10} {:>9} {:>9} {:>8}",
+        "configuration", "req/s", "p50 ms", "p99 ms", "non-2xx"
+    );
 }
 
 /// What a rendered config carries besides its ports.
