@@ -107,7 +107,7 @@ pub struct JwksFetch {
 pub struct Authenticator {
     policy: Policy,
     trust: TrustStore,
-    cache: TokenCache<Vec<(String, String)>>,
+    cache: TokenCache<IdentityHeaders>,
     schedule: Vec<JwksSchedule>,
     anonymous: IdentityHeaders,
 }

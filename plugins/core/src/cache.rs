@@ -4,7 +4,6 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-use std::rc::Rc;
 
 /// Key of a cached token: its SHA-256, so the cache holds no bearer tokens.
 pub type TokenKey = [u8; 32];
@@ -15,14 +14,15 @@ pub fn token_key(token: &str) -> TokenKey {
 }
 
 /// Verified tokens, evicted at `exp` and first-in first-out beyond the bound.
+/// `V` is cheap to clone: an `Rc` in a wasm VM, an `Arc` in a threaded host.
 #[derive(Debug)]
 pub struct TokenCache<V> {
-    entries: HashMap<TokenKey, (u64, Rc<V>)>,
+    entries: HashMap<TokenKey, (u64, V)>,
     order: VecDeque<TokenKey>,
     max_entries: usize,
 }
 
-impl<V> TokenCache<V> {
+impl<V: Clone> TokenCache<V> {
     /// A cache of at most `max_entries` tokens (0 disables caching).
     pub fn new(max_entries: usize) -> Self {
         TokenCache {
@@ -33,7 +33,7 @@ impl<V> TokenCache<V> {
     }
 
     /// The cached value, if present and `now` is not past `valid_until`.
-    pub fn get(&mut self, key: &TokenKey, now: u64) -> Option<Rc<V>> {
+    pub fn get(&mut self, key: &TokenKey, now: u64) -> Option<V> {
         match self.entries.get(key) {
             Some((valid_until, value)) if now <= *valid_until => Some(value.clone()),
             Some(_) => {
@@ -45,7 +45,7 @@ impl<V> TokenCache<V> {
     }
 
     /// Caches a value until `valid_until` (Unix seconds).
-    pub fn insert(&mut self, key: TokenKey, valid_until: u64, value: Rc<V>) {
+    pub fn insert(&mut self, key: TokenKey, valid_until: u64, value: V) {
         if self.max_entries == 0 {
             return;
         }
@@ -87,6 +87,7 @@ impl<V> TokenCache<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
 
     #[test]
     fn entries_expire_at_their_time() {
