@@ -1,6 +1,8 @@
 //! The running vault: everything a request handler needs, built once from the
 //! configuration, and the HTTP routes.
 
+use crate::access_cache::AccessCache;
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::seal::Keyring;
@@ -37,6 +39,10 @@ pub struct Vault {
     pub metrics: Metrics,
     /// Per-(user, connection) refresh gates.
     pub flights: Flights,
+    /// The audit queue and its background writer.
+    pub audit_log: AuditLog,
+    /// Recently served upstream access tokens (a few seconds each).
+    pub access_cache: AccessCache,
 }
 
 /// Current Unix time in seconds.
@@ -62,6 +68,7 @@ impl Vault {
         let subjects =
             SubjectVerifier::new(issuers, config.clock_skew_seconds, upstream.http().clone());
         let tickets = TicketSigner::new(*keys.ticket_secret(), config.ticket_ttl_seconds);
+        let audit_log = AuditLog::start(store.clone());
         Ok(Arc::new(Vault {
             config,
             store,
@@ -71,6 +78,8 @@ impl Vault {
             upstream,
             metrics: Metrics::default(),
             flights: Flights::default(),
+            audit_log,
+            access_cache: AccessCache::default(),
         }))
     }
 
@@ -88,7 +97,8 @@ impl Vault {
         format!("{}/connect/callback", self.config.public_base())
     }
 
-    /// Appends an audit row; a failure is logged, not fatal to the answer.
+    /// Queues an audit row for the background writer (see [`AuditLog`]); a
+    /// failure is logged, not fatal to the answer.
     pub async fn audit(
         &self,
         sub: &str,
@@ -103,9 +113,14 @@ impl Vault {
             connection: connection.map(str::to_string),
             outcome: outcome.to_string(),
         };
-        if let Err(e) = self.store.record_audit(&entry).await {
-            tracing::error!(error = %e, "cannot write audit row");
-        }
+        self.audit_log.record(entry, &self.metrics).await;
+    }
+
+    /// Writes the queued audit rows and closes the database; call once the
+    /// server has stopped taking requests.
+    pub async fn shutdown(&self) {
+        self.audit_log.shutdown().await;
+        self.store.close().await;
     }
 }
 

@@ -5,7 +5,9 @@
 //! Token Vault dialect).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod access_cache;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod linking;

@@ -237,14 +237,15 @@ pub async fn callback(
         },
         scope: tokens.scope.clone(),
     };
-    vault
+    let saved = vault
         .store
         .save_link(&pending.sub, &connection, &write, now)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot store link");
-            OAuthError::server_error()
-        })?;
+        .await;
+    vault.access_cache.invalidate(&pending.sub, &connection);
+    saved.map_err(|e| {
+        tracing::error!(error = %e, "cannot store link");
+        OAuthError::server_error()
+    })?;
     vault.metrics.link("linked");
     vault
         .audit(&pending.sub, None, Some(&connection), "linked")
@@ -277,14 +278,12 @@ pub async fn unlink(
     }
     let gate = vault.flights.gate(&sub, &connection);
     let _held = gate.lock().await;
-    let removed = vault
-        .store
-        .delete_link(&sub, &connection)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot delete link");
-            OAuthError::server_error()
-        })?;
+    let removed = vault.store.delete_link(&sub, &connection).await;
+    vault.access_cache.invalidate(&sub, &connection);
+    let removed = removed.map_err(|e| {
+        tracing::error!(error = %e, "cannot delete link");
+        OAuthError::server_error()
+    })?;
     if !removed {
         return Err(OAuthError::new(
             StatusCode::NOT_FOUND,

@@ -55,10 +55,13 @@ async fn serve(
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, database = vault.store.backend(), key_id = vault.keys.current_id(), "agentward-vault listening");
-    axum::serve(listener, router(vault))
+    let served = axum::serve(listener, router(vault.clone()))
         .with_graceful_shutdown(shutdown())
         .await
-        .map_err(|e| format!("server error: {e}"))
+        .map_err(|e| format!("server error: {e}"));
+    // Flush the audit queue whether or not the server ended cleanly.
+    vault.shutdown().await;
+    served
 }
 
 async fn shutdown() {

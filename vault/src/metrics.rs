@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 type Counters = Mutex<BTreeMap<&'static str, u64>>;
@@ -14,6 +15,7 @@ pub struct Metrics {
     exchanges: Counters,
     refreshes: Counters,
     links: Counters,
+    audit_dropped: AtomicU64,
 }
 
 fn bump(map: &Counters, key: &'static str) {
@@ -35,6 +37,11 @@ impl Metrics {
     /// Counts a link event (`linked`, `unlinked`, `broken`, `failed`).
     pub fn link(&self, event: &'static str) {
         bump(&self.links, event);
+    }
+
+    /// Counts an audit row dropped because the audit queue was full.
+    pub fn audit_dropped(&self) {
+        self.audit_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text.
@@ -68,6 +75,13 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
             }
         }
+        let name = "agentward_vault_audit_dropped_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Audit rows dropped because the audit queue was full."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", self.audit_dropped.load(Ordering::Relaxed));
         out
     }
 }
@@ -87,5 +101,8 @@ mod tests {
         assert!(text.contains("agentward_vault_exchanges_total{outcome=\"issued_cached\"} 2"));
         assert!(text.contains("agentward_vault_refreshes_total{result=\"ok\"} 1"));
         assert!(text.contains("# TYPE agentward_vault_links_total counter"));
+        assert!(text.contains("agentward_vault_audit_dropped_total 0"));
+        m.audit_dropped();
+        assert!(m.render().contains("agentward_vault_audit_dropped_total 1"));
     }
 }

@@ -3,11 +3,12 @@
 //! verifier, plus the I/O it leaves to its host: fetching each issuer's JWKS
 //! over HTTP, keeping it fresh, and refetching once on an unknown `kid`.
 
+use agentward_core::cache::{token_key, TokenCache};
 use agentward_core::jwks::KeySet;
 use agentward_core::jwt::{self, Rejection, TrustStore};
 use agentward_core::policy::Issuer;
 use agentward_core::signature::PureRust;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
@@ -42,6 +43,26 @@ struct FetchState {
     last_success: Option<Instant>,
 }
 
+/// Most verified subject tokens kept (first in, first out beyond it).
+pub const VERIFIED_CACHE_ENTRIES: usize = 10_000;
+
+/// A verified subject token, as cached.
+#[derive(Debug)]
+struct VerifiedSubject {
+    subject: Subject,
+    /// Index of its issuer, whose keys are kept fresh on a cache hit too.
+    issuer: usize,
+}
+
+/// Verified subject tokens by SHA-256, each until its `exp` + clock skew.
+/// `generation` moves whenever the cache is cleared (an issuer's keys
+/// changed), so a verification that raced a key change is not cached.
+#[derive(Debug)]
+struct VerifiedCache {
+    generation: u64,
+    tokens: TokenCache<Arc<VerifiedSubject>>,
+}
+
 /// Trusted issuers and their keys, fetched and refreshed on demand.
 #[derive(Debug)]
 pub struct SubjectVerifier {
@@ -49,6 +70,8 @@ pub struct SubjectVerifier {
     issuers: Vec<Issuer>,
     fetches: Mutex<Vec<FetchState>>,
     http: reqwest::Client,
+    clock_skew_seconds: u64,
+    verified: std::sync::Mutex<VerifiedCache>,
 }
 
 fn now_unix() -> u64 {
@@ -71,7 +94,18 @@ impl SubjectVerifier {
             issuers,
             fetches,
             http,
+            clock_skew_seconds,
+            verified: std::sync::Mutex::new(VerifiedCache {
+                generation: 0,
+                tokens: TokenCache::new(VERIFIED_CACHE_ENTRIES),
+            }),
         }
+    }
+
+    fn verified_cache(&self) -> std::sync::MutexGuard<'_, VerifiedCache> {
+        self.verified
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Parses the configured issuers (TOML values) into core's `Issuer`s.
@@ -134,8 +168,22 @@ impl SubjectVerifier {
         match fetched {
             Some(keys) => {
                 state.last_success = Some(now);
-                if let Ok(mut trust) = self.trust.write() {
-                    trust.set_keys(index, keys);
+                let changed = match self.trust.write() {
+                    Ok(mut trust) => {
+                        let changed = trust.keys(index) != Some(&keys);
+                        if changed {
+                            trust.set_keys(index, keys);
+                        }
+                        changed
+                    }
+                    Err(_) => false,
+                };
+                if changed {
+                    // A token verified with a key that is gone must be
+                    // verified again.
+                    let mut cache = self.verified_cache();
+                    cache.tokens.clear();
+                    cache.generation += 1;
                 }
                 tracing::debug!(issuer = %issuer.issuer, "fetched JWKS");
             }
@@ -159,7 +207,22 @@ impl SubjectVerifier {
 
     /// Verifies a subject token; fetches keys when they are missing, stale, or
     /// lack the token's `kid`.
+    ///
+    /// A token verified earlier is answered from a cache until it expires
+    /// (plus the clock skew) or its issuer's keys change.
     pub async fn verify(&self, token: &str) -> Result<Subject, SubjectError> {
+        let key = token_key(token);
+        let cached = self.verified_cache().tokens.get(&key, now_unix());
+        if let Some(hit) = cached {
+            // Keep the keys as fresh as an uncached verification would; a
+            // refetch that changes them empties the cache.
+            self.fetch(hit.issuer, false).await;
+            let still = self.verified_cache().tokens.get(&key, now_unix());
+            if let Some(hit) = still {
+                return Ok(hit.subject.clone());
+            }
+        }
+        let generation = self.verified_cache().generation;
         if let Some(index) = self.issuer_index(token) {
             self.fetch(index, false).await;
         }
@@ -200,10 +263,23 @@ impl SubjectVerifier {
             .get(verified.issuer)
             .map(|i| i.issuer.clone())
             .unwrap_or_default();
-        Ok(Subject {
+        let subject = Subject {
             sub,
             agent: text("azp").or_else(|| text("client_id")),
             issuer,
-        })
+        };
+        let mut cache = self.verified_cache();
+        if cache.generation == generation {
+            let valid_until = verified.exp.saturating_add(self.clock_skew_seconds);
+            cache.tokens.insert(
+                key,
+                valid_until,
+                Arc::new(VerifiedSubject {
+                    subject: subject.clone(),
+                    issuer: verified.issuer,
+                }),
+            );
+        }
+        Ok(subject)
     }
 }

@@ -4,6 +4,7 @@
 //! sealed cache while it has time left, else by spending the sealed refresh
 //! token once (single-flight in the process, a row lock across replicas).
 
+use crate::access_cache::Entry;
 use crate::app::{unix_now, Vault};
 use crate::config::ConnectionConfig;
 use crate::linking::DEFAULT_EXPIRES_IN;
@@ -421,30 +422,49 @@ async fn exchange(
             .with_connect_url(vault.connect_url(sub, connection)),
         )
     };
-    let answer = |link: &Link, access: &CachedAccess, token: String, now: i64| ExchangeResponse {
-        access_token: token,
-        issued_token_type: if request.auth0 {
-            TOKEN_TYPE_FEDERATED
-        } else {
-            TOKEN_TYPE_ACCESS
-        },
-        token_type: "Bearer",
-        expires_in: (access.expires_at - now).max(0),
-        scope: link.scope.clone().or_else(|| request.scope.clone()),
+    let respond =
+        |scope: Option<&str>, expires_at: i64, token: String, now: i64| ExchangeResponse {
+            access_token: token,
+            issued_token_type: if request.auth0 {
+                TOKEN_TYPE_FEDERATED
+            } else {
+                TOKEN_TYPE_ACCESS
+            },
+            token_type: "Bearer",
+            expires_in: (expires_at - now).max(0),
+            scope: scope.map(str::to_string).or_else(|| request.scope.clone()),
+        };
+    let answer = |link: &Link, access: &CachedAccess, token: String, now: i64| {
+        respond(link.scope.as_deref(), access.expires_at, token, now)
     };
     let margin = i64::try_from(vault.config.refresh_margin_seconds).unwrap_or(30);
-    let cached = |link: &Link, now: i64| -> Result<Option<ExchangeResponse>, Failure> {
+    let cached = |link: &Link, now: i64| -> Result<Option<(ExchangeResponse, String)>, Failure> {
         match &link.access {
             Some(access) if access.expires_at - now > margin => {
                 let token = vault
                     .keys
                     .open_string(&access.sealed, &row_aad("access_token", sub, connection))
                     .map_err(|e| internal("cannot open cached access token", &e))?;
-                Ok(Some(answer(link, access, token, now)))
+                Ok(Some((answer(link, access, token.clone(), now), token)))
             }
             _ => Ok(None),
         }
     };
+
+    // The in-memory copy of the row's token, while it is a few seconds old
+    // (see access_cache); anything else goes to the database.
+    let generation = vault.access_cache.generation();
+    let now = unix_now();
+    if let Some(hit) = vault.access_cache.get(sub, connection) {
+        if hit.expires_at - now > margin
+            && scope_covers(hit.scope.as_deref(), request.scope.as_deref())
+        {
+            return Ok((
+                respond(hit.scope.as_deref(), hit.expires_at, hit.token, now),
+                "issued_cached",
+            ));
+        }
+    }
 
     let gate = vault.flights.gate(sub, connection);
     let _held = gate.lock().await;
@@ -471,7 +491,15 @@ async fn exchange(
             .with_connect_url(vault.connect_url(sub, connection)),
         ));
     }
-    if let Some(hit) = cached(&link, now)? {
+    if let Some((hit, token)) = cached(&link, now)? {
+        if let Some(access) = &link.access {
+            vault.access_cache.insert(
+                generation,
+                sub,
+                connection,
+                Entry::new(token, access.expires_at, link.scope.clone(), link.version),
+            );
+        }
         return Ok((hit, "issued_cached"));
     }
 
@@ -491,7 +519,7 @@ async fn exchange(
         let _ = lease.release().await;
         return Err(broken("link_broken"));
     }
-    if let Some(hit) = cached(&link, now)? {
+    if let Some((hit, _)) = cached(&link, now)? {
         let _ = lease.release().await;
         return Ok((hit, "issued_cached"));
     }
@@ -529,19 +557,37 @@ async fn exchange(
                 })
             })()
             .map_err(|e| internal("cannot seal tokens", &e))?;
-            match lease.store_refreshed(&write, now).await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(
-                    sub,
-                    connection,
-                    "link changed during refresh; refreshed tokens not stored"
-                ),
-                Err(e) => return Err(internal("cannot store refreshed tokens", &e)),
-            }
+            let generation = vault.access_cache.generation();
+            let stored = lease.store_refreshed(&write, now).await;
             let link = Link {
                 scope: write.scope.clone().or(link.scope),
                 ..link
             };
+            match stored {
+                Ok(true) => vault.access_cache.insert(
+                    generation,
+                    sub,
+                    connection,
+                    Entry::new(
+                        tokens.access_token.clone(),
+                        write.access.expires_at,
+                        link.scope.clone(),
+                        link.version + 1,
+                    ),
+                ),
+                Ok(false) => {
+                    vault.access_cache.invalidate(sub, connection);
+                    tracing::warn!(
+                        sub,
+                        connection,
+                        "link changed during refresh; refreshed tokens not stored"
+                    )
+                }
+                Err(e) => {
+                    vault.access_cache.invalidate(sub, connection);
+                    return Err(internal("cannot store refreshed tokens", &e));
+                }
+            }
             Ok((
                 answer(&link, &write.access, tokens.access_token, now),
                 "issued_refreshed",
@@ -550,7 +596,9 @@ async fn exchange(
         Err(UpstreamError::Refused) => {
             vault.metrics.refresh("refused");
             vault.metrics.link("broken");
-            if let Err(e) = lease.mark_broken(unix_now()).await {
+            let marked = lease.mark_broken(unix_now()).await;
+            vault.access_cache.invalidate(sub, connection);
+            if let Err(e) = marked {
                 tracing::error!(error = %e, "cannot flag link as broken");
             }
             Err(broken("refresh_refused"))

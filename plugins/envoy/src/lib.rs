@@ -11,6 +11,7 @@ pub use metrics::Metrics;
 pub use verify::EnvoyVerifier;
 
 use agentward_core::response::LocalResponse;
+use agentward_core::Policy;
 use proxy_wasm::types::LogLevel;
 
 /// Milliseconds since the Unix epoch, from the host's clock.
@@ -40,5 +41,26 @@ pub fn respond(answer: &LocalResponse) {
             LogLevel::Warn,
             &format!("agentward: local response refused by the host (status {status})"),
         );
+    }
+}
+
+/// Reads and validates the plugin configuration (the policy document);
+/// logs the field at fault and returns `None` when it is not valid, so that
+/// `on_configure` refuses to start.
+pub fn configured_policy() -> Option<Policy> {
+    let config = proxy_wasm::hostcalls::get_buffer(
+        proxy_wasm::types::BufferType::PluginConfiguration,
+        0,
+        usize::MAX,
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    match Policy::parse(&config) {
+        Ok(policy) => Some(policy),
+        Err(e) => {
+            log(LogLevel::Error, &format!("agentward: {e}"));
+            None
+        }
     }
 }

@@ -5,7 +5,6 @@
 
 use agentward_core::authn::{Authenticator, Decision, JwksFetch, Outcome, RequestHead, Verdict};
 use agentward_core::jwt::Rejection;
-use agentward_core::Policy;
 use agentward_envoy::{hostcall, log, now_ms, respond, EnvoyVerifier, Metrics};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
@@ -275,20 +274,8 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
-        let config = proxy_wasm::hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-        let policy = match Policy::parse(&config) {
-            Ok(policy) => policy,
-            Err(e) => {
-                log(LogLevel::Error, &format!("agentward: {e}"));
-                return false;
-            }
+        let Some(policy) = agentward_envoy::configured_policy() else {
+            return false;
         };
         let mut metrics = Metrics::default();
         let mut names: Vec<String> = [

@@ -46,17 +46,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
-        let config =
-            proxy_wasm::hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-        let policy = match Policy::parse(&config) {
-            Ok(p) => p,
-            Err(e) => {
-                log(LogLevel::Error, &format!("agentward: {e}"));
-                return false;
-            }
+        let Some(policy) = agentward_envoy::configured_policy() else {
+            return false;
         };
         if policy.vault.is_none() {
             log(

@@ -6,7 +6,7 @@ mod schema;
 
 use crate::seal::Sealed;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Executor, PgPool, Postgres, Row, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
@@ -160,6 +160,29 @@ pub struct LinkLease {
     store: Store,
 }
 
+/// Audit rows per multi-row `INSERT` (5 parameters each).
+pub const AUDIT_ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT INTO audit … VALUES (…), (…)` for `rows` rows.
+fn audit_insert_sql(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO audit (at, sub, agent, connection, outcome) VALUES ");
+    for row in 0..rows {
+        let n = row * 5;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5
+        ));
+    }
+    sql
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("23505") | Some("42P06")))
 }
@@ -215,7 +238,12 @@ impl Store {
                 } else {
                     SqliteJournalMode::Wal
                 })
+                // WAL + NORMAL: a commit is durable against a process crash
+                // (it is in the WAL) but not against power loss or an OS
+                // crash until the next checkpoint; see README "Performance".
+                .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10));
+            // WAL readers run in parallel; writers take turns anyway.
             let pool = SqlitePoolOptions::new().max_connections(if memory { 1 } else { 8 });
             Store::Sqlite(pool.connect_with(opts).await?)
         };
@@ -383,6 +411,27 @@ impl Store {
         on_pool!(self, pool => {
             sqlx::query(sql).bind(e.at).bind(&e.sub).bind(&e.agent).bind(&e.connection).bind(&e.outcome)
                 .execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Appends audit rows in one transaction (one commit for the batch),
+    /// [`AUDIT_ROWS_PER_INSERT`] rows per statement.
+    pub async fn record_audit_batch(&self, entries: &[AuditEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in entries.chunks(AUDIT_ROWS_PER_INSERT) {
+                let sql = audit_insert_sql(chunk.len());
+                let mut query = sqlx::query(&sql);
+                for e in chunk {
+                    query = query.bind(e.at).bind(&e.sub).bind(&e.agent).bind(&e.connection).bind(&e.outcome);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
         });
         Ok(())
     }

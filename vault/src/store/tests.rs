@@ -191,6 +191,22 @@ async fn audit_rows_are_kept_in_order(store: &Store) {
         rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
         ["not_linked", "issued_cached"]
     );
+    // A batch spanning several multi-row INSERTs keeps its order.
+    let batch: Vec<AuditEntry> = (0..(2 * AUDIT_ROWS_PER_INSERT + 3))
+        .map(|n| AuditEntry {
+            at: i64::try_from(n).unwrap(),
+            sub: format!("user-{n}"),
+            agent: (n % 2 == 0).then(|| "agent-1".to_string()),
+            connection: None,
+            outcome: "issued_cached".into(),
+        })
+        .collect();
+    store.record_audit_batch(&batch).await.unwrap();
+    store.record_audit_batch(&[]).await.unwrap();
+    let rows = store.recent_audit(1000).await.unwrap();
+    let mut newest: Vec<AuditEntry> = rows[..batch.len()].to_vec();
+    newest.reverse();
+    assert_eq!(newest, batch);
 }
 
 async fn exercise(store: &Store) {

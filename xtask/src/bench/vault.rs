@@ -9,8 +9,6 @@ use super::{median, parse_wrk, pinned, Sample};
 use crate::stack::{self, Service};
 use crate::{cargo, root, run_quiet, run_visible, Result};
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -253,24 +251,8 @@ pub fn verdict(ok: bool) -> &'static str {
 /// token-exchange gateway, so exactly one exchange fills the cache (wrk's
 /// concurrent first requests would each miss it). Status and body.
 pub fn prime(port: u16, path: &str, token: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    let bearer = format!("Bearer {token}");
+    crate::stack::http_get_with(port, path, &[("authorization", &bearer)])
 }
 
 #[cfg(test)]
