@@ -273,8 +273,8 @@ pub fn verify(
     }
     let valid = candidates.take(4).any(|key| {
         check
-            .check(alg, key, token, signing_input, &signature)
-            .or_else(|| PureRust.check(alg, key, token, signing_input, &signature))
+            .check(alg, key, signing_input, &signature)
+            .or_else(|| PureRust.check(alg, key, signing_input, &signature))
             .unwrap_or(false)
     });
     if !valid {

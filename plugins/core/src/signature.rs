@@ -13,7 +13,6 @@ pub trait SignatureCheck {
         &self,
         alg: Algorithm,
         key: &Jwk,
-        token: &str,
         signing_input: &[u8],
         signature: &[u8],
     ) -> Option<bool>;
@@ -27,14 +26,7 @@ pub trait SignatureCheck {
 pub struct PureRust;
 
 impl SignatureCheck for PureRust {
-    fn check(
-        &self,
-        alg: Algorithm,
-        key: &Jwk,
-        _: &str,
-        text: &[u8],
-        signature: &[u8],
-    ) -> Option<bool> {
+    fn check(&self, alg: Algorithm, key: &Jwk, text: &[u8], signature: &[u8]) -> Option<bool> {
         Some(pure_verify(alg, &key.key, text, signature).unwrap_or(false))
     }
 }

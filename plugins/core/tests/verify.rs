@@ -271,7 +271,7 @@ fn missing_keys_are_reported_for_the_issuer() {
 struct Declines(Cell<u32>);
 
 impl SignatureCheck for Declines {
-    fn check(&self, _: Algorithm, _: &Jwk, _: &str, _: &[u8], _: &[u8]) -> Option<bool> {
+    fn check(&self, _: Algorithm, _: &Jwk, _: &[u8], _: &[u8]) -> Option<bool> {
         self.0.set(self.0.get() + 1);
         None
     }
@@ -281,7 +281,7 @@ impl SignatureCheck for Declines {
 struct Refuses;
 
 impl SignatureCheck for Refuses {
-    fn check(&self, _: Algorithm, _: &Jwk, _: &str, _: &[u8], _: &[u8]) -> Option<bool> {
+    fn check(&self, _: Algorithm, _: &Jwk, _: &[u8], _: &[u8]) -> Option<bool> {
         Some(false)
     }
 }

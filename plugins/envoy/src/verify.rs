@@ -23,14 +23,7 @@ impl EnvoyVerifier {
 }
 
 impl SignatureCheck for EnvoyVerifier {
-    fn check(
-        &self,
-        alg: Algorithm,
-        key: &Jwk,
-        _: &str,
-        text: &[u8],
-        signature: &[u8],
-    ) -> Option<bool> {
+    fn check(&self, alg: Algorithm, key: &Jwk, text: &[u8], signature: &[u8]) -> Option<bool> {
         self.used_foreign.set(false);
         if self.missing.get() {
             return None;
