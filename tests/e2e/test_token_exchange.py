@@ -11,7 +11,12 @@ provider, scripted like a browser) → linked; the agent's request reaches the
 API with the provider's token; the token expires → one refresh; 50 concurrent
 first requests → one refresh; the user revoked the grant → the reconnect
 error; token-exchange.yaml alone; the vault down → 503; no token value at
-rest or in any log."""
+rest or in any log.
+
+Then the same chain with the policy's `"dialect": "auth0"` (SQLite, a tap in
+front of the vault to see what the gateway sends): Auth0 Token Vault's
+federated-connection exchange gets the same 403 with connect_url, then the
+provider's token after linking; wrong gateway credentials → 502."""
 
 from __future__ import annotations
 
@@ -26,11 +31,13 @@ import requests
 import upstream as upstream_module
 from stack import CHAIN_CONFIG, TOKEN_EXCHANGE_CONFIG, WASM_DIR, Envoy, embedded_policies, free_port, render
 from user import link_account
-from vault_stack import chain_policy, missing_pieces, start_stack
+from vault_stack import GATEWAY_CLIENT, chain_policy, missing_pieces, start_stack
 
 ACCESS_TOKEN_TTL = 8  # the provider's access tokens
 MARGIN = 3  # vault refresh margin and the plugin's expiry margin
 NOT_LINKED = "federated_connection_refresh_token_not_found"
+AUTH0_GRANT = "urn:auth0:params:oauth:grant-type:token-exchange:federated-connection-access-token"
+AUTH0_TOKEN_TYPE = "http://auth0.com/oauth/token-type/federated-connection-access-token"
 
 
 # -- the shipped configs --------------------------------------------------
@@ -65,15 +72,19 @@ def test_configs_fail_closed_with_one_vm_per_plugin_and_bound_holds(config):
 # -- end to end -------------------------------------------------------------
 
 
-@pytest.fixture(scope="class", params=["sqlite", "postgres"])
-def tx(request, idp, tmp_path_factory):
-    """The whole stack on one backend: SQLite with one vault, PostgreSQL with
-    two replicas behind Envoy's `vault` cluster."""
+def require_built() -> None:
     missing = missing_pieces() + [
         str(WASM_DIR / w) for w in ("jwt_identity.wasm", "token_exchange.wasm") if not (WASM_DIR / w).exists()
     ]
     if missing:
         pytest.fail("missing: " + ", ".join(missing))
+
+
+@pytest.fixture(scope="class", params=["sqlite", "postgres"])
+def tx(request, idp, tmp_path_factory):
+    """The whole stack on one backend: SQLite with one vault, PostgreSQL with
+    two replicas behind Envoy's `vault` cluster."""
+    require_built()
     backend = request.param
     stack = start_stack(
         backend,
@@ -269,3 +280,105 @@ class TestTokenVault:
             (name, secret[:12]) for name, data in haystacks.items() for secret in secrets if secret.hex().encode() in data
         ]
         assert not found, f"token values found: {found}"
+
+
+# -- the Auth0 Token Vault dialect ------------------------------------------
+
+
+@pytest.fixture(scope="class")
+def auth0_tx(idp, tmp_path_factory):
+    """The stack on SQLite with the policy's `"dialect": "auth0"`, Envoy
+    reaching the vault through a tap."""
+    require_built()
+    stack = start_stack(
+        "sqlite",
+        tmp_path_factory.mktemp("token-exchange-auth0"),
+        idp.idp,
+        idp.port,
+        upstream_module,
+        replicas=1,
+        access_token_ttl=60,
+        margin=MARGIN,
+        dialect="auth0",
+        tap=True,
+    )
+    stack.notes = {}
+    yield stack
+    stack.stop()
+
+
+def assert_auth0_dialect(request: dict) -> None:
+    """A token request in Auth0 Token Vault's federated-connection dialect:
+    client credentials in the form, the connection by name, no RFC 8693
+    `resource` and no HTTP Basic."""
+    assert request["path"] == "/oauth/token"
+    assert request["grant_type"] == AUTH0_GRANT, request
+    assert request["requested_token_type"] == AUTH0_TOKEN_TYPE
+    assert request["subject_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
+    assert request["connection"] == "stocktrade"
+    assert request["client_id"] == GATEWAY_CLIENT[0]
+    assert request["scope"] == "stocks:read"
+    assert "client_secret" in request["params"] and "subject_token" in request["params"]
+    assert "resource" not in request["params"] and not request["basic_auth"], request
+
+
+class TestAuth0Dialect:
+    def test_before_linking_the_agent_gets_403_with_connect_url(self, auth0_tx):
+        tx = auth0_tx
+        (vault,) = tx.vaults
+        body = json_error(tx.portfolio(tx.token("alice")), 403)
+        assert body["error"] == NOT_LINKED
+        assert body["connection"] == "stocktrade"
+        assert body["connect_url"].startswith(f"{vault.url}/connect/stocktrade?ticket="), body
+        assert tx.broker.seen == [], "nothing reached the API"
+        (request,) = tx.tapped
+        assert_auth0_dialect(request)
+        assert (request["status"], request["error"]) == (400, NOT_LINKED)
+        assert vault.metric("agentward_vault_exchanges_total", outcome="not_linked") == 1
+        tx.notes["alice_connect"] = body["connect_url"]
+
+    def test_after_linking_the_api_gets_the_providers_token(self, auth0_tx):
+        tx = auth0_tx
+        link(tx, tx.notes["alice_connect"], "alice-broker")
+        jwt = tx.token("alice")
+        r = tx.portfolio(jwt)
+        assert r.status_code == 200, r.text
+        assert r.json()["account"] == "alice-broker"
+        seen = tx.broker.seen[-1]
+        assert seen["active"] is True and seen["client_id"] == "agentward-vault", seen
+        assert seen["authorization"].split(" ", 1)[1] in tx.provider.tokens()
+        assert jwt not in seen["authorization"]
+        assert not any(t in r.text for t in tx.provider.tokens()), "no provider token in the agent's answer"
+        assert len(tx.tapped) == 2
+        assert_auth0_dialect(tx.tapped[-1])
+        assert tx.tapped[-1]["status"] == 200
+        assert tx.tapped[-1]["issued_token_type"] == AUTH0_TOKEN_TYPE, "the vault answered in the Auth0 dialect"
+        (vault,) = tx.vaults
+        issued = sum(
+            vault.metric("agentward_vault_exchanges_total", outcome=o) for o in ("issued_cached", "issued_refreshed")
+        )
+        assert issued == 1
+        again = tx.portfolio(tx.token("alice"))
+        assert again.status_code == 200 and again.json()["account"] == "alice-broker"
+        assert len(tx.tapped) == 2, "the Auth0-dialect answer is cached by the gateway"
+        assert tx.envoy.counter("agentward.exchange.cache_hit") >= 1
+
+    def test_vault_refusing_the_gateways_credentials_answers_502(self, auth0_tx):
+        tx = auth0_tx
+        (vault,) = tx.vaults
+        refused = vault.metric("agentward_vault_exchanges_total", outcome="invalid_client")
+        forwarded = len(tx.broker.seen)
+        gateway = tx.chain_gateway("chain-auth0-wrong-secret", client_secret="not-the-gateway-secret")
+        r = requests.get(
+            gateway.url + "/broker/portfolio", headers={"authorization": f"Bearer {tx.token('alice')}"}, timeout=15
+        )
+        body = json_error(r, 502)
+        assert body["error"] == "server_error"
+        assert body["reason"] == "vault_refused_gateway"
+        assert "connect_url" not in body and "not-the-gateway-secret" not in r.text
+        assert len(tx.broker.seen) == forwarded, "nothing reached the API"
+        assert_auth0_dialect(tx.tapped[-1])
+        assert (tx.tapped[-1]["status"], tx.tapped[-1]["error"]) == (401, "invalid_client")
+        assert vault.metric("agentward_vault_exchanges_total", outcome="invalid_client") == refused + 1
+        assert "token endpoint client authentication failed" in vault.log()
+        assert gateway.counter("agentward.exchange.refused") == 1

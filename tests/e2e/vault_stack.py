@@ -2,7 +2,9 @@
 (examples/stock-trade/provider, npm oidc-provider, a node process), the
 agentward vault (target/debug/agentward-vault, one or more processes on SQLite
 or PostgreSQL), the broker API (examples/stock-trade/upstream.py in process,
-checking tokens at the provider) and Envoy on envoy/chain.yaml.
+checking tokens at the provider) and Envoy on envoy/chain.yaml, optionally
+through a tap in front of each vault that notes the shape of the gateway's
+token requests (which exchange dialect).
 
 Like stack.py it never forks a shipped file: examples/stock-trade/vault.toml
 is rendered with this run's ports (`127.0.0.1:N` and `localhost:N`, by the
@@ -13,6 +15,7 @@ database and the refresh margin.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import re
@@ -21,7 +24,9 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import requests
 
@@ -255,6 +260,69 @@ class Vault:
         _stop(self.process)
 
 
+class VaultTap:
+    """A pass-through in front of one vault that notes the shape of every
+    request the gateway sends it (path, grant and token types, connection,
+    client id, parameter names, whether the credentials came as HTTP Basic)
+    and of the vault's answer (`status`, `error`, `issued_token_type`). Never
+    a token or a secret; kept in process, never logged."""
+
+    # What a request's parameters may be noted by value; the rest by name only.
+    NOTED = ("grant_type", "subject_token_type", "requested_token_type", "connection", "resource", "audience",
+             "scope", "client_id")
+
+    def __init__(self, vault: Vault):
+        self.vault = vault
+        self.requests: list[dict] = []
+        tap = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                params = parse_qsl(body.decode(errors="replace"), keep_blank_values=True)
+                noted = {k: v for k, v in params if k in VaultTap.NOTED}
+                noted.update(
+                    path=self.path,
+                    params=sorted(k for k, _ in params),
+                    basic_auth=self.headers.get("authorization", "").lower().startswith("basic "),
+                )
+                tap.requests.append(noted)
+                forward = {
+                    k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept", "authorization")
+                }
+                try:
+                    r = requests.post(tap.vault.url + self.path, data=body, headers=forward, timeout=10)
+                except requests.RequestException:
+                    self.send_error(502)
+                    return
+                try:
+                    answer = r.json()
+                except ValueError:
+                    answer = {}
+                noted.update(
+                    status=r.status_code, error=answer.get("error"), issued_token_type=answer.get("issued_token_type")
+                )
+                self.send_response(r.status_code)
+                for name in ("content-type", "cache-control", "pragma"):
+                    if name in r.headers:
+                        self.send_header(name, r.headers[name])
+                self.send_header("content-length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def chain_policy() -> dict:
     return json.loads(CHAIN_POLICY.read_text())
 
@@ -289,6 +357,8 @@ class TokenVaultStack:
     policy: dict
     access_token_ttl: int
     margin: int
+    taps: list[VaultTap] = field(default_factory=list)
+    gateways: list[Envoy] = field(default_factory=list)
     user_tokens: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -321,18 +391,52 @@ class TokenVaultStack:
     def broker_url(self) -> str:
         return f"http://127.0.0.1:{self.broker_server.server_port}"
 
+    @property
+    def tapped(self) -> list[dict]:
+        """The token requests the vaults' taps saw, in order per tap."""
+        return [r for tap in self.taps for r in tap.requests]
+
+    def chain_gateway(self, name: str, **vault) -> Envoy:
+        """Another Envoy on chain.yaml in front of the same vaults (through
+        the taps, if any), its policy's `vault` section updated with `vault`.
+        Only the listener moves: the audience stays this stack's."""
+        ports = dict(self.envoy.ports, listener=free_port(), admin=free_port())
+        policy = copy.deepcopy(self.policy)
+        policy["vault"].update(vault)
+        endpoints = [t.port for t in self.taps] or [v.port for v in self.vaults]
+        envoy = Envoy(name, chain_config(ports, policy, endpoints), self.workdir, ports)
+        self.gateways.append(envoy)
+        return envoy.start()
+
     def stop(self) -> None:
+        for gateway in self.gateways:
+            gateway.stop()
         self.envoy.stop()
         self.broker_server.shutdown()
+        for tap in self.taps:
+            tap.stop()
         for vault in self.vaults:
             vault.stop()
         self.provider.stop()
         self.database.drop()
 
 
-def start_stack(backend: str, workdir: Path, idp, idp_port: int, upstream_module, replicas: int, access_token_ttl: int, margin: int) -> TokenVaultStack:
+def start_stack(
+    backend: str,
+    workdir: Path,
+    idp,
+    idp_port: int,
+    upstream_module,
+    replicas: int,
+    access_token_ttl: int,
+    margin: int,
+    dialect: str | None = None,
+    tap: bool = False,
+) -> TokenVaultStack:
     """Provider, `replicas` vaults, the broker API and Envoy (chain.yaml, two
-    workers), all on fresh ports."""
+    workers), all on fresh ports. `dialect` sets the policy's
+    `vault.dialect` (None: the shipped policy's, RFC 8693); with `tap`, Envoy
+    reaches each vault through a VaultTap."""
     workdir.mkdir(parents=True, exist_ok=True)
     if backend == "sqlite":
         database = Database.sqlite(workdir)
@@ -347,18 +451,24 @@ def start_stack(backend: str, workdir: Path, idp, idp_port: int, upstream_module
     ports = {"listener": free_port(), "admin": free_port(), "idp": idp_port, "provider": provider.port}
     started: list = [provider]
     try:
-        vaults = []
+        vaults, taps = [], []
         key = "k1:" + base64.b64encode(os.urandom(32)).decode()
         for i, port in enumerate(vault_ports):
             vaults.append(Vault(f"vault-{i}", workdir, port, ports, database, margin, key))
             started.append(vaults[-1])
+            if tap:
+                taps.append(VaultTap(vaults[-1]))
+                started.append(taps[-1])
         broker = upstream_module.Broker(provider.url)
         server = upstream_module.make_server(0, quiet=True, broker=broker)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         ports["upstream"] = server.server_port
         policy = json.loads(render(json.dumps(chain_policy()), ports))
         policy["vault"]["expiry_margin_seconds"] = margin
-        envoy = Envoy(f"chain-{backend}", chain_config(ports, policy, vault_ports), workdir, ports, concurrency=2)
+        if dialect is not None:
+            policy["vault"]["dialect"] = dialect
+        endpoints = [t.port for t in taps] or vault_ports
+        envoy = Envoy(f"chain-{backend}", chain_config(ports, policy, endpoints), workdir, ports, concurrency=2)
         started.append(envoy)
         envoy.start()
     except BaseException:
@@ -367,7 +477,7 @@ def start_stack(backend: str, workdir: Path, idp, idp_port: int, upstream_module
         database.drop()
         raise
     return TokenVaultStack(
-        backend, workdir, idp, provider, database, vaults, broker, server, envoy, policy, access_token_ttl, margin
+        backend, workdir, idp, provider, database, vaults, broker, server, envoy, policy, access_token_ttl, margin, taps
     )
 
 

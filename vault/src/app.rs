@@ -60,11 +60,20 @@ impl Vault {
             return Err("connections.callback: the name `callback` is reserved".into());
         }
         let issuers = SubjectVerifier::parse_issuers(&config.issuers)?;
+        let extra_roots = match &config.ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         let store = Store::connect(&config.database_url, config.database_schema.as_deref())
             .await
             .map_err(|e| e.to_string())?;
-        let upstream =
-            UpstreamClient::new(Duration::from_secs(config.upstream_timeout_seconds.max(1)))?;
+        let upstream = UpstreamClient::new(
+            Duration::from_secs(config.upstream_timeout_seconds.max(1)),
+            extra_roots.as_deref(),
+        )?;
         let subjects =
             SubjectVerifier::new(issuers, config.clock_skew_seconds, upstream.http().clone());
         let tickets = TicketSigner::new(*keys.ticket_secret(), config.ticket_ttl_seconds);

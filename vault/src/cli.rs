@@ -36,6 +36,9 @@ pub struct Args {
     /// File with data-encryption keys (used when AGENTWARD_VAULT_KEY is unset).
     #[arg(long, env = "AGENTWARD_VAULT_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// PEM file of extra CA certificates for upstream HTTPS (a private CA).
+    #[arg(long, env = "AGENTWARD_VAULT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, env = "AGENTWARD_VAULT_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -73,6 +76,9 @@ impl Args {
         if let Some(v) = &self.key_file {
             config.key_file = Some(v.clone());
         }
+        if let Some(v) = &self.ca_file {
+            config.ca_file = Some(v.clone());
+        }
         if let Some(v) = self.log_format {
             config.log_format = v;
         }
@@ -80,6 +86,7 @@ impl Args {
             config.refresh_margin_seconds = v;
         }
         config.resolve_secrets(|name| std::env::var(name).ok())?;
+        config.check_urls()?;
         let keys = match (std::env::var("AGENTWARD_VAULT_KEY").ok(), &config.key_file) {
             (Some(text), _) => {
                 Keyring::parse(&text).map_err(|e| format!("AGENTWARD_VAULT_KEY: {e}"))?

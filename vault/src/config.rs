@@ -47,6 +47,14 @@ pub struct Config {
     /// Leeway for `exp`/`nbf` of subject tokens.
     #[serde(default = "default_clock_skew")]
     pub clock_skew_seconds: u64,
+    /// PEM file of extra CA certificates trusted for upstream HTTPS (token
+    /// endpoints, JWKS), beside the built-in web PKI roots: a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Allow `http://` upstream URLs on hosts other than loopback. Off: OAuth
+    /// codes, refresh tokens and client secrets travel to those URLs.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
     /// Issuers whose JWTs identify users (same shape as the policy's `issuers`).
     #[serde(default)]
     pub issuers: Vec<serde_json::Value>,
@@ -157,6 +165,8 @@ impl Default for Config {
             state_ttl_seconds: default_state_ttl(),
             upstream_timeout_seconds: default_upstream_timeout(),
             clock_skew_seconds: default_clock_skew(),
+            ca_file: None,
+            allow_insecure_http: false,
             issuers: Vec::new(),
             clients: Vec::new(),
             connections: BTreeMap::new(),
@@ -205,12 +215,82 @@ impl Config {
         Ok(())
     }
 
+    /// Checks the upstream URLs: each must be `https://`, or `http://` to a
+    /// loopback host, unless `allow_insecure_http` is set. The error names
+    /// the field.
+    pub fn check_urls(&self) -> Result<(), String> {
+        let mut urls: Vec<(String, &str)> = Vec::new();
+        for (name, conn) in &self.connections {
+            urls.push((
+                format!("connections.{name}.authorize_url"),
+                &conn.authorize_url,
+            ));
+            urls.push((format!("connections.{name}.token_url"), &conn.token_url));
+        }
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            if let Some(uri) = issuer.get("jwks_uri").and_then(|v| v.as_str()) {
+                urls.push((format!("issuers[{i}].jwks_uri"), uri));
+            }
+        }
+        for (field, url) in urls {
+            match transport_of(url) {
+                Some(Transport::Https | Transport::LoopbackHttp) => {}
+                Some(Transport::Http) if self.allow_insecure_http => {}
+                Some(Transport::Http) => {
+                    return Err(format!(
+                        "{field}: `{url}` is plain http to a host that is not loopback; use https \
+                         (or set allow_insecure_http = true)"
+                    ))
+                }
+                None => return Err(format!("{field}: `{url}` is not an http(s) URL")),
+            }
+        }
+        Ok(())
+    }
+
     /// The base URL the vault is reached at, without a trailing slash.
     pub fn public_base(&self) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => format!("http://{}", self.listen),
         }
+    }
+}
+
+/// How a URL reaches its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Https,
+    /// `http://` to `localhost`, `127.0.0.0/8` or `[::1]`.
+    LoopbackHttp,
+    Http,
+}
+
+fn transport_of(url: &str) -> Option<Transport> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Some(Transport::Https),
+        "http" => {
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            Some(if loopback {
+                Transport::LoopbackHttp
+            } else {
+                Transport::Http
+            })
+        }
+        _ => None,
     }
 }
 
@@ -244,6 +324,50 @@ mod tests {
     fn unknown_field_is_named() {
         let err = Config::from_toml("listn = \"x\"").unwrap_err();
         assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_upstreams_are_refused_unless_loopback_or_allowed() {
+        let conn = |token_url: &str| {
+            format!("[connections.broker]\nauthorize_url='https://b.example/authorize'\ntoken_url='{token_url}'\nclient_id='c'\n")
+        };
+        for ok in [
+            "https://b.example/token",
+            "http://127.0.0.1:8082/token",
+            "http://127.9.9.9/token",
+            "http://localhost:8082/token",
+            "http://[::1]:8082/token",
+        ] {
+            let c = Config::from_toml(&conn(ok)).unwrap();
+            assert_eq!(c.check_urls(), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://b.example/token",
+            "http://10.0.0.1/token",
+            "http://127.0.0.1.evil.example/token",
+            "http://localhost@b.example/token",
+        ] {
+            let c = Config::from_toml(&conn(bad)).unwrap();
+            let err = c.check_urls().unwrap_err();
+            assert!(
+                err.starts_with("connections.broker.token_url:"),
+                "{bad}: {err}"
+            );
+        }
+        let err = Config::from_toml(&conn("ftp://b.example/token"))
+            .unwrap()
+            .check_urls()
+            .unwrap_err();
+        assert!(err.contains("not an http(s) URL"), "{err}");
+        let allowed = format!(
+            "allow_insecure_http = true\n{}",
+            conn("http://b.example/token")
+        );
+        assert_eq!(Config::from_toml(&allowed).unwrap().check_urls(), Ok(()));
+
+        let jwks = "[[issuers]]\nissuer='https://i/'\naudiences=['a']\njwks_uri='http://idp.example/jwks'\njwks_cluster='x'\n";
+        let err = Config::from_toml(jwks).unwrap().check_urls().unwrap_err();
+        assert!(err.starts_with("issuers[0].jwks_uri:"), "{err}");
     }
 
     #[test]

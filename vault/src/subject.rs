@@ -157,16 +157,25 @@ impl SubjectVerifier {
         state.last_attempt = Some(now);
         let timeout = Duration::from_millis(issuer.jwks_timeout_ms.max(100));
         let fetched = async {
-            let response = self.http.get(uri).timeout(timeout).send().await.ok()?;
+            let response = self
+                .http
+                .get(uri)
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|e| crate::upstream::error_chain(&e))?;
             if !response.status().is_success() {
-                return None;
+                return Err(format!("HTTP {}", response.status().as_u16()));
             }
-            let body = response.bytes().await.ok()?;
-            KeySet::parse(&body).ok()
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| crate::upstream::error_chain(&e))?;
+            KeySet::parse(&body).map_err(|e| format!("not a usable JWKS: {e}"))
         }
         .await;
         match fetched {
-            Some(keys) => {
+            Ok(keys) => {
                 state.last_success = Some(now);
                 let changed = match self.trust.write() {
                     Ok(mut trust) => {
@@ -187,8 +196,8 @@ impl SubjectVerifier {
                 }
                 tracing::debug!(issuer = %issuer.issuer, "fetched JWKS");
             }
-            None => {
-                tracing::warn!(issuer = %issuer.issuer, "JWKS fetch failed; keeping previous keys")
+            Err(cause) => {
+                tracing::warn!(issuer = %issuer.issuer, %cause, "JWKS fetch failed; keeping previous keys")
             }
         }
     }

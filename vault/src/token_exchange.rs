@@ -139,6 +139,7 @@ pub async fn token(State(vault): State<Arc<Vault>>, headers: HeaderMap, body: By
         sub = %subject.sub,
         agent = subject.agent.as_deref().unwrap_or(""),
         connection = %request.connection,
+        dialect = if request.auth0 { "auth0" } else { "rfc8693" },
         outcome,
         "token exchange"
     );

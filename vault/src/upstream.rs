@@ -59,14 +59,29 @@ struct ErrorBody {
 }
 
 impl UpstreamClient {
-    /// A client with the given per-request timeout.
-    pub fn new(timeout: Duration) -> Result<UpstreamClient, String> {
-        let http = reqwest::Client::builder()
+    /// A client with the given per-request timeout. HTTPS trusts the web
+    /// PKI roots plus the CA certificates in `extra_roots_pem` (a PEM bundle).
+    pub fn new(
+        timeout: Duration,
+        extra_roots_pem: Option<&[u8]>,
+    ) -> Result<UpstreamClient, String> {
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("agentward-vault/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("agentward-vault/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = extra_roots_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("ca_file: not a PEM bundle of certificates: {e}"))?;
+            if roots.is_empty() {
+                return Err("ca_file: holds no certificate".into());
+            }
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let http = builder
             .build()
-            .map_err(|_| "cannot build the HTTP client".to_string())?;
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(UpstreamClient { http })
     }
 
@@ -132,7 +147,12 @@ impl UpstreamClient {
             .body(body)
             .send()
             .await
-            .map_err(|_| UpstreamError::Unavailable("upstream token endpoint unreachable"))?;
+            .map_err(|e| {
+                // The cause (refused, timeout, a certificate the vault does not
+                // trust) is for the operator; it holds the URL, never the form.
+                tracing::warn!(token_url = %conn.token_url, cause = %error_chain(&e), "upstream token endpoint unreachable");
+                UpstreamError::Unavailable("upstream token endpoint unreachable")
+            })?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -164,6 +184,19 @@ impl UpstreamClient {
             _ => Err(UpstreamError::Rejected(format!("http_{}", status.as_u16()))),
         }
     }
+}
+
+/// An error and its sources, `: `-separated (reqwest's own text stops at
+/// "error sending request").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `application/x-www-form-urlencoded` encoding of a client credential, as

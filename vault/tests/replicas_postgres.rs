@@ -52,6 +52,7 @@ async fn two_replicas_share_one_postgres() {
             upstream_url: &upstream.url,
             refresh_margin: MARGIN,
             name,
+            ca_file: None,
         })
     };
     let (a, b) = tokio::join!(start(port_a, "vault-a"), start(port_b, "vault-b"));

@@ -39,6 +39,7 @@ async fn token_vault_end_to_end_on_sqlite() {
         upstream_url: &upstream.url,
         refresh_margin: MARGIN,
         name: "vault",
+        ca_file: None,
     })
     .await;
     let http = http();
@@ -342,4 +343,72 @@ where
         out.push(h.await.unwrap());
     }
     out
+}
+
+/// The provider serves HTTPS with a certificate from a private CA: the vault
+/// that names the CA in `ca_file` links and exchanges; the one that does not
+/// refuses the handshake, so the code never reaches the provider and nothing
+/// is linked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstream_is_trusted_through_ca_file_only() {
+    let dir = temp_dir("tls");
+    let ca = TestCa::generate(&dir);
+    let issuer = TestIssuer::start().await;
+    let ports = [free_port(), free_port()];
+    let redirects = ports.map(|p| format!("http://127.0.0.1:{p}/connect/callback"));
+    let upstream = Upstream::start_with(&redirects, TTL, Some(&ca));
+    assert!(upstream.url.starts_with("https://"), "{}", upstream.url);
+    let settings = |port: u16, name: &'static str| VaultSettings {
+        port,
+        database_url: format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
+        database_schema: None,
+        dir: &dir,
+        jwks_url: &issuer.jwks_url,
+        upstream_url: &upstream.url,
+        refresh_margin: MARGIN,
+        name,
+        ca_file: None,
+    };
+    let trusting = VaultProcess::start(VaultSettings {
+        ca_file: Some(&ca.ca_file),
+        ..settings(ports[0], "trusting")
+    })
+    .await;
+    let blind = VaultProcess::start(settings(ports[1], "blind")).await;
+    let browser = ca.client();
+    let alice = issuer.token("alice", "agent-a");
+
+    let link = browser
+        .get(format!("{}/connect/stocktrade", trusting.url))
+        .bearer_auth(&alice);
+    let (r, _) = link_account(&browser, link, "alice-up").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let (status, body) = json(
+        rfc8693(&browser, &trusting.url, &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(upstream.grants("authorization_code").await, 1);
+
+    let link = browser
+        .get(format!("{}/connect/stocktrade", blind.url))
+        .bearer_auth(&alice);
+    let (r, _) = link_account(&browser, link, "alice-up").await;
+    let (status, body) = json(r).await;
+    assert!(status >= 500, "{status} {body}");
+    assert_eq!(
+        upstream.grants("authorization_code").await,
+        1,
+        "no code was redeemed through an unverified connection"
+    );
+    let (status, body) = json(rfc8693(&browser, &blind.url, &alice).send().await.unwrap()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("federated_connection_refresh_token_not_found")),
+        "{body}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

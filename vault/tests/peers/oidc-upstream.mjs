@@ -1,23 +1,29 @@
 // A real OpenID provider (oidc-provider 9) acting as the vault's upstream in
 // the integration tests. Configured from the PEER_CONFIG environment variable
-// (JSON). Prints "listening <port>" once ready.
+// (JSON). Prints "listening <port>" once ready. With tls_cert_file and
+// tls_key_file (PEM) it serves HTTPS and its issuer is https://127.0.0.1:<port>.
 //
 // Besides the provider's own endpoints it serves, for the test only:
 //   GET  /interaction/:uid?account=ID  logs in as ID and grants consent (no browser)
 //   GET  /_test/stats                  {"grants": {"authorization_code": n, "refresh_token": n},
 //                                       "refused": {...}, "tokens": [every token value issued]}
 //   POST /_test/revoke?account=ID      destroys every grant of ID (its refresh tokens stop working)
+import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import Provider from 'oidc-provider';
 
 const cfg = JSON.parse(process.env.PEER_CONFIG || '{}');
 const stats = { grants: {}, refused: {}, tokens: [] };
 const grantsByAccount = new Map();
 
-const server = http.createServer();
+const tls = cfg.tls_cert_file
+  ? { cert: fs.readFileSync(cfg.tls_cert_file), key: fs.readFileSync(cfg.tls_key_file) }
+  : null;
+const server = tls ? https.createServer(tls) : http.createServer();
 server.listen(cfg.port || 0, '127.0.0.1', () => {
   const port = server.address().port;
-  const issuer = `http://127.0.0.1:${port}`;
+  const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   const provider = new Provider(issuer, {
     clients: [{
       client_id: cfg.client_id || 'vault',

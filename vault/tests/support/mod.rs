@@ -67,24 +67,85 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A private CA and a server certificate it signed for `127.0.0.1` and
+/// `localhost`, as PEM files in a test folder.
+pub struct TestCa {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl TestCa {
+    pub fn generate(dir: &Path) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "agentward test CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let ca = TestCa {
+            ca_file: dir.join("ca.pem"),
+            cert_file: dir.join("server.pem"),
+            key_file: dir.join("server.key"),
+        };
+        std::fs::write(&ca.ca_file, ca_cert.pem()).unwrap();
+        std::fs::write(&ca.cert_file, leaf.pem()).unwrap();
+        std::fs::write(&ca.key_file, leaf_key.serialize_pem()).unwrap();
+        ca
+    }
+
+    /// A test client that trusts this CA.
+    pub fn client(&self) -> Client {
+        let pem = std::fs::read(&self.ca_file).unwrap();
+        Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+}
+
 /// The oidc-provider upstream.
 pub struct Upstream {
     child: Child,
     pub url: String,
+    /// A client that reaches it (trusting its CA when it serves HTTPS).
+    http: Client,
 }
 
 impl Upstream {
     pub fn start(redirect_uris: &[String], access_token_ttl: u64) -> Upstream {
+        Upstream::start_with(redirect_uris, access_token_ttl, None)
+    }
+
+    /// The upstream over HTTPS with a certificate from `tls` when given.
+    pub fn start_with(
+        redirect_uris: &[String],
+        access_token_ttl: u64,
+        tls: Option<&TestCa>,
+    ) -> Upstream {
         let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
         assert!(
             peers.join("node_modules/oidc-provider").exists(),
             "run `npm install` in {} first",
             peers.display()
         );
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "client_id": "vault", "client_secret": "vault-secret",
             "redirect_uris": redirect_uris, "access_token_ttl": access_token_ttl,
         });
+        if let Some(ca) = tls {
+            config["tls_cert_file"] = ca.cert_file.display().to_string().into();
+            config["tls_key_file"] = ca.key_file.display().to_string().into();
+        }
         let mut child = Command::new("node")
             .arg("oidc-upstream.mjs")
             .current_dir(&peers)
@@ -101,14 +162,21 @@ impl Upstream {
             .strip_prefix("listening ")
             .expect("peer did not start")
             .to_string();
+        let (scheme, http) = match tls {
+            Some(ca) => ("https", ca.client()),
+            None => ("http", self::http()),
+        };
         Upstream {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
+            http,
         }
     }
 
     pub async fn stats(&self) -> serde_json::Value {
-        reqwest::get(format!("{}/_test/stats", self.url))
+        self.http
+            .get(format!("{}/_test/stats", self.url))
+            .send()
             .await
             .unwrap()
             .json()
@@ -130,7 +198,8 @@ impl Upstream {
     }
 
     pub async fn revoke(&self, account: &str) {
-        let r = Client::new()
+        let r = self
+            .http
             .post(format!("{}/_test/revoke?account={account}", self.url))
             .send()
             .await
@@ -166,6 +235,8 @@ pub struct VaultSettings<'a> {
     pub upstream_url: &'a str,
     pub refresh_margin: u64,
     pub name: &'a str,
+    /// The vault's `ca_file`.
+    pub ca_file: Option<&'a Path>,
 }
 
 pub const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -177,11 +248,15 @@ impl VaultProcess {
             .as_deref()
             .map(|x| format!("database_schema = \"{x}\"\n"))
             .unwrap_or_default();
+        let ca_file = s
+            .ca_file
+            .map(|f| format!("ca_file = \"{}\"\n", f.display()))
+            .unwrap_or_default();
         let config = format!(
             r#"listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
 database_url = "{db}"
-{schema}log_format = "json"
+{schema}{ca_file}log_format = "json"
 refresh_margin_seconds = {margin}
 upstream_timeout_seconds = 3
 
