@@ -10,6 +10,8 @@
                                 `stocktrade` connection at the oidc-provider peer
           vault-exchange.lua    a wrk script: the gateway's RFC 8693 exchange
                                 for alice (Basic client authentication)
+          vault-exchange.http   the same request as raw HTTP/1.1 bytes, for
+                                the paced (fixed-rate) latency windows
 
     python exchange.py link --vault URL --dir target/bench
         Links alice's `stocktrade` account without a browser, as the vault's
@@ -137,6 +139,13 @@ wrk.headers["accept"] = "application/json"
 wrk.headers["authorization"] = "{basic_auth()}"
 """
     (out / "vault-exchange.lua").write_text(lua)
+    body = exchange_body(first_token(out))  # ASCII: its length is its byte count
+    raw = (
+        f"POST /oauth/token HTTP/1.1\r\nHost: 127.0.0.1:{vault_port}\r\n"
+        "content-type: application/x-www-form-urlencoded\r\naccept: application/json\r\n"
+        f"authorization: {basic_auth()}\r\ncontent-length: {len(body)}\r\n\r\n{body}"
+    )
+    (out / "vault-exchange.http").write_text(raw)
 
 
 def request(url: str, method: str = "GET", headers: dict | None = None, body: str | None = None):

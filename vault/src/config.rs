@@ -107,6 +107,10 @@ pub struct ConnectionConfig {
     pub authorize_url: String,
     /// The upstream token endpoint.
     pub token_url: String,
+    /// The upstream's token revocation endpoint (RFC 7009): unlinking
+    /// revokes the refresh token there.
+    #[serde(default)]
+    pub revocation_url: Option<String>,
     /// The vault's client id at the upstream.
     pub client_id: String,
     /// The vault's client secret at the upstream; or set
@@ -226,6 +230,9 @@ impl Config {
                 &conn.authorize_url,
             ));
             urls.push((format!("connections.{name}.token_url"), &conn.token_url));
+            if let Some(url) = &conn.revocation_url {
+                urls.push((format!("connections.{name}.revocation_url"), url));
+            }
         }
         for (i, issuer) in self.issuers.iter().enumerate() {
             if let Some(uri) = issuer.get("jwks_uri").and_then(|v| v.as_str()) {

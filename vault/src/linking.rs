@@ -5,7 +5,7 @@
 use crate::app::{unix_now, Vault};
 use crate::oauth_error::OAuthError;
 use crate::seal::row_aad;
-use crate::store::{CachedAccess, PendingLink, TokenWrite};
+use crate::store::{CachedAccess, Link, PendingLink, TokenWrite};
 use crate::subject::SubjectError;
 use crate::upstream::UpstreamError;
 use axum::extract::{Path, Query, State};
@@ -278,23 +278,61 @@ pub async fn unlink(
     }
     let gate = vault.flights.gate(&sub, &connection);
     let _held = gate.lock().await;
+    let database_error = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "cannot unlink");
+        OAuthError::server_error()
+    };
+    let link = vault
+        .store
+        .find_link(&sub, &connection)
+        .await
+        .map_err(database_error)?;
     let removed = vault.store.delete_link(&sub, &connection).await;
     vault.access_cache.invalidate(&sub, &connection);
-    let removed = removed.map_err(|e| {
-        tracing::error!(error = %e, "cannot delete link");
-        OAuthError::server_error()
-    })?;
-    if !removed {
+    let removed = removed.map_err(database_error)?;
+    let Some(link) = link.filter(|_| removed) else {
         return Err(OAuthError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "no linked account for this connection",
         ));
-    }
+    };
     vault.metrics.link("unlinked");
     vault.audit(&sub, None, Some(&connection), "unlinked").await;
     tracing::info!(sub = %sub, connection = %connection, "account unlinked");
+    revoke_upstream(&vault, &link).await;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Revokes an unlinked account's refresh token at the upstream (RFC 7009),
+/// when the connection names a `revocation_url`. The link is gone whatever
+/// happens here; a failure is logged and counted, for the operator.
+async fn revoke_upstream(vault: &Vault, link: &Link) {
+    let Some(conn) = vault.config.connections.get(&link.connection) else {
+        return;
+    };
+    if conn.revocation_url.is_none() || link.broken {
+        return;
+    }
+    let aad = row_aad("refresh_token", &link.sub, &link.connection);
+    let refresh_token = match vault.keys.open_string(&link.refresh, &aad) {
+        Ok(token) => token,
+        Err(e) => {
+            tracing::error!(error = %e, connection = %link.connection, "cannot open the refresh token to revoke");
+            vault.metrics.link("revoke_failed");
+            return;
+        }
+    };
+    match vault.upstream.revoke(conn, &refresh_token).await {
+        Ok(_) => {
+            vault.metrics.link("revoked");
+            tracing::info!(sub = %link.sub, connection = %link.connection, "refresh token revoked upstream");
+        }
+        Err(e) => {
+            vault.metrics.link("revoke_failed");
+            tracing::warn!(sub = %link.sub, connection = %link.connection, error = ?e, "upstream revocation failed; the refresh token stays valid there until it expires");
+        }
+    }
 }
 
 fn html_escape(s: &str) -> String {

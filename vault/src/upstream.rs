@@ -120,44 +120,39 @@ impl UpstreamClient {
         self.token_request(conn, form).await
     }
 
+    /// Revokes a refresh token at the connection's `revocation_url` (RFC
+    /// 7009). `Ok(false)` when the connection has none.
+    pub async fn revoke(
+        &self,
+        conn: &ConnectionConfig,
+        refresh_token: &str,
+    ) -> Result<bool, UpstreamError> {
+        let Some(url) = conn.revocation_url.as_deref() else {
+            return Ok(false);
+        };
+        let form = vec![
+            ("token", refresh_token),
+            ("token_type_hint", "refresh_token"),
+        ];
+        let (status, _) = self.client_post(conn, url, form).await?;
+        // RFC 7009 §2.2: 200 whether or not the token was still valid.
+        if status.is_success() {
+            Ok(true)
+        } else if status.is_server_error() {
+            Err(UpstreamError::Unavailable(
+                "upstream revocation endpoint failed",
+            ))
+        } else {
+            Err(UpstreamError::Rejected(format!("http_{}", status.as_u16())))
+        }
+    }
+
     async fn token_request(
         &self,
         conn: &ConnectionConfig,
-        mut form: Vec<(&str, &str)>,
+        form: Vec<(&str, &str)>,
     ) -> Result<UpstreamTokens, UpstreamError> {
-        let secret = conn.client_secret.as_deref().unwrap_or("");
-        let mut request = self
-            .http
-            .post(&conn.token_url)
-            .header("accept", "application/json");
-        match conn.token_endpoint_auth {
-            TokenEndpointAuth::ClientSecretBasic => {
-                request =
-                    request.basic_auth(form_encode(&conn.client_id), Some(form_encode(secret)));
-            }
-            TokenEndpointAuth::ClientSecretPost => {
-                form.push(("client_id", &conn.client_id));
-                form.push(("client_secret", secret));
-            }
-        }
-        let body = serde_urlencoded::to_string(&form)
-            .map_err(|_| UpstreamError::Unavailable("cannot encode request"))?;
-        let response = request
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                // The cause (refused, timeout, a certificate the vault does not
-                // trust) is for the operator; it holds the URL, never the form.
-                tracing::warn!(token_url = %conn.token_url, cause = %error_chain(&e), "upstream token endpoint unreachable");
-                UpstreamError::Unavailable("upstream token endpoint unreachable")
-            })?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|_| UpstreamError::Unavailable("upstream token endpoint unreachable"))?;
+        let (status, bytes) = self.client_post(conn, &conn.token_url, form).await?;
         if status.is_success() {
             let tokens: UpstreamTokens = serde_json::from_slice(&bytes).map_err(|_| {
                 UpstreamError::Unavailable("upstream token response is not valid JSON")
@@ -183,6 +178,49 @@ impl UpstreamClient {
             }
             _ => Err(UpstreamError::Rejected(format!("http_{}", status.as_u16()))),
         }
+    }
+}
+
+impl UpstreamClient {
+    /// POSTs a form to one of the connection's endpoints with the vault's
+    /// client authentication; the status and body.
+    async fn client_post(
+        &self,
+        conn: &ConnectionConfig,
+        url: &str,
+        mut form: Vec<(&str, &str)>,
+    ) -> Result<(reqwest::StatusCode, axum::body::Bytes), UpstreamError> {
+        let secret = conn.client_secret.as_deref().unwrap_or("");
+        let mut request = self.http.post(url).header("accept", "application/json");
+        match conn.token_endpoint_auth {
+            TokenEndpointAuth::ClientSecretBasic => {
+                request =
+                    request.basic_auth(form_encode(&conn.client_id), Some(form_encode(secret)));
+            }
+            TokenEndpointAuth::ClientSecretPost => {
+                form.push(("client_id", &conn.client_id));
+                form.push(("client_secret", secret));
+            }
+        }
+        let body = serde_urlencoded::to_string(&form)
+            .map_err(|_| UpstreamError::Unavailable("cannot encode request"))?;
+        let response = request
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                // The cause (refused, timeout, a certificate the vault does not
+                // trust) is for the operator; it holds the URL, never the form.
+                tracing::warn!(%url, cause = %error_chain(&e), "upstream endpoint unreachable");
+                UpstreamError::Unavailable("upstream endpoint unreachable")
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|_| UpstreamError::Unavailable("upstream endpoint unreachable"))?;
+        Ok((status, bytes))
     }
 }
 

@@ -234,7 +234,9 @@ async fn token_vault_end_to_end_on_sqlite() {
     let (status, body) = json(rfc8693(&http, &vault_url, &carol).send().await.unwrap()).await;
     assert_eq!(status, 200, "{body}");
 
-    // Bob unlinks.
+    // Bob unlinks: the vault forgets the link and revokes the refresh token
+    // at the provider (RFC 7009), which ends the grant behind it.
+    assert_eq!(upstream.live_grants("bob-up").await, 1);
     let r = http
         .delete(format!("{vault_url}/connections/stocktrade"))
         .bearer_auth(&bob)
@@ -246,6 +248,12 @@ async fn token_vault_end_to_end_on_sqlite() {
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("federated_connection_refresh_token_not_found"))
+    );
+    assert_eq!(upstream.live_grants("bob-up").await, 0);
+    assert_eq!(
+        upstream.live_grants("alice-up").await,
+        1,
+        "others keep theirs"
     );
 
     // Metrics and audit.
@@ -265,6 +273,7 @@ async fn token_vault_end_to_end_on_sqlite() {
         "agentward_vault_refreshes_total{result=\"refused\"} 1",
         "agentward_vault_links_total{event=\"linked\"} 4",
         "agentward_vault_links_total{event=\"unlinked\"} 1",
+        "agentward_vault_links_total{event=\"revoked\"} 1",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }

@@ -10,6 +10,7 @@
 //! need the real vault with an account linked at a real OpenID provider:
 //! bench/vault.rs starts those (only when `--only` selects one of them).
 
+mod paced;
 mod vault;
 
 use crate::stack::{self, Service};

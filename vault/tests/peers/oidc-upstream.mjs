@@ -8,6 +8,8 @@
 //   GET  /_test/stats                  {"grants": {"authorization_code": n, "refresh_token": n},
 //                                       "refused": {...}, "tokens": [every token value issued]}
 //   POST /_test/revoke?account=ID      destroys every grant of ID (its refresh tokens stop working)
+//   GET  /_test/grants?account=ID      {"live": n}: grants of ID that still exist (RFC 7009
+//                                       revocation of a refresh token destroys its grant)
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -98,6 +100,15 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
       if (url.pathname === '/_test/stats') {
         res.setHeader('content-type', 'application/json');
         return res.end(JSON.stringify(stats));
+      }
+      if (url.pathname === '/_test/grants') {
+        const account = url.searchParams.get('account');
+        let live = 0;
+        for (const jti of grantsByAccount.get(account) || []) {
+          if (await provider.Grant.find(jti)) live += 1;
+        }
+        res.setHeader('content-type', 'application/json');
+        return res.end(JSON.stringify({ live }));
       }
       if (url.pathname === '/_test/revoke' && req.method === 'POST') {
         const account = url.searchParams.get('account');

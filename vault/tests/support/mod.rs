@@ -197,6 +197,19 @@ impl Upstream {
             .unwrap_or(0)
     }
 
+    /// Grants of `account` that still exist at the provider.
+    pub async fn live_grants(&self, account: &str) -> u64 {
+        let r = self
+            .http
+            .get(format!("{}/_test/grants?account={account}", self.url))
+            .send()
+            .await
+            .unwrap();
+        r.json::<serde_json::Value>().await.unwrap()["live"]
+            .as_u64()
+            .unwrap()
+    }
+
     pub async fn revoke(&self, account: &str) {
         let r = self
             .http
@@ -272,6 +285,7 @@ client_id = "{GATEWAY_ID}"
 [connections.stocktrade]
 authorize_url = "{up}/auth"
 token_url = "{up}/token"
+revocation_url = "{up}/token/revocation"
 client_id = "vault"
 scopes = ["openid", "offline_access", "stocks:read"]
 resources = ["{RESOURCE}"]
