@@ -2,6 +2,7 @@
 //! federated-connection dialect): the request a gateway sends, the answer it
 //! reads, the cache entry it keeps, and the errors an agent gets.
 
+use crate::cache::TokenKey;
 use crate::policy::{ExchangeDialect, Route, VaultClient};
 use crate::response::LocalResponse;
 use base64::engine::general_purpose::STANDARD;
@@ -46,20 +47,74 @@ impl ExchangeTarget {
     /// unique only within its issuer, so both count): a hash, so the key
     /// names neither the user nor the token.
     pub fn cache_key(&self, issuer: &str, subject: &str) -> String {
+        let digest = self.digest(&[issuer, subject]);
+        let mut key = String::with_capacity(24 + 40);
+        key.push_str("agentward.upstream_token.");
+        for b in &digest[..20] {
+            key.push(char::from(HEX[usize::from(b >> 4)]));
+            key.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        key
+    }
+
+    /// Key of a gateway VM's own cache of [`LocalExchange`]s: the bearer
+    /// token and this target, hashed (the cache holds no bearer tokens).
+    pub fn local_key(&self, bearer: &str) -> TokenKey {
+        self.digest(&[bearer])
+    }
+
+    /// SHA-256 of `first` then this target, each part length-prefixed so no
+    /// choice of values collides with another.
+    fn digest(&self, first: &[&str]) -> TokenKey {
         let mut h = Sha256::new();
-        for part in [
-            issuer,
-            subject,
-            &self.connection,
-            &self.scope,
+        let target = [
+            self.connection.as_str(),
+            self.scope.as_str(),
             self.audience.as_deref().unwrap_or(""),
-        ] {
+        ];
+        for part in first.iter().chain(target.iter()) {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }
-        let digest = h.finalize();
-        let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
-        format!("agentward.upstream_token.{hex}")
+        h.finalize().into()
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// What a gateway VM remembers of one bearer token's exchange for one
+/// target: whose token it is (read from the token itself) and the upstream
+/// token. A repeated request then skips decoding the JWT, hashing the shared
+/// key and reading shared data; the identity check stays the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalExchange {
+    /// `iss` of the bearer token.
+    pub issuer: String,
+    /// `sub` of the bearer token.
+    pub subject: String,
+    /// The upstream token.
+    pub token: UpstreamToken,
+}
+
+impl LocalExchange {
+    /// The upstream token, when the identity headers name this bearer
+    /// token's own subject (and issuer, when that header is there), as
+    /// [`exchange_subject`] requires.
+    pub fn for_identity(
+        &self,
+        sub_header: &str,
+        issuer_header: Option<&str>,
+    ) -> Option<&UpstreamToken> {
+        let same = self.subject == sub_header && issuer_header.is_none_or(|i| i == self.issuer);
+        same.then_some(&self.token)
+    }
+
+    /// Until when (Unix seconds) the entry may be served: as long as
+    /// [`UpstreamToken::usable`] holds with `margin`.
+    pub fn valid_until(&self, margin: u64) -> u64 {
+        self.token
+            .expires_at
+            .saturating_sub(margin.saturating_add(1))
     }
 }
 
@@ -400,6 +455,48 @@ mod tests {
         other.scope = "trade".into();
         assert_ne!(t.cache_key("idp", "alice"), other.cache_key("idp", "alice"));
         assert!(!t.cache_key("idp", "alice").contains("alice"));
+        // The shared key is stable across releases: workers of an Envoy being
+        // upgraded share entries.
+        assert_eq!(
+            t.cache_key("idp", "alice"),
+            "agentward.upstream_token.".to_string()
+                + &{
+                    let mut h = Sha256::new();
+                    for part in ["idp", "alice", &t.connection, &t.scope, ""] {
+                        h.update((part.len() as u64).to_be_bytes());
+                        h.update(part.as_bytes());
+                    }
+                    h.finalize()[..20]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                }
+        );
+    }
+
+    #[test]
+    fn local_entries_are_per_bearer_and_target_and_check_the_identity() {
+        let t = target();
+        assert_ne!(t.local_key("token-a"), t.local_key("token-b"));
+        let mut other = t.clone();
+        other.connection = "google".into();
+        assert_ne!(t.local_key("token-a"), other.local_key("token-a"));
+
+        let entry = LocalExchange {
+            issuer: "https://idp/".into(),
+            subject: "bob".into(),
+            token: UpstreamToken {
+                access_token: "up".into(),
+                expires_at: 1000,
+            },
+        };
+        assert!(entry.for_identity("bob", Some("https://idp/")).is_some());
+        assert!(entry.for_identity("bob", None).is_some());
+        assert!(entry.for_identity("alice", None).is_none());
+        assert!(entry.for_identity("bob", Some("https://other/")).is_none());
+        // Served exactly while the token is usable with the margin.
+        let until = entry.valid_until(30);
+        assert!(entry.token.usable(until, 30) && !entry.token.usable(until + 1, 30));
     }
 
     #[test]

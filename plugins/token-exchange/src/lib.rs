@@ -5,8 +5,10 @@
 //! agent's token never reaches the upstream; the upstream token never
 //! reaches the agent. Messages and decisions live in `agentward_core::exchange`.
 
+use agentward_core::cache::{TokenCache, TokenKey};
 use agentward_core::exchange::{
-    exchange_subject, read_answer, token_request, ExchangeResult, ExchangeTarget, UpstreamToken,
+    exchange_subject, read_answer, token_request, ExchangeResult, ExchangeTarget, LocalExchange,
+    UpstreamToken,
 };
 use agentward_core::identity::{ISSUER, SUB};
 use agentward_core::response;
@@ -35,6 +37,23 @@ const COUNTERS: [&str; 6] = [
 struct Plugin {
     policy: Policy,
     metrics: RefCell<Metrics>,
+    /// This VM's exchanges by bearer token and target, in front of the
+    /// shared-data cache (bounded by `identity.cache_max_entries`).
+    local: RefCell<TokenCache<Rc<LocalExchange>>>,
+}
+
+impl Plugin {
+    /// Remembers an exchange in this VM's cache, while the shared entry
+    /// would be served too.
+    fn remember(&self, key: TokenKey, entry: LocalExchange) {
+        let margin = self
+            .policy
+            .vault
+            .as_ref()
+            .map_or(0, |v| v.expiry_margin_seconds);
+        let until = entry.valid_until(margin);
+        self.local.borrow_mut().insert(key, until, Rc::new(entry));
+    }
 }
 
 #[derive(Default)]
@@ -58,9 +77,11 @@ impl RootContext for Root {
         }
         let mut metrics = Metrics::default();
         metrics.define(&COUNTERS);
+        let local = RefCell::new(TokenCache::new(policy.identity.cache_max_entries));
         self.plugin = Some(Rc::new(Plugin {
             policy,
             metrics: RefCell::new(metrics),
+            local,
         }));
         true
     }
@@ -81,6 +102,9 @@ impl RootContext for Root {
 struct Pending {
     target: ExchangeTarget,
     cache_key: String,
+    local_key: TokenKey,
+    issuer: String,
+    subject: String,
 }
 
 struct Request {
@@ -144,7 +168,16 @@ impl Context for Request {
                         None,
                     );
                 }
-                if use_upstream_token(&token.access_token) && hostcall::resume_request().is_err() {
+                let accepted = use_upstream_token(&token.access_token);
+                if let Some(plugin) = &self.plugin {
+                    let entry = LocalExchange {
+                        issuer: pending.issuer,
+                        subject: pending.subject,
+                        token,
+                    };
+                    plugin.remember(pending.local_key, entry);
+                }
+                if accepted && hostcall::resume_request().is_err() {
                     log(
                         LogLevel::Warn,
                         "agentward: could not resume the request after the exchange",
@@ -209,28 +242,51 @@ impl HttpContext for Request {
                 .eq_ignore_ascii_case("bearer")
                 .then(|| token.trim().to_string())
         });
-        let (Some(subject), Some(bearer)) = (subject, bearer) else {
+        let (Some(subject_header), Some(bearer)) = (subject, bearer) else {
             self.count("agentward.exchange.no_identity");
             respond(&response::missing_token(&plugin.policy.resource));
             return Action::Pause;
         };
-        let Some((issuer, subject)) = exchange_subject(&bearer, &subject, issuer.as_deref()) else {
-            self.count("agentward.exchange.no_identity");
+        let not_the_bearers = |request: &Request| {
+            request.count("agentward.exchange.no_identity");
             respond(&response::invalid_token(
                 &plugin.policy.resource,
                 agentward_core::jwt::Rejection::BadClaim,
             ));
-            return Action::Pause;
+            Action::Pause
         };
-        let cache_key = target.cache_key(&issuer, &subject);
-        let now = now_ms() / 1000;
-        if let Some(token) = cached(&cache_key, now, vault.expiry_margin_seconds) {
-            self.count("agentward.exchange.cache_hit");
-            return if use_upstream_token(&token.access_token) {
+        let use_cached = |request: &Request, token: &UpstreamToken| {
+            request.count("agentward.exchange.cache_hit");
+            if use_upstream_token(&token.access_token) {
                 Action::Continue
             } else {
                 Action::Pause
+            }
+        };
+        let margin = vault.expiry_margin_seconds;
+        let now = now_ms() / 1000;
+        let local_key = target.local_key(&bearer);
+        let local = plugin.local.borrow_mut().get(&local_key, now);
+        if let Some(entry) = local {
+            return match entry.for_identity(&subject_header, issuer.as_deref()) {
+                Some(token) => use_cached(self, token),
+                None => not_the_bearers(self),
             };
+        }
+        let Some((issuer, subject)) = exchange_subject(&bearer, &subject_header, issuer.as_deref())
+        else {
+            return not_the_bearers(self);
+        };
+        let cache_key = target.cache_key(&issuer, &subject);
+        if let Some(token) = cached(&cache_key, now, margin) {
+            let action = use_cached(self, &token);
+            let entry = LocalExchange {
+                issuer,
+                subject,
+                token,
+            };
+            plugin.remember(local_key, entry);
+            return action;
         }
         let callout = token_request(vault, &target, &bearer);
         let headers: Vec<(&str, &str)> = callout
@@ -248,7 +304,13 @@ impl HttpContext for Request {
         ) {
             Ok(_) => {
                 self.count("agentward.exchange.vault_call");
-                self.pending = Some(Pending { target, cache_key });
+                self.pending = Some(Pending {
+                    target,
+                    cache_key,
+                    local_key,
+                    issuer,
+                    subject,
+                });
                 Action::Pause
             }
             Err(status) => {

@@ -19,6 +19,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// The user's (already verified) token, as jwt-identity passes it on.
 const ALICE_TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJodHRwczovL2lkcC5leGFtcGxlLmNvbS8iLCJzdWIiOiJhbGljZSJ9.YWxpY2Utc2lnbmF0dXJl";
+/// Another token of alice's (same claims, another signature).
+const ALICE_TOKEN_2: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJodHRwczovL2lkcC5leGFtcGxlLmNvbS8iLCJzdWIiOiJhbGljZSJ9.c2Vjb25kLWFsaWNl";
 const BOB_TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJodHRwczovL2lkcC5leGFtcGxlLmNvbS8iLCJzdWIiOiJib2IifQ.Ym9iLXNpZ25hdHVyZQ";
 /// `alice` at another issuer: another user.
 const OTHER_ALICE_TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJodHRwczovL290aGVyLWlkcC5leGFtcGxlLmNvbS8iLCJzdWIiOiJhbGljZSJ9.b3RoZXItYWxpY2Utc2lnbmF0dXJl";
@@ -581,6 +583,45 @@ fn identity_headers_that_are_not_the_tokens_own_get_401_and_no_cached_token() {
     assert_eq!(answer.status, 401);
     assert!(!record.sent_upstream());
     assert!(host.pending_http_calls().is_empty());
+    assert!(!host.is_broken());
+}
+
+#[test]
+fn a_bearer_this_vm_remembers_with_identity_headers_not_its_own_gets_401() {
+    let Some(host) = plugin() else { return };
+    exchange_for_alice(&host).finish().unwrap();
+    let (req, action) = get_portfolio(&host, "alice", ALICE_TOKEN);
+    assert_eq!(action, Action::Continue, "alice's token is remembered");
+    // The same bearer token, now with a spoofed `x-agentward-sub: bob`.
+    let (req2, _) = get_portfolio(&host, "bob", ALICE_TOKEN);
+    let record = req2.record();
+    assert_eq!(record.local_response.as_ref().map(|a| a.status), Some(401));
+    assert!(!record.sent_upstream());
+    assert!(host.pending_http_calls().is_empty());
+    assert_eq!(metric(&host, NO_IDENTITY), 1);
+    drop(req);
+    assert!(!host.is_broken());
+}
+
+#[test]
+fn another_token_of_the_same_user_is_served_from_shared_data_then_remembered() {
+    let Some(host) = plugin() else { return };
+    exchange_for_alice(&host).finish().unwrap();
+    for _ in 0..2 {
+        let (req, action) = get_portfolio(&host, "alice", ALICE_TOKEN_2);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(
+            req.record().request_headers.get("authorization"),
+            Some("Bearer up-1")
+        );
+    }
+    assert_eq!(metric(&host, CACHE_HIT), 2);
+    assert_eq!(metric(&host, VAULT_CALL), 1);
+    let (req, _) = get_portfolio(&host, "bob", ALICE_TOKEN_2);
+    assert_eq!(
+        req.record().local_response.as_ref().map(|a| a.status),
+        Some(401)
+    );
     assert!(!host.is_broken());
 }
 
