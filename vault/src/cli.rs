@@ -48,6 +48,11 @@ pub struct Args {
     /// Check the configuration and keys, then exit.
     #[arg(long)]
     pub check: bool,
+    /// Seal every stored token anew under the current (first) key, print the
+    /// key ids still in use, then exit: after it, older keys can leave the
+    /// keyring. Safe while vaults run.
+    #[arg(long, conflicts_with = "check")]
+    pub rekey: bool,
 }
 
 impl Args {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod linking;
 pub mod metrics;
 pub mod oauth_error;
+pub mod rekey;
 pub mod seal;
 pub mod single_flight;
 pub mod store;

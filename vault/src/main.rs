@@ -33,10 +33,55 @@ async fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::SUCCESS;
     }
+    if args.rekey {
+        return rekey(&config, &keys).await;
+    }
     match serve(config, keys).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--rekey`: one pass over the store, a summary on stdout.
+async fn rekey(
+    config: &agentward_vault::config::Config,
+    keys: &agentward_vault::seal::Keyring,
+) -> std::process::ExitCode {
+    let store = match agentward_vault::store::Store::connect(
+        &config.database_url,
+        config.database_schema.as_deref(),
+    )
+    .await
+    {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("agentward-vault: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let report = agentward_vault::rekey::rekey(&store, keys).await;
+    store.close().await;
+    match report {
+        Ok(r) => {
+            println!(
+                "rekey to {:?}: {} link(s) sealed anew, {} changed meanwhile (rewritten by a vault), {} unreadable; key ids in use: {}",
+                keys.current_id(),
+                r.resealed,
+                r.changed_meanwhile,
+                r.unreadable,
+                if r.key_ids_in_use.is_empty() { "none".to_string() } else { r.key_ids_in_use.join(", ") }
+            );
+            if r.unreadable == 0 {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("agentward-vault: {e}");
             std::process::ExitCode::FAILURE
         }
     }

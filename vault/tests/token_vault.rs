@@ -337,6 +337,34 @@ async fn token_vault_end_to_end_on_sqlite() {
             );
         }
     }
+
+    // Key rotation: with k2 first, `--rekey` seals every row anew, after
+    // which k1 is no longer in use and a keyring of k2 alone suffices.
+    let new_key = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    let rekey = |keys: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentward-vault"))
+            .arg("--config")
+            .arg(dir.join("vault.toml"))
+            .arg("--rekey")
+            .env("AGENTWARD_VAULT_KEY", keys)
+            .env("AGENTWARD_VAULT_CLIENT_GATEWAY_SECRET", GATEWAY_SECRET)
+            .env(
+                "AGENTWARD_VAULT_CONNECTION_STOCKTRADE_CLIENT_SECRET",
+                "vault-secret",
+            )
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = rekey(&format!("{new_key},{KEY}"));
+    assert!(first.contains("2 link(s) sealed anew"), "{first}");
+    assert!(first.trim_end().ends_with("key ids in use: k2"), "{first}");
+    let second = rekey(new_key);
+    assert!(
+        second.contains("0 link(s) sealed anew, 0 changed meanwhile"),
+        "{second}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

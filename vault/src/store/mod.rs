@@ -339,6 +339,59 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Links with a token sealed under a key other than `key_id`.
+    pub async fn links_not_sealed_with(&self, key_id: &str) -> Result<Vec<Link>> {
+        let sql = format!(
+            "SELECT {LINK_COLUMNS} FROM links WHERE refresh_key_id <> $1 \
+             OR (access_key_id IS NOT NULL AND access_key_id <> $1) ORDER BY sub, connection"
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(&sql).bind(key_id).fetch_all(pool).await?;
+            let mut links = Vec::with_capacity(rows.len());
+            for row in &rows {
+                links.push(link_from_row!(row));
+            }
+            Ok(links)
+        })
+    }
+
+    /// Replaces a link's sealed tokens with the same tokens sealed anew,
+    /// unless the row changed since `link` was read; `true` if written. The
+    /// version stays: the tokens are the same, and a vault's own
+    /// version-checked write (a refresh under way) must still land.
+    pub async fn reseal_link(
+        &self,
+        link: &Link,
+        refresh: &Sealed,
+        access: Option<&Sealed>,
+    ) -> Result<bool> {
+        let sql = "UPDATE links SET refresh_key_id = $1, refresh_sealed = $2, \
+                   access_key_id = $3, access_sealed = $4 \
+                   WHERE sub = $5 AND connection = $6 AND version = $7";
+        let n = on_pool!(self, pool => sqlx::query(sql)
+            .bind(&refresh.key_id).bind(&refresh.blob)
+            .bind(access.map(|a| &a.key_id)).bind(access.map(|a| &a.blob))
+            .bind(&link.sub).bind(&link.connection).bind(link.version)
+            .execute(pool).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Every key id some stored value is sealed with (links and pending
+    /// linking states), sorted.
+    pub async fn key_ids_in_use(&self) -> Result<Vec<String>> {
+        let sql = "SELECT refresh_key_id AS id FROM links \
+                   UNION SELECT access_key_id FROM links WHERE access_key_id IS NOT NULL \
+                   UNION SELECT verifier_key_id FROM link_states ORDER BY 1";
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).fetch_all(pool).await?;
+            let mut ids = Vec::with_capacity(rows.len());
+            for row in &rows {
+                ids.push(row.try_get::<String, _>(0)?);
+            }
+            Ok(ids)
+        })
+    }
+
     /// Takes the link for refreshing; see [`LinkLease`].
     pub async fn lease_link(&self, sub: &str, connection: &str) -> Result<Option<LinkLease>> {
         match self {
@@ -541,4 +594,4 @@ impl LinkLease {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
