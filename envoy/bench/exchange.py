@@ -161,29 +161,30 @@ def request(url: str, method: str = "GET", headers: dict | None = None, body: st
 
 def link(vault: str, out: Path) -> None:
     token = first_token(out)
+    # One jar for the vault and the provider, as a browser on 127.0.0.1 has
+    # (cookies ignore ports): the vault's callback wants its binding cookie.
     cookies: dict[str, str] = {}
     url = f"{vault}/connect/{CONNECTION}"
     response, body = request(url, headers={"authorization": f"Bearer {token}"})
     for _ in range(12):
-        if response.status not in (302, 303, 307):
-            sys.exit(f"linking: expected a redirect from {url}, got {response.status}: {body[:300]!r}")
-        url = urljoin(url, response.getheader("location"))
-        parts = urlsplit(url)
-        if parts.path == "/connect/callback":
-            response, body = request(url)
-            if response.status != 200:
-                sys.exit(f"linking: the vault's callback answered {response.status}: {body[:300]!r}")
-            break
-        if parts.path.startswith("/interaction/"):
-            url += ("&" if parts.query else "?") + f"account={ACCOUNT}"
-        cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
-        response, body = request(url, headers={"cookie": cookie} if cookie else {})
         for header in response.headers.get_all("set-cookie") or []:
             name, _, value = header.split(";", 1)[0].partition("=")
             if value:
                 cookies[name.strip()] = value
             else:
                 cookies.pop(name.strip(), None)
+        if response.status not in (302, 303, 307):
+            sys.exit(f"linking: expected a redirect from {url}, got {response.status}: {body[:300]!r}")
+        url = urljoin(url, response.getheader("location"))
+        parts = urlsplit(url)
+        if parts.path.startswith("/interaction/"):
+            url += ("&" if parts.query else "?") + f"account={ACCOUNT}"
+        cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        response, body = request(url, headers={"cookie": cookie} if cookie else {})
+        if parts.path == "/connect/callback":
+            if response.status != 200:
+                sys.exit(f"linking: the vault's callback answered {response.status}: {body[:300]!r}")
+            break
     else:
         sys.exit("linking did not reach the vault's callback")
 

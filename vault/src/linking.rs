@@ -136,14 +136,32 @@ pub async fn connect(
         }
     }
     tracing::info!(sub = %sub, connection = %connection, "account linking started");
+    let (name, value) = vault.tickets.browser_binding(&state);
+    let binding = binding_cookie(&vault, &name, &value, vault.config.state_ttl_seconds);
     Ok((
         StatusCode::FOUND,
         [
             (header::LOCATION, url.to_string()),
             (header::CACHE_CONTROL, "no-store".to_string()),
+            (header::SET_COOKIE, binding),
         ],
     )
         .into_response())
+}
+
+/// A `Set-Cookie` for the browser binding of a flow: only ever sent to the
+/// callback, not readable by scripts, sent on the provider's top-level
+/// redirect back (`SameSite=Lax`), `Secure` when the vault is served over
+/// HTTPS. `max_age` 0 clears it.
+fn binding_cookie(vault: &Vault, name: &str, value: &str, max_age: u64) -> String {
+    let secure = if vault.config.public_base().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{name}={value}; Path=/connect/callback; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    )
 }
 
 /// `GET /connect/callback`: the upstream's redirect back. Consumes the
@@ -151,6 +169,7 @@ pub async fn connect(
 pub async fn callback(
     State(vault): State<Arc<Vault>>,
     Query(query): Query<CallbackQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, OAuthError> {
     let state = query
         .state
@@ -167,6 +186,16 @@ pub async fn callback(
         ));
     };
     let connection = pending.connection.clone();
+    let cookies = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
+    if !vault.tickets.browser_bound(cookies, &state) {
+        // The state is spent either way: a flow someone else started cannot
+        // be finished in this browser, nor retried.
+        vault.metrics.link("failed");
+        tracing::warn!(sub = %pending.sub, connection = %connection, "account linking finished in another browser than it started in; refused");
+        return Err(OAuthError::invalid_request(
+            "this linking flow was started in another browser; open the connect link again in this one",
+        ));
+    }
     let conn = vault
         .config
         .connections
@@ -251,8 +280,13 @@ pub async fn callback(
         .audit(&pending.sub, None, Some(&connection), "linked")
         .await;
     tracing::info!(sub = %pending.sub, connection = %connection, "account linked");
+    let (name, _) = vault.tickets.browser_binding(&state);
+    let cleared = binding_cookie(&vault, &name, "", 0);
     Ok((
-        [(header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CACHE_CONTROL, "no-store".to_string()),
+            (header::SET_COOKIE, cleared),
+        ],
         Html(format!(
             "<!doctype html><title>Account linked</title><h1>Account linked</h1>\
              <p>Your {} account is connected. You can close this window.</p>",

@@ -53,13 +53,48 @@ impl TicketSigner {
     }
 
     fn mac(&self, payload: &str) -> Hmac<Sha256> {
+        self.mac_for(b"agentward-vault ticket v1.", payload)
+    }
+
+    fn mac_for(&self, domain: &[u8], payload: &str) -> Hmac<Sha256> {
         let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.secret) {
             Ok(m) => m,
             Err(_) => unreachable_key_length(),
         };
-        mac.update(b"agentward-vault ticket v1.");
+        mac.update(domain);
         mac.update(payload.as_bytes());
         mac
+    }
+
+    /// The cookie that binds a linking flow to the browser that started it
+    /// (RFC 9700 §4.7.1, RFC 6749 §10.12): the callback completes only in a
+    /// browser that holds it, so nobody can get another person's browser to
+    /// finish a flow they started (and so link that person's upstream
+    /// account to their own user). The name comes from the flow's `state`,
+    /// so flows in several tabs do not clash; the value is a MAC of it that
+    /// only the vault can make.
+    pub fn browser_binding(&self, state: &str) -> (String, String) {
+        let value = self.binding_mac(state).finalize().into_bytes();
+        (binding_cookie_name(state), B64.encode(value))
+    }
+
+    fn binding_mac(&self, state: &str) -> Hmac<Sha256> {
+        self.mac_for(b"agentward-vault browser-binding v1.", state)
+    }
+
+    /// Whether a `Cookie` header carries the binding of `state`.
+    pub fn browser_bound(&self, cookie_header: Option<&str>, state: &str) -> bool {
+        let name = binding_cookie_name(state);
+        let Some(value) = cookie_header.and_then(|header| {
+            header
+                .split(';')
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find_map(|(n, v)| (n == name).then_some(v))
+        }) else {
+            return false;
+        };
+        B64.decode(value)
+            .is_ok_and(|tag| self.binding_mac(state).verify_slice(&tag).is_ok())
     }
 
     /// A ticket for `sub` to link `connection`, valid from `now`.
@@ -94,6 +129,13 @@ impl TicketSigner {
     }
 }
 
+/// `agentward_link_` and a hash of the `state`: a cookie per flow.
+fn binding_cookie_name(state: &str) -> String {
+    use sha2::Digest as _;
+    let digest = Sha256::digest(state.as_bytes());
+    format!("agentward_link_{}", B64.encode(&digest[..9]))
+}
+
 fn unreachable_key_length() -> ! {
     // HMAC accepts keys of every length; this exists only to avoid a panic path.
     std::process::abort()
@@ -113,6 +155,25 @@ mod tests {
             Err(TicketError::WrongConnection)
         );
         assert_eq!(s.verify(&t, "google", 1601), Err(TicketError::Expired));
+    }
+
+    #[test]
+    fn browser_binding_is_per_flow_and_only_the_vault_can_make_it() {
+        let s = TicketSigner::new([3; 32], 600);
+        let (name, value) = s.browser_binding("state-a");
+        assert!(name.starts_with("agentward_link_"));
+        assert_ne!(name, s.browser_binding("state-b").0, "a cookie per flow");
+        let cookie = format!("other=1; {name}={value}; x=y");
+        assert!(s.browser_bound(Some(&cookie), "state-a"));
+        assert!(!s.browser_bound(None, "state-a"));
+        assert!(!s.browser_bound(Some("other=1"), "state-a"));
+        // Another flow's cookie, or one made without the vault's key.
+        let (b_name, b_value) = s.browser_binding("state-b");
+        assert!(!s.browser_bound(Some(&format!("{name}={b_value}")), "state-a"));
+        assert!(!s.browser_bound(Some(&format!("{b_name}={b_value}")), "state-a"));
+        let forged = TicketSigner::new([4; 32], 600).browser_binding("state-a").1;
+        assert!(!s.browser_bound(Some(&format!("{name}={forged}")), "state-a"));
+        assert!(!s.browser_bound(Some(&format!("{name}=not base64!")), "state-a"));
     }
 
     #[test]

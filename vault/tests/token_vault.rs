@@ -100,6 +100,48 @@ async fn token_vault_end_to_end_on_sqlite() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     let replay = http.get(callback).send().await.unwrap();
     assert_eq!(json(replay).await.0, 400, "a state is single-use");
+
+    // Mallory starts a flow and gets alice's browser to finish it (she logs
+    // in at the provider): without the binding cookie her browser never
+    // got, the callback refuses, and mallory's user links nothing.
+    let mallory = issuer.token("mallory", "agent-m");
+    let started = http
+        .get(format!("{vault_url}/connect/stocktrade"))
+        .bearer_auth(&mallory)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 302);
+    let binding = started.headers()[reqwest::header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        binding.starts_with("agentward_link_")
+            && binding.contains("; Path=/connect/callback;")
+            && binding.contains("; HttpOnly; SameSite=Lax"),
+        "{binding}"
+    );
+    let authorize = started.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (r, _) = link_account(&http, http.get(&authorize), "alice-up").await;
+    let (status, body) = json(r).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("another browser"),
+        "{body}"
+    );
+    let (_, body) = json(rfc8693(&http, &vault_url, &mallory).send().await.unwrap()).await;
+    assert_eq!(
+        body["error"],
+        "federated_connection_refresh_token_not_found"
+    );
+    subject_tokens.push(mallory);
     for (token, account) in [(&bob, "bob-up"), (&carol, "carol-up")] {
         let start = http
             .get(format!("{vault_url}/connect/stocktrade"))

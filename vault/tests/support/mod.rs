@@ -360,27 +360,9 @@ pub async fn link_account(
     account: &str,
 ) -> (Response, Url) {
     let mut response = start.send().await.unwrap();
+    // One jar for every host, as a browser on 127.0.0.1 has (cookies ignore ports).
     let mut cookies: BTreeMap<String, String> = BTreeMap::new();
     for _ in 0..12 {
-        assert!(
-            response.status().is_redirection(),
-            "expected a redirect, got {}",
-            response.status()
-        );
-        let location = response.headers()[LOCATION].to_str().unwrap().to_string();
-        let mut next = response.url().join(&location).unwrap();
-        if next.path() == "/connect/callback" {
-            return (http.get(next.clone()).send().await.unwrap(), next);
-        }
-        if next.path().starts_with("/interaction/") {
-            next.query_pairs_mut().append_pair("account", account);
-        }
-        let cookie = cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        response = http.get(next).header(COOKIE, cookie).send().await.unwrap();
         for set in response.headers().get_all(SET_COOKIE) {
             let pair = set.to_str().unwrap().split(';').next().unwrap_or("");
             if let Some((k, v)) = pair.split_once('=') {
@@ -391,6 +373,26 @@ pub async fn link_account(
                 }
             }
         }
+        assert!(
+            response.status().is_redirection(),
+            "expected a redirect, got {}",
+            response.status()
+        );
+        let location = response.headers()[LOCATION].to_str().unwrap().to_string();
+        let mut next = response.url().join(&location).unwrap();
+        if next.path().starts_with("/interaction/") {
+            next.query_pairs_mut().append_pair("account", account);
+        }
+        let cookie = cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let request = http.get(next.clone()).header(COOKIE, cookie);
+        if next.path() == "/connect/callback" {
+            return (request.send().await.unwrap(), next);
+        }
+        response = request.send().await.unwrap();
     }
     panic!("linking did not reach the vault callback");
 }
