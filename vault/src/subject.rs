@@ -3,7 +3,7 @@
 //! verifier, plus the I/O it leaves to its host: fetching each issuer's JWKS
 //! over HTTP, keeping it fresh, and refetching once on an unknown `kid`.
 
-use agentward_core::cache::{token_key, TokenCache};
+use agentward_core::cache::TokenCache;
 use agentward_core::jwks::KeySet;
 use agentward_core::jwt::{self, Rejection, TrustStore};
 use agentward_core::policy::Issuer;
@@ -220,7 +220,7 @@ impl SubjectVerifier {
     /// A token verified earlier is answered from a cache until it expires
     /// (plus the clock skew) or its issuer's keys change.
     pub async fn verify(&self, token: &str) -> Result<Subject, SubjectError> {
-        let key = token_key(token);
+        let key = self.verified_cache().tokens.key(&[token]);
         let cached = self.verified_cache().tokens.get(&key, now_unix());
         if let Some(hit) = cached {
             // Keep the keys as fresh as an uncached verification would; a

@@ -10,6 +10,7 @@
 //! need the real vault with an account linked at a real OpenID provider:
 //! bench/vault.rs starts those (only when `--only` selects one of them).
 
+mod instructions;
 mod paced;
 mod vault;
 
@@ -119,6 +120,9 @@ pub struct Options {
     tokens: usize,
     /// Only these configurations (all when empty).
     only: Vec<String>,
+    /// Count instructions per request over this many requests (callgrind)
+    /// instead of measuring req/s; 0: off.
+    instructions: usize,
 }
 
 impl Options {
@@ -128,6 +132,7 @@ impl Options {
             window_secs: 2,
             tokens: 60_000,
             only: Vec::new(),
+            instructions: 0,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -141,6 +146,7 @@ impl Options {
                 "--window" => o.window_secs = number(value)?.max(1) as u32,
                 "--tokens" => o.tokens = number(value)?.max(100),
                 "--only" => o.only = value.split(',').map(str::to_string).collect(),
+                "--instructions" => o.instructions = number(value)?.max(1),
                 _ => return Err(format!("unknown bench option {flag}")),
             }
         }
@@ -161,7 +167,8 @@ struct Sample {
 pub fn run(options: Options) -> Result {
     let selected = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
     let setups: Vec<&Setup> = SETUPS.iter().filter(|s| selected(s.name)).collect();
-    let vault_bench = selected(VAULT);
+    // The vault's own figures are req/s and latency only.
+    let vault_bench = selected(VAULT) && options.instructions == 0;
     if setups.is_empty() && !vault_bench {
         let names: Vec<&str> = SETUPS.iter().map(|s| s.name).chain([VAULT]).collect();
         return Err(format!(
@@ -171,7 +178,10 @@ pub fn run(options: Options) -> Result {
     }
     let needs_vault = vault_bench || setups.iter().any(|s| s.key == Key::Exchange);
 
-    setup::run(setup::Extras { wrk: true })?;
+    setup::run(setup::Extras {
+        wrk: options.instructions == 0,
+        valgrind: options.instructions > 0,
+    })?;
     build::plugins()?;
     let vault_binary = if needs_vault {
         Some(vault::build()?)
@@ -188,6 +198,15 @@ pub fn run(options: Options) -> Result {
         None => None,
     };
 
+    if options.instructions > 0 {
+        return instructions::run(
+            &setups,
+            &material,
+            vault_stack.as_ref(),
+            &dir,
+            options.instructions,
+        );
+    }
     let mut samples: HashMap<&str, Vec<Sample>> = HashMap::new();
     if !setups.is_empty() {
         measure_gateways(
@@ -243,40 +262,10 @@ fn measure_gateways<'a>(
     dir: &Path,
     samples: &mut HashMap<&'a str, Vec<Sample>>,
 ) -> Result {
-    let upstream_port = stack::free_port()?;
-    let upstream_admin = stack::free_port()?;
-    let upstream_ports = HashMap::from([
-        (stack::UPSTREAM, upstream_port),
-        (stack::ADMIN, upstream_admin),
-    ]);
-    let mut upstream = start_envoy(
-        "upstream",
-        "envoy/bench/upstream.yaml",
-        &upstream_ports,
-        None,
-        dir,
-        pin.load,
-    )?;
-    upstream.wait_ready(upstream_admin, "/ready", Duration::from_secs(60))?;
-
+    let (upstream, upstream_port) = start_upstream(dir, pin.load)?;
     let mut gateways = Vec::new();
     for s in setups.iter().copied() {
-        let mut ports = HashMap::from([
-            (stack::LISTENER, stack::free_port()?),
-            (stack::ADMIN, stack::free_port()?),
-            (stack::UPSTREAM, upstream_port),
-            (stack::IDP, stack::free_port()?),
-        ]);
-        let config = match (s.key, vault_stack) {
-            (Key::Exchange, Some(v)) => {
-                ports.insert(vault::CONVENTIONAL_PORT, v.port);
-                Some(Configuration::Policy(&v.policy))
-            }
-            (Key::Exchange, None) => return Err(format!("{}: needs the vault", s.name)),
-            (Key::Policy, _) => Some(Configuration::Policy(&material.policy)),
-            (Key::LocalJwks, _) => Some(Configuration::LocalJwks(&material.jwks)),
-            (Key::None, _) => None,
-        };
+        let (ports, config) = gateway(s, material, vault_stack, upstream_port)?;
         let service = start_envoy(s.name, s.config, &ports, config, dir, pin.gateways)?;
         gateways.push((s, ports, service));
     }
@@ -388,6 +377,53 @@ fn measure_gateways<'a>(
     drop(gateways);
     drop(upstream);
     Ok(())
+}
+
+/// The static upstream every gateway forwards to, and its port.
+fn start_upstream(dir: &Path, cpu: Option<u32>) -> Result<(Service, u16)> {
+    let upstream_port = stack::free_port()?;
+    let upstream_admin = stack::free_port()?;
+    let upstream_ports = HashMap::from([
+        (stack::UPSTREAM, upstream_port),
+        (stack::ADMIN, upstream_admin),
+    ]);
+    let mut upstream = start_envoy(
+        "upstream",
+        "envoy/bench/upstream.yaml",
+        &upstream_ports,
+        None,
+        dir,
+        cpu,
+    )?;
+    upstream.wait_ready(upstream_admin, "/ready", Duration::from_secs(60))?;
+    Ok((upstream, upstream_port))
+}
+
+/// A gateway's ports (fresh ones for its listener, admin and IdP) and what
+/// its rendered config carries.
+fn gateway<'a>(
+    s: &Setup,
+    material: &'a Material,
+    vault_stack: Option<&'a vault::Stack>,
+    upstream_port: u16,
+) -> Result<(HashMap<u16, u16>, Option<Configuration<'a>>)> {
+    let mut ports = HashMap::from([
+        (stack::LISTENER, stack::free_port()?),
+        (stack::ADMIN, stack::free_port()?),
+        (stack::UPSTREAM, upstream_port),
+        (stack::IDP, stack::free_port()?),
+    ]);
+    let config = match (s.key, vault_stack) {
+        (Key::Exchange, Some(v)) => {
+            ports.insert(vault::CONVENTIONAL_PORT, v.port);
+            Some(Configuration::Policy(&v.policy))
+        }
+        (Key::Exchange, None) => return Err(format!("{}: needs the vault", s.name)),
+        (Key::Policy, _) => Some(Configuration::Policy(&material.policy)),
+        (Key::LocalJwks, _) => Some(Configuration::LocalJwks(&material.jwks)),
+        (Key::None, _) => None,
+    };
+    Ok((ports, config))
 }
 
 fn print_table_header() {
@@ -505,6 +541,19 @@ fn start_envoy(
     dir: &Path,
     cpu: Option<u32>,
 ) -> Result<Service> {
+    let path = render_envoy(name, config, ports, with, dir)?;
+    let envoy = stack::envoy(&path, ports[&stack::ADMIN], WORKERS as u32);
+    Service::spawn(name, &mut pinned(envoy, cpu), dir)
+}
+
+/// Writes `config` with these ports (and policy or JWKS) to `<dir>/<name>.yaml`.
+fn render_envoy(
+    name: &str,
+    config: &str,
+    ports: &HashMap<u16, u16>,
+    with: Option<Configuration>,
+    dir: &Path,
+) -> Result<PathBuf> {
     let template =
         std::fs::read_to_string(root().join(config)).map_err(|e| format!("{config}: {e}"))?;
     let rendered = match with {
@@ -516,8 +565,7 @@ fn start_envoy(
     };
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, rendered).map_err(|e| e.to_string())?;
-    let envoy = stack::envoy(&path, ports[&stack::ADMIN], WORKERS as u32);
-    Service::spawn(name, &mut pinned(envoy, cpu), dir)
+    Ok(path)
 }
 
 fn pinned(cmd: Command, cpu: Option<u32>) -> Command {

@@ -24,10 +24,12 @@ commands:
   build              the wasm plugins (release, wasm32-wasip1), the host-test probe and the vault
   demo               setup + build, then the stock-trade agent through Envoy, step by step
   test               setup + build + cargo test + fmt + clippy + the Python end-to-end suite
-  bench [--rounds N] [--window SECONDS] [--tokens N] [--only a,b]
+  bench [--rounds N] [--window SECONDS] [--tokens N] [--only a,b] [--instructions N]
                      side by side: bare Envoy, native jwt_authn (with and without cache),
                      jwt-identity (fresh and repeated tokens), jwt-identity + token-exchange
-                     (warm cache), and the vault's exchange endpoint (needs wrk)";
+                     (warm cache), and the vault's exchange endpoint (needs wrk);
+                     --instructions N: instead of req/s, CPU instructions per request over
+                     N requests, counted by callgrind (needs valgrind; repeatable to 0.1%)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -19,6 +19,8 @@ const NPM_PROJECTS: &[&str] = &["examples/stock-trade/provider", "vault/tests/pe
 pub struct Extras {
     /// `wrk`, the load generator of `cargo xtask bench` (from apt).
     pub wrk: bool,
+    /// valgrind (callgrind), for `cargo xtask bench --instructions` (from apt).
+    pub valgrind: bool,
 }
 
 pub fn run(extras: Extras) -> Result {
@@ -32,6 +34,9 @@ pub fn run(extras: Extras) -> Result {
     }
     if extras.wrk {
         wrk()?;
+    }
+    if extras.valgrind {
+        valgrind()?;
     }
     Ok(())
 }
@@ -159,6 +164,20 @@ fn wrk() -> Result {
             return Ok(String::new());
         }
         apt_install(&["wrk"])?;
+        Ok(" (installed with apt)".into())
+    })
+}
+
+fn valgrind() -> Result {
+    step("valgrind", || {
+        if Command::new("callgrind_control")
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
+            return Ok(String::new());
+        }
+        apt_install(&["valgrind"])?;
         Ok(" (installed with apt)".into())
     })
 }

@@ -156,6 +156,11 @@ impl Service {
         })
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until `GET path` on `port` answers 200.
     pub fn wait_ready(&mut self, port: u16, path: &str, timeout: Duration) -> Result {
         let deadline = Instant::now() + timeout;
@@ -205,6 +210,23 @@ pub fn envoy(config: &Path, base_id: u16, concurrency: u32) -> Command {
         .args(["--concurrency", &concurrency.to_string()])
         .args(["--log-level", "info"]);
     cmd
+}
+
+/// The Envoy binary itself (the venv's `envoy` is a Python launcher, which
+/// valgrind would measure instead).
+pub fn envoy_binary() -> Result<PathBuf> {
+    let lib = root().join(".tools/venv/lib");
+    let entries = std::fs::read_dir(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "no envoy binary under {}; run cargo xtask setup",
+                lib.display()
+            )
+        })
 }
 
 /// A Python script of the project, run with the venv's interpreter.

@@ -3,7 +3,7 @@
 //! the JWKS fetch schedule (periodic refresh, rate-limited refetch on an
 //! unknown `kid`). The host performs the I/O and feeds results back.
 
-use crate::cache::{token_key, TokenCache};
+use crate::cache::TokenCache;
 use crate::identity::{identity_headers, HEADER_PREFIX};
 use crate::jwks::KeySet;
 use crate::jwt::{self, Limits, Rejection, TrustStore};
@@ -180,7 +180,7 @@ impl Authenticator {
             };
         };
         let now = now_ms / 1000;
-        let key = token_key(token);
+        let key = self.cache.key(&[token]);
         if let Some(headers) = self.cache.get(&key, now) {
             return self.forward(headers, Verdict::Allowed { cached: true });
         }

@@ -2,7 +2,7 @@
 //! federated-connection dialect): the request a gateway sends, the answer it
 //! reads, the cache entry it keeps, and the errors an agent gets.
 
-use crate::cache::TokenKey;
+use crate::cache::{TokenCache, TokenKey};
 use crate::policy::{ExchangeDialect, Route, VaultClient};
 use crate::response::LocalResponse;
 use base64::engine::general_purpose::STANDARD;
@@ -58,14 +58,19 @@ impl ExchangeTarget {
     }
 
     /// Key of a gateway VM's own cache of [`LocalExchange`]s: the bearer
-    /// token and this target, hashed (the cache holds no bearer tokens).
-    pub fn local_key(&self, bearer: &str) -> TokenKey {
-        self.digest(&[bearer])
+    /// token and this target (the cache holds no bearer tokens).
+    pub fn local_key<V: Clone>(&self, cache: &TokenCache<V>, bearer: &str) -> TokenKey {
+        cache.key(&[
+            bearer,
+            &self.connection,
+            &self.scope,
+            self.audience.as_deref().unwrap_or(""),
+        ])
     }
 
     /// SHA-256 of `first` then this target, each part length-prefixed so no
     /// choice of values collides with another.
-    fn digest(&self, first: &[&str]) -> TokenKey {
+    fn digest(&self, first: &[&str]) -> [u8; 32] {
         let mut h = Sha256::new();
         let target = [
             self.connection.as_str(),
@@ -477,10 +482,27 @@ mod tests {
     #[test]
     fn local_entries_are_per_bearer_and_target_and_check_the_identity() {
         let t = target();
-        assert_ne!(t.local_key("token-a"), t.local_key("token-b"));
+        let cache: TokenCache<()> = TokenCache::new(8);
+        assert_eq!(
+            t.local_key(&cache, "token-a"),
+            t.local_key(&cache, "token-a")
+        );
+        assert_ne!(
+            t.local_key(&cache, "token-a"),
+            t.local_key(&cache, "token-b")
+        );
         let mut other = t.clone();
         other.connection = "google".into();
-        assert_ne!(t.local_key("token-a"), other.local_key("token-a"));
+        assert_ne!(
+            t.local_key(&cache, "token-a"),
+            other.local_key(&cache, "token-a")
+        );
+        // Another VM's cache draws another secret.
+        let elsewhere: TokenCache<()> = TokenCache::new(8);
+        assert_ne!(
+            t.local_key(&cache, "token-a"),
+            t.local_key(&elsewhere, "token-a")
+        );
 
         let entry = LocalExchange {
             issuer: "https://idp/".into(),

@@ -491,8 +491,15 @@ impl Policy {
 
     /// The first route that matches, if any.
     pub fn route(&self, method: &str, path: &str) -> Option<&Route> {
+        self.route_index(method, path).map(|i| &self.routes[i])
+    }
+
+    /// Index in `routes` of the first route that matches, if any.
+    pub fn route_index(&self, method: &str, path: &str) -> Option<usize> {
         let path = path.split('?').next().unwrap_or(path);
-        self.routes.iter().find(|r| r.matcher.matches(method, path))
+        self.routes
+            .iter()
+            .position(|r| r.matcher.matches(method, path))
     }
 
     /// Scopes advertised in the protected resource metadata.

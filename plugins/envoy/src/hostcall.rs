@@ -25,6 +25,11 @@ extern "C" {
     ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
 }
 
 const OK: u32 = Status::Ok as u32;
@@ -57,6 +62,66 @@ fn serialize(headers: &[(&str, &str)]) -> Vec<u8> {
         out.push(0);
     }
     out
+}
+
+/// A header map as the host serialized it, read in place: one host call
+/// for the whole map instead of one per header, and no copy per header.
+#[derive(Debug, Default)]
+pub struct Headers {
+    bytes: Vec<u8>,
+}
+
+impl Headers {
+    /// Wraps a map serialized as the ABI does (see [`serialize`]).
+    pub fn from_serialized(bytes: Vec<u8>) -> Headers {
+        Headers { bytes }
+    }
+
+    /// The name/value pairs, in order; stops at the first malformed entry.
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let b = self.bytes.as_slice();
+        let word = |at: usize| -> Option<usize> {
+            let w: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+            Some(u32::from_le_bytes(w) as usize)
+        };
+        let count = word(0).unwrap_or(0);
+        let mut data = 4usize.saturating_add(count.saturating_mul(8));
+        (0..count).map_while(move |i| {
+            let (n, v) = (word(4 + 8 * i)?, word(8 + 8 * i)?);
+            let name = b.get(data..data.checked_add(n)?)?;
+            let value_at = data.checked_add(n + 1)?;
+            let value = b.get(value_at..value_at.checked_add(v)?)?;
+            data = value_at + v + 1;
+            Some((name, value))
+        })
+    }
+
+    /// The first value of header `name` (lowercase, as Envoy keeps them),
+    /// when it is there and UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs()
+            .find(|(n, _)| *n == name.as_bytes())
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+/// The current request's headers, in one host call.
+pub fn request_headers() -> Result<Headers, u32> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer and length into our two locals.
+    check(unsafe {
+        proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size)
+    })?;
+    if data.is_null() || size == 0 {
+        return Ok(Headers::default());
+    }
+    // SAFETY: the host allocated `size` bytes through the SDK's
+    // `proxy_on_memory_allocate` (a `Vec<u8>` of capacity `size`) and hands
+    // them over to us.
+    Ok(Headers::from_serialized(unsafe {
+        Vec::from_raw_parts(data, size, size)
+    }))
 }
 
 /// Answers the current HTTP context locally.
@@ -126,5 +191,35 @@ mod tests {
             bytes,
             [1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, b'a', 0, b'b', b'c', 0]
         );
+    }
+
+    #[test]
+    fn headers_read_in_place() {
+        let h = Headers::from_serialized(serialize(&[
+            (":method", "GET"),
+            ("x", ""),
+            ("authorization", "Bearer t"),
+            ("x", "second"),
+        ]));
+        assert_eq!(h.get(":method"), Some("GET"));
+        assert_eq!(h.get("x"), Some(""));
+        assert_eq!(h.get("authorization"), Some("Bearer t"));
+        assert_eq!(h.get("missing"), None);
+        assert_eq!(h.pairs().count(), 4);
+        assert_eq!(Headers::default().get(":path"), None);
+    }
+
+    #[test]
+    fn malformed_maps_end_early() {
+        let full = serialize(&[("a", "1"), ("b", "2")]);
+        // Only the last value's closing NUL may be missing.
+        for cut in 0..full.len() - 1 {
+            let h = Headers::from_serialized(full[..cut].to_vec());
+            assert!(h.pairs().count() < 2, "cut at {cut}");
+        }
+        let mut huge = full.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Headers::from_serialized(huge).pairs().count(), 0);
+        assert_eq!(Headers::from_serialized(full).get("b"), Some("2"));
     }
 }

@@ -7,7 +7,7 @@ pub mod hostcall;
 pub mod metrics;
 pub mod verify;
 
-pub use metrics::Metrics;
+pub use metrics::{Counter, Metrics};
 pub use verify::EnvoyVerifier;
 
 use agentward_core::response::LocalResponse;

@@ -5,7 +5,8 @@
 
 use agentward_core::authn::{Authenticator, Decision, JwksFetch, Outcome, RequestHead, Verdict};
 use agentward_core::jwt::Rejection;
-use agentward_envoy::{hostcall, log, now_ms, respond, EnvoyVerifier, Metrics};
+use agentward_envoy::hostcall::{self, Headers};
+use agentward_envoy::{log, now_ms, respond, EnvoyVerifier, Metrics};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 use std::cell::RefCell;
@@ -78,14 +79,17 @@ impl State {
 
     /// Applies a decision to the current context. Returns whether the
     /// request may continue.
-    fn apply(&self, outcome: &Outcome, current: &[(String, String)]) -> bool {
+    fn apply(&self, outcome: &Outcome, current: &Headers) -> bool {
         match outcome {
             Outcome::Forward {
                 set,
                 remove_authorization,
             } => {
                 let mut ok = true;
-                for (name, _) in current {
+                for (name, _) in current.pairs() {
+                    let Ok(name) = std::str::from_utf8(name) else {
+                        continue;
+                    };
                     if self.auth.strips(name) {
                         ok &= hostcall::remove_request_header(name).is_ok();
                     }
@@ -211,8 +215,7 @@ impl Root {
                 }
                 Outcome::Wait { .. } => respond(&s.auth.wait_timed_out()),
                 outcome => {
-                    let current = proxy_wasm::hostcalls::get_map(MapType::HttpRequestHeaders)
-                        .unwrap_or_default();
+                    let current = hostcall::request_headers().unwrap_or_default();
                     if s.apply(&outcome, &current) && hostcall::resume_request().is_err() {
                         log(LogLevel::Warn, "agentward: could not resume a held request");
                     }
@@ -356,14 +359,8 @@ impl HttpContext for Request {
             ));
             return Action::Pause;
         };
-        let headers =
-            proxy_wasm::hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let headers = hostcall::request_headers().unwrap_or_default();
+        let get = |name: &str| headers.get(name);
         let mut s = state.borrow_mut();
         let token_header = s.auth.policy().identity.token_header.clone();
         let head = RequestHead {

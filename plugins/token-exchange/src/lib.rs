@@ -13,7 +13,7 @@ use agentward_core::exchange::{
 use agentward_core::identity::{ISSUER, SUB};
 use agentward_core::response;
 use agentward_core::Policy;
-use agentward_envoy::{hostcall, log, now_ms, respond, Metrics};
+use agentward_envoy::{hostcall, log, now_ms, respond, Counter};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use std::cell::RefCell;
@@ -25,18 +25,34 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| Box::new(Root::default()));
 }}
 
-const COUNTERS: [&str; 6] = [
-    "agentward.exchange.cache_hit",
-    "agentward.exchange.vault_call",
-    "agentward.exchange.vault_ok",
-    "agentward.exchange.refused",
-    "agentward.exchange.vault_unavailable",
-    "agentward.exchange.no_identity",
-];
+/// The plugin's counters, defined once per VM.
+struct Counters {
+    cache_hit: Counter,
+    vault_call: Counter,
+    vault_ok: Counter,
+    refused: Counter,
+    vault_unavailable: Counter,
+    no_identity: Counter,
+}
+
+impl Counters {
+    fn define() -> Counters {
+        Counters {
+            cache_hit: Counter::define("agentward.exchange.cache_hit"),
+            vault_call: Counter::define("agentward.exchange.vault_call"),
+            vault_ok: Counter::define("agentward.exchange.vault_ok"),
+            refused: Counter::define("agentward.exchange.refused"),
+            vault_unavailable: Counter::define("agentward.exchange.vault_unavailable"),
+            no_identity: Counter::define("agentward.exchange.no_identity"),
+        }
+    }
+}
 
 struct Plugin {
     policy: Policy,
-    metrics: RefCell<Metrics>,
+    /// Each route's exchange target (by index in `policy.routes`).
+    targets: Vec<Option<ExchangeTarget>>,
+    counters: Counters,
     /// This VM's exchanges by bearer token and target, in front of the
     /// shared-data cache (bounded by `identity.cache_max_entries`).
     local: RefCell<TokenCache<Rc<LocalExchange>>>,
@@ -75,12 +91,12 @@ impl RootContext for Root {
             );
             return false;
         }
-        let mut metrics = Metrics::default();
-        metrics.define(&COUNTERS);
         let local = RefCell::new(TokenCache::new(policy.identity.cache_max_entries));
+        let targets = policy.routes.iter().map(ExchangeTarget::of).collect();
         self.plugin = Some(Rc::new(Plugin {
             policy,
-            metrics: RefCell::new(metrics),
+            targets,
+            counters: Counters::define(),
             local,
         }));
         true
@@ -113,9 +129,9 @@ struct Request {
 }
 
 impl Request {
-    fn count(&self, name: &str) {
+    fn count(&self, counter: fn(&Counters) -> Counter) {
         if let Some(p) = &self.plugin {
-            p.metrics.borrow_mut().inc(name);
+            counter(&p.counters).inc();
         }
     }
 }
@@ -159,7 +175,7 @@ impl Context for Request {
         let now = now_ms() / 1000;
         match read_answer(status, &body, now, &pending.target.connection) {
             ExchangeResult::Token(token) => {
-                self.count("agentward.exchange.vault_ok");
+                self.count(|c| c.vault_ok);
                 if let Ok(json) = serde_json::to_vec(&token) {
                     // A lost race with another worker only costs a later exchange.
                     let _ = proxy_wasm::hostcalls::set_shared_data(
@@ -186,9 +202,9 @@ impl Context for Request {
             }
             ExchangeResult::Refuse(answer) => {
                 self.count(if answer.status == 503 {
-                    "agentward.exchange.vault_unavailable"
+                    |c| c.vault_unavailable
                 } else {
-                    "agentward.exchange.refused"
+                    |c| c.refused
                 });
                 if answer.status >= 500 {
                     log(
@@ -215,17 +231,13 @@ impl HttpContext for Request {
             ));
             return Action::Pause;
         };
-        let header = |name: &str| {
-            proxy_wasm::hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-                .ok()
-                .flatten()
-        };
-        let method = header(":method").unwrap_or_default();
-        let path = header(":path").unwrap_or_default();
+        let headers = hostcall::request_headers().unwrap_or_default();
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
         let Some(target) = plugin
             .policy
-            .route(&method, &path)
-            .and_then(ExchangeTarget::of)
+            .route_index(method, path)
+            .and_then(|i| plugin.targets.get(i)?.as_ref())
         else {
             return Action::Continue;
         };
@@ -234,21 +246,19 @@ impl HttpContext for Request {
         };
         // Only the identity a filter before this one verified is trusted,
         // and only when it is the bearer token's own.
-        let subject = header(SUB);
-        let issuer = header(ISSUER);
-        let bearer = header("authorization").and_then(|a| {
+        let subject = headers.get(SUB);
+        let issuer = headers.get(ISSUER);
+        let bearer = headers.get("authorization").and_then(|a| {
             let (scheme, token) = a.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| token.trim().to_string())
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
         let (Some(subject_header), Some(bearer)) = (subject, bearer) else {
-            self.count("agentward.exchange.no_identity");
+            self.count(|c| c.no_identity);
             respond(&response::missing_token(&plugin.policy.resource));
             return Action::Pause;
         };
         let not_the_bearers = |request: &Request| {
-            request.count("agentward.exchange.no_identity");
+            request.count(|c| c.no_identity);
             respond(&response::invalid_token(
                 &plugin.policy.resource,
                 agentward_core::jwt::Rejection::BadClaim,
@@ -256,7 +266,7 @@ impl HttpContext for Request {
             Action::Pause
         };
         let use_cached = |request: &Request, token: &UpstreamToken| {
-            request.count("agentward.exchange.cache_hit");
+            request.count(|c| c.cache_hit);
             if use_upstream_token(&token.access_token) {
                 Action::Continue
             } else {
@@ -265,16 +275,17 @@ impl HttpContext for Request {
         };
         let margin = vault.expiry_margin_seconds;
         let now = now_ms() / 1000;
-        let local_key = target.local_key(&bearer);
-        let local = plugin.local.borrow_mut().get(&local_key, now);
+        let mut cache = plugin.local.borrow_mut();
+        let local_key = target.local_key(&cache, bearer);
+        let local = cache.get(&local_key, now);
+        drop(cache);
         if let Some(entry) = local {
-            return match entry.for_identity(&subject_header, issuer.as_deref()) {
+            return match entry.for_identity(subject_header, issuer) {
                 Some(token) => use_cached(self, token),
                 None => not_the_bearers(self),
             };
         }
-        let Some((issuer, subject)) = exchange_subject(&bearer, &subject_header, issuer.as_deref())
-        else {
+        let Some((issuer, subject)) = exchange_subject(bearer, subject_header, issuer) else {
             return not_the_bearers(self);
         };
         let cache_key = target.cache_key(&issuer, &subject);
@@ -288,7 +299,7 @@ impl HttpContext for Request {
             plugin.remember(local_key, entry);
             return action;
         }
-        let callout = token_request(vault, &target, &bearer);
+        let callout = token_request(vault, target, bearer);
         let headers: Vec<(&str, &str)> = callout
             .headers
             .iter()
@@ -303,9 +314,9 @@ impl HttpContext for Request {
             timeout,
         ) {
             Ok(_) => {
-                self.count("agentward.exchange.vault_call");
+                self.count(|c| c.vault_call);
                 self.pending = Some(Pending {
-                    target,
+                    target: target.clone(),
                     cache_key,
                     local_key,
                     issuer,
@@ -314,7 +325,7 @@ impl HttpContext for Request {
                 Action::Pause
             }
             Err(status) => {
-                self.count("agentward.exchange.vault_unavailable");
+                self.count(|c| c.vault_unavailable);
                 log(
                     LogLevel::Warn,
                     &format!(
