@@ -54,7 +54,8 @@ struct VerifiedSubject {
     issuer: usize,
 }
 
-/// Verified subject tokens by SHA-256, each until its `exp` + clock skew.
+/// Verified subject tokens by keyed hash (`TokenCache::key`), each until
+/// its `exp` + clock skew.
 /// `generation` moves whenever the cache is cleared (an issuer's keys
 /// changed), so a verification that raced a key change is not cached.
 #[derive(Debug)]
