@@ -6,7 +6,7 @@ use std::collections::HashMap;
 /// Counters by name, defined once per VM.
 #[derive(Default)]
 pub struct Metrics {
-    ids: HashMap<String, u32>,
+    counters: HashMap<String, Counter>,
 }
 
 /// One counter, defined up front: adding to it is one host call, with no
@@ -32,23 +32,23 @@ impl Metrics {
     /// Defines counters up front so they show (as 0) before first use.
     pub fn define(&mut self, names: &[&str]) {
         for name in names {
-            self.id(name);
+            self.counter(name);
         }
     }
 
-    fn id(&mut self, name: &str) -> Option<u32> {
-        if let Some(id) = self.ids.get(name) {
-            return Some(*id);
+    fn counter(&mut self, name: &str) -> Counter {
+        if let Some(counter) = self.counters.get(name) {
+            return *counter;
         }
-        let id = proxy_wasm::hostcalls::define_metric(MetricType::Counter, name).ok()?;
-        self.ids.insert(name.to_string(), id);
-        Some(id)
+        let counter = Counter::define(name);
+        if counter.0.is_some() {
+            self.counters.insert(name.to_string(), counter);
+        }
+        counter
     }
 
     /// Adds one to a counter.
     pub fn inc(&mut self, name: &str) {
-        if let Some(id) = self.id(name) {
-            let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
-        }
+        self.counter(name).inc();
     }
 }
