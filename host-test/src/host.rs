@@ -514,6 +514,21 @@ impl Host {
         })
     }
 
+    /// The `proxy_on_*` callbacks the module exports, sorted: the ones a
+    /// host calls (it skips the others).
+    pub fn callbacks(&self) -> Vec<String> {
+        let mut vm = self.vm.borrow_mut();
+        let vm = &mut *vm;
+        let mut names: Vec<String> = vm
+            .instance
+            .exports(&mut vm.store)
+            .map(|e| e.name().to_string())
+            .filter(|n| n.starts_with("proxy_on_"))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Runs `proxy_on_vm_start` (first time only) then `proxy_on_configure`
     /// with this plugin configuration; false when the plugin refuses either.
     pub fn configure(&self, plugin_config: impl Into<Vec<u8>>) -> Result<bool> {

@@ -1,6 +1,8 @@
 //! `cargo xtask build`: the wasm plugins (release, `wasm32-wasip1`) and the
 //! vault, each when its crate exists.
 
+mod callbacks;
+
 use crate::{cargo, root, run_visible, Result};
 use std::path::PathBuf;
 
@@ -81,6 +83,7 @@ pub fn plugins() -> Result<Vec<PathBuf>> {
     let mut wasm = Vec::new();
     for p in plugins {
         let path = wasm_path(p);
+        unexport_unused_callbacks(&path)?;
         let size = std::fs::metadata(&path)
             .map_err(|e| format!("{} was not produced: {e}", path.display()))?
             .len();
@@ -92,4 +95,27 @@ pub fn plugins() -> Result<Vec<PathBuf>> {
         wasm.push(path);
     }
     Ok(wasm)
+}
+
+/// Rewrites a plugin's module without the proxy-wasm callbacks it does not
+/// implement (see [`callbacks`]); Envoy then skips those calls.
+fn unexport_unused_callbacks(path: &std::path::Path) -> Result {
+    let module = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let Some(pruned) = callbacks::prune(&module).map_err(|e| format!("{}: {e}", path.display()))?
+    else {
+        return Ok(());
+    };
+    // A new file, not a write through cargo's hard link into deps/.
+    let tmp = path.with_extension("wasm.tmp");
+    std::fs::write(&tmp, pruned.module)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    println!(
+        "[build] {}: unexported {} proxy-wasm callbacks it does not implement",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default(),
+        pruned.removed.len(),
+    );
+    Ok(())
 }

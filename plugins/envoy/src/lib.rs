@@ -14,6 +14,45 @@ use agentward_core::response::LocalResponse;
 use agentward_core::Policy;
 use proxy_wasm::types::LogLevel;
 
+/// Names the proxy-wasm callbacks a plugin implements, beyond the ones the
+/// SDK always needs (context creation and deletion, configuration, memory).
+/// The SDK exports every `proxy_on_*` callback and Envoy calls each export
+/// it finds, so `cargo xtask build` unexports the others: a filter that
+/// implements `proxy_on_request_headers` alone is no longer called for the
+/// response headers, the body, the log and the end of the stream. The list
+/// goes into a custom section, `agentward.callbacks`, that the build reads
+/// and removes; a module built with plain `cargo build` keeps every export
+/// and behaves the same, only slower.
+///
+/// ```ignore
+/// agentward_envoy::callbacks!("proxy_on_request_headers", "proxy_on_http_call_response");
+/// ```
+#[macro_export]
+macro_rules! callbacks {
+    ($($name:literal),+ $(,)?) => {
+        const _: () = {
+            const LIST: &str = concat!($($name, "\n"),+);
+            #[cfg(target_arch = "wasm32")]
+            #[link_section = "agentward.callbacks"]
+            #[used]
+            static CALLBACKS: [u8; LIST.len()] = $crate::section_bytes(LIST);
+        };
+    };
+}
+
+/// The bytes of `text` as an array, for [`callbacks!`].
+#[doc(hidden)]
+pub const fn section_bytes<const N: usize>(text: &str) -> [u8; N] {
+    let bytes = text.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
 /// Milliseconds since the Unix epoch, from the host's clock.
 pub fn now_ms() -> u64 {
     proxy_wasm::hostcalls::get_current_time()

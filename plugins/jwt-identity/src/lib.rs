@@ -14,6 +14,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+agentward_envoy::callbacks!(
+    "proxy_on_request_headers",
+    "proxy_on_http_call_response",
+    "proxy_on_tick"
+);
+
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|id| Box::new(Root::new(id)));
@@ -391,10 +397,16 @@ impl HttpContext for Request {
             Action::Pause
         }
     }
+}
 
-    fn on_log(&mut self) {
+/// The SDK drops the context when the stream ends (`proxy_on_delete`): a
+/// request still held for keys is forgotten then.
+impl Drop for Request {
+    fn drop(&mut self) {
         if let Some(state) = &self.state {
-            state.borrow_mut().held.retain(|h| h.context_id != self.id);
+            if let Ok(mut state) = state.try_borrow_mut() {
+                state.held.retain(|h| h.context_id != self.id);
+            }
         }
     }
 }

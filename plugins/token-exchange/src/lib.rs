@@ -20,6 +20,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+agentward_envoy::callbacks!("proxy_on_request_headers", "proxy_on_http_call_response");
+
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| Box::new(Root::default()));
@@ -138,7 +140,10 @@ impl Request {
 
 /// Puts the upstream token in `Authorization`; false (and a 503 sent) if the host refuses.
 fn use_upstream_token(token: &str) -> bool {
-    if hostcall::set_request_header("authorization", &format!("Bearer {token}")).is_ok() {
+    let mut value = String::with_capacity("Bearer ".len() + token.len());
+    value.push_str("Bearer ");
+    value.push_str(token);
+    if hostcall::set_request_header("authorization", &value).is_ok() {
         return true;
     }
     respond(&response::unavailable(

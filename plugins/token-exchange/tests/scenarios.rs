@@ -993,3 +993,27 @@ fn policy_that_does_not_parse_is_refused() {
     assert!(host.logged("client_secrett"), "{:?}", host.logs());
     assert!(!host.is_broken());
 }
+
+/// `cargo xtask build` unexports the callbacks the plugin does not
+/// implement, so Envoy does not call into the VM for them.
+#[test]
+fn the_built_module_exports_only_the_callbacks_it_implements() {
+    let Some(host) = plugin() else { return };
+    let callbacks = host.callbacks();
+    if callbacks.iter().any(|c| c == "proxy_on_log") && std::env::var_os("CI").is_none() {
+        eprintln!("skipped: built with plain cargo, not `cargo xtask build`");
+        return;
+    }
+    assert_eq!(
+        callbacks,
+        [
+            "proxy_on_configure",
+            "proxy_on_context_create",
+            "proxy_on_delete",
+            "proxy_on_http_call_response",
+            "proxy_on_memory_allocate",
+            "proxy_on_request_headers",
+            "proxy_on_vm_start",
+        ]
+    );
+}
