@@ -2,7 +2,7 @@
 //! configuration, and the HTTP routes.
 
 use crate::access_cache::AccessCache;
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Retention};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::seal::Keyring;
@@ -11,7 +11,7 @@ use crate::store::{AuditEntry, Store};
 use crate::subject::SubjectVerifier;
 use crate::ticket::TicketSigner;
 use crate::upstream::UpstreamClient;
-use crate::{linking, token_exchange};
+use crate::{audit_api, linking, token_exchange};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,11 +36,13 @@ pub struct Vault {
     /// Upstream token-endpoint client.
     pub upstream: UpstreamClient,
     /// Counters.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Per-(user, connection) refresh gates.
     pub flights: Flights,
     /// The audit queue and its background writer.
     pub audit_log: AuditLog,
+    /// Deletes audit rows past `audit_retention_days` (`None`: kept forever).
+    pub audit_retention: Option<Retention>,
     /// Recently served upstream access tokens (a few seconds each).
     pub access_cache: AccessCache,
 }
@@ -78,6 +80,9 @@ impl Vault {
             SubjectVerifier::new(issuers, config.clock_skew_seconds, upstream.http().clone());
         let tickets = TicketSigner::new(*keys.ticket_secret(), config.ticket_ttl_seconds);
         let audit_log = AuditLog::start(store.clone());
+        let metrics = Arc::new(Metrics::default());
+        let audit_retention =
+            Retention::start(store.clone(), config.audit_retention_days, metrics.clone());
         Ok(Arc::new(Vault {
             config,
             store,
@@ -85,9 +90,10 @@ impl Vault {
             tickets,
             subjects,
             upstream,
-            metrics: Metrics::default(),
+            metrics,
             flights: Flights::default(),
             audit_log,
+            audit_retention,
             access_cache: AccessCache::default(),
         }))
     }
@@ -125,9 +131,12 @@ impl Vault {
         self.audit_log.record(entry, &self.metrics).await;
     }
 
-    /// Writes the queued audit rows and closes the database; call once the
-    /// server has stopped taking requests.
+    /// Stops audit retention, writes the queued audit rows and closes the
+    /// database; call once the server has stopped taking requests.
     pub async fn shutdown(&self) {
+        if let Some(retention) = &self.audit_retention {
+            retention.shutdown().await;
+        }
         self.audit_log.shutdown().await;
         self.store.close().await;
     }
@@ -142,6 +151,7 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/connect/callback", get(linking::callback))
         .route("/connect/{connection}", get(linking::connect))
         .route("/connections/{connection}", delete(linking::unlink))
+        .route("/audit", get(audit_api::audit))
         .with_state(vault)
 }
 

@@ -45,6 +45,12 @@ pub struct Args {
     /// Serve a cached upstream access token only while it has more than this many seconds left.
     #[arg(long, env = "AGENTWARD_VAULT_REFRESH_MARGIN_SECONDS")]
     pub refresh_margin_seconds: Option<u64>,
+    /// Delete audit rows older than this many days (hourly and at start-up); 0 keeps them forever.
+    #[arg(long, env = "AGENTWARD_VAULT_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u64>,
+    /// Client ids (of `[[clients]]`) that may read every user's rows at GET /audit; comma-separated.
+    #[arg(long, env = "AGENTWARD_VAULT_AUDIT_READERS", value_delimiter = ',')]
+    pub audit_readers: Option<Vec<String>>,
     /// Check the configuration and keys, then exit.
     #[arg(long)]
     pub check: bool,
@@ -90,8 +96,19 @@ impl Args {
         if let Some(v) = self.refresh_margin_seconds {
             config.refresh_margin_seconds = v;
         }
+        if let Some(v) = self.audit_retention_days {
+            config.audit_retention_days = v;
+        }
+        if let Some(v) = &self.audit_readers {
+            config.audit_readers = v
+                .iter()
+                .map(|id| id.trim().to_string())
+                .filter(|id| !id.is_empty())
+                .collect();
+        }
         config.resolve_secrets(|name| std::env::var(name).ok())?;
         config.check_urls()?;
+        config.check_audit_readers()?;
         let keys = match (std::env::var("AGENTWARD_VAULT_KEY").ok(), &config.key_file) {
             (Some(text), _) => {
                 Keyring::parse(&text).map_err(|e| format!("AGENTWARD_VAULT_KEY: {e}"))?

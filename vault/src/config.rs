@@ -61,6 +61,15 @@ pub struct Config {
     /// Confidential clients allowed to call `POST /oauth/token` (the gateway).
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// `client_id`s of `clients` that may read every user's rows at
+    /// `GET /audit` (with the same client authentication as the token
+    /// endpoint). A user reads their own rows with their bearer token.
+    #[serde(default)]
+    pub audit_readers: Vec<String>,
+    /// Audit rows older than this many days are deleted (hourly, and at
+    /// start-up); 0 keeps them forever.
+    #[serde(default = "default_audit_retention_days")]
+    pub audit_retention_days: u64,
     /// Upstream OAuth connections, by name.
     #[serde(default)]
     pub connections: BTreeMap<String, ConnectionConfig>,
@@ -154,6 +163,9 @@ fn default_upstream_timeout() -> u64 {
 fn default_clock_skew() -> u64 {
     30
 }
+fn default_audit_retention_days() -> u64 {
+    90
+}
 
 impl Default for Config {
     fn default() -> Self {
@@ -173,6 +185,8 @@ impl Default for Config {
             allow_insecure_http: false,
             issuers: Vec::new(),
             clients: Vec::new(),
+            audit_readers: Vec::new(),
+            audit_retention_days: default_audit_retention_days(),
             connections: BTreeMap::new(),
         }
     }
@@ -217,6 +231,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Checks that every `audit_readers` entry names one of `clients`.
+    pub fn check_audit_readers(&self) -> Result<(), String> {
+        match self
+            .audit_readers
+            .iter()
+            .find(|id| !self.clients.iter().any(|c| &c.client_id == *id))
+        {
+            Some(id) => Err(format!(
+                "audit_readers: `{id}` is not the client_id of any [[clients]] entry"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Checks the upstream URLs: each must be `https://`, or `http://` to a
@@ -375,6 +403,23 @@ mod tests {
         let jwks = "[[issuers]]\nissuer='https://i/'\naudiences=['a']\njwks_uri='http://idp.example/jwks'\njwks_cluster='x'\n";
         let err = Config::from_toml(jwks).unwrap().check_urls().unwrap_err();
         assert!(err.starts_with("issuers[0].jwks_uri:"), "{err}");
+    }
+
+    #[test]
+    fn audit_settings_default_and_readers_must_be_clients() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!((c.audit_retention_days, c.audit_readers.len()), (90, 0));
+        assert_eq!(c.check_audit_readers(), Ok(()));
+        let c = Config::from_toml(
+            "audit_readers = ['admin']\naudit_retention_days = 0\n[[clients]]\nclient_id = 'admin'\n",
+        )
+        .unwrap();
+        assert_eq!(c.audit_retention_days, 0);
+        assert_eq!(c.check_audit_readers(), Ok(()));
+        let c = Config::from_toml("audit_readers = ['nobody']\n[[clients]]\nclient_id = 'gw'\n")
+            .unwrap();
+        let err = c.check_audit_readers().unwrap_err();
+        assert!(err.starts_with("audit_readers: `nobody`"), "{err}");
     }
 
     #[test]

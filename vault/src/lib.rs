@@ -8,6 +8,7 @@
 pub mod access_cache;
 pub mod app;
 pub mod audit;
+pub mod audit_api;
 pub mod cli;
 pub mod config;
 pub mod linking;

@@ -7,6 +7,7 @@ use crate::oauth_error::OAuthError;
 use crate::seal::row_aad;
 use crate::store::{CachedAccess, Link, PendingLink, TokenWrite};
 use crate::subject::SubjectError;
+use crate::ticket::TicketError;
 use crate::upstream::UpstreamError;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -81,20 +82,7 @@ pub async fn connect(
         )
     })?;
     let sub = match &query.ticket {
-        Some(ticket) => vault
-            .tickets
-            .verify(ticket, &connection, unix_now())
-            .map_err(|e| {
-                OAuthError::invalid_token(match e {
-                    crate::ticket::TicketError::Expired => {
-                        "the connect link has expired; ask for a new one"
-                    }
-                    crate::ticket::TicketError::WrongConnection => {
-                        "the connect link is for another connection"
-                    }
-                    crate::ticket::TicketError::Invalid => "the connect link is not valid",
-                })
-            })?,
+        Some(ticket) => redeem_ticket(&vault, ticket, &connection).await?,
         None => bearer_user(&vault, &headers).await?,
     };
     let state = random_b64(32)?;
@@ -147,6 +135,40 @@ pub async fn connect(
         ],
     )
         .into_response())
+}
+
+/// The user a connect ticket names, once: the ticket must be authentic,
+/// current and for `connection`, and is then marked spent in the store, so
+/// opening the same link again (on any replica) is refused. A forged or
+/// expired ticket is refused before the store is touched.
+async fn redeem_ticket(
+    vault: &Vault,
+    ticket: &str,
+    connection: &str,
+) -> Result<String, OAuthError> {
+    let now = unix_now();
+    let ticket = vault.tickets.verify(ticket, connection, now).map_err(|e| {
+        OAuthError::invalid_token(match e {
+            TicketError::Expired => "the connect link has expired; ask for a new one",
+            TicketError::WrongConnection => "the connect link is for another connection",
+            TicketError::Invalid => "the connect link is not valid",
+        })
+    })?;
+    let first = vault
+        .store
+        .spend_ticket(&ticket.id, ticket.expires_at, now)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot record the connect ticket as used");
+            OAuthError::server_error()
+        })?;
+    if !first {
+        tracing::info!(sub = %ticket.sub, connection = %connection, "connect link opened again; refused");
+        return Err(OAuthError::invalid_token(
+            "the connect link was already used; ask for a new one",
+        ));
+    }
+    Ok(ticket.sub)
 }
 
 /// A `Set-Cookie` for the browser binding of a flow: only ever sent to the

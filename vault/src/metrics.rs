@@ -16,6 +16,7 @@ pub struct Metrics {
     refreshes: Counters,
     links: Counters,
     audit_dropped: AtomicU64,
+    audit_purged: AtomicU64,
 }
 
 fn bump(map: &Counters, key: &'static str) {
@@ -42,6 +43,11 @@ impl Metrics {
     /// Counts an audit row dropped because the audit queue was full.
     pub fn audit_dropped(&self) {
         self.audit_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts audit rows deleted by retention.
+    pub fn audit_purged(&self, rows: u64) {
+        self.audit_purged.fetch_add(rows, Ordering::Relaxed);
     }
 
     /// The exposition text.
@@ -75,13 +81,23 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
             }
         }
-        let name = "agentward_vault_audit_dropped_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Audit rows dropped because the audit queue was full."
-        );
-        let _ = writeln!(out, "# TYPE {name} counter");
-        let _ = writeln!(out, "{name} {}", self.audit_dropped.load(Ordering::Relaxed));
+        let plain = [
+            (
+                "agentward_vault_audit_dropped_total",
+                "Audit rows dropped because the audit queue was full.",
+                &self.audit_dropped,
+            ),
+            (
+                "agentward_vault_audit_purged_total",
+                "Audit rows deleted by retention (audit_retention_days).",
+                &self.audit_purged,
+            ),
+        ];
+        for (name, help, counter) in plain {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
         out
     }
 }
@@ -104,5 +120,8 @@ mod tests {
         assert!(text.contains("agentward_vault_audit_dropped_total 0"));
         m.audit_dropped();
         assert!(m.render().contains("agentward_vault_audit_dropped_total 1"));
+        assert!(text.contains("agentward_vault_audit_purged_total 0"));
+        m.audit_purged(7);
+        assert!(m.render().contains("agentward_vault_audit_purged_total 7"));
     }
 }

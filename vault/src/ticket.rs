@@ -2,12 +2,14 @@
 //! user start account linking without presenting a bearer token (a browser
 //! opening a link an agent showed them). A ticket names the user, the
 //! connection and its expiry, and opens nothing but `GET /connect/{connection}`.
+//! Each ticket carries a random nonce and is redeemed once: the store records
+//! [`Ticket::id`] (a hash of the MAC, never the ticket) until the expiry.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 
 const PURPOSE: &str = "connect";
 
@@ -17,6 +19,23 @@ struct Claims {
     conn: String,
     exp: i64,
     purpose: String,
+    /// A random nonce, so two tickets for the same user, connection and
+    /// second differ (each is spent on its own). Absent from tickets issued
+    /// before single use.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    jti: String,
+}
+
+/// An authentic, current ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// The user it was issued to.
+    pub sub: String,
+    /// Unix time it expires at.
+    pub expires_at: i64,
+    /// Identifies the ticket for single use: hex SHA-256 of its MAC. Not a
+    /// secret and not enough to rebuild the ticket.
+    pub id: String,
 }
 
 /// Why a ticket was refused (no secrets inside).
@@ -99,19 +118,28 @@ impl TicketSigner {
 
     /// A ticket for `sub` to link `connection`, valid from `now`.
     pub fn issue(&self, sub: &str, connection: &str, now: i64) -> String {
+        let mut nonce = [0u8; 12];
+        // Without randomness the ticket is still authentic and single-use;
+        // it only equals another issued in the same second.
+        let jti = match getrandom::getrandom(&mut nonce) {
+            Ok(()) => B64.encode(nonce),
+            Err(_) => String::new(),
+        };
         let claims = Claims {
             sub: sub.into(),
             conn: connection.into(),
             exp: now + self.ttl_seconds,
             purpose: PURPOSE.into(),
+            jti,
         };
         let payload = B64.encode(serde_json::to_vec(&claims).unwrap_or_default());
         let sig = B64.encode(self.mac(&payload).finalize().into_bytes());
         format!("{payload}.{sig}")
     }
 
-    /// The user a ticket was issued to, if it is authentic, current and for `connection`.
-    pub fn verify(&self, ticket: &str, connection: &str, now: i64) -> Result<String, TicketError> {
+    /// The ticket, if it is authentic, current and for `connection`. Whether
+    /// it was already used is the store's to say (`Store::spend_ticket`).
+    pub fn verify(&self, ticket: &str, connection: &str, now: i64) -> Result<Ticket, TicketError> {
         let (payload, sig) = ticket.split_once('.').ok_or(TicketError::Invalid)?;
         let sig = B64.decode(sig).map_err(|_| TicketError::Invalid)?;
         self.mac(payload)
@@ -125,13 +153,24 @@ impl TicketSigner {
         if claims.exp < now {
             return Err(TicketError::Expired);
         }
-        Ok(claims.sub)
+        Ok(Ticket {
+            sub: claims.sub,
+            expires_at: claims.exp,
+            id: hex(&Sha256::digest(&sig)),
+        })
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(64), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 /// `agentward_link_` and a hash of the `state`: a cookie per flow.
 fn binding_cookie_name(state: &str) -> String {
-    use sha2::Digest as _;
     let digest = Sha256::digest(state.as_bytes());
     format!("agentward_link_{}", B64.encode(&digest[..9]))
 }
@@ -149,12 +188,41 @@ mod tests {
     fn ticket_names_user_and_connection() {
         let s = TicketSigner::new([3; 32], 600);
         let t = s.issue("alice", "google", 1000);
-        assert_eq!(s.verify(&t, "google", 1500), Ok("alice".into()));
+        let ticket = s.verify(&t, "google", 1500).unwrap();
+        assert_eq!((ticket.sub.as_str(), ticket.expires_at), ("alice", 1600));
+        assert_eq!(ticket.id.len(), 64);
+        assert!(!t.contains(&ticket.id), "the id is not part of the ticket");
         assert_eq!(
             s.verify(&t, "slack", 1500),
             Err(TicketError::WrongConnection)
         );
         assert_eq!(s.verify(&t, "google", 1601), Err(TicketError::Expired));
+    }
+
+    #[test]
+    fn tickets_issued_in_the_same_second_are_distinct() {
+        let s = TicketSigner::new([3; 32], 600);
+        let (a, b) = (
+            s.issue("alice", "google", 1000),
+            s.issue("alice", "google", 1000),
+        );
+        assert_ne!(a, b);
+        let id = |t: &str| s.verify(t, "google", 1000).unwrap().id;
+        assert_ne!(id(&a), id(&b));
+        assert_eq!(id(&a), id(&a), "the id is stable");
+    }
+
+    #[test]
+    fn ticket_without_nonce_still_verifies() {
+        // Issued before single use: no `jti`.
+        let s = TicketSigner::new([3; 32], 600);
+        let payload =
+            B64.encode(br#"{"sub":"alice","conn":"google","exp":1600,"purpose":"connect"}"#);
+        let sig = B64.encode(s.mac(&payload).finalize().into_bytes());
+        let ticket = s
+            .verify(&format!("{payload}.{sig}"), "google", 1000)
+            .unwrap();
+        assert_eq!(ticket.sub, "alice");
     }
 
     #[test]

@@ -207,6 +207,22 @@ fn authenticate_client(
     headers: &HeaderMap,
     params: &[(String, String)],
 ) -> Result<(), OAuthError> {
+    let (id, secret) = client_credentials(headers, params)?;
+    if client_secret_matches(vault, &id, &secret) {
+        Ok(())
+    } else {
+        tracing::info!(client_id = %id, "token endpoint client authentication failed");
+        Err(OAuthError::invalid_client())
+    }
+}
+
+/// The client id and secret of a request: HTTP Basic (id and secret
+/// form-url-encoded, RFC 6749 §2.3.1) or `client_id` + `client_secret` in
+/// `params`, not both. Not checked against the configuration.
+pub(crate) fn client_credentials(
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<(String, String), OAuthError> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -215,12 +231,10 @@ fn authenticate_client(
         .map(|(_, b64)| b64.trim());
     let form_id = single(params, "client_id")?;
     let form_secret = single(params, "client_secret")?;
-    let (id, secret) = match (basic, form_secret) {
-        (Some(_), Some(_)) => {
-            return Err(OAuthError::invalid_request(
-                "use one client authentication method",
-            ))
-        }
+    match (basic, form_secret) {
+        (Some(_), Some(_)) => Err(OAuthError::invalid_request(
+            "use one client authentication method",
+        )),
         (Some(b64), None) => {
             let raw = STANDARD
                 .decode(b64)
@@ -231,30 +245,29 @@ fn authenticate_client(
             if form_id.is_some_and(|f| f != id) {
                 return Err(OAuthError::invalid_client());
             }
-            (
+            Ok((
                 id,
                 form_decode(secret).ok_or_else(OAuthError::invalid_client)?,
-            )
+            ))
         }
-        (None, Some(secret)) => (
+        (None, Some(secret)) => Ok((
             form_id.ok_or_else(OAuthError::invalid_client)?.to_string(),
             secret.to_string(),
-        ),
-        (None, None) => return Err(OAuthError::invalid_client()),
-    };
-    let known = vault
+        )),
+        (None, None) => Err(OAuthError::invalid_client()),
+    }
+}
+
+/// Whether `id` is a configured client and `secret` its secret (compared
+/// by digest).
+pub(crate) fn client_secret_matches(vault: &Vault, id: &str, secret: &str) -> bool {
+    vault
         .config
         .clients
         .iter()
         .find(|c| c.client_id == id)
-        .and_then(|c| c.client_secret.as_deref());
-    match known {
-        Some(expected) if digest_eq(expected, &secret) => Ok(()),
-        _ => {
-            tracing::info!(client_id = %id, "token endpoint client authentication failed");
-            Err(OAuthError::invalid_client())
-        }
-    }
+        .and_then(|c| c.client_secret.as_deref())
+        .is_some_and(|expected| digest_eq(expected, secret))
 }
 
 fn find_connection<'a>(vault: &'a Vault, name: &str) -> Option<(&'a str, &'a ConnectionConfig)> {

@@ -1,5 +1,6 @@
 //! Two vault processes on one PostgreSQL database serve the same user, and
-//! concurrent exchanges across both refresh upstream exactly once.
+//! concurrent exchanges across both refresh upstream exactly once; a connect
+//! link opened at both at once starts linking once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -118,6 +119,37 @@ async fn two_replicas_share_one_postgres() {
         (503, Some("temporarily_unavailable")),
         "{body}"
     );
+
+    // A connect link opened at both replicas at once starts linking once.
+    for user in ["dave", "erin", "frank", "grace", "heidi"] {
+        let token = issuer.token(user, "agent-d");
+        let (status, body) = json(rfc8693(&http, &a.url, &token).send().await.unwrap()).await;
+        assert_eq!(status, 400, "{body}");
+        let link = body["connect_url"].as_str().unwrap().to_string();
+        let path = link.strip_prefix(&a.url).unwrap().to_string();
+        let opens: Vec<_> = (0..6)
+            .map(|i| {
+                let url = format!("{}{path}", if i % 2 == 0 { &a.url } else { &b.url });
+                let request = http.get(url);
+                tokio::spawn(async move { request.send().await.unwrap() })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for open in opens {
+            let r = open.await.unwrap();
+            let status = r.status().as_u16();
+            if status == 401 {
+                let (_, body) = json(r).await;
+                assert_eq!(
+                    body["error_description"],
+                    "the connect link was already used; ask for a new one"
+                );
+            }
+            statuses.push(status);
+        }
+        statuses.sort_unstable();
+        assert_eq!(statuses, [302, 401, 401, 401, 401, 401], "{user}");
+    }
 
     drop((a, b));
     let admin = sqlx::PgPool::connect(&database_url).await.unwrap();

@@ -100,6 +100,12 @@ async fn token_vault_end_to_end_on_sqlite() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     let replay = http.get(callback).send().await.unwrap();
     assert_eq!(json(replay).await.0, 400, "a state is single-use");
+    let (status, body) = json(http.get(&connect_url).send().await.unwrap()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token")),
+        "a connect link is single-use: {body}"
+    );
 
     // Mallory starts a flow and gets alice's browser to finish it (she logs
     // in at the provider): without the binding cookie her browser never
@@ -390,6 +396,7 @@ async fn token_vault_end_to_end_on_sqlite() {
             .arg("--rekey")
             .env("AGENTWARD_VAULT_KEY", keys)
             .env("AGENTWARD_VAULT_CLIENT_GATEWAY_SECRET", GATEWAY_SECRET)
+            .env("AGENTWARD_VAULT_CLIENT_AUDITOR_SECRET", AUDITOR_SECRET)
             .env(
                 "AGENTWARD_VAULT_CONNECTION_STOCKTRADE_CLIENT_SECRET",
                 "vault-secret",

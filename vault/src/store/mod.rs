@@ -1,6 +1,7 @@
-//! Persistence: linked accounts (sealed tokens), pending linking states and
-//! the audit trail, on SQLite (one process) or PostgreSQL (shared by
-//! replicas). The SQL is shared; the `$n` placeholders work on both.
+//! Persistence: linked accounts (sealed tokens), pending linking states,
+//! spent connect tickets and the audit trail, on SQLite (one process) or
+//! PostgreSQL (shared by replicas). The SQL is shared; the `$n` placeholders
+//! work on both.
 
 mod schema;
 
@@ -82,6 +83,20 @@ macro_rules! link_from_row {
     }};
 }
 
+macro_rules! audit_from_row {
+    () => {
+        |r| {
+            Ok::<_, sqlx::Error>(AuditEntry {
+                at: r.try_get("at")?,
+                sub: r.try_get("sub")?,
+                agent: r.try_get("agent")?,
+                connection: r.try_get("connection")?,
+                outcome: r.try_get("outcome")?,
+            })
+        }
+    };
+}
+
 /// A linked upstream account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -150,6 +165,23 @@ pub struct AuditEntry {
     /// The outcome code, e.g. `issued_cached`.
     pub outcome: String,
 }
+
+/// Which audit rows [`Store::query_audit`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this user's rows.
+    pub sub: Option<String>,
+    /// Only rows for this connection.
+    pub connection: Option<String>,
+    /// Only rows at or after this Unix time.
+    pub since: Option<i64>,
+    /// At most this many rows.
+    pub limit: i64,
+}
+
+/// Spent tickets are kept this long past their expiry before they are
+/// purged, so a replica whose clock runs behind still finds them.
+pub const SPENT_TICKET_GRACE_SECONDS: i64 = 300;
 
 /// A linked account held for refreshing. On PostgreSQL the row is locked
 /// (`SELECT … FOR UPDATE`) until the lease is finished or dropped, so two
@@ -457,6 +489,21 @@ impl Store {
         })
     }
 
+    /// Marks a connect ticket spent; `true` the first time for `id`, `false`
+    /// ever after (on every replica sharing the database). Spent tickets
+    /// expired more than [`SPENT_TICKET_GRACE_SECONDS`] ago are purged on the
+    /// way: by then no replica accepts them anyway.
+    pub async fn spend_ticket(&self, id: &str, expires_at: i64, now: i64) -> Result<bool> {
+        let purge = "DELETE FROM spent_tickets WHERE expires_at < $1";
+        let insert = "INSERT INTO spent_tickets (id, expires_at) VALUES ($1, $2) \
+                      ON CONFLICT (id) DO NOTHING";
+        let n = on_pool!(self, pool => {
+            sqlx::query(purge).bind(now.saturating_sub(SPENT_TICKET_GRACE_SECONDS)).execute(pool).await?;
+            sqlx::query(insert).bind(id).bind(expires_at).execute(pool).await?.rows_affected()
+        });
+        Ok(n == 1)
+    }
+
     /// Appends an audit row.
     pub async fn record_audit(&self, e: &AuditEntry) -> Result<()> {
         let sql =
@@ -489,19 +536,60 @@ impl Store {
         Ok(())
     }
 
+    /// Audit rows matching `filter`, newest first (by time, then by id).
+    pub async fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        let mut sql = String::from("SELECT at, sub, agent, connection, outcome FROM audit");
+        let mut n = 0;
+        let mut clause = |sql: &mut String, condition: &str| {
+            n += 1;
+            sql.push_str(if n == 1 { " WHERE " } else { " AND " });
+            sql.push_str(&condition.replace('?', &format!("${n}")));
+        };
+        if filter.sub.is_some() {
+            clause(&mut sql, "sub = ?");
+        }
+        if filter.connection.is_some() {
+            clause(&mut sql, "connection = ?");
+        }
+        if filter.since.is_some() {
+            clause(&mut sql, "at >= ?");
+        }
+        sql.push_str(&format!(" ORDER BY at DESC, id DESC LIMIT ${}", n + 1));
+        on_pool!(self, pool => {
+            let mut query = sqlx::query(&sql);
+            if let Some(sub) = &filter.sub {
+                query = query.bind(sub);
+            }
+            if let Some(connection) = &filter.connection {
+                query = query.bind(connection);
+            }
+            if let Some(since) = filter.since {
+                query = query.bind(since);
+            }
+            let rows = query.bind(filter.limit).fetch_all(pool).await?;
+            rows.iter()
+                .map(audit_from_row!())
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// Deletes at most `batch` audit rows older than `before` (Unix time);
+    /// returns how many. Small batches keep each statement's lock short: call
+    /// again until it returns less than `batch`.
+    pub async fn purge_audit(&self, before: i64, batch: i64) -> Result<u64> {
+        let sql = "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < $1 LIMIT $2)";
+        let n = on_pool!(self, pool => sqlx::query(sql).bind(before).bind(batch).execute(pool).await?.rows_affected());
+        Ok(n)
+    }
+
     /// The most recent audit rows, newest first.
     pub async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditEntry>> {
         let sql = "SELECT at, sub, agent, connection, outcome FROM audit ORDER BY id DESC LIMIT $1";
         on_pool!(self, pool => {
             let rows = sqlx::query(sql).bind(limit).fetch_all(pool).await?;
             rows.iter()
-                .map(|r| Ok(AuditEntry {
-                    at: r.try_get("at")?,
-                    sub: r.try_get("sub")?,
-                    agent: r.try_get("agent")?,
-                    connection: r.try_get("connection")?,
-                    outcome: r.try_get("outcome")?,
-                }))
+                .map(audit_from_row!())
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
                 .map_err(StoreError::from)
         })

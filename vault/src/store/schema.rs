@@ -34,6 +34,13 @@ pub const SQLITE: &[&str] = &[
         connection TEXT,
         outcome TEXT NOT NULL
     )",
+    "CREATE TABLE IF NOT EXISTS spent_tickets (
+        id TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS spent_tickets_expires_at ON spent_tickets (expires_at)",
+    "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
+    "CREATE INDEX IF NOT EXISTS audit_sub_at ON audit (sub, at)",
 ];
 
 /// PostgreSQL tables.
@@ -69,4 +76,11 @@ pub const POSTGRES: &[&str] = &[
         connection TEXT,
         outcome TEXT NOT NULL
     )",
+    "CREATE TABLE IF NOT EXISTS spent_tickets (
+        id TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS spent_tickets_expires_at ON spent_tickets (expires_at)",
+    "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
+    "CREATE INDEX IF NOT EXISTS audit_sub_at ON audit (sub, at)",
 ];

@@ -209,6 +209,105 @@ async fn audit_rows_are_kept_in_order(store: &Store) {
     assert_eq!(newest, batch);
 }
 
+async fn ticket_is_spent_once_and_purged_after_expiry(store: &Store) {
+    assert!(store.spend_ticket("t1", 1000, 500).await.unwrap());
+    assert!(!store.spend_ticket("t1", 1000, 500).await.unwrap());
+    assert!(!store.spend_ticket("t1", 1000, 999).await.unwrap());
+    assert!(store.spend_ticket("t2", 2000, 500).await.unwrap());
+    let count = |store: &Store| {
+        let store = store.clone();
+        async move {
+            let sql = "SELECT COUNT(*) FROM spent_tickets";
+            on_pool!(&store, pool => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap())
+        }
+    };
+    assert_eq!(count(store).await, 2);
+    // Within the grace after t1's expiry it is kept (a replica with a slow
+    // clock may still accept the ticket); after it, the next spend purges it.
+    assert!(store
+        .spend_ticket("t3", 3000, 1000 + SPENT_TICKET_GRACE_SECONDS)
+        .await
+        .unwrap());
+    assert_eq!(count(store).await, 3);
+    assert!(store
+        .spend_ticket("t4", 3000, 1001 + SPENT_TICKET_GRACE_SECONDS)
+        .await
+        .unwrap());
+    assert_eq!(count(store).await, 3, "t1 purged");
+    assert!(!store.spend_ticket("t2", 2000, 1500).await.unwrap());
+}
+
+async fn audit_is_filtered_newest_first_and_purged(store: &Store) {
+    let row = |at: i64, sub: &str, connection: Option<&str>| AuditEntry {
+        at,
+        sub: sub.into(),
+        agent: Some("agent-f".into()),
+        connection: connection.map(str::to_string),
+        outcome: "issued_cached".into(),
+    };
+    let base = 5_000_000_000;
+    let rows = [
+        row(base + 1, "flt-alice", Some("flt-google")),
+        row(base + 2, "flt-bob", Some("flt-google")),
+        row(base + 3, "flt-alice", Some("flt-slack")),
+        row(base + 3, "flt-alice", None),
+        row(base + 4, "flt-bob", Some("flt-slack")),
+    ];
+    store.record_audit_batch(&rows).await.unwrap();
+    let query = |sub: Option<&str>, connection: Option<&str>, since: Option<i64>, limit: i64| {
+        let filter = AuditFilter {
+            sub: sub.map(str::to_string),
+            connection: connection.map(str::to_string),
+            since,
+            limit,
+        };
+        let store = store.clone();
+        async move { store.query_audit(&filter).await.unwrap() }
+    };
+    // Newest first; rows of the same second in reverse order of writing.
+    assert_eq!(
+        query(None, None, Some(base), 100).await,
+        [&rows[4], &rows[3], &rows[2], &rows[1], &rows[0]].map(Clone::clone)
+    );
+    assert_eq!(
+        query(Some("flt-alice"), None, None, 100).await,
+        [&rows[3], &rows[2], &rows[0]].map(Clone::clone)
+    );
+    assert_eq!(
+        query(None, Some("flt-slack"), None, 100).await,
+        [&rows[4], &rows[2]].map(Clone::clone)
+    );
+    assert_eq!(
+        query(Some("flt-bob"), Some("flt-google"), Some(base + 2), 100).await,
+        [rows[1].clone()]
+    );
+    assert!(query(Some("flt-bob"), None, Some(base + 5), 100)
+        .await
+        .is_empty());
+    assert_eq!(
+        query(None, None, Some(base), 2).await,
+        [&rows[4], &rows[3]].map(Clone::clone)
+    );
+    assert!(query(Some("flt-nobody"), None, None, 100).await.is_empty());
+
+    // Purge removes only older rows, a batch at a time.
+    let older = earlier_rows(store).await + 2;
+    assert_eq!(store.purge_audit(base + 3, 1).await.unwrap(), 1);
+    assert_eq!(store.purge_audit(base + 3, 1000).await.unwrap(), older - 1);
+    assert_eq!(store.purge_audit(base + 3, 1000).await.unwrap(), 0);
+    assert_eq!(
+        query(None, None, None, 100).await,
+        [&rows[4], &rows[3], &rows[2]].map(Clone::clone)
+    );
+}
+
+/// Rows written by the tests before the filter test (all with small `at`),
+/// which a purge up to a far-future time removes too.
+async fn earlier_rows(store: &Store) -> u64 {
+    let all = store.recent_audit(100_000).await.unwrap();
+    u64::try_from(all.iter().filter(|r| !r.sub.starts_with("flt-")).count()).unwrap()
+}
+
 async fn exercise(store: &Store) {
     store.ping().await.unwrap();
     links_round_trip(store).await;
@@ -217,6 +316,8 @@ async fn exercise(store: &Store) {
     broken_link_is_kept_and_relinking_heals_it(store).await;
     pending_state_is_single_use_and_expires(store).await;
     audit_rows_are_kept_in_order(store).await;
+    ticket_is_spent_once_and_purged_after_expiry(store).await;
+    audit_is_filtered_newest_first_and_purged(store).await;
 }
 
 #[tokio::test]

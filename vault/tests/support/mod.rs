@@ -19,6 +19,9 @@ pub const AUDIENCE: &str = "https://api.agentward.test";
 pub const GATEWAY_ID: &str = "gateway";
 pub const GATEWAY_SECRET: &str = "gateway-secret:with/odd chars";
 pub const RESOURCE: &str = "https://api.stocktrade.test";
+/// A client listed in `audit_readers`: reads every user's audit rows.
+pub const AUDITOR_ID: &str = "auditor";
+pub const AUDITOR_SECRET: &str = "auditor-secret";
 
 /// Mints ES256 user tokens; its JWKS is served by a tiny HTTP server.
 pub struct TestIssuer {
@@ -272,6 +275,7 @@ database_url = "{db}"
 {schema}{ca_file}log_format = "json"
 refresh_margin_seconds = {margin}
 upstream_timeout_seconds = 3
+audit_readers = ["{AUDITOR_ID}"]
 
 [[issuers]]
 issuer = "{ISSUER}"
@@ -281,6 +285,9 @@ jwks_uri = "{jwks}"
 
 [[clients]]
 client_id = "{GATEWAY_ID}"
+
+[[clients]]
+client_id = "{AUDITOR_ID}"
 
 [connections.stocktrade]
 authorize_url = "{up}/auth"
@@ -307,6 +314,7 @@ authorize_params = {{ prompt = "consent" }}
             .arg(&config_path)
             .env("AGENTWARD_VAULT_KEY", KEY)
             .env("AGENTWARD_VAULT_CLIENT_GATEWAY_SECRET", GATEWAY_SECRET)
+            .env("AGENTWARD_VAULT_CLIENT_AUDITOR_SECRET", AUDITOR_SECRET)
             .env(
                 "AGENTWARD_VAULT_CONNECTION_STOCKTRADE_CLIENT_SECRET",
                 "vault-secret",
