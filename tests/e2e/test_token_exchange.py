@@ -219,6 +219,37 @@ class TestTokenVault:
             )
             assert served > 1, f"{vault.name} served the gateway too"
 
+    def test_an_unlinked_account_stops_working_at_the_gateway(self, tx):
+        gateway = tx.chain_gateway("short-cache", max_cache_seconds=1)
+        url = gateway.url + "/broker/portfolio"
+
+        def portfolio(jwt: str) -> requests.Response:
+            return requests.get(url, headers={"authorization": f"Bearer {jwt}"}, timeout=15)
+
+        body = json_error(portfolio(tx.token("erin")), 403)
+        link(tx, body["connect_url"], "erin-broker")
+        r = portfolio(tx.token("erin"))
+        assert r.status_code == 200, r.text
+        assert r.json()["account"] == "erin-broker"
+        vault = tx.vaults[0].url + "/connections/stocktrade"
+        gone = requests.delete(vault, headers={"authorization": f"Bearer {tx.token('erin')}"}, timeout=10)
+        assert gone.status_code == 204, gone.text
+        # Meanwhile the gateway may still send its cached token for up to
+        # max_cache_seconds (the API refuses it: the unlink revoked the
+        # grant at the provider); then the vault says the account is unlinked.
+        deadline = time.monotonic() + 1 + 5
+        while True:
+            r = portfolio(tx.token("erin"))
+            if r.status_code == 403 or time.monotonic() > deadline:
+                break
+            assert r.status_code in (200, 401), r.text
+            time.sleep(0.25)
+        body = json_error(r, 403)
+        assert body["error"] == NOT_LINKED and "connect_url" in body, body
+        forwarded = len(tx.broker.seen)
+        assert json_error(portfolio(tx.token("erin")), 403)["error"] == NOT_LINKED
+        assert len(tx.broker.seen) == forwarded, "nothing reached the API"
+
     def test_token_exchange_yaml_alone_ignores_a_spoofed_user_header(self, tx):
         if tx.backend != "sqlite":
             pytest.skip("once is enough")
@@ -361,6 +392,10 @@ class TestAuth0Dialect:
         again = tx.portfolio(tx.token("alice"))
         assert again.status_code == 200 and again.json()["account"] == "alice-broker"
         assert len(tx.tapped) == 2, "the Auth0-dialect answer is cached by the gateway"
+        # Cache hits reach the counter on the VM's next tick (every second).
+        deadline = time.monotonic() + 5
+        while tx.envoy.counter("agentward.exchange.cache_hit") < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert tx.envoy.counter("agentward.exchange.cache_hit") >= 1
 
     def test_vault_refusing_the_gateways_credentials_answers_502(self, auth0_tx):

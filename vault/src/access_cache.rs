@@ -3,7 +3,9 @@
 //! AES-GCM open. Each entry is what the vault read from (or wrote to) the row
 //! at one `version` and is served for at most [`TTL`]: every write in this
 //! process (refresh, relink, unlink, broken link) drops the entry first, and a
-//! write by another replica (PostgreSQL) is seen within [`TTL`]. A token is
+//! relink, unlink or broken link at another replica (PostgreSQL) drops it on
+//! that replica's notice ([`crate::link_events`]), or within [`TTL`] at the
+//! latest (another replica's refresh leaves a token that still works). A token is
 //! still only served while it has more than the refresh margin left.
 
 use std::collections::HashMap;
@@ -97,6 +99,13 @@ impl AccessCache {
         inner
             .entries
             .insert((sub.to_string(), connection.to_string()), entry);
+    }
+
+    /// Drops every entry (notices of other replicas' writes may have been missed).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.entries.clear();
     }
 
     /// Drops the entry of (`sub`, `connection`); call after writing its row.

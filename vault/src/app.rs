@@ -4,6 +4,7 @@
 use crate::access_cache::AccessCache;
 use crate::audit::{AuditLog, Retention};
 use crate::config::Config;
+use crate::link_events::{self, LinkEvents};
 use crate::metrics::Metrics;
 use crate::seal::Keyring;
 use crate::single_flight::Flights;
@@ -44,7 +45,9 @@ pub struct Vault {
     /// Deletes audit rows past `audit_retention_days` (`None`: kept forever).
     pub audit_retention: Option<Retention>,
     /// Recently served upstream access tokens (a few seconds each).
-    pub access_cache: AccessCache,
+    pub access_cache: Arc<AccessCache>,
+    /// Other replicas' link changes (PostgreSQL).
+    pub link_events: Option<LinkEvents>,
 }
 
 /// Current Unix time in seconds.
@@ -83,6 +86,8 @@ impl Vault {
         let metrics = Arc::new(Metrics::default());
         let audit_retention =
             Retention::start(store.clone(), config.audit_retention_days, metrics.clone());
+        let access_cache = Arc::new(AccessCache::default());
+        let link_events = LinkEvents::start(&store, access_cache.clone()).await?;
         Ok(Arc::new(Vault {
             config,
             store,
@@ -94,7 +99,8 @@ impl Vault {
             flights: Flights::default(),
             audit_log,
             audit_retention,
-            access_cache: AccessCache::default(),
+            access_cache,
+            link_events,
         }))
     }
 
@@ -110,6 +116,21 @@ impl Vault {
     /// The OAuth redirect URI registered at every upstream.
     pub fn redirect_uri(&self) -> String {
         format!("{}/connect/callback", self.config.public_base())
+    }
+
+    /// After a write that changed the link of (`sub`, `connection`): drops
+    /// the cached access token here and tells the other replicas to (see
+    /// [`link_events`]); a notice that cannot be sent is logged, and the
+    /// replicas then drop theirs within the cache's few seconds.
+    pub async fn link_changed(&self, sub: &str, connection: &str) {
+        self.access_cache.invalidate(sub, connection);
+        if let Err(e) = self
+            .store
+            .announce_link_change(link_events::CHANNEL, sub, connection)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot tell the other replicas of a link change");
+        }
     }
 
     /// Queues an audit row for the background writer (see [`AuditLog`]); a
@@ -134,6 +155,9 @@ impl Vault {
     /// Stops audit retention, writes the queued audit rows and closes the
     /// database; call once the server has stopped taking requests.
     pub async fn shutdown(&self) {
+        if let Some(events) = &self.link_events {
+            events.shutdown().await;
+        }
         if let Some(retention) = &self.audit_retention {
             retention.shutdown().await;
         }

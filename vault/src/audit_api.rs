@@ -125,13 +125,19 @@ async fn authenticate(vault: &Vault, headers: &HeaderMap) -> Result<Reader, OAut
         Some("basic") => {
             let (id, secret) =
                 client_credentials(headers, &[]).map_err(|_| OAuthError::invalid_client())?;
-            let listed = vault.config.audit_readers.contains(&id);
-            if listed && client_secret_matches(vault, &id, &secret) {
-                Ok(Reader::Client(id))
-            } else {
-                tracing::info!(client_id = %id, listed, "audit reader authentication failed");
-                Err(OAuthError::invalid_client())
+            if !client_secret_matches(vault, &id, &secret) {
+                tracing::info!(client_id = %id, "audit reader authentication failed");
+                return Err(OAuthError::invalid_client());
             }
+            if !vault.config.audit_readers.contains(&id) {
+                // Authenticated, but not allowed to read the trail.
+                return Err(OAuthError::new(
+                    StatusCode::FORBIDDEN,
+                    "access_denied",
+                    "this client is not an audit reader (`audit_readers`)",
+                ));
+            }
+            Ok(Reader::Client(id))
         }
         _ => Err(OAuthError::invalid_token(
             "a user's bearer token or an audit reader's client credentials are required",

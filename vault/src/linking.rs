@@ -292,7 +292,7 @@ pub async fn callback(
         .store
         .save_link(&pending.sub, &connection, &write, now)
         .await;
-    vault.access_cache.invalidate(&pending.sub, &connection);
+    vault.link_changed(&pending.sub, &connection).await;
     saved.map_err(|e| {
         tracing::error!(error = %e, "cannot store link");
         OAuthError::server_error()
@@ -344,7 +344,7 @@ pub async fn unlink(
         .await
         .map_err(database_error)?;
     let removed = vault.store.delete_link(&sub, &connection).await;
-    vault.access_cache.invalidate(&sub, &connection);
+    vault.link_changed(&sub, &connection).await;
     let removed = removed.map_err(database_error)?;
     let Some(link) = link.filter(|_| removed) else {
         return Err(OAuthError::new(

@@ -611,7 +611,7 @@ async fn exchange(
             vault.metrics.refresh("refused");
             vault.metrics.link("broken");
             let marked = lease.mark_broken(unix_now()).await;
-            vault.access_cache.invalidate(sub, connection);
+            vault.link_changed(sub, connection).await;
             if let Err(e) = marked {
                 tracing::error!(error = %e, "cannot flag link as broken");
             }

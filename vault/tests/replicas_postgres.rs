@@ -1,6 +1,7 @@
 //! Two vault processes on one PostgreSQL database serve the same user, and
-//! concurrent exchanges across both refresh upstream exactly once; a connect
-//! link opened at both at once starts linking once.
+//! concurrent exchanges across both refresh upstream exactly once; an unlink
+//! at one reaches the other's cache at once; a connect link opened at both at
+//! once starts linking once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -109,6 +110,43 @@ async fn two_replicas_share_one_postgres() {
         "replicas spent the refresh token once"
     );
     assert_eq!(upstream.refused("refresh_token").await, 0);
+
+    // Unlinked at replica A: replica B drops its cached copy on A's notice,
+    // well before its cache's own few seconds run out.
+    let ivan = issuer.token("ivan", "agent-i");
+    let (r, _) = link_account(
+        &http,
+        http.get(format!("{}/connect/stocktrade", a.url))
+            .bearer_auth(&ivan),
+        "ivan-up",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    for vault in [&a.url, &b.url] {
+        let (status, body) = json(rfc8693(&http, vault, &ivan).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let r = http
+        .delete(format!("{}/connections/stocktrade", a.url))
+        .bearer_auth(&ivan)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let unlinked = std::time::Instant::now();
+    loop {
+        let (status, body) = json(rfc8693(&http, &b.url, &ivan).send().await.unwrap()).await;
+        if status == 400 {
+            assert!(body["connect_url"].is_string(), "{body}");
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            unlinked.elapsed() < Duration::from_secs(2),
+            "replica B still serves an unlinked account after 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Upstream down and the cached token stale: 503, link kept intact.
     upstream.stop();

@@ -197,12 +197,27 @@ async fn connect_links_open_once_and_the_audit_trail_is_read_by_its_owners() {
         );
     }
 
+    // A client that is no audit reader: 403.
+    let (status, body) = json(
+        audit("")
+            .basic_auth(GATEWAY_ID, Some(GATEWAY_SECRET))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("access_denied"))
+    );
+    assert!(body.get("entries").is_none());
+
     // Anyone else: 401 with both challenges.
     let forged_user = format!("{}x", &alice[..alice.len() - 1]);
     for request in [
         audit(""),
         audit("").bearer_auth(&forged_user),
-        audit("").basic_auth(GATEWAY_ID, Some(GATEWAY_SECRET)),
+        audit("").basic_auth(GATEWAY_ID, Some("wrong")),
         audit("").basic_auth(AUDITOR_ID, Some("wrong")),
         audit("").header("authorization", "Token abc"),
     ] {

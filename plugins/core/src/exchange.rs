@@ -58,10 +58,16 @@ impl ExchangeTarget {
     }
 
     /// Key of a gateway VM's own cache of [`LocalExchange`]s: the bearer
-    /// token and this target (the cache holds no bearer tokens).
+    /// token's signature and this target (the cache holds no bearer
+    /// tokens). The signature alone tells verified tokens apart (two tokens
+    /// with one signature would need a hash collision) and is a fraction of
+    /// the token to hash; an entry is only ever made from the token that
+    /// carried the signature, and [`LocalExchange::for_identity`] still
+    /// checks the identity headers against it.
     pub fn local_key<V: Clone>(&self, cache: &TokenCache<V>, bearer: &str) -> TokenKey {
+        let signature = bearer.rsplit_once('.').map_or(bearer, |(_, s)| s);
         cache.key(&[
-            bearer,
+            signature,
             &self.connection,
             &self.scope,
             self.audience.as_deref().unwrap_or(""),
@@ -212,11 +218,20 @@ pub fn token_request(vault: &VaultClient, target: &ExchangeTarget, subject_token
 pub struct UpstreamToken {
     /// The upstream access token.
     pub access_token: String,
-    /// Expiry, Unix seconds.
+    /// Expiry, Unix seconds (for the gateway: see [`UpstreamToken::cap_lifetime`]).
     pub expires_at: u64,
 }
 
 impl UpstreamToken {
+    /// Shortens its expiry so that, fetched at `now`, it is served for at
+    /// most `vault.max_cache_seconds` (with the margin it is usable until).
+    pub fn cap_lifetime(&mut self, now: u64, vault: &VaultClient) {
+        let cap = now
+            .saturating_add(vault.max_cache_seconds)
+            .saturating_add(vault.expiry_margin_seconds);
+        self.expires_at = self.expires_at.min(cap);
+    }
+
     /// Whether it can still be used at `now` with `margin` seconds to spare.
     pub fn usable(&self, now: u64, margin: u64) -> bool {
         now.saturating_add(margin) < self.expires_at
@@ -359,6 +374,7 @@ mod tests {
             dialect,
             timeout_ms: 2000,
             expiry_margin_seconds: 30,
+            max_cache_seconds: 300,
         }
     }
 
@@ -491,6 +507,15 @@ mod tests {
             t.local_key(&cache, "token-a"),
             t.local_key(&cache, "token-b")
         );
+        // A JWT is told apart by its signature.
+        assert_ne!(
+            t.local_key(&cache, "h.p.sig-1"),
+            t.local_key(&cache, "h.p.sig-2")
+        );
+        assert_eq!(
+            t.local_key(&cache, "h.p.sig-1"),
+            t.local_key(&cache, "other.p.sig-1")
+        );
         let mut other = t.clone();
         other.connection = "google".into();
         assert_ne!(
@@ -547,5 +572,28 @@ mod tests {
         };
         assert!(t.usable(69, 30));
         assert!(!t.usable(70, 30));
+    }
+
+    #[test]
+    fn served_for_at_most_max_cache_seconds() {
+        let mut v = vault(ExchangeDialect::Rfc8693);
+        let mut t = UpstreamToken {
+            access_token: "x".into(),
+            expires_at: 1000 + 3600,
+        };
+        t.cap_lifetime(1000, &v);
+        assert!(t.usable(1000 + 299, v.expiry_margin_seconds));
+        assert!(!t.usable(1000 + 300, v.expiry_margin_seconds));
+        // A token that expires sooner keeps its own expiry.
+        let mut short = UpstreamToken {
+            access_token: "x".into(),
+            expires_at: 1000 + 60,
+        };
+        short.cap_lifetime(1000, &v);
+        assert_eq!(short.expires_at, 1060);
+        // 0: never served from the cache.
+        v.max_cache_seconds = 0;
+        t.cap_lifetime(1000, &v);
+        assert!(!t.usable(1000, v.expiry_margin_seconds));
     }
 }

@@ -209,6 +209,12 @@ pub struct VaultClient {
     /// Refresh a cached upstream token this many seconds before it expires.
     #[serde(default = "default_expiry_margin")]
     pub expiry_margin_seconds: u64,
+    /// Serve a cached upstream token for at most this long, however long
+    /// it lives: after an unlink the gateway stops using the old token
+    /// within this time even where the provider cannot revoke it (0: ask
+    /// the vault on every request).
+    #[serde(default = "default_max_cache")]
+    pub max_cache_seconds: u64,
 }
 
 /// Token exchange request dialect.
@@ -560,6 +566,10 @@ fn default_token_path() -> String {
 fn default_vault_timeout_ms() -> u64 {
     2000
 }
+fn default_max_cache() -> u64 {
+    300
+}
+
 fn default_expiry_margin() -> u64 {
     30
 }

@@ -96,6 +96,28 @@ impl Headers {
         })
     }
 
+    /// The first values of several headers (lowercase names), in one pass
+    /// over the map; each when it is there and UTF-8.
+    pub fn get_many<const N: usize>(&self, names: [&str; N]) -> [Option<&str>; N] {
+        let mut found = [None; N];
+        let mut seen = [false; N];
+        let mut left = N;
+        for (name, value) in self.pairs() {
+            let Some(i) = names.iter().position(|n| n.as_bytes() == name) else {
+                continue;
+            };
+            if !seen[i] {
+                seen[i] = true;
+                found[i] = std::str::from_utf8(value).ok();
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        found
+    }
+
     /// The first value of header `name` (lowercase, as Envoy keeps them),
     /// when it is there and UTF-8.
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -207,6 +229,11 @@ mod tests {
         assert_eq!(h.get("missing"), None);
         assert_eq!(h.pairs().count(), 4);
         assert_eq!(Headers::default().get(":path"), None);
+        assert_eq!(
+            h.get_many(["x", "missing", ":method"]),
+            [Some(""), None, Some("GET")]
+        );
+        assert_eq!(Headers::default().get_many(["x"]), [None]);
     }
 
     #[test]

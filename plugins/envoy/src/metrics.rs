@@ -22,8 +22,13 @@ impl Counter {
 
     /// Adds one.
     pub fn inc(self) {
-        if let Some(id) = self.0 {
-            let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+        self.add(1);
+    }
+
+    /// Adds `n` (nothing when `n` is 0).
+    pub fn add(self, n: u64) {
+        if let (Some(id), Ok(n @ 1..)) = (self.0, i64::try_from(n)) {
+            let _ = proxy_wasm::hostcalls::increment_metric(id, n);
         }
     }
 }

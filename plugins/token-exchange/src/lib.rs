@@ -16,11 +16,19 @@ use agentward_core::Policy;
 use agentward_envoy::{hostcall, log, now_ms, respond, Counter};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-agentward_envoy::callbacks!("proxy_on_request_headers", "proxy_on_http_call_response");
+agentward_envoy::callbacks!(
+    "proxy_on_request_headers",
+    "proxy_on_http_call_response",
+    "proxy_on_tick"
+);
+
+/// How often a VM reads the clock and adds its cache hits to the counter:
+/// a cached request then makes neither host call.
+const TICK: Duration = Duration::from_secs(1);
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -57,10 +65,30 @@ struct Plugin {
     counters: Counters,
     /// This VM's exchanges by bearer token and target, in front of the
     /// shared-data cache (bounded by `identity.cache_max_entries`).
-    local: RefCell<TokenCache<Rc<LocalExchange>>>,
+    local: RefCell<TokenCache<Rc<Remembered>>>,
+    /// Cache hits not yet added to `counters.cache_hit` (added on tick).
+    hits: Cell<u64>,
+    /// Unix seconds at the last tick (0: none yet).
+    clock: Cell<u64>,
 }
 
 impl Plugin {
+    /// Unix seconds for serving from the caches: one tick ahead of the
+    /// clock read at the last tick, so a token is never served later than
+    /// the time read per request would allow.
+    fn cache_now(&self) -> u64 {
+        match self.clock.get() {
+            0 => now_ms() / 1000,
+            at => at + TICK.as_secs(),
+        }
+    }
+
+    /// Reads the clock and publishes the cache hits counted since the last tick.
+    fn tick(&self) {
+        self.clock.set(now_ms() / 1000);
+        self.counters.cache_hit.add(self.hits.replace(0));
+    }
+
     /// Remembers an exchange in this VM's cache, while the shared entry
     /// would be served too.
     fn remember(&self, key: TokenKey, entry: LocalExchange) {
@@ -70,8 +98,21 @@ impl Plugin {
             .as_ref()
             .map_or(0, |v| v.expiry_margin_seconds);
         let until = entry.valid_until(margin);
-        self.local.borrow_mut().insert(key, until, Rc::new(entry));
+        let authorization = bearer_value(&entry.token.access_token);
+        let remembered = Remembered {
+            exchange: entry,
+            authorization,
+        };
+        self.local
+            .borrow_mut()
+            .insert(key, until, Rc::new(remembered));
     }
+}
+
+/// An exchange this VM remembers, with the `Authorization` value it sends.
+struct Remembered {
+    exchange: LocalExchange,
+    authorization: String,
 }
 
 #[derive(Default)]
@@ -100,8 +141,22 @@ impl RootContext for Root {
             targets,
             counters: Counters::define(),
             local,
+            hits: Cell::new(0),
+            clock: Cell::new(0),
         }));
+        if proxy_wasm::hostcalls::set_tick_period(TICK).is_err() {
+            log(
+                LogLevel::Warn,
+                "agentward: no tick period: the clock is read on every request",
+            );
+        }
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(plugin) = &self.plugin {
+            plugin.tick();
+        }
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
@@ -138,12 +193,22 @@ impl Request {
     }
 }
 
-/// Puts the upstream token in `Authorization`; false (and a 503 sent) if the host refuses.
-fn use_upstream_token(token: &str) -> bool {
+/// `Bearer <token>`.
+fn bearer_value(token: &str) -> String {
     let mut value = String::with_capacity("Bearer ".len() + token.len());
     value.push_str("Bearer ");
     value.push_str(token);
-    if hostcall::set_request_header("authorization", &value).is_ok() {
+    value
+}
+
+/// Puts the upstream token in `Authorization`; false (and a 503 sent) if the host refuses.
+fn use_upstream_token(token: &str) -> bool {
+    set_authorization(&bearer_value(token))
+}
+
+/// Sets `Authorization` to `value`; false (and a 503 sent) if the host refuses.
+fn set_authorization(value: &str) -> bool {
+    if hostcall::set_request_header("authorization", value).is_ok() {
         return true;
     }
     respond(&response::unavailable(
@@ -179,8 +244,11 @@ impl Context for Request {
                 .unwrap_or_default();
         let now = now_ms() / 1000;
         match read_answer(status, &body, now, &pending.target.connection) {
-            ExchangeResult::Token(token) => {
+            ExchangeResult::Token(mut token) => {
                 self.count(|c| c.vault_ok);
+                if let Some(vault) = self.plugin.as_ref().and_then(|p| p.policy.vault.as_ref()) {
+                    token.cap_lifetime(now, vault);
+                }
                 if let Ok(json) = serde_json::to_vec(&token) {
                     // A lost race with another worker only costs a later exchange.
                     let _ = proxy_wasm::hostcalls::set_shared_data(
@@ -237,8 +305,9 @@ impl HttpContext for Request {
             return Action::Pause;
         };
         let headers = hostcall::request_headers().unwrap_or_default();
-        let method = headers.get(":method").unwrap_or_default();
-        let path = headers.get(":path").unwrap_or_default();
+        let [method, path, authorization, subject, issuer] =
+            headers.get_many([":method", ":path", "authorization", SUB, ISSUER]);
+        let (method, path) = (method.unwrap_or_default(), path.unwrap_or_default());
         let Some(target) = plugin
             .policy
             .route_index(method, path)
@@ -251,9 +320,7 @@ impl HttpContext for Request {
         };
         // Only the identity a filter before this one verified is trusted,
         // and only when it is the bearer token's own.
-        let subject = headers.get(SUB);
-        let issuer = headers.get(ISSUER);
-        let bearer = headers.get("authorization").and_then(|a| {
+        let bearer = authorization.and_then(|a| {
             let (scheme, token) = a.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
@@ -270,8 +337,8 @@ impl HttpContext for Request {
             ));
             Action::Pause
         };
-        let use_cached = |request: &Request, token: &UpstreamToken| {
-            request.count(|c| c.cache_hit);
+        let use_cached = |token: &UpstreamToken| {
+            plugin.hits.set(plugin.hits.get() + 1);
             if use_upstream_token(&token.access_token) {
                 Action::Continue
             } else {
@@ -279,15 +346,24 @@ impl HttpContext for Request {
             }
         };
         let margin = vault.expiry_margin_seconds;
-        let now = now_ms() / 1000;
+        let now = plugin.cache_now();
         let mut cache = plugin.local.borrow_mut();
         let local_key = target.local_key(&cache, bearer);
         let local = cache.get(&local_key, now);
         drop(cache);
         if let Some(entry) = local {
-            return match entry.for_identity(subject_header, issuer) {
-                Some(token) => use_cached(self, token),
-                None => not_the_bearers(self),
+            if entry
+                .exchange
+                .for_identity(subject_header, issuer)
+                .is_none()
+            {
+                return not_the_bearers(self);
+            }
+            plugin.hits.set(plugin.hits.get() + 1);
+            return if set_authorization(&entry.authorization) {
+                Action::Continue
+            } else {
+                Action::Pause
             };
         }
         let Some((issuer, subject)) = exchange_subject(bearer, subject_header, issuer) else {
@@ -295,7 +371,7 @@ impl HttpContext for Request {
         };
         let cache_key = target.cache_key(&issuer, &subject);
         if let Some(token) = cached(&cache_key, now, margin) {
-            let action = use_cached(self, &token);
+            let action = use_cached(&token);
             let entry = LocalExchange {
                 issuer,
                 subject,

@@ -6,7 +6,7 @@
 mod schema;
 
 use crate::seal::Sealed;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Executor, PgPool, Postgres, Row, SqlitePool, Transaction};
 use std::str::FromStr;
@@ -453,6 +453,43 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Tells the replicas listening on `channel` (PostgreSQL) that the link
+    /// of (`sub`, `connection`) changed; nothing to tell on SQLite. The
+    /// notice names this schema, so deployments sharing a database ignore
+    /// each other's.
+    pub async fn announce_link_change(
+        &self,
+        channel: &str,
+        sub: &str,
+        connection: &str,
+    ) -> Result<()> {
+        if let Store::Postgres(pool) = self {
+            sqlx::query(
+                "SELECT pg_notify($1, json_build_array(current_schema(), $2::text, $3::text)::text)",
+            )
+            .bind(channel)
+            .bind(sub)
+            .bind(connection)
+            .execute(pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A listener on `channel` and this store's schema (PostgreSQL), or
+    /// `None` (SQLite).
+    pub async fn link_listener(&self, channel: &str) -> Result<Option<(PgListener, String)>> {
+        let Store::Postgres(pool) = self else {
+            return Ok(None);
+        };
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(channel).await?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&mut listener)
+            .await?;
+        Ok(Some((listener, schema)))
     }
 
     /// Records a pending linking flow.

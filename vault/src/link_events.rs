@@ -1,0 +1,97 @@
+//! Replicas on one PostgreSQL database tell each other when a link changes
+//! (relinked, unlinked, found broken): the writer sends `NOTIFY
+//! agentward_links` and every replica, the writer included, drops its
+//! cached access token for that user and connection at once, instead of
+//! serving it until [`crate::access_cache::TTL`] runs out. A listener that
+//! lost its connection may have missed notices, so after reconnecting it
+//! drops the whole cache. SQLite serves a single vault: nothing to tell.
+
+use crate::access_cache::AccessCache;
+use crate::store::Store;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// The PostgreSQL channel.
+pub const CHANNEL: &str = "agentward_links";
+
+/// A notice as sent: the sender's schema (replicas of other deployments
+/// may share the database), the user and the connection.
+type Notice = (String, String, String);
+
+/// The listening task of one replica.
+#[derive(Debug)]
+pub struct LinkEvents {
+    stop: Arc<Notify>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl LinkEvents {
+    /// Starts listening on PostgreSQL (`None` on SQLite). Fails if the
+    /// first `LISTEN` fails: a replica that would miss its peers' unlinks
+    /// does not start.
+    pub async fn start(
+        store: &Store,
+        cache: Arc<AccessCache>,
+    ) -> Result<Option<LinkEvents>, String> {
+        let Some((mut listener, schema)) = store
+            .link_listener(CHANNEL)
+            .await
+            .map_err(|e| format!("cannot listen for link changes: {e}"))?
+        else {
+            return Ok(None);
+        };
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let received = tokio::select! {
+                    _ = stopped.notified() => return,
+                    r = listener.try_recv() => r,
+                };
+                match received {
+                    Ok(Some(notification)) => {
+                        match serde_json::from_str::<Notice>(notification.payload()) {
+                            Ok((from, sub, connection)) if from == schema => {
+                                cache.invalidate(&sub, &connection);
+                            }
+                            Ok(_) => {}
+                            Err(_) => tracing::warn!("unreadable link-change notice ignored"),
+                        }
+                    }
+                    // Reconnected: notices may have been missed meanwhile.
+                    Ok(None) => {
+                        tracing::warn!("link-change listener reconnected; access cache cleared");
+                        cache.clear();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "link-change listener failed; retrying");
+                        cache.clear();
+                        tokio::select! {
+                            _ = stopped.notified() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Some(LinkEvents {
+            stop,
+            task: Mutex::new(Some(task)),
+        }))
+    }
+
+    /// Stops listening.
+    pub async fn shutdown(&self) {
+        self.stop.notify_one();
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
