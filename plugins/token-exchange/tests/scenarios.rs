@@ -675,6 +675,49 @@ fn cached_token_is_used_until_expires_in_minus_the_margin_then_exchanged_again()
 }
 
 #[test]
+fn with_ticks_the_cache_is_served_against_the_ticks_clock_one_second_ahead() {
+    let Some(host) = plugin() else { return };
+    assert_eq!(host.tick_period(), Some(Duration::from_secs(1)));
+    exchange_for_alice(&host).finish().unwrap();
+    // expires_in 120, margin 30: a per-request clock serves it until START + 89.
+    host.advance(Duration::from_secs(88));
+    host.tick().unwrap();
+    let (_, action) = get_portfolio(&host, "alice", ALICE_TOKEN);
+    assert_eq!(
+        action,
+        Action::Continue,
+        "the tick's clock + 1 is START + 89"
+    );
+    host.advance(Duration::from_secs(1));
+    host.tick().unwrap();
+    let (_, action) = get_portfolio(&host, "alice", ALICE_TOKEN);
+    assert_eq!(
+        action,
+        Action::Pause,
+        "one second early rather than late: START + 90 counts"
+    );
+    assert_eq!(metric(&host, VAULT_CALL), 2);
+    assert_eq!(cache_hits(&host), 1);
+}
+
+#[test]
+fn max_cache_seconds_bounds_a_long_lived_upstream_token() {
+    let mut policy = policy();
+    policy["vault"]["max_cache_seconds"] = json!(10);
+    let Some(host) = plugin_with(&policy, options()) else {
+        return;
+    };
+    exchange_for_alice(&host).finish().unwrap();
+    host.advance(Duration::from_secs(9));
+    let (_, action) = get_portfolio(&host, "alice", ALICE_TOKEN);
+    assert_eq!(action, Action::Continue);
+    host.advance(Duration::from_secs(1));
+    let (_, action) = get_portfolio(&host, "alice", ALICE_TOKEN);
+    assert_eq!(action, Action::Pause, "asked the vault again after 10 s");
+    assert_eq!(metric(&host, VAULT_CALL), 2);
+}
+
+#[test]
 fn token_without_expires_in_is_used_and_cached() {
     let Some(host) = plugin() else { return };
     let (req, _) = get_portfolio(&host, "alice", ALICE_TOKEN);
