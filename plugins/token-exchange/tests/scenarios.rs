@@ -701,6 +701,26 @@ fn with_ticks_the_cache_is_served_against_the_ticks_clock_one_second_ahead() {
 }
 
 #[test]
+fn a_vm_whose_ticks_stop_still_sees_time_pass_within_64_hits() {
+    let Some(host) = plugin() else { return };
+    exchange_for_alice(&host).finish().unwrap();
+    host.tick().unwrap();
+    // Ticks stop; the token (expires_in 120, margin 30) is long stale.
+    host.advance(Duration::from_secs(600));
+    let mut served = 0;
+    loop {
+        let (req, action) = get_portfolio(&host, "alice", ALICE_TOKEN);
+        if action == Action::Pause {
+            only_call(&host, &req);
+            break;
+        }
+        served += 1;
+        assert!(served < 64, "still served after 64 hits");
+    }
+    assert_eq!(metric(&host, VAULT_CALL), 2);
+}
+
+#[test]
 fn max_cache_seconds_bounds_a_long_lived_upstream_token() {
     let mut policy = policy();
     policy["vault"]["max_cache_seconds"] = json!(10);
