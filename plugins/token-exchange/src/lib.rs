@@ -91,6 +91,11 @@ impl Plugin {
         self.clock.get() + TICK.as_secs()
     }
 
+    /// Counts a request served from the caches (published on tick).
+    fn hit(&self) {
+        self.hits.set(self.hits.get() + 1);
+    }
+
     /// Reads the clock and publishes the cache hits counted since the last tick.
     fn tick(&self) {
         self.clock.set(now_ms() / 1000);
@@ -346,7 +351,7 @@ impl HttpContext for Request {
             Action::Pause
         };
         let use_cached = |token: &UpstreamToken| {
-            plugin.hits.set(plugin.hits.get() + 1);
+            plugin.hit();
             if use_upstream_token(&token.access_token) {
                 Action::Continue
             } else {
@@ -367,7 +372,7 @@ impl HttpContext for Request {
             {
                 return not_the_bearers(self);
             }
-            plugin.hits.set(plugin.hits.get() + 1);
+            plugin.hit();
             return if set_authorization(&entry.authorization) {
                 Action::Continue
             } else {
