@@ -21,6 +21,7 @@ import base64
 import json
 import re
 import sys
+import time
 from typing import Callable
 
 import requests
@@ -158,6 +159,29 @@ def broker_portfolio_after_linking(agent: Agent) -> requests.Response:
         "it sent alice's JWT; the gateway sent the broker's access token instead, "
         f"and the answer holds no credential (authorization seen upstream: {body['seen_headers'].get('authorization')!r})",
     )
+    return r
+
+
+@step("alice reads the vault's audit trail: who used her broker account, for which agent", expect=200)
+def audit_trail(agent: Agent) -> requests.Response:
+    if not agent.connect_url:
+        raise requests.RequestException("no connect_url: the vault's address is unknown")
+    vault = agent.connect_url.split("/connect/", 1)[0]
+    # Her own JWT shows her own rows only (the demo reuses the one the IdP issued).
+    headers = {"authorization": f"Bearer {agent.token}"}
+    for _ in range(30):  # rows are written off the request path, within milliseconds
+        r = agent.http.get(vault + "/audit", params={"limit": 5}, headers=headers, timeout=10)
+        if not r.ok or any(e["outcome"].startswith("issued") for e in r.json()["entries"]):
+            break
+        time.sleep(0.1)
+    if r.ok:
+        rows = [
+            f"{time.strftime('%H:%M:%S', time.gmtime(e['at']))}Z  {e['outcome']:<14} connection={e['connection']} agent={e['agent'] or '-'}"
+            for e in r.json()["entries"]
+        ]
+        agent.note("newest first (no token in any row)", "\n".join(rows))
+    else:
+        agent.note("body", r.text)
     return r
 
 
