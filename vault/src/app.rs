@@ -87,7 +87,7 @@ impl Vault {
         let audit_retention =
             Retention::start(store.clone(), config.audit_retention_days, metrics.clone());
         let access_cache = Arc::new(AccessCache::default());
-        let link_events = LinkEvents::start(&store, access_cache.clone()).await?;
+        let link_events = LinkEvents::start(&store, access_cache.clone()).await;
         Ok(Arc::new(Vault {
             config,
             store,

@@ -28,19 +28,21 @@ pub struct LinkEvents {
 }
 
 impl LinkEvents {
-    /// Starts listening on PostgreSQL (`None` on SQLite). Fails if the
-    /// first `LISTEN` fails: a replica that would miss its peers' unlinks
-    /// does not start.
-    pub async fn start(
-        store: &Store,
-        cache: Arc<AccessCache>,
-    ) -> Result<Option<LinkEvents>, String> {
-        let Some((mut listener, schema)) = store
-            .link_listener(CHANNEL)
-            .await
-            .map_err(|e| format!("cannot listen for link changes: {e}"))?
-        else {
-            return Ok(None);
+    /// Starts listening on PostgreSQL (`None` on SQLite, or when `LISTEN`
+    /// is refused, e.g. behind a transaction-pooling PgBouncer: the other
+    /// replicas' link changes are then seen within the cache's few seconds,
+    /// and a warning says so).
+    pub async fn start(store: &Store, cache: Arc<AccessCache>) -> Option<LinkEvents> {
+        let (mut listener, schema) = match store.link_listener(CHANNEL).await {
+            Ok(Some(listening)) => listening,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot LISTEN for other replicas' link changes; they are seen within 5 s"
+                );
+                return None;
+            }
         };
         let stop = Arc::new(Notify::new());
         let stopped = stop.clone();
@@ -76,10 +78,10 @@ impl LinkEvents {
                 }
             }
         });
-        Ok(Some(LinkEvents {
+        Some(LinkEvents {
             stop,
             task: Mutex::new(Some(task)),
-        }))
+        })
     }
 
     /// Stops listening.
