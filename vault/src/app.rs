@@ -152,8 +152,9 @@ impl Vault {
         self.audit_log.record(entry, &self.metrics).await;
     }
 
-    /// Stops audit retention, writes the queued audit rows and closes the
-    /// database; call once the server has stopped taking requests.
+    /// Stops listening for link changes and audit retention, writes the
+    /// queued audit rows and closes the database; call once the server has
+    /// stopped taking requests.
     pub async fn shutdown(&self) {
         if let Some(events) = &self.link_events {
             events.shutdown().await;

@@ -569,7 +569,6 @@ fn default_vault_timeout_ms() -> u64 {
 fn default_max_cache() -> u64 {
     300
 }
-
 fn default_expiry_margin() -> u64 {
     30
 }
