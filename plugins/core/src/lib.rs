@@ -4,6 +4,7 @@
 
 pub mod authn;
 pub mod cache;
+pub mod clock;
 pub mod der;
 pub mod exchange;
 pub mod identity;

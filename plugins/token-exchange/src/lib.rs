@@ -6,6 +6,7 @@
 //! reaches the agent. Messages and decisions live in `agentward_core::exchange`.
 
 use agentward_core::cache::{TokenCache, TokenKey};
+use agentward_core::clock::TickClock;
 use agentward_core::exchange::{
     exchange_subject, read_answer, token_request, ExchangeResult, ExchangeTarget, LocalExchange,
     UpstreamToken,
@@ -29,8 +30,6 @@ agentward_envoy::callbacks!(
 /// How often a VM reads the clock and adds its cache hits to the counter:
 /// a cached request then makes neither host call.
 const TICK: Duration = Duration::from_secs(1);
-/// Cache hits between two ticks after which a request reads the clock anyway.
-const CLOCK_EVERY: u64 = 64;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -70,27 +69,11 @@ struct Plugin {
     local: RefCell<TokenCache<Rc<Remembered>>>,
     /// Cache hits not yet added to `counters.cache_hit` (added on tick).
     hits: Cell<u64>,
-    /// Unix seconds at the last tick (0: none yet).
-    clock: Cell<u64>,
+    /// The clock the caches are checked against, read on tick.
+    clock: TickClock,
 }
 
 impl Plugin {
-    /// Unix seconds for serving from the caches: one tick ahead of the
-    /// clock read at the last tick, so a token is never served later than
-    /// the time read per request would allow. Every [`CLOCK_EVERY`]th hit
-    /// between two ticks reads the clock itself, so a VM whose ticks lag
-    /// (or stop) still sees time pass.
-    fn cache_now(&self) -> u64 {
-        let at = self.clock.get();
-        if at == 0 {
-            return now_ms() / 1000;
-        }
-        if self.hits.get() % CLOCK_EVERY == CLOCK_EVERY - 1 {
-            self.clock.set(at.max(now_ms() / 1000));
-        }
-        self.clock.get() + TICK.as_secs()
-    }
-
     /// Counts a request served from the caches (published on tick).
     fn hit(&self) {
         self.hits.set(self.hits.get() + 1);
@@ -98,7 +81,7 @@ impl Plugin {
 
     /// Reads the clock and publishes the cache hits counted since the last tick.
     fn tick(&self) {
-        self.clock.set(now_ms() / 1000);
+        self.clock.tick(now_ms() / 1000);
         self.counters.cache_hit.add(self.hits.replace(0));
     }
 
@@ -155,7 +138,7 @@ impl RootContext for Root {
             counters: Counters::define(),
             local,
             hits: Cell::new(0),
-            clock: Cell::new(0),
+            clock: TickClock::new(TICK.as_secs()),
         }));
         if proxy_wasm::hostcalls::set_tick_period(TICK).is_err() {
             log(
@@ -359,7 +342,7 @@ impl HttpContext for Request {
             }
         };
         let margin = vault.expiry_margin_seconds;
-        let now = plugin.cache_now();
+        let now = plugin.clock.now(|| now_ms() / 1000);
         let mut cache = plugin.local.borrow_mut();
         let local_key = target.local_key(&cache, bearer);
         let local = cache.get(&local_key, now);
