@@ -10,12 +10,12 @@
 use crate::app::unix_now;
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, Store};
+use crate::task::Joinable;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch, Notify};
-use tokio::task::JoinHandle;
 
 /// Rows that may wait for the writer before new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 8192;
@@ -31,7 +31,7 @@ pub struct AuditLog {
     queue: mpsc::Sender<AuditEntry>,
     store: Store,
     stop: Arc<Notify>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: Joinable,
     last_drop_warning: AtomicI64,
 }
 
@@ -45,7 +45,7 @@ impl AuditLog {
             queue,
             store,
             stop,
-            writer: Mutex::new(Some(writer)),
+            writer: Joinable::new("audit writer", writer),
             last_drop_warning: AtomicI64::new(0),
         }
     }
@@ -78,16 +78,7 @@ impl AuditLog {
     /// Stops the writer after it has written every queued row.
     pub async fn shutdown(&self) {
         self.stop.notify_one();
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(writer) = writer {
-            if let Err(e) = writer.await {
-                tracing::error!(error = %e, "audit writer failed");
-            }
-        }
+        self.writer.join().await;
     }
 }
 
@@ -140,7 +131,7 @@ const PURGE_PAUSE: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct Retention {
     stop: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: Joinable,
 }
 
 impl Retention {
@@ -155,23 +146,14 @@ impl Retention {
         let task = tokio::spawn(retain(store, max_age, metrics, stopped));
         Some(Retention {
             stop,
-            task: Mutex::new(Some(task)),
+            task: Joinable::new("audit retention", task),
         })
     }
 
     /// Stops the task: a batch under way finishes, no other starts.
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(task) = task {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "audit retention task failed");
-            }
-        }
+        self.task.join().await;
     }
 }
 

@@ -20,6 +20,7 @@ pub mod seal;
 pub mod single_flight;
 pub mod store;
 pub mod subject;
+pub mod task;
 pub mod ticket;
 pub mod token_exchange;
 pub mod upstream;

@@ -8,10 +8,10 @@
 
 use crate::access_cache::AccessCache;
 use crate::store::Store;
-use std::sync::{Arc, Mutex};
+use crate::task::Joinable;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 /// The PostgreSQL channel.
 pub const CHANNEL: &str = "agentward_links";
@@ -24,7 +24,7 @@ type Notice = (String, String, String);
 #[derive(Debug)]
 pub struct LinkEvents {
     stop: Arc<Notify>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: Joinable,
 }
 
 impl LinkEvents {
@@ -80,20 +80,13 @@ impl LinkEvents {
         });
         Some(LinkEvents {
             stop,
-            task: Mutex::new(Some(task)),
+            task: Joinable::new("link-change listener", task),
         })
     }
 
     /// Stops listening.
     pub async fn shutdown(&self) {
         self.stop.notify_one();
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.task.join().await;
     }
 }
