@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub const ISSUER: &str = "https://idp.agentward.test/";
+/// A second issuer, trusted beside [`ISSUER`] where a test configures it.
+pub const OTHER_ISSUER: &str = "https://other-idp.agentward.test/";
 pub const AUDIENCE: &str = "https://api.agentward.test";
 pub const GATEWAY_ID: &str = "gateway";
 pub const GATEWAY_SECRET: &str = "gateway-secret:with/odd chars";
@@ -27,10 +29,17 @@ pub const AUDITOR_SECRET: &str = "auditor-secret";
 pub struct TestIssuer {
     key: ES256KeyPair,
     pub jwks_url: String,
+    /// The `iss` of its tokens.
+    pub issuer: String,
 }
 
 impl TestIssuer {
     pub async fn start() -> TestIssuer {
+        TestIssuer::start_as(ISSUER).await
+    }
+
+    /// An issuer whose tokens carry `iss` = `issuer`, with a key of its own.
+    pub async fn start_as(issuer: &str) -> TestIssuer {
         let key = ES256KeyPair::generate().with_key_id("test-key-1");
         let point = key.public_key().public_key().to_bytes_uncompressed();
         let jwks = serde_json::json!({"keys": [{
@@ -45,7 +54,16 @@ impl TestIssuer {
         TestIssuer {
             key,
             jwks_url: format!("http://127.0.0.1:{port}/jwks.json"),
+            issuer: issuer.to_string(),
         }
+    }
+
+    /// The vault's `[[issuers]]` entry for this issuer.
+    pub fn config(&self) -> String {
+        format!(
+            "\n[[issuers]]\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"ES256\"]\njwks_uri = \"{}\"\n",
+            self.issuer, self.jwks_url
+        )
     }
 
     /// A user token for `sub`, issued to agent `azp`.
@@ -54,7 +72,7 @@ impl TestIssuer {
         custom.insert("azp".to_string(), azp.to_string());
         let claims =
             Claims::with_custom_claims(custom, jwt_simple::prelude::Duration::from_mins(10))
-                .with_issuer(ISSUER)
+                .with_issuer(&self.issuer)
                 .with_audience(AUDIENCE)
                 .with_subject(sub);
         self.key.sign(claims).unwrap()
@@ -259,6 +277,53 @@ pub const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 impl VaultProcess {
     pub async fn start(s: VaultSettings<'_>) -> VaultProcess {
+        VaultProcess::start_with(s, "", "").await
+    }
+
+    /// Starts a vault whose configuration also has `top` (top-level keys)
+    /// and `tables` (e.g. more `[[issuers]]`).
+    pub async fn start_with(s: VaultSettings<'_>, top: &str, tables: &str) -> VaultProcess {
+        let (child, log) = spawn_vault(&s, top, tables);
+        let url = format!("http://127.0.0.1:{}", s.port);
+        let vault = VaultProcess { child, url, log };
+        for _ in 0..100 {
+            if let Ok(r) = reqwest::get(format!("{}/healthz", vault.url)).await {
+                if r.status().is_success() {
+                    return vault;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "vault did not start: {}",
+            std::fs::read_to_string(&vault.log).unwrap_or_default()
+        );
+    }
+
+    /// Runs a vault that is expected to stop by itself (refusing to
+    /// start): its exit code and its log.
+    pub async fn start_expecting_exit(
+        s: VaultSettings<'_>,
+        top: &str,
+        tables: &str,
+    ) -> (Option<i32>, String) {
+        let (mut child, log) = spawn_vault(&s, top, tables);
+        for _ in 0..100 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status.code(), std::fs::read_to_string(&log).unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "vault did not stop: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+}
+
+fn spawn_vault(s: &VaultSettings<'_>, top: &str, tables: &str) -> (Child, PathBuf) {
         let schema = s
             .database_schema
             .as_deref()
@@ -269,7 +334,8 @@ impl VaultProcess {
             .map(|f| format!("ca_file = \"{}\"\n", f.display()))
             .unwrap_or_default();
         let config = format!(
-            r#"listen = "127.0.0.1:{port}"
+            r#"{top}
+listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
 database_url = "{db}"
 {schema}{ca_file}log_format = "json"
@@ -298,6 +364,7 @@ scopes = ["openid", "offline_access", "stocks:read"]
 resources = ["{RESOURCE}"]
 token_endpoint_auth = "client_secret_basic"
 authorize_params = {{ prompt = "consent" }}
+{tables}
 "#,
             port = s.port,
             db = s.database_url,
@@ -324,22 +391,10 @@ authorize_params = {{ prompt = "consent" }}
             .stderr(log_file)
             .spawn()
             .unwrap();
-        let url = format!("http://127.0.0.1:{}", s.port);
-        let vault = VaultProcess { child, url, log };
-        for _ in 0..100 {
-            if let Ok(r) = reqwest::get(format!("{}/healthz", vault.url)).await {
-                if r.status().is_success() {
-                    return vault;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "vault did not start: {}",
-            std::fs::read_to_string(&vault.log).unwrap_or_default()
-        );
-    }
+        (child, log)
+}
 
+impl VaultProcess {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
