@@ -1,5 +1,5 @@
 //! A short-lived in-memory copy of decrypted upstream access tokens per
-//! (user, connection), so a repeated exchange skips the database read and the
+//! (user, connection), the user being an issuer and a subject, so a repeated exchange skips the database read and the
 //! AES-GCM open. Each entry is what the vault read from (or wrote to) the row
 //! at one `version` and is served for at most [`TTL`]: every write in this
 //! process (refresh, relink, unlink, broken link) drops the entry first, and a
@@ -8,6 +8,7 @@
 //! latest (another replica's refresh leaves a token that still works). A token is
 //! still only served while it has more than the refresh margin left.
 
+use crate::subject::User;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ impl Entry {
 struct Inner {
     /// Moves on every invalidation, so a read that raced a write is not cached.
     generation: u64,
-    entries: HashMap<(String, String), Entry>,
+    entries: HashMap<(User, String), Entry>,
 }
 
 /// The cache; see the module documentation.
@@ -69,10 +70,10 @@ impl AccessCache {
         self.lock().generation
     }
 
-    /// The entry for (`sub`, `connection`) if it is younger than [`TTL`].
-    pub fn get(&self, sub: &str, connection: &str) -> Option<Entry> {
+    /// The entry for (`user`, `connection`) if it is younger than [`TTL`].
+    pub fn get(&self, user: &User, connection: &str) -> Option<Entry> {
         let mut inner = self.lock();
-        let key = (sub.to_string(), connection.to_string());
+        let key = (user.clone(), connection.to_string());
         match inner.entries.get(&key) {
             Some(e) if e.cached_at.elapsed() < TTL => Some(e.clone()),
             Some(_) => {
@@ -85,7 +86,7 @@ impl AccessCache {
 
     /// Caches an entry read or written after [`AccessCache::generation`]
     /// returned `generation`; ignored if an invalidation came in between.
-    pub fn insert(&self, generation: u64, sub: &str, connection: &str, entry: Entry) {
+    pub fn insert(&self, generation: u64, user: &User, connection: &str, entry: Entry) {
         let mut inner = self.lock();
         if inner.generation != generation {
             return;
@@ -98,7 +99,7 @@ impl AccessCache {
         }
         inner
             .entries
-            .insert((sub.to_string(), connection.to_string()), entry);
+            .insert((user.clone(), connection.to_string()), entry);
     }
 
     /// Drops every entry (notices of other replicas' writes may have been missed).
@@ -108,13 +109,13 @@ impl AccessCache {
         inner.entries.clear();
     }
 
-    /// Drops the entry of (`sub`, `connection`); call after writing its row.
-    pub fn invalidate(&self, sub: &str, connection: &str) {
+    /// Drops the entry of (`user`, `connection`); call after writing its row.
+    pub fn invalidate(&self, user: &User, connection: &str) {
         let mut inner = self.lock();
         inner.generation += 1;
         inner
             .entries
-            .remove(&(sub.to_string(), connection.to_string()));
+            .remove(&(user.clone(), connection.to_string()));
     }
 }
 
@@ -122,25 +123,32 @@ impl AccessCache {
 mod tests {
     use super::*;
 
+    fn user(issuer: &str, sub: &str) -> User {
+        User::new(issuer, sub)
+    }
+
     #[test]
     fn entries_expire_and_invalidation_wins_races() {
         let cache = AccessCache::default();
+        let alice = user("https://a/", "alice");
         let g = cache.generation();
-        cache.insert(g, "alice", "stocks", Entry::new("t1".into(), 100, None, 1));
-        assert_eq!(cache.get("alice", "stocks").unwrap().token, "t1");
-        assert!(cache.get("bob", "stocks").is_none());
-        cache.invalidate("alice", "stocks");
-        assert!(cache.get("alice", "stocks").is_none());
+        cache.insert(g, &alice, "stocks", Entry::new("t1".into(), 100, None, 1));
+        assert_eq!(cache.get(&alice, "stocks").unwrap().token, "t1");
+        assert!(cache.get(&user("https://a/", "bob"), "stocks").is_none());
+        // The same `sub` at another issuer is another user.
+        assert!(cache.get(&user("https://b/", "alice"), "stocks").is_none());
+        cache.invalidate(&alice, "stocks");
+        assert!(cache.get(&alice, "stocks").is_none());
         // A read taken before the invalidation is not cached.
-        cache.insert(g, "alice", "stocks", Entry::new("t0".into(), 100, None, 1));
-        assert!(cache.get("alice", "stocks").is_none());
+        cache.insert(g, &alice, "stocks", Entry::new("t0".into(), 100, None, 1));
+        assert!(cache.get(&alice, "stocks").is_none());
         // An entry older than the TTL is not served.
         let g = cache.generation();
         let mut old = Entry::new("t2".into(), 100, None, 2);
         old.cached_at = Instant::now()
             .checked_sub(TTL + Duration::from_millis(1))
             .unwrap();
-        cache.insert(g, "alice", "stocks", old);
-        assert!(cache.get("alice", "stocks").is_none());
+        cache.insert(g, &alice, "stocks", old);
+        assert!(cache.get(&alice, "stocks").is_none());
     }
 }

@@ -8,8 +8,8 @@ use crate::link_events::{self, LinkEvents};
 use crate::metrics::Metrics;
 use crate::seal::Keyring;
 use crate::single_flight::Flights;
-use crate::store::{AuditEntry, Store};
-use crate::subject::SubjectVerifier;
+use crate::store::{AuditEntry, Store, Upgrade};
+use crate::subject::{SubjectVerifier, User};
 use crate::ticket::TicketSigner;
 use crate::upstream::UpstreamClient;
 use crate::{audit_api, linking, token_exchange};
@@ -72,9 +72,7 @@ impl Vault {
             ),
             None => None,
         };
-        let store = Store::connect(&config.database_url, config.database_schema.as_deref())
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = open_store(&config, &keys).await?;
         let upstream = UpstreamClient::new(
             Duration::from_secs(config.upstream_timeout_seconds.max(1)),
             extra_roots.as_deref(),
@@ -105,8 +103,8 @@ impl Vault {
     }
 
     /// The link a user opens to (re)connect `connection`.
-    pub fn connect_url(&self, sub: &str, connection: &str) -> String {
-        let ticket = self.tickets.issue(sub, connection, unix_now());
+    pub fn connect_url(&self, user: &User, connection: &str) -> String {
+        let ticket = self.tickets.issue(user, connection, unix_now());
         format!(
             "{}/connect/{connection}?ticket={ticket}",
             self.config.public_base()
@@ -118,15 +116,15 @@ impl Vault {
         format!("{}/connect/callback", self.config.public_base())
     }
 
-    /// After a write that changed the link of (`sub`, `connection`): drops
+    /// After a write that changed the link of (`user`, `connection`): drops
     /// the cached access token here and tells the other replicas to (see
     /// [`link_events`]); a notice that cannot be sent is logged, and the
     /// replicas then drop theirs within the cache's few seconds.
-    pub async fn link_changed(&self, sub: &str, connection: &str) {
-        self.access_cache.invalidate(sub, connection);
+    pub async fn link_changed(&self, user: &User, connection: &str) {
+        self.access_cache.invalidate(user, connection);
         if let Err(e) = self
             .store
-            .announce_link_change(link_events::CHANNEL, sub, connection)
+            .announce_link_change(link_events::CHANNEL, user, connection)
             .await
         {
             tracing::warn!(error = %e, "cannot tell the other replicas of a link change");
@@ -134,17 +132,19 @@ impl Vault {
     }
 
     /// Queues an audit row for the background writer (see [`AuditLog`]); a
-    /// failure is logged, not fatal to the answer.
+    /// failure is logged, not fatal to the answer. `user` is `None` when
+    /// the subject token was not verified.
     pub async fn audit(
         &self,
-        sub: &str,
+        user: Option<&User>,
         agent: Option<&str>,
         connection: Option<&str>,
         outcome: &str,
     ) {
         let entry = AuditEntry {
             at: unix_now(),
-            sub: sub.to_string(),
+            issuer: user.map(|u| u.issuer.clone()).unwrap_or_default(),
+            sub: user.map(|u| u.sub.clone()).unwrap_or_default(),
             agent: agent.map(str::to_string),
             connection: connection.map(str::to_string),
             outcome: outcome.to_string(),
@@ -165,6 +165,38 @@ impl Vault {
         self.audit_log.shutdown().await;
         self.store.close().await;
     }
+}
+
+/// Connects to the configured database, creating its tables or upgrading
+/// them (see [`Upgrade`]): rows stored before users were keyed by issuer
+/// belong to `legacy_issuer`, or to the one configured issuer.
+pub async fn open_store(config: &Config, keys: &Keyring) -> Result<Store, String> {
+    let issuers: Vec<&str> = config
+        .issuers
+        .iter()
+        .filter_map(|i| i.get("issuer").and_then(|v| v.as_str()))
+        .collect();
+    let legacy_issuer = match (&config.legacy_issuer, issuers.as_slice()) {
+        (Some(legacy), _) if !issuers.contains(&legacy.as_str()) => {
+            return Err(format!(
+                "legacy_issuer: {legacy:?} is not the issuer of any [[issuers]] entry"
+            ))
+        }
+        (Some(legacy), _) => Some(legacy.as_str()),
+        (None, [only]) => Some(*only),
+        (None, _) => None,
+    };
+    let upgrade = Upgrade {
+        legacy_issuer,
+        keys: Some(keys),
+    };
+    Store::connect_upgrading(
+        &config.database_url,
+        config.database_schema.as_deref(),
+        &upgrade,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// The HTTP routes.

@@ -218,6 +218,7 @@ mod tests {
     fn entry(n: i64) -> AuditEntry {
         AuditEntry {
             at: n,
+            issuer: "https://idp/".into(),
             sub: format!("user-{n}"),
             agent: None,
             connection: Some("stocktrade".into()),

@@ -7,6 +7,7 @@ use crate::app::Vault;
 use crate::linking::bearer_user;
 use crate::oauth_error::OAuthError;
 use crate::store::{AuditEntry, AuditFilter};
+use crate::subject::User;
 use crate::token_exchange::{client_credentials, client_secret_matches};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -19,14 +20,14 @@ use std::sync::Arc;
 pub const DEFAULT_LIMIT: i64 = 100;
 /// Most rows one answer may hold.
 pub const MAX_LIMIT: i64 = 1000;
-/// Longest `sub` or `connection` filter accepted.
+/// Longest `issuer`, `sub` or `connection` filter accepted.
 const MAX_FILTER_LEN: usize = 1024;
 
 /// Who reads the trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Reader {
-    /// A signed-in user: their own rows only.
-    User(String),
+    /// A signed-in user: their own rows (their issuer and subject) only.
+    User(User),
     /// A client listed in `audit_readers`: every row.
     Client(String),
 }
@@ -40,6 +41,7 @@ struct Page<'a> {
 #[derive(Serialize)]
 struct Row<'a> {
     at: i64,
+    issuer: &'a str,
     sub: &'a str,
     agent: Option<&'a str>,
     connection: Option<&'a str>,
@@ -50,6 +52,7 @@ impl<'a> From<&'a AuditEntry> for Row<'a> {
     fn from(e: &'a AuditEntry) -> Self {
         Row {
             at: e.at,
+            issuer: &e.issuer,
             sub: &e.sub,
             agent: e.agent.as_deref(),
             connection: e.connection.as_deref(),
@@ -58,7 +61,7 @@ impl<'a> From<&'a AuditEntry> for Row<'a> {
     }
 }
 
-/// `GET /audit?sub=&connection=&since=&limit=`: rows newest first.
+/// `GET /audit?issuer=&sub=&connection=&since=&limit=`: rows newest first.
 pub async fn audit(
     State(vault): State<Arc<Vault>>,
     RawQuery(query): RawQuery,
@@ -75,15 +78,24 @@ async fn read(vault: &Vault, query: &str, headers: &HeaderMap) -> Result<Respons
     let reader = authenticate(vault, headers).await?;
     let mut filter = parse_query(query)?;
     match &reader {
-        Reader::User(sub) => {
-            if filter.sub.as_ref().is_some_and(|wanted| wanted != sub) {
+        Reader::User(user) => {
+            if filter
+                .issuer
+                .as_ref()
+                .is_some_and(|wanted| *wanted != user.issuer)
+                || filter
+                    .sub
+                    .as_ref()
+                    .is_some_and(|wanted| *wanted != user.sub)
+            {
                 return Err(OAuthError::new(
                     StatusCode::FORBIDDEN,
                     "access_denied",
                     "a user can read only their own audit rows",
                 ));
             }
-            filter.sub = Some(sub.clone());
+            filter.issuer = Some(user.issuer.clone());
+            filter.sub = Some(user.sub.clone());
         }
         Reader::Client(_) => {}
     }
@@ -92,8 +104,8 @@ async fn read(vault: &Vault, query: &str, headers: &HeaderMap) -> Result<Respons
         OAuthError::server_error()
     })?;
     match &reader {
-        Reader::User(sub) => {
-            tracing::info!(sub = %sub, rows = rows.len(), "audit rows read by their user")
+        Reader::User(user) => {
+            tracing::info!(issuer = %user.issuer, sub = %user.sub, rows = rows.len(), "audit rows read by their user")
         }
         Reader::Client(id) => {
             tracing::info!(client_id = %id, rows = rows.len(), "audit rows read by an audit reader")
@@ -173,13 +185,14 @@ fn parse_query(query: &str) -> Result<AuditFilter, OAuthError> {
     let mut seen: Vec<&str> = Vec::new();
     for (name, value) in &params {
         let name = match name.as_str() {
+            "issuer" => "issuer",
             "sub" => "sub",
             "connection" => "connection",
             "since" => "since",
             "limit" => "limit",
             _ => {
                 return Err(OAuthError::invalid_request(
-                    "unknown query parameter; use sub, connection, since or limit",
+                    "unknown query parameter; use issuer, sub, connection, since or limit",
                 ))
             }
         };
@@ -188,17 +201,18 @@ fn parse_query(query: &str) -> Result<AuditFilter, OAuthError> {
         }
         seen.push(name);
         match name {
-            "sub" | "connection" => {
+            "issuer" | "sub" | "connection" => {
                 if value.is_empty() || value.len() > MAX_FILTER_LEN {
                     return Err(OAuthError::invalid_request(format!(
                         "{name} must be 1 to {MAX_FILTER_LEN} bytes"
                     )));
                 }
-                if name == "sub" {
-                    filter.sub = Some(value.clone());
-                } else {
-                    filter.connection = Some(value.clone());
-                }
+                let field = match name {
+                    "issuer" => &mut filter.issuer,
+                    "sub" => &mut filter.sub,
+                    _ => &mut filter.connection,
+                };
+                *field = Some(value.clone());
             }
             "since" => {
                 filter.since = Some(value.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(
@@ -239,8 +253,12 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_query("sub=alice%40x&connection=google&since=0&limit=1000").unwrap(),
+            parse_query(
+                "issuer=https%3A%2F%2Fidp%2F&sub=alice%40x&connection=google&since=0&limit=1000"
+            )
+            .unwrap(),
             AuditFilter {
+                issuer: Some("https://idp/".into()),
                 sub: Some("alice@x".into()),
                 connection: Some("google".into()),
                 since: Some(0),
@@ -258,6 +276,7 @@ mod tests {
             assert!(description(query).starts_with("since "), "{query}");
         }
         assert!(description("sub=").starts_with("sub "));
+        assert!(description("issuer=").starts_with("issuer "));
         assert_eq!(description("sub=a&sub=b"), "sub is repeated");
         let unknown = description("user=%3Cscript%3E");
         assert!(unknown.starts_with("unknown query parameter"), "{unknown}");

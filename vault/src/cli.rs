@@ -51,6 +51,10 @@ pub struct Args {
     /// Client ids (of `[[clients]]`) that may read every user's rows at GET /audit; comma-separated.
     #[arg(long, env = "AGENTWARD_VAULT_AUDIT_READERS", value_delimiter = ',')]
     pub audit_readers: Option<Vec<String>>,
+    /// The issuer of the users stored before users were keyed by (issuer,
+    /// subject): needed once to upgrade such a database when several issuers are configured.
+    #[arg(long, env = "AGENTWARD_VAULT_LEGACY_ISSUER")]
+    pub legacy_issuer: Option<String>,
     /// Check the configuration and keys, then exit.
     #[arg(long)]
     pub check: bool,
@@ -105,6 +109,9 @@ impl Args {
                 .map(|id| id.trim().to_string())
                 .filter(|id| !id.is_empty())
                 .collect();
+        }
+        if let Some(v) = &self.legacy_issuer {
+            config.legacy_issuer = Some(v.clone());
         }
         config.resolve_secrets(|name| std::env::var(name).ok())?;
         config.check_urls()?;

@@ -58,6 +58,11 @@ pub struct Config {
     /// Issuers whose JWTs identify users (same shape as the policy's `issuers`).
     #[serde(default)]
     pub issuers: Vec<serde_json::Value>,
+    /// The issuer of the users a database made before users were keyed by
+    /// (issuer, subject) holds; needed once, to upgrade such a database,
+    /// when several `issuers` are configured (with one, it is that one).
+    #[serde(default)]
+    pub legacy_issuer: Option<String>,
     /// Confidential clients allowed to call `POST /oauth/token` (the gateway).
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
@@ -184,6 +189,7 @@ impl Default for Config {
             ca_file: None,
             allow_insecure_http: false,
             issuers: Vec::new(),
+            legacy_issuer: None,
             clients: Vec::new(),
             audit_readers: Vec::new(),
             audit_retention_days: default_audit_retention_days(),

@@ -1,13 +1,14 @@
 //! Replicas on one PostgreSQL database tell each other when a link changes
 //! (relinked, unlinked, found broken): the writer sends `NOTIFY
 //! agentward_links` and every replica, the writer included, drops its
-//! cached access token for that user and connection at once, instead of
+//! cached access token for that user (issuer and subject) and connection at once, instead of
 //! serving it until [`crate::access_cache::TTL`] runs out. A listener that
 //! lost its connection may have missed notices, so after reconnecting it
 //! drops the whole cache. SQLite serves a single vault: nothing to tell.
 
 use crate::access_cache::AccessCache;
 use crate::store::Store;
+use crate::subject::User;
 use crate::task::Joinable;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,8 @@ use tokio::sync::Notify;
 pub const CHANNEL: &str = "agentward_links";
 
 /// A notice as sent: the sender's schema (replicas of other deployments
-/// may share the database), the user and the connection.
-type Notice = (String, String, String);
+/// may share the database), the user's issuer and subject, the connection.
+type Notice = (String, String, String, String);
 
 /// The listening task of one replica.
 #[derive(Debug)]
@@ -55,11 +56,17 @@ impl LinkEvents {
                 match received {
                     Ok(Some(notification)) => {
                         match serde_json::from_str::<Notice>(notification.payload()) {
-                            Ok((from, sub, connection)) if from == schema => {
-                                cache.invalidate(&sub, &connection);
+                            Ok((from, issuer, sub, connection)) if from == schema => {
+                                cache.invalidate(&User { issuer, sub }, &connection);
                             }
                             Ok(_) => {}
-                            Err(_) => tracing::warn!("unreadable link-change notice ignored"),
+                            // Whose link changed is unknown: drop them all.
+                            Err(_) => {
+                                tracing::warn!(
+                                    "unreadable link-change notice; access cache cleared"
+                                );
+                                cache.clear();
+                            }
                         }
                     }
                     // Reconnected: notices may have been missed meanwhile.

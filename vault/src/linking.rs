@@ -4,9 +4,9 @@
 
 use crate::app::{unix_now, Vault};
 use crate::oauth_error::OAuthError;
-use crate::seal::row_aad;
+use crate::seal::{link_aad, row_aad};
 use crate::store::{CachedAccess, Link, PendingLink, TokenWrite};
-use crate::subject::SubjectError;
+use crate::subject::{SubjectError, User};
 use crate::ticket::TicketError;
 use crate::upstream::UpstreamError;
 use axum::extract::{Path, Query, State};
@@ -51,12 +51,12 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// The signed-in user, from a bearer JWT.
-pub async fn bearer_user(vault: &Vault, headers: &HeaderMap) -> Result<String, OAuthError> {
+/// The signed-in user (issuer and subject), from a bearer JWT.
+pub async fn bearer_user(vault: &Vault, headers: &HeaderMap) -> Result<User, OAuthError> {
     let token =
         bearer(headers).ok_or_else(|| OAuthError::invalid_token("a bearer token is required"))?;
     match vault.subjects.verify(token).await {
-        Ok(subject) => Ok(subject.sub),
+        Ok(subject) => Ok(subject.user()),
         Err(SubjectError::Rejected { description, .. }) => {
             Err(OAuthError::invalid_token(description))
         }
@@ -81,7 +81,7 @@ pub async fn connect(
             "no such connection",
         )
     })?;
-    let sub = match &query.ticket {
+    let user = match &query.ticket {
         Some(ticket) => redeem_ticket(&vault, ticket, &connection).await?,
         None => bearer_user(&vault, &headers).await?,
     };
@@ -92,12 +92,12 @@ pub async fn connect(
         .keys
         .seal(
             verifier.as_bytes(),
-            &row_aad("pkce_verifier", &state, &connection),
+            &verifier_aad(&state, &user, &connection),
         )
         .map_err(|_| OAuthError::server_error())?;
     let pending = PendingLink {
         state: state.clone(),
-        sub: sub.clone(),
+        user: user.clone(),
         connection: connection.clone(),
         verifier: sealed,
         expires_at: unix_now() + i64::try_from(vault.config.state_ttl_seconds).unwrap_or(600),
@@ -123,7 +123,7 @@ pub async fn connect(
             q.append_pair(k, v);
         }
     }
-    tracing::info!(sub = %sub, connection = %connection, "account linking started");
+    tracing::info!(issuer = %user.issuer, sub = %user.sub, connection = %connection, "account linking started");
     let (name, value) = vault.tickets.browser_binding(&state);
     let binding = binding_cookie(&vault, &name, &value, vault.config.state_ttl_seconds);
     Ok((
@@ -137,15 +137,20 @@ pub async fn connect(
         .into_response())
 }
 
+/// The AAD of a pending flow's sealed PKCE verifier: its `state`, user and
+/// connection, so the verifier opens only for the row it was stored with.
+fn verifier_aad(state: &str, user: &User, connection: &str) -> Vec<u8> {
+    row_aad(
+        "pkce_verifier",
+        &[state, &user.issuer, &user.sub, connection],
+    )
+}
+
 /// The user a connect ticket names, once: the ticket must be authentic,
 /// current and for `connection`, and is then marked spent in the store, so
 /// opening the same link again (on any replica) is refused. A forged or
 /// expired ticket is refused before the store is touched.
-async fn redeem_ticket(
-    vault: &Vault,
-    ticket: &str,
-    connection: &str,
-) -> Result<String, OAuthError> {
+async fn redeem_ticket(vault: &Vault, ticket: &str, connection: &str) -> Result<User, OAuthError> {
     let now = unix_now();
     let ticket = vault.tickets.verify(ticket, connection, now).map_err(|e| {
         OAuthError::invalid_token(match e {
@@ -163,12 +168,12 @@ async fn redeem_ticket(
             OAuthError::server_error()
         })?;
     if !first {
-        tracing::info!(sub = %ticket.sub, connection = %connection, "connect link opened again; refused");
+        tracing::info!(issuer = %ticket.user.issuer, sub = %ticket.user.sub, connection = %connection, "connect link opened again; refused");
         return Err(OAuthError::invalid_token(
             "the connect link was already used; ask for a new one",
         ));
     }
-    Ok(ticket.sub)
+    Ok(ticket.user)
 }
 
 /// A `Set-Cookie` for the browser binding of a flow: only ever sent to the
@@ -213,7 +218,7 @@ pub async fn callback(
         // The state is spent either way: a flow someone else started cannot
         // be finished in this browser, nor retried.
         vault.metrics.link("failed");
-        tracing::warn!(sub = %pending.sub, connection = %connection, "account linking finished in another browser than it started in; refused");
+        tracing::warn!(issuer = %pending.user.issuer, sub = %pending.user.sub, connection = %connection, "account linking finished in another browser than it started in; refused");
         return Err(OAuthError::invalid_request(
             "this linking flow was started in another browser; open the connect link again in this one",
         ));
@@ -225,7 +230,7 @@ pub async fn callback(
         .ok_or_else(OAuthError::server_error)?;
     if query.error.is_some() {
         vault.metrics.link("failed");
-        tracing::info!(sub = %pending.sub, connection = %connection, "upstream denied account linking");
+        tracing::info!(issuer = %pending.user.issuer, sub = %pending.user.sub, connection = %connection, "upstream denied account linking");
         return Err(OAuthError::new(
             StatusCode::FORBIDDEN,
             "access_denied",
@@ -239,7 +244,7 @@ pub async fn callback(
         .keys
         .open_string(
             &pending.verifier,
-            &row_aad("pkce_verifier", &state, &connection),
+            &verifier_aad(&state, &pending.user, &connection),
         )
         .map_err(|_| OAuthError::server_error())?;
     let tokens = match vault
@@ -250,7 +255,7 @@ pub async fn callback(
         Ok(tokens) => tokens,
         Err(e) => {
             vault.metrics.link("failed");
-            tracing::warn!(sub = %pending.sub, connection = %connection, upstream = ?e, "code redemption failed");
+            tracing::warn!(issuer = %pending.user.issuer, sub = %pending.user.sub, connection = %connection, upstream = ?e, "code redemption failed");
             return Err(match e {
                 UpstreamError::Unavailable(_) => {
                     OAuthError::unavailable("the upstream is unreachable; try again")
@@ -276,7 +281,7 @@ pub async fn callback(
             .keys
             .seal(
                 value.as_bytes(),
-                &row_aad(purpose, &pending.sub, &connection),
+                &link_aad(purpose, &pending.user, &connection),
             )
             .map_err(|_| OAuthError::server_error())
     };
@@ -290,18 +295,18 @@ pub async fn callback(
     };
     let saved = vault
         .store
-        .save_link(&pending.sub, &connection, &write, now)
+        .save_link(&pending.user, &connection, &write, now)
         .await;
-    vault.link_changed(&pending.sub, &connection).await;
+    vault.link_changed(&pending.user, &connection).await;
     saved.map_err(|e| {
         tracing::error!(error = %e, "cannot store link");
         OAuthError::server_error()
     })?;
     vault.metrics.link("linked");
     vault
-        .audit(&pending.sub, None, Some(&connection), "linked")
+        .audit(Some(&pending.user), None, Some(&connection), "linked")
         .await;
-    tracing::info!(sub = %pending.sub, connection = %connection, "account linked");
+    tracing::info!(issuer = %pending.user.issuer, sub = %pending.user.sub, connection = %connection, "account linked");
     let (name, _) = vault.tickets.browser_binding(&state);
     let cleared = binding_cookie(&vault, &name, "", 0);
     Ok((
@@ -324,7 +329,7 @@ pub async fn unlink(
     Path(connection): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, OAuthError> {
-    let sub = bearer_user(&vault, &headers).await?;
+    let user = bearer_user(&vault, &headers).await?;
     if !vault.config.connections.contains_key(&connection) {
         return Err(OAuthError::new(
             StatusCode::NOT_FOUND,
@@ -332,7 +337,7 @@ pub async fn unlink(
             "no such connection",
         ));
     }
-    let gate = vault.flights.gate(&sub, &connection);
+    let gate = vault.flights.gate(&user, &connection);
     let _held = gate.lock().await;
     let database_error = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "cannot unlink");
@@ -340,11 +345,11 @@ pub async fn unlink(
     };
     let link = vault
         .store
-        .find_link(&sub, &connection)
+        .find_link(&user, &connection)
         .await
         .map_err(database_error)?;
-    let removed = vault.store.delete_link(&sub, &connection).await;
-    vault.link_changed(&sub, &connection).await;
+    let removed = vault.store.delete_link(&user, &connection).await;
+    vault.link_changed(&user, &connection).await;
     let removed = removed.map_err(database_error)?;
     let Some(link) = link.filter(|_| removed) else {
         return Err(OAuthError::new(
@@ -354,8 +359,10 @@ pub async fn unlink(
         ));
     };
     vault.metrics.link("unlinked");
-    vault.audit(&sub, None, Some(&connection), "unlinked").await;
-    tracing::info!(sub = %sub, connection = %connection, "account unlinked");
+    vault
+        .audit(Some(&user), None, Some(&connection), "unlinked")
+        .await;
+    tracing::info!(issuer = %user.issuer, sub = %user.sub, connection = %connection, "account unlinked");
     revoke_upstream(&vault, &link).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -370,7 +377,7 @@ async fn revoke_upstream(vault: &Vault, link: &Link) {
     if conn.revocation_url.is_none() || link.broken {
         return;
     }
-    let aad = row_aad("refresh_token", &link.sub, &link.connection);
+    let aad = link_aad("refresh_token", &link.user, &link.connection);
     let refresh_token = match vault.keys.open_string(&link.refresh, &aad) {
         Ok(token) => token,
         Err(e) => {
@@ -382,11 +389,11 @@ async fn revoke_upstream(vault: &Vault, link: &Link) {
     match vault.upstream.revoke(conn, &refresh_token).await {
         Ok(_) => {
             vault.metrics.link("revoked");
-            tracing::info!(sub = %link.sub, connection = %link.connection, "refresh token revoked upstream");
+            tracing::info!(issuer = %link.user.issuer, sub = %link.user.sub, connection = %link.connection, "refresh token revoked upstream");
         }
         Err(e) => {
             vault.metrics.link("revoke_failed");
-            tracing::warn!(sub = %link.sub, connection = %link.connection, error = ?e, "upstream revocation failed; the refresh token stays valid there until it expires");
+            tracing::warn!(issuer = %link.user.issuer, sub = %link.user.sub, connection = %link.connection, error = ?e, "upstream revocation failed; the refresh token stays valid there until it expires");
         }
     }
 }

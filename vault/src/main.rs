@@ -50,12 +50,7 @@ async fn rekey(
     config: &agentward_vault::config::Config,
     keys: &agentward_vault::seal::Keyring,
 ) -> std::process::ExitCode {
-    let store = match agentward_vault::store::Store::connect(
-        &config.database_url,
-        config.database_schema.as_deref(),
-    )
-    .await
-    {
+    let store = match agentward_vault::app::open_store(config, keys).await {
         Ok(store) => store,
         Err(e) => {
             eprintln!("agentward-vault: {e}");

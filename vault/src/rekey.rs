@@ -3,7 +3,7 @@
 //! keyring. Rows a running vault rewrites meanwhile are left to it (it seals
 //! with its own current key).
 
-use crate::seal::{row_aad, Keyring, Sealed};
+use crate::seal::{link_aad, Keyring, Sealed};
 use crate::store::{Store, StoreError};
 
 /// What a rekey pass did.
@@ -26,7 +26,7 @@ pub async fn rekey(store: &Store, keys: &Keyring) -> Result<RekeyReport, StoreEr
     let mut report = RekeyReport::default();
     for link in store.links_not_sealed_with(keys.current_id()).await? {
         let reseal = |purpose: &str, sealed: &Sealed| {
-            let aad = row_aad(purpose, &link.sub, &link.connection);
+            let aad = link_aad(purpose, &link.user, &link.connection);
             keys.open(sealed, &aad)
                 .and_then(|plain| keys.seal(&plain, &aad))
         };
@@ -59,6 +59,11 @@ pub async fn rekey(store: &Store, keys: &Keyring) -> Result<RekeyReport, StoreEr
 mod tests {
     use super::*;
     use crate::store::{CachedAccess, TokenWrite};
+    use crate::subject::User;
+
+    fn user(sub: &str) -> User {
+        User::new("https://idp/", sub)
+    }
 
     fn keyring(ids: &[&str]) -> Keyring {
         Keyring::from_keys(
@@ -71,7 +76,7 @@ mod tests {
 
     async fn link(store: &Store, keys: &Keyring, sub: &str, with_access: bool) {
         let seal = |purpose: &str, value: &str| {
-            keys.seal(value.as_bytes(), &row_aad(purpose, sub, "broker"))
+            keys.seal(value.as_bytes(), &link_aad(purpose, &user(sub), "broker"))
                 .unwrap()
         };
         let write = TokenWrite {
@@ -82,10 +87,17 @@ mod tests {
             },
             scope: None,
         };
-        store.save_link(sub, "broker", &write, 1).await.unwrap();
+        store
+            .save_link(&user(sub), "broker", &write, 1)
+            .await
+            .unwrap();
         if !with_access {
             // A link whose cached access token was dropped.
-            let link = store.find_link(sub, "broker").await.unwrap().unwrap();
+            let link = store
+                .find_link(&user(sub), "broker")
+                .await
+                .unwrap()
+                .unwrap();
             store.reseal_link(&link, &link.refresh, None).await.unwrap();
         }
     }
@@ -105,10 +117,14 @@ mod tests {
         // k1 can go: every token opens with k2 alone, and is the same token.
         let only_k2 = keyring(&["k2"]);
         for sub in ["alice", "bob", "carol"] {
-            let l = store.find_link(sub, "broker").await.unwrap().unwrap();
+            let l = store
+                .find_link(&user(sub), "broker")
+                .await
+                .unwrap()
+                .unwrap();
             let open = |purpose, sealed| {
                 only_k2
-                    .open_string(sealed, &row_aad(purpose, sub, "broker"))
+                    .open_string(sealed, &link_aad(purpose, &user(sub), "broker"))
                     .unwrap()
             };
             assert_eq!(open("refresh_token", &l.refresh), format!("rt-{sub}"));
@@ -133,7 +149,11 @@ mod tests {
     async fn reseal_of_a_changed_row_is_refused(store: &Store) {
         let k1 = keyring(&["k1"]);
         link(store, &k1, "erin", true).await;
-        let stale = store.find_link("erin", "broker").await.unwrap().unwrap();
+        let stale = store
+            .find_link(&user("erin"), "broker")
+            .await
+            .unwrap()
+            .unwrap();
         link(store, &k1, "erin", true).await; // a relink bumps the version
         assert!(!store
             .reseal_link(&stale, &stale.refresh, None)

@@ -1,12 +1,13 @@
 //! Encryption at rest for upstream tokens: AES-256-GCM, a random 96-bit nonce
 //! per sealed value, and additional authenticated data that binds a
-//! ciphertext to its row (user, connection, purpose), so a ciphertext copied
-//! into another row does not open.
+//! ciphertext to its row (issuer and subject of the user, connection,
+//! purpose), so a ciphertext copied into another row does not open.
 //!
 //! Keys carry ids. New values are sealed with the current key; the key id is
 //! stored beside the ciphertext so older rows keep opening after a rotation
 //! for as long as their key stays in the keyring.
 
+use crate::subject::User;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::engine::general_purpose::STANDARD;
@@ -196,9 +197,28 @@ impl Keyring {
     }
 }
 
-/// The AAD that binds a sealed value to one row and one purpose.
-pub fn row_aad(purpose: &str, sub: &str, connection: &str) -> Vec<u8> {
-    // Length-prefixed so that no choice of `sub` can collide with another row.
+/// The AAD that binds a sealed value to one purpose and one row: the user
+/// (issuer and subject) and the connection, or for a pending flow's PKCE
+/// verifier its `state`, user and connection. A ciphertext copied into
+/// another user's row (even one with the same `sub` at another issuer)
+/// does not open.
+pub fn row_aad(purpose: &str, parts: &[&str]) -> Vec<u8> {
+    // Length-prefixed so that no choice of values can collide with another row.
+    let mut aad = format!("agentward-vault/v2|{purpose}");
+    for part in parts {
+        aad.push_str(&format!("|{}:{part}", part.len()));
+    }
+    aad.into_bytes()
+}
+
+/// [`row_aad`] of a link's token: `purpose` of `user` at `connection`.
+pub fn link_aad(purpose: &str, user: &User, connection: &str) -> Vec<u8> {
+    row_aad(purpose, &[&user.issuer, &user.sub, connection])
+}
+
+/// The AAD of schema 1 (users by `sub` alone), only to open rows once
+/// while upgrading them (see `store::upgrade`).
+pub(crate) fn link_aad_v1(purpose: &str, sub: &str, connection: &str) -> Vec<u8> {
     format!(
         "agentward-vault/v1|{purpose}|{}:{sub}|{}:{connection}",
         sub.len(),
@@ -233,7 +253,11 @@ mod tests {
     #[test]
     fn sealed_value_round_trips() {
         let k = ring(&[("k1", 1)]);
-        let aad = row_aad("refresh_token", "alice", "google");
+        let aad = link_aad(
+            "refresh_token",
+            &User::new("https://idp/", "alice"),
+            "google",
+        );
         let s = k
             .seal(b"secret-refresh", &aad)
             .unwrap_or_else(|e| unreachable!("{e}"));
@@ -253,19 +277,41 @@ mod tests {
     #[test]
     fn wrong_aad_fails_to_open() {
         let k = ring(&[("k1", 1)]);
+        let alice = User::new("https://idp-a/", "alice");
         let s = k
-            .seal(b"tok", &row_aad("refresh_token", "alice", "google"))
+            .seal(b"tok", &link_aad("refresh_token", &alice, "google"))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        for (purpose, user, connection) in [
+            (
+                "refresh_token",
+                User::new("https://idp-a/", "mallory"),
+                "google",
+            ),
+            (
+                "refresh_token",
+                User::new("https://idp-b/", "alice"),
+                "google",
+            ),
+            ("refresh_token", alice.clone(), "slack"),
+            ("access_token", alice.clone(), "google"),
+        ] {
+            assert_eq!(
+                k.open(&s, &link_aad(purpose, &user, connection)),
+                Err(SealError::Unauthentic),
+                "{purpose} {user:?} {connection}"
+            );
+        }
+        // Values cannot shift between the issuer and the subject.
+        assert_ne!(
+            link_aad("refresh_token", &User::new("a|1:b", "c"), "d"),
+            link_aad("refresh_token", &User::new("a", "b|1:c"), "d")
+        );
+        // Nor does a value sealed under schema 1's AAD open under schema 2's.
+        let v1 = k
+            .seal(b"tok", &link_aad_v1("refresh_token", "alice", "google"))
             .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(
-            k.open(&s, &row_aad("refresh_token", "mallory", "google")),
-            Err(SealError::Unauthentic)
-        );
-        assert_eq!(
-            k.open(&s, &row_aad("refresh_token", "alice", "slack")),
-            Err(SealError::Unauthentic)
-        );
-        assert_eq!(
-            k.open(&s, &row_aad("access_token", "alice", "google")),
+            k.open(&v1, &link_aad("refresh_token", &alice, "google")),
             Err(SealError::Unauthentic)
         );
     }

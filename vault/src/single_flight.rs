@@ -2,6 +2,7 @@
 //! one process refresh upstream once: the first caller refreshes, the others
 //! wait and then find the fresh token in the cache.
 
+use crate::subject::User;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -10,18 +11,18 @@ type Gate = tokio::sync::Mutex<()>;
 /// The per-key gates. Entries vanish once nobody holds or waits on them.
 #[derive(Debug, Default)]
 pub struct Flights {
-    gates: Mutex<HashMap<(String, String), Weak<Gate>>>,
+    gates: Mutex<HashMap<(User, String), Weak<Gate>>>,
 }
 
 impl Flights {
-    /// The gate for `sub` at `connection`; lock it for the whole
+    /// The gate for `user` at `connection`; lock it for the whole
     /// check-cache-then-refresh sequence.
-    pub fn gate(&self, sub: &str, connection: &str) -> Arc<Gate> {
+    pub fn gate(&self, user: &User, connection: &str) -> Arc<Gate> {
         let mut gates = self
             .gates
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = (sub.to_string(), connection.to_string());
+        let key = (user.clone(), connection.to_string());
         if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
             return gate;
         }
@@ -41,13 +42,14 @@ mod tests {
     #[test]
     fn same_key_shares_a_gate_and_unused_gates_are_dropped() {
         let f = Flights::default();
-        let a = f.gate("alice", "google");
-        let b = f.gate("alice", "google");
+        let alice = User::new("https://a/", "alice");
+        let a = f.gate(&alice, "google");
+        let b = f.gate(&alice, "google");
         assert!(Arc::ptr_eq(&a, &b));
-        let c = f.gate("alice", "slack");
+        let c = f.gate(&alice, "slack");
         assert!(!Arc::ptr_eq(&a, &c));
         drop((a, b));
-        let d = f.gate("alice", "google");
+        let d = f.gate(&alice, "google");
         assert_eq!(Arc::strong_count(&d), 1);
     }
 }

@@ -12,6 +12,29 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+/// A user as the vault keys them: the issuer and the `sub` it names. A
+/// `sub` is unique only within its issuer (OpenID Connect Core §2), so two
+/// trusted issuers may name two different people alike: links, pending
+/// flows, connect tickets, sealed tokens' AAD, caches and audit rows are
+/// all keyed by both.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct User {
+    /// `iss` of the user's tokens.
+    pub issuer: String,
+    /// `sub`, as that issuer names the user.
+    pub sub: String,
+}
+
+impl User {
+    /// The user `sub` of `issuer`.
+    pub fn new(issuer: impl Into<String>, sub: impl Into<String>) -> User {
+        User {
+            issuer: issuer.into(),
+            sub: sub.into(),
+        }
+    }
+}
+
 /// The verified user behind a subject token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {
@@ -21,6 +44,13 @@ pub struct Subject {
     pub agent: Option<String>,
     /// `iss`.
     pub issuer: String,
+}
+
+impl Subject {
+    /// The user, as the vault keys them.
+    pub fn user(&self) -> User {
+        User::new(self.issuer.clone(), self.sub.clone())
+    }
 }
 
 /// Why a subject token was not accepted.
@@ -268,11 +298,16 @@ impl SubjectVerifier {
                 code: "missing_sub",
                 description: "the token names no subject (sub)",
             })?;
+        // Users are keyed by issuer too: never by an issuer left blank.
         let issuer = self
             .issuers
             .get(verified.issuer)
             .map(|i| i.issuer.clone())
-            .unwrap_or_default();
+            .filter(|i| !i.is_empty())
+            .ok_or(SubjectError::Rejected {
+                code: "untrusted_issuer",
+                description: "the token's issuer is not trusted",
+            })?;
         let subject = Subject {
             sub,
             agent: text("azp").or_else(|| text("client_id")),

@@ -1,10 +1,12 @@
 //! Connect tickets: short-lived, HMAC-signed, single-purpose links that let a
 //! user start account linking without presenting a bearer token (a browser
-//! opening a link an agent showed them). A ticket names the user, the
+//! opening a link an agent showed them). A ticket names the user (issuer
+//! and subject), the
 //! connection and its expiry, and opens nothing but `GET /connect/{connection}`.
 //! Each ticket carries a random nonce and is redeemed once: the store records
 //! [`Ticket::id`] (a hash of the MAC, never the ticket) until the expiry.
 
+use crate::subject::User;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -15,6 +17,10 @@ const PURPOSE: &str = "connect";
 
 #[derive(Serialize, Deserialize)]
 struct Claims {
+    /// The user's issuer; tickets issued before users were keyed by issuer
+    /// have none and are refused.
+    #[serde(default)]
+    iss: String,
     sub: String,
     conn: String,
     exp: i64,
@@ -30,7 +36,7 @@ struct Claims {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
     /// The user it was issued to.
-    pub sub: String,
+    pub user: User,
     /// Unix time it expires at.
     pub expires_at: i64,
     /// Identifies the ticket for single use: hex SHA-256 of its MAC. Not a
@@ -116,8 +122,8 @@ impl TicketSigner {
             .is_ok_and(|tag| self.binding_mac(state).verify_slice(&tag).is_ok())
     }
 
-    /// A ticket for `sub` to link `connection`, valid from `now`.
-    pub fn issue(&self, sub: &str, connection: &str, now: i64) -> String {
+    /// A ticket for `user` to link `connection`, valid from `now`.
+    pub fn issue(&self, user: &User, connection: &str, now: i64) -> String {
         let mut nonce = [0u8; 12];
         // Without randomness the ticket is still authentic and single-use;
         // it only equals another issued in the same second.
@@ -126,7 +132,8 @@ impl TicketSigner {
             Err(_) => String::new(),
         };
         let claims = Claims {
-            sub: sub.into(),
+            iss: user.issuer.clone(),
+            sub: user.sub.clone(),
             conn: connection.into(),
             exp: now + self.ttl_seconds,
             purpose: PURPOSE.into(),
@@ -147,6 +154,9 @@ impl TicketSigner {
             .map_err(|_| TicketError::Invalid)?;
         let bytes = B64.decode(payload).map_err(|_| TicketError::Invalid)?;
         let claims: Claims = serde_json::from_slice(&bytes).map_err(|_| TicketError::Invalid)?;
+        if claims.iss.is_empty() {
+            return Err(TicketError::Invalid);
+        }
         if claims.purpose != PURPOSE || claims.conn != connection {
             return Err(TicketError::WrongConnection);
         }
@@ -154,7 +164,10 @@ impl TicketSigner {
             return Err(TicketError::Expired);
         }
         Ok(Ticket {
-            sub: claims.sub,
+            user: User {
+                issuer: claims.iss,
+                sub: claims.sub,
+            },
             expires_at: claims.exp,
             id: hex(&Sha256::digest(&sig)),
         })
@@ -184,12 +197,16 @@ fn unreachable_key_length() -> ! {
 mod tests {
     use super::*;
 
+    fn alice() -> User {
+        User::new("https://idp/", "alice")
+    }
+
     #[test]
     fn ticket_names_user_and_connection() {
         let s = TicketSigner::new([3; 32], 600);
-        let t = s.issue("alice", "google", 1000);
+        let t = s.issue(&alice(), "google", 1000);
         let ticket = s.verify(&t, "google", 1500).unwrap();
-        assert_eq!((ticket.sub.as_str(), ticket.expires_at), ("alice", 1600));
+        assert_eq!((&ticket.user, ticket.expires_at), (&alice(), 1600));
         assert_eq!(ticket.id.len(), 64);
         assert!(!t.contains(&ticket.id), "the id is not part of the ticket");
         assert_eq!(
@@ -203,8 +220,8 @@ mod tests {
     fn tickets_issued_in_the_same_second_are_distinct() {
         let s = TicketSigner::new([3; 32], 600);
         let (a, b) = (
-            s.issue("alice", "google", 1000),
-            s.issue("alice", "google", 1000),
+            s.issue(&alice(), "google", 1000),
+            s.issue(&alice(), "google", 1000),
         );
         assert_ne!(a, b);
         let id = |t: &str| s.verify(t, "google", 1000).unwrap().id;
@@ -216,13 +233,27 @@ mod tests {
     fn ticket_without_nonce_still_verifies() {
         // Issued before single use: no `jti`.
         let s = TicketSigner::new([3; 32], 600);
-        let payload =
-            B64.encode(br#"{"sub":"alice","conn":"google","exp":1600,"purpose":"connect"}"#);
+        let payload = B64.encode(
+            br#"{"iss":"https://idp/","sub":"alice","conn":"google","exp":1600,"purpose":"connect"}"#,
+        );
         let sig = B64.encode(s.mac(&payload).finalize().into_bytes());
         let ticket = s
             .verify(&format!("{payload}.{sig}"), "google", 1000)
             .unwrap();
-        assert_eq!(ticket.sub, "alice");
+        assert_eq!(ticket.user, alice());
+    }
+
+    #[test]
+    fn ticket_without_issuer_is_invalid() {
+        // Issued before users were keyed by issuer: whose `sub` is unknown.
+        let s = TicketSigner::new([3; 32], 600);
+        let payload =
+            B64.encode(br#"{"sub":"alice","conn":"google","exp":1600,"purpose":"connect"}"#);
+        let sig = B64.encode(s.mac(&payload).finalize().into_bytes());
+        assert_eq!(
+            s.verify(&format!("{payload}.{sig}"), "google", 1000),
+            Err(TicketError::Invalid)
+        );
     }
 
     #[test]
@@ -248,10 +279,10 @@ mod tests {
     fn forged_or_foreign_ticket_is_invalid() {
         let s = TicketSigner::new([3; 32], 600);
         let other = TicketSigner::new([4; 32], 600);
-        let t = other.issue("alice", "google", 1000);
+        let t = other.issue(&alice(), "google", 1000);
         assert_eq!(s.verify(&t, "google", 1000), Err(TicketError::Invalid));
         let (payload, sig) = s
-            .issue("alice", "google", 1000)
+            .issue(&alice(), "google", 1000)
             .split_once('.')
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .unwrap();

@@ -9,7 +9,7 @@ use crate::app::{unix_now, Vault};
 use crate::config::ConnectionConfig;
 use crate::linking::DEFAULT_EXPIRES_IN;
 use crate::oauth_error::OAuthError;
-use crate::seal::row_aad;
+use crate::seal::link_aad;
 use crate::store::{CachedAccess, Link, TokenWrite};
 use crate::subject::{Subject, SubjectError};
 use crate::upstream::UpstreamError;
@@ -116,7 +116,7 @@ pub async fn token(State(vault): State<Arc<Vault>>, headers: HeaderMap, body: By
             };
             vault.metrics.exchange(outcome);
             vault
-                .audit("", None, Some(&request.connection), outcome)
+                .audit(None, None, Some(&request.connection), outcome)
                 .await;
             return error.into_response();
         }
@@ -129,13 +129,14 @@ pub async fn token(State(vault): State<Arc<Vault>>, headers: HeaderMap, body: By
     vault.metrics.exchange(outcome);
     vault
         .audit(
-            &subject.sub,
+            Some(&subject.user()),
             subject.agent.as_deref(),
             Some(&request.connection),
             outcome,
         )
         .await;
     tracing::info!(
+        issuer = %subject.issuer,
         sub = %subject.sub,
         agent = subject.agent.as_deref().unwrap_or(""),
         connection = %request.connection,
@@ -402,7 +403,7 @@ async fn exchange(
     request: &ExchangeRequest,
 ) -> Result<(ExchangeResponse, &'static str), Failure> {
     let connection = request.connection.as_str();
-    let sub = subject.sub.as_str();
+    let user = &subject.user();
     let conn = vault
         .config
         .connections
@@ -420,7 +421,7 @@ async fn exchange(
                 NOT_LINKED,
                 format!("the user has not linked a {connection} account"),
             )
-            .with_connect_url(vault.connect_url(sub, connection)),
+            .with_connect_url(vault.connect_url(user, connection)),
         )
     };
     let broken = |outcome| {
@@ -433,7 +434,7 @@ async fn exchange(
                     "the {connection} account link is no longer valid; the user must reconnect"
                 ),
             )
-            .with_connect_url(vault.connect_url(sub, connection)),
+            .with_connect_url(vault.connect_url(user, connection)),
         )
     };
     let respond =
@@ -457,7 +458,7 @@ async fn exchange(
             Some(access) if access.expires_at - now > margin => {
                 let token = vault
                     .keys
-                    .open_string(&access.sealed, &row_aad("access_token", sub, connection))
+                    .open_string(&access.sealed, &link_aad("access_token", user, connection))
                     .map_err(|e| internal("cannot open cached access token", &e))?;
                 Ok(Some((answer(link, access, token.clone(), now), token)))
             }
@@ -469,7 +470,7 @@ async fn exchange(
     // (see access_cache); anything else goes to the database.
     let generation = vault.access_cache.generation();
     let now = unix_now();
-    if let Some(hit) = vault.access_cache.get(sub, connection) {
+    if let Some(hit) = vault.access_cache.get(user, connection) {
         if hit.expires_at - now > margin
             && scope_covers(hit.scope.as_deref(), request.scope.as_deref())
         {
@@ -480,12 +481,12 @@ async fn exchange(
         }
     }
 
-    let gate = vault.flights.gate(sub, connection);
+    let gate = vault.flights.gate(user, connection);
     let _held = gate.lock().await;
     let now = unix_now();
     let link = vault
         .store
-        .find_link(sub, connection)
+        .find_link(user, connection)
         .await
         .map_err(|e| internal("cannot read link", &e))?;
     let Some(link) = link else {
@@ -502,14 +503,14 @@ async fn exchange(
                 "invalid_scope",
                 "the linked account was not granted the requested scope",
             )
-            .with_connect_url(vault.connect_url(sub, connection)),
+            .with_connect_url(vault.connect_url(user, connection)),
         ));
     }
     if let Some((hit, token)) = cached(&link, now)? {
         if let Some(access) = &link.access {
             vault.access_cache.insert(
                 generation,
-                sub,
+                user,
                 connection,
                 Entry::new(token, access.expires_at, link.scope.clone(), link.version),
             );
@@ -521,7 +522,7 @@ async fn exchange(
     // we waited for the lock, so look at the cache again first.
     let lease = vault
         .store
-        .lease_link(sub, connection)
+        .lease_link(user, connection)
         .await
         .map_err(|e| internal("cannot lock link", &e))?;
     let Some(lease) = lease else {
@@ -539,7 +540,7 @@ async fn exchange(
     }
     let refresh_token = match vault
         .keys
-        .open_string(&link.refresh, &row_aad("refresh_token", sub, connection))
+        .open_string(&link.refresh, &link_aad("refresh_token", user, connection))
     {
         Ok(t) => t,
         Err(e) => {
@@ -554,7 +555,7 @@ async fn exchange(
             let seal = |purpose: &str, value: &str| {
                 vault
                     .keys
-                    .seal(value.as_bytes(), &row_aad(purpose, sub, connection))
+                    .seal(value.as_bytes(), &link_aad(purpose, user, connection))
             };
             let rotated = tokens
                 .refresh_token
@@ -580,7 +581,7 @@ async fn exchange(
             match stored {
                 Ok(true) => vault.access_cache.insert(
                     generation,
-                    sub,
+                    user,
                     connection,
                     Entry::new(
                         tokens.access_token.clone(),
@@ -590,15 +591,16 @@ async fn exchange(
                     ),
                 ),
                 Ok(false) => {
-                    vault.access_cache.invalidate(sub, connection);
+                    vault.access_cache.invalidate(user, connection);
                     tracing::warn!(
-                        sub,
+                        issuer = %user.issuer,
+                        sub = %user.sub,
                         connection,
                         "link changed during refresh; refreshed tokens not stored"
                     )
                 }
                 Err(e) => {
-                    vault.access_cache.invalidate(sub, connection);
+                    vault.access_cache.invalidate(user, connection);
                     return Err(internal("cannot store refreshed tokens", &e));
                 }
             }
@@ -611,7 +613,7 @@ async fn exchange(
             vault.metrics.refresh("refused");
             vault.metrics.link("broken");
             let marked = lease.mark_broken(unix_now()).await;
-            vault.link_changed(sub, connection).await;
+            vault.link_changed(user, connection).await;
             if let Err(e) = marked {
                 tracing::error!(error = %e, "cannot flag link as broken");
             }
@@ -620,7 +622,7 @@ async fn exchange(
         Err(UpstreamError::Unavailable(why)) => {
             vault.metrics.refresh("unavailable");
             let _ = lease.release().await;
-            tracing::warn!(sub, connection, why, "upstream unavailable for refresh");
+            tracing::warn!(issuer = %user.issuer, sub = %user.sub, connection, why, "upstream unavailable for refresh");
             Err(fail(
                 "upstream_unavailable",
                 OAuthError::unavailable(format!("the {connection} token endpoint is unavailable")),
@@ -629,7 +631,7 @@ async fn exchange(
         Err(UpstreamError::Rejected(code)) => {
             vault.metrics.refresh("error");
             let _ = lease.release().await;
-            tracing::error!(sub, connection, upstream_error = %code, "upstream rejected the refresh request");
+            tracing::error!(issuer = %user.issuer, sub = %user.sub, connection, upstream_error = %code, "upstream rejected the refresh request");
             Err(fail(
                 "upstream_error",
                 OAuthError::new(

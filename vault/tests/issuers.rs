@@ -92,7 +92,11 @@ async fn same_sub_from_another_issuer_is_another_user() {
         auth0(&http, &vault_url, &alice_b),
     ] {
         let (status, body) = json(request.send().await.unwrap()).await;
-        assert_eq!((status, body["error"].as_str()), (400, Some(NOT_LINKED)), "{body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some(NOT_LINKED)),
+            "{body}"
+        );
         assert!(body.get("access_token").is_none(), "{body}");
         assert!(!body.to_string().contains(&token_a));
     }
@@ -119,8 +123,14 @@ async fn same_sub_from_another_issuer_is_another_user() {
     // A: linked + 3 exchanges; B: 3 refused exchanges + linked + 1 served.
     let rows_a = own_audit_rows(&http, &vault_url, &alice_a, 4).await;
     let rows_b = own_audit_rows(&http, &vault_url, &alice_b, 5).await;
-    assert_eq!((rows_a.len(), rows_b.len()), (4, 5), "{rows_a:?} {rows_b:?}");
-    assert!(rows_a.iter().all(|e| e["issuer"] == ISSUER && e["sub"] == "alice"));
+    assert_eq!(
+        (rows_a.len(), rows_b.len()),
+        (4, 5),
+        "{rows_a:?} {rows_b:?}"
+    );
+    assert!(rows_a
+        .iter()
+        .all(|e| e["issuer"] == ISSUER && e["sub"] == "alice"));
     assert!(rows_b
         .iter()
         .all(|e| e["issuer"] == OTHER_ISSUER && e["sub"] == "alice"));
@@ -150,9 +160,20 @@ async fn same_sub_from_another_issuer_is_another_user() {
     assert_eq!(body["entries"].as_array().unwrap().len(), 9, "{body}");
 
     // B's unlink removes B's link only.
-    assert_eq!(unlink(&http, &vault_url, &alice_b).send().await.unwrap().status(), 204);
+    assert_eq!(
+        unlink(&http, &vault_url, &alice_b)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
     let (status, body) = json(rfc8693(&http, &vault_url, &alice_b).send().await.unwrap()).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some(NOT_LINKED)), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some(NOT_LINKED)),
+        "{body}"
+    );
     let (status, body) = json(rfc8693(&http, &vault_url, &alice_a).send().await.unwrap()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["access_token"].as_str().unwrap(), token_a);

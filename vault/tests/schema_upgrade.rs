@@ -65,8 +65,11 @@ macro_rules! seed_previous_database {
         }
         let keys = Keyring::parse(KEY).unwrap();
         let seal = |purpose: &str, value: &str| {
-            keys.seal(value.as_bytes(), &previous_aad(purpose, "alice", "stocktrade"))
-                .unwrap()
+            keys.seal(
+                value.as_bytes(),
+                &previous_aad(purpose, "alice", "stocktrade"),
+            )
+            .unwrap()
         };
         let (refresh, access) = (
             seal("refresh_token", "rt-legacy"),
@@ -90,7 +93,10 @@ macro_rules! seed_previous_database {
         .await
         .unwrap();
         let verifier = keys
-            .seal(b"verifier", &previous_aad("pkce_verifier", "st", "stocktrade"))
+            .seal(
+                b"verifier",
+                &previous_aad("pkce_verifier", "st", "stocktrade"),
+            )
             .unwrap();
         sqlx::query(
             "INSERT INTO link_states (state, sub, connection, verifier_key_id, verifier_sealed, \
@@ -159,7 +165,10 @@ async fn upgrade(
     let alice_b = idp_b.token("alice", "agent-b");
     let (status, body) = json(rfc8693(&http, &vault.url, &alice_a).send().await.unwrap()).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["access_token"], "at-legacy", "sealed anew, still opens");
+    assert_eq!(
+        body["access_token"], "at-legacy",
+        "sealed anew, still opens"
+    );
     let (status, body) = json(rfc8693(&http, &vault.url, &alice_b).send().await.unwrap()).await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -184,11 +193,8 @@ async fn upgrade(
         .collect();
     assert_eq!(
         legacy_rows,
-        [
-            (ISSUER.into(), "alice".into()),
-            ("".into(), "".into())
-        ],
-        "{body}"
+        [("".into(), "".into()), (ISSUER.into(), "alice".into())],
+        "newest first: {body}"
     );
     assert_eq!(
         scalar("SELECT COUNT(*) FROM link_states").await,
@@ -200,9 +206,15 @@ async fn upgrade(
     // Upgraded once: a second start, without legacy_issuer, serves alike.
     let mut vault = VaultProcess::start_with(settings(), "", &idp_b.config()).await;
     let (status, body) = json(rfc8693(&http, &vault.url, &alice_a).send().await.unwrap()).await;
-    assert_eq!((status, body["access_token"].as_str()), (200, Some("at-legacy")));
+    assert_eq!(
+        (status, body["access_token"].as_str()),
+        (200, Some("at-legacy"))
+    );
     assert_eq!(scalar("SELECT COUNT(*) FROM schema_version").await, Ok(1));
-    assert_eq!(scalar("SELECT MAX(version) FROM schema_version").await, Ok(2));
+    assert_eq!(
+        scalar("SELECT MAX(version) FROM schema_version").await,
+        Ok(2)
+    );
     assert_eq!(
         scalar("SELECT COUNT(*) FROM links WHERE issuer = 'https://idp.agentward.test/'").await,
         Ok(1)
@@ -248,7 +260,10 @@ async fn a_previous_postgres_database_is_upgraded_to_issuer_keys() {
         }
     }
     let Some((url, mut conn)) = found else {
-        assert!(std::env::var_os("CI").is_none(), "PostgreSQL is required under CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PostgreSQL is required under CI"
+        );
         eprintln!("SKIPPED: no PostgreSQL answers");
         return;
     };
@@ -281,7 +296,13 @@ async fn a_previous_postgres_database_is_upgraded_to_issuer_keys() {
             .await
             .map_err(|e| e.to_string())
     };
-    upgrade("upgrade-postgres", url.clone(), Some(schema.clone()), scalar).await;
+    upgrade(
+        "upgrade-postgres",
+        url.clone(),
+        Some(schema.clone()),
+        scalar,
+    )
+    .await;
     let mut conn = conn.into_inner();
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
         .execute(&mut conn)

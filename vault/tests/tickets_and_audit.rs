@@ -127,8 +127,8 @@ async fn connect_links_open_once_and_the_audit_trail_is_read_by_its_owners() {
     );
     assert_eq!(
         entries[0],
-        serde_json::json!({"at": entries[0]["at"], "sub": "bob", "agent": "agent-b",
-            "connection": "stocktrade", "outcome": "not_linked"})
+        serde_json::json!({"at": entries[0]["at"], "issuer": ISSUER, "sub": "bob",
+            "agent": "agent-b", "connection": "stocktrade", "outcome": "not_linked"})
     );
 
     // A user reads their own rows, and only those.

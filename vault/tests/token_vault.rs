@@ -5,6 +5,7 @@
 mod support;
 
 use agentward_vault::store::Store;
+use agentward_vault::subject::User;
 use std::time::Duration;
 use support::*;
 
@@ -202,7 +203,7 @@ async fn token_vault_end_to_end_on_sqlite() {
         .await
         .unwrap();
     let alice_before = local
-        .find_link("alice", "stocktrade")
+        .find_link(&User::new(ISSUER, "alice"), "stocktrade")
         .await
         .unwrap()
         .unwrap();
@@ -245,7 +246,7 @@ async fn token_vault_end_to_end_on_sqlite() {
     let carol_connect = connect_url_of(&body);
     assert!(
         local
-            .find_link("carol", "stocktrade")
+            .find_link(&User::new(ISSUER, "carol"), "stocktrade")
             .await
             .unwrap()
             .unwrap()
@@ -262,7 +263,7 @@ async fn token_vault_end_to_end_on_sqlite() {
 
     // The rotated refresh token replaced the old one.
     let alice_after = local
-        .find_link("alice", "stocktrade")
+        .find_link(&User::new(ISSUER, "alice"), "stocktrade")
         .await
         .unwrap()
         .unwrap();

@@ -4,8 +4,12 @@
 //! work on both.
 
 mod schema;
+mod upgrade;
+
+pub use upgrade::Upgrade;
 
 use crate::seal::Sealed;
+use crate::subject::User;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Executor, PgPool, Postgres, Row, SqlitePool, Transaction};
@@ -52,7 +56,8 @@ macro_rules! on_pool {
     };
 }
 
-const LINK_COLUMNS: &str = "sub, connection, refresh_key_id, refresh_sealed, access_key_id, \
+const LINK_COLUMNS: &str =
+    "issuer, sub, connection, refresh_key_id, refresh_sealed, access_key_id, \
      access_sealed, access_expires_at, scope, broken, version";
 
 macro_rules! link_from_row {
@@ -63,7 +68,10 @@ macro_rules! link_from_row {
         let access_exp: Option<i64> = row.try_get("access_expires_at")?;
         let broken: i64 = row.try_get("broken")?;
         Link {
-            sub: row.try_get("sub")?,
+            user: User {
+                issuer: row.try_get("issuer")?,
+                sub: row.try_get("sub")?,
+            },
             connection: row.try_get("connection")?,
             refresh: Sealed {
                 key_id: row.try_get("refresh_key_id")?,
@@ -88,6 +96,7 @@ macro_rules! audit_from_row {
         |r| {
             Ok::<_, sqlx::Error>(AuditEntry {
                 at: r.try_get("at")?,
+                issuer: r.try_get("issuer")?,
                 sub: r.try_get("sub")?,
                 agent: r.try_get("agent")?,
                 connection: r.try_get("connection")?,
@@ -100,8 +109,8 @@ macro_rules! audit_from_row {
 /// A linked upstream account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
-    /// The user (`sub` of their verified token).
-    pub sub: String,
+    /// The user (`iss` and `sub` of their verified token).
+    pub user: User,
     /// The connection name.
     pub connection: String,
     /// The sealed upstream refresh token.
@@ -142,7 +151,7 @@ pub struct PendingLink {
     /// The `state` sent to the upstream.
     pub state: String,
     /// The user linking an account.
-    pub sub: String,
+    pub user: User,
     /// The connection being linked.
     pub connection: String,
     /// The sealed PKCE code verifier.
@@ -156,6 +165,8 @@ pub struct PendingLink {
 pub struct AuditEntry {
     /// Unix time.
     pub at: i64,
+    /// The user's issuer, or empty when the subject token was not verified.
+    pub issuer: String,
     /// The user, or empty when the subject token was not verified.
     pub sub: String,
     /// The agent (`azp`/`client_id` of the subject token).
@@ -169,7 +180,10 @@ pub struct AuditEntry {
 /// Which audit rows [`Store::query_audit`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
-    /// Only this user's rows.
+    /// Only rows of users of this issuer.
+    pub issuer: Option<String>,
+    /// Only rows of users with this `sub` (at any issuer unless `issuer`
+    /// is set too).
     pub sub: Option<String>,
     /// Only rows for this connection.
     pub connection: Option<String>,
@@ -192,25 +206,20 @@ pub struct LinkLease {
     store: Store,
 }
 
-/// Audit rows per multi-row `INSERT` (5 parameters each).
+/// Audit rows per multi-row `INSERT` (6 parameters each).
 pub const AUDIT_ROWS_PER_INSERT: usize = 64;
 
 /// `INSERT INTO audit … VALUES (…), (…)` for `rows` rows.
 fn audit_insert_sql(rows: usize) -> String {
-    let mut sql = String::from("INSERT INTO audit (at, sub, agent, connection, outcome) VALUES ");
+    let mut sql =
+        String::from("INSERT INTO audit (at, issuer, sub, agent, connection, outcome) VALUES ");
     for row in 0..rows {
-        let n = row * 5;
+        let n = row * 6;
         if row > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${})",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4,
-            n + 5
-        ));
+        let params: Vec<String> = (1..=6).map(|i| format!("${}", n + i)).collect();
+        sql.push_str(&format!("({})", params.join(", ")));
     }
     sql
 }
@@ -220,9 +229,21 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 impl Store {
-    /// Connects and creates the tables. `database_url` is `sqlite://…`,
+    /// Connects and creates the tables (or checks they are current: a
+    /// database that needs an upgrade with rows to carry over is refused,
+    /// see [`Store::connect_upgrading`]). `database_url` is `sqlite://…`,
     /// `sqlite::memory:`, a plain file path, or `postgres://…`.
     pub async fn connect(database_url: &str, schema: Option<&str>) -> Result<Store> {
+        Store::connect_upgrading(database_url, schema, &Upgrade::default()).await
+    }
+
+    /// Connects, then creates the tables or upgrades them to the current
+    /// schema version (see [`Upgrade`]).
+    pub async fn connect_upgrading(
+        database_url: &str,
+        schema: Option<&str>,
+        upgrade: &Upgrade<'_>,
+    ) -> Result<Store> {
         let store = if database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://")
         {
@@ -279,29 +300,11 @@ impl Store {
             let pool = SqlitePoolOptions::new().max_connections(if memory { 1 } else { 8 });
             Store::Sqlite(pool.connect_with(opts).await?)
         };
-        store.create_tables().await?;
-        Ok(store)
-    }
-
-    async fn create_tables(&self) -> Result<()> {
-        match self {
-            Store::Sqlite(pool) => {
-                for ddl in schema::SQLITE {
-                    pool.execute(*ddl).await?;
-                }
-            }
-            Store::Postgres(pool) => {
-                // Replicas starting together would race on the catalog.
-                let mut tx = pool.begin().await?;
-                tx.execute("SELECT pg_advisory_xact_lock(7460116101)")
-                    .await?;
-                for ddl in schema::POSTGRES {
-                    tx.execute(*ddl).await?;
-                }
-                tx.commit().await?;
-            }
+        if let Err(e) = store.prepare_tables(upgrade).await {
+            store.close().await;
+            return Err(e);
         }
-        Ok(())
+        Ok(store)
     }
 
     /// Whether the database answers.
@@ -323,11 +326,14 @@ impl Store {
         }
     }
 
-    /// The linked account of `sub` at `connection`.
-    pub async fn find_link(&self, sub: &str, connection: &str) -> Result<Option<Link>> {
-        let sql = format!("SELECT {LINK_COLUMNS} FROM links WHERE sub = $1 AND connection = $2");
+    /// The linked account of `user` at `connection`.
+    pub async fn find_link(&self, user: &User, connection: &str) -> Result<Option<Link>> {
+        let sql = format!(
+            "SELECT {LINK_COLUMNS} FROM links WHERE issuer = $1 AND sub = $2 AND connection = $3"
+        );
         on_pool!(self, pool => {
-            let row = sqlx::query(&sql).bind(sub).bind(connection).fetch_optional(pool).await?;
+            let row = sqlx::query(&sql).bind(&user.issuer).bind(&user.sub).bind(connection)
+                .fetch_optional(pool).await?;
             Ok(match row { Some(row) => Some(link_from_row!(&row)), None => None })
         })
     }
@@ -336,7 +342,7 @@ impl Store {
     /// link (and clearing its broken flag).
     pub async fn save_link(
         &self,
-        sub: &str,
+        user: &User,
         connection: &str,
         write: &TokenWrite,
         now: i64,
@@ -345,17 +351,18 @@ impl Store {
             .refresh
             .as_ref()
             .ok_or_else(|| StoreError("a new link needs a refresh token".into()))?;
-        let sql = "INSERT INTO links (sub, connection, refresh_key_id, refresh_sealed, access_key_id, \
-                   access_sealed, access_expires_at, scope, broken, version, created_at, updated_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 1, $9, $9) \
-                   ON CONFLICT (sub, connection) DO UPDATE SET \
+        let sql = "INSERT INTO links (issuer, sub, connection, refresh_key_id, refresh_sealed, \
+                   access_key_id, access_sealed, access_expires_at, scope, broken, version, \
+                   created_at, updated_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 1, $10, $10) \
+                   ON CONFLICT (issuer, sub, connection) DO UPDATE SET \
                    refresh_key_id = excluded.refresh_key_id, refresh_sealed = excluded.refresh_sealed, \
                    access_key_id = excluded.access_key_id, access_sealed = excluded.access_sealed, \
                    access_expires_at = excluded.access_expires_at, scope = excluded.scope, broken = 0, \
                    version = links.version + 1, updated_at = excluded.updated_at";
         on_pool!(self, pool => {
             sqlx::query(sql)
-                .bind(sub).bind(connection)
+                .bind(&user.issuer).bind(&user.sub).bind(connection)
                 .bind(&refresh.key_id).bind(&refresh.blob)
                 .bind(&write.access.sealed.key_id).bind(&write.access.sealed.blob).bind(write.access.expires_at)
                 .bind(&write.scope).bind(now)
@@ -365,9 +372,10 @@ impl Store {
     }
 
     /// Removes a link; `true` if there was one.
-    pub async fn delete_link(&self, sub: &str, connection: &str) -> Result<bool> {
-        let sql = "DELETE FROM links WHERE sub = $1 AND connection = $2";
-        let n = on_pool!(self, pool => sqlx::query(sql).bind(sub).bind(connection).execute(pool).await?.rows_affected());
+    pub async fn delete_link(&self, user: &User, connection: &str) -> Result<bool> {
+        let sql = "DELETE FROM links WHERE issuer = $1 AND sub = $2 AND connection = $3";
+        let n = on_pool!(self, pool => sqlx::query(sql).bind(&user.issuer).bind(&user.sub).bind(connection)
+            .execute(pool).await?.rows_affected());
         Ok(n > 0)
     }
 
@@ -375,7 +383,7 @@ impl Store {
     pub async fn links_not_sealed_with(&self, key_id: &str) -> Result<Vec<Link>> {
         let sql = format!(
             "SELECT {LINK_COLUMNS} FROM links WHERE refresh_key_id <> $1 \
-             OR (access_key_id IS NOT NULL AND access_key_id <> $1) ORDER BY sub, connection"
+             OR (access_key_id IS NOT NULL AND access_key_id <> $1) ORDER BY issuer, sub, connection"
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(&sql).bind(key_id).fetch_all(pool).await?;
@@ -399,11 +407,11 @@ impl Store {
     ) -> Result<bool> {
         let sql = "UPDATE links SET refresh_key_id = $1, refresh_sealed = $2, \
                    access_key_id = $3, access_sealed = $4 \
-                   WHERE sub = $5 AND connection = $6 AND version = $7";
+                   WHERE issuer = $5 AND sub = $6 AND connection = $7 AND version = $8";
         let n = on_pool!(self, pool => sqlx::query(sql)
             .bind(&refresh.key_id).bind(&refresh.blob)
             .bind(access.map(|a| &a.key_id)).bind(access.map(|a| &a.blob))
-            .bind(&link.sub).bind(&link.connection).bind(link.version)
+            .bind(&link.user.issuer).bind(&link.user.sub).bind(&link.connection).bind(link.version)
             .execute(pool).await?.rows_affected());
         Ok(n == 1)
     }
@@ -425,10 +433,10 @@ impl Store {
     }
 
     /// Takes the link for refreshing; see [`LinkLease`].
-    pub async fn lease_link(&self, sub: &str, connection: &str) -> Result<Option<LinkLease>> {
+    pub async fn lease_link(&self, user: &User, connection: &str) -> Result<Option<LinkLease>> {
         match self {
             Store::Sqlite(_) => Ok(self
-                .find_link(sub, connection)
+                .find_link(user, connection)
                 .await?
                 .map(|link| LinkLease {
                     link,
@@ -437,9 +445,13 @@ impl Store {
                 })),
             Store::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                let sql = format!("SELECT {LINK_COLUMNS} FROM links WHERE sub = $1 AND connection = $2 FOR UPDATE");
+                let sql = format!(
+                    "SELECT {LINK_COLUMNS} FROM links \
+                     WHERE issuer = $1 AND sub = $2 AND connection = $3 FOR UPDATE"
+                );
                 let row = sqlx::query(&sql)
-                    .bind(sub)
+                    .bind(&user.issuer)
+                    .bind(&user.sub)
                     .bind(connection)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -456,21 +468,23 @@ impl Store {
     }
 
     /// Tells the replicas listening on `channel` (PostgreSQL) that the link
-    /// of (`sub`, `connection`) changed; nothing to tell on SQLite. The
+    /// of (`user`, `connection`) changed; nothing to tell on SQLite. The
     /// notice names this schema, so deployments sharing a database ignore
-    /// each other's.
+    /// each other's, then the user's issuer and subject and the connection.
     pub async fn announce_link_change(
         &self,
         channel: &str,
-        sub: &str,
+        user: &User,
         connection: &str,
     ) -> Result<()> {
         if let Store::Postgres(pool) = self {
             sqlx::query(
-                "SELECT pg_notify($1, json_build_array(current_schema(), $2::text, $3::text)::text)",
+                "SELECT pg_notify($1, json_build_array(current_schema(), \
+                 $2::text, $3::text, $4::text)::text)",
             )
             .bind(channel)
-            .bind(sub)
+            .bind(&user.issuer)
+            .bind(&user.sub)
             .bind(connection)
             .execute(pool)
             .await?;
@@ -494,11 +508,11 @@ impl Store {
 
     /// Records a pending linking flow.
     pub async fn put_pending(&self, p: &PendingLink) -> Result<()> {
-        let sql = "INSERT INTO link_states (state, sub, connection, verifier_key_id, verifier_sealed, expires_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6)";
+        let sql = "INSERT INTO link_states (state, issuer, sub, connection, verifier_key_id, \
+                   verifier_sealed, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
         on_pool!(self, pool => {
             sqlx::query(sql)
-                .bind(&p.state).bind(&p.sub).bind(&p.connection)
+                .bind(&p.state).bind(&p.user.issuer).bind(&p.user.sub).bind(&p.connection)
                 .bind(&p.verifier.key_id).bind(&p.verifier.blob).bind(p.expires_at)
                 .execute(pool).await?;
         });
@@ -509,7 +523,7 @@ impl Store {
     /// before it expires. Expired states are purged on the way.
     pub async fn take_pending(&self, state: &str, now: i64) -> Result<Option<PendingLink>> {
         let sql = "DELETE FROM link_states WHERE state = $1 \
-                   RETURNING state, sub, connection, verifier_key_id, verifier_sealed, expires_at";
+                   RETURNING state, issuer, sub, connection, verifier_key_id, verifier_sealed, expires_at";
         let purge = "DELETE FROM link_states WHERE expires_at < $1";
         on_pool!(self, pool => {
             let row = sqlx::query(sql).bind(state).fetch_optional(pool).await?;
@@ -517,7 +531,7 @@ impl Store {
             let Some(row) = row else { return Ok(None) };
             let pending = PendingLink {
                 state: row.try_get("state")?,
-                sub: row.try_get("sub")?,
+                user: User { issuer: row.try_get("issuer")?, sub: row.try_get("sub")? },
                 connection: row.try_get("connection")?,
                 verifier: Sealed { key_id: row.try_get("verifier_key_id")?, blob: row.try_get("verifier_sealed")? },
                 expires_at: row.try_get("expires_at")?,
@@ -543,10 +557,9 @@ impl Store {
 
     /// Appends an audit row.
     pub async fn record_audit(&self, e: &AuditEntry) -> Result<()> {
-        let sql =
-            "INSERT INTO audit (at, sub, agent, connection, outcome) VALUES ($1, $2, $3, $4, $5)";
+        let sql = audit_insert_sql(1);
         on_pool!(self, pool => {
-            sqlx::query(sql).bind(e.at).bind(&e.sub).bind(&e.agent).bind(&e.connection).bind(&e.outcome)
+            sqlx::query(&sql).bind(e.at).bind(&e.issuer).bind(&e.sub).bind(&e.agent).bind(&e.connection).bind(&e.outcome)
                 .execute(pool).await?;
         });
         Ok(())
@@ -564,7 +577,7 @@ impl Store {
                 let sql = audit_insert_sql(chunk.len());
                 let mut query = sqlx::query(&sql);
                 for e in chunk {
-                    query = query.bind(e.at).bind(&e.sub).bind(&e.agent).bind(&e.connection).bind(&e.outcome);
+                    query = query.bind(e.at).bind(&e.issuer).bind(&e.sub).bind(&e.agent).bind(&e.connection).bind(&e.outcome);
                 }
                 query.execute(&mut *tx).await?;
             }
@@ -575,13 +588,16 @@ impl Store {
 
     /// Audit rows matching `filter`, newest first (by time, then by id).
     pub async fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
-        let mut sql = String::from("SELECT at, sub, agent, connection, outcome FROM audit");
+        let mut sql = String::from("SELECT at, issuer, sub, agent, connection, outcome FROM audit");
         let mut n = 0;
         let mut clause = |sql: &mut String, condition: &str| {
             n += 1;
             sql.push_str(if n == 1 { " WHERE " } else { " AND " });
             sql.push_str(&condition.replace('?', &format!("${n}")));
         };
+        if filter.issuer.is_some() {
+            clause(&mut sql, "issuer = ?");
+        }
         if filter.sub.is_some() {
             clause(&mut sql, "sub = ?");
         }
@@ -594,6 +610,9 @@ impl Store {
         sql.push_str(&format!(" ORDER BY at DESC, id DESC LIMIT ${}", n + 1));
         on_pool!(self, pool => {
             let mut query = sqlx::query(&sql);
+            if let Some(issuer) = &filter.issuer {
+                query = query.bind(issuer);
+            }
             if let Some(sub) = &filter.sub {
                 query = query.bind(sub);
             }
@@ -622,7 +641,8 @@ impl Store {
 
     /// The most recent audit rows, newest first.
     pub async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditEntry>> {
-        let sql = "SELECT at, sub, agent, connection, outcome FROM audit ORDER BY id DESC LIMIT $1";
+        let sql = "SELECT at, issuer, sub, agent, connection, outcome FROM audit \
+                   ORDER BY id DESC LIMIT $1";
         on_pool!(self, pool => {
             let rows = sqlx::query(sql).bind(limit).fetch_all(pool).await?;
             rows.iter()
@@ -651,7 +671,7 @@ impl LinkLease {
                    refresh_key_id = COALESCE($1, refresh_key_id), refresh_sealed = COALESCE($2, refresh_sealed), \
                    access_key_id = $3, access_sealed = $4, access_expires_at = $5, \
                    scope = COALESCE($6, scope), version = version + 1, updated_at = $7 \
-                   WHERE sub = $8 AND connection = $9 AND version = $10";
+                   WHERE issuer = $8 AND sub = $9 AND connection = $10 AND version = $11";
         macro_rules! update {
             () => {
                 sqlx::query(sql)
@@ -662,7 +682,8 @@ impl LinkLease {
                     .bind(write.access.expires_at)
                     .bind(&write.scope)
                     .bind(now)
-                    .bind(&self.link.sub)
+                    .bind(&self.link.user.issuer)
+                    .bind(&self.link.user.sub)
                     .bind(&self.link.connection)
                     .bind(self.link.version)
             };
@@ -684,12 +705,13 @@ impl LinkLease {
     pub async fn mark_broken(mut self, now: i64) -> Result<()> {
         let sql = "UPDATE links SET broken = 1, access_key_id = NULL, access_sealed = NULL, \
                    access_expires_at = NULL, version = version + 1, updated_at = $1 \
-                   WHERE sub = $2 AND connection = $3 AND version = $4";
+                   WHERE issuer = $2 AND sub = $3 AND connection = $4 AND version = $5";
         macro_rules! update {
             () => {
                 sqlx::query(sql)
                     .bind(now)
-                    .bind(&self.link.sub)
+                    .bind(&self.link.user.issuer)
+                    .bind(&self.link.user.sub)
                     .bind(&self.link.connection)
                     .bind(self.link.version)
             };

@@ -1,9 +1,17 @@
-//! Table definitions, one dialect each. Statements are idempotent so every
-//! replica may run them at start-up.
+//! Table definitions, one dialect each, and the steps that upgrade an older
+//! database. The `CREATE … IF NOT EXISTS` statements are idempotent so every
+//! replica may run them at start-up; `schema_version` holds the version the
+//! tables are at (see `upgrade.rs`).
+
+/// The schema this vault reads and writes. 1: users keyed by `sub` alone
+/// (databases made before `schema_version` existed); 2: by (issuer, sub).
+pub const VERSION: i64 = 2;
 
 /// SQLite tables.
 pub const SQLITE: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS links (
+        issuer TEXT NOT NULL,
         sub TEXT NOT NULL,
         connection TEXT NOT NULL,
         refresh_key_id TEXT NOT NULL,
@@ -16,10 +24,11 @@ pub const SQLITE: &[&str] = &[
         version INTEGER NOT NULL DEFAULT 1,
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL,
-        PRIMARY KEY (sub, connection)
+        PRIMARY KEY (issuer, sub, connection)
     )",
     "CREATE TABLE IF NOT EXISTS link_states (
         state TEXT PRIMARY KEY,
+        issuer TEXT NOT NULL,
         sub TEXT NOT NULL,
         connection TEXT NOT NULL,
         verifier_key_id TEXT NOT NULL,
@@ -32,7 +41,8 @@ pub const SQLITE: &[&str] = &[
         sub TEXT NOT NULL,
         agent TEXT,
         connection TEXT,
-        outcome TEXT NOT NULL
+        outcome TEXT NOT NULL,
+        issuer TEXT NOT NULL DEFAULT ''
     )",
     "CREATE TABLE IF NOT EXISTS spent_tickets (
         id TEXT PRIMARY KEY,
@@ -40,12 +50,14 @@ pub const SQLITE: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS spent_tickets_expires_at ON spent_tickets (expires_at)",
     "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
-    "CREATE INDEX IF NOT EXISTS audit_sub_at ON audit (sub, at)",
+    "CREATE INDEX IF NOT EXISTS audit_issuer_sub_at ON audit (issuer, sub, at)",
 ];
 
 /// PostgreSQL tables.
 pub const POSTGRES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS links (
+        issuer TEXT NOT NULL,
         sub TEXT NOT NULL,
         connection TEXT NOT NULL,
         refresh_key_id TEXT NOT NULL,
@@ -58,10 +70,11 @@ pub const POSTGRES: &[&str] = &[
         version BIGINT NOT NULL DEFAULT 1,
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
-        PRIMARY KEY (sub, connection)
+        PRIMARY KEY (issuer, sub, connection)
     )",
     "CREATE TABLE IF NOT EXISTS link_states (
         state TEXT PRIMARY KEY,
+        issuer TEXT NOT NULL,
         sub TEXT NOT NULL,
         connection TEXT NOT NULL,
         verifier_key_id TEXT NOT NULL,
@@ -74,7 +87,8 @@ pub const POSTGRES: &[&str] = &[
         sub TEXT NOT NULL,
         agent TEXT,
         connection TEXT,
-        outcome TEXT NOT NULL
+        outcome TEXT NOT NULL,
+        issuer TEXT NOT NULL DEFAULT ''
     )",
     "CREATE TABLE IF NOT EXISTS spent_tickets (
         id TEXT PRIMARY KEY,
@@ -82,5 +96,60 @@ pub const POSTGRES: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS spent_tickets_expires_at ON spent_tickets (expires_at)",
     "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
-    "CREATE INDEX IF NOT EXISTS audit_sub_at ON audit (sub, at)",
+    "CREATE INDEX IF NOT EXISTS audit_issuer_sub_at ON audit (issuer, sub, at)",
+];
+
+/// How many tables named `$1` this SQLite database has (0 or 1).
+pub const SQLITE_TABLE_COUNT: &str =
+    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
+
+/// How many tables named `$1` the current PostgreSQL schema has (0 or 1).
+pub const POSTGRES_TABLE_COUNT: &str = "SELECT COUNT(*) FROM information_schema.tables \
+     WHERE table_schema = current_schema() AND table_name::text = $1";
+
+/// Schema 1 → 2 on SQLite, `$1` being the issuer of the stored users: links
+/// are rebuilt with the issuer in their key (SQLite cannot change a primary
+/// key in place), pending flows are dropped (they last minutes; the user
+/// starts again), audit rows get the issuer (empty where the subject token
+/// was rejected). The `CREATE` statements then add what is missing.
+pub const SQLITE_FROM_V1: &[&str] = &[
+    "CREATE TABLE links_v2 (
+        issuer TEXT NOT NULL,
+        sub TEXT NOT NULL,
+        connection TEXT NOT NULL,
+        refresh_key_id TEXT NOT NULL,
+        refresh_sealed BLOB NOT NULL,
+        access_key_id TEXT,
+        access_sealed BLOB,
+        access_expires_at INTEGER,
+        scope TEXT,
+        broken INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL DEFAULT 1,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (issuer, sub, connection)
+    )",
+    "INSERT INTO links_v2 (issuer, sub, connection, refresh_key_id, refresh_sealed, \
+     access_key_id, access_sealed, access_expires_at, scope, broken, version, created_at, \
+     updated_at) SELECT $1, sub, connection, refresh_key_id, refresh_sealed, access_key_id, \
+     access_sealed, access_expires_at, scope, broken, version, created_at, updated_at FROM links",
+    "DROP TABLE links",
+    "ALTER TABLE links_v2 RENAME TO links",
+    "DROP TABLE link_states",
+    "ALTER TABLE audit ADD COLUMN issuer TEXT NOT NULL DEFAULT ''",
+    "UPDATE audit SET issuer = $1 WHERE sub <> ''",
+    "DROP INDEX IF EXISTS audit_sub_at",
+];
+
+/// Schema 1 → 2 on PostgreSQL; as [`SQLITE_FROM_V1`], the key changed in place.
+pub const POSTGRES_FROM_V1: &[&str] = &[
+    "ALTER TABLE links ADD COLUMN issuer TEXT NOT NULL DEFAULT ''",
+    "UPDATE links SET issuer = $1",
+    "ALTER TABLE links ALTER COLUMN issuer DROP DEFAULT",
+    "ALTER TABLE links DROP CONSTRAINT links_pkey",
+    "ALTER TABLE links ADD PRIMARY KEY (issuer, sub, connection)",
+    "DROP TABLE link_states",
+    "ALTER TABLE audit ADD COLUMN issuer TEXT NOT NULL DEFAULT ''",
+    "UPDATE audit SET issuer = $1 WHERE sub <> ''",
+    "DROP INDEX IF EXISTS audit_sub_at",
 ];

@@ -7,6 +7,13 @@ const TEST_PG_URLS: [&str; 2] = [
     "postgres://root@127.0.0.1:5432/test",
 ];
 
+const IDP: &str = "https://idp-a.test/";
+
+/// User `sub` of the first issuer.
+fn u(sub: &str) -> User {
+    User::new(IDP, sub)
+}
+
 fn sealed(tag: u8) -> Sealed {
     Sealed {
         key_id: "k1".into(),
@@ -52,12 +59,16 @@ pub(crate) async fn postgres_store() -> Option<(Store, String, PgPool)> {
 }
 
 async fn links_round_trip(store: &Store) {
-    assert_eq!(store.find_link("alice", "google").await.unwrap(), None);
+    assert_eq!(store.find_link(&u("alice"), "google").await.unwrap(), None);
     store
-        .save_link("alice", "google", &write(Some(1), 2, 1000), 10)
+        .save_link(&u("alice"), "google", &write(Some(1), 2, 1000), 10)
         .await
         .unwrap();
-    let link = store.find_link("alice", "google").await.unwrap().unwrap();
+    let link = store
+        .find_link(&u("alice"), "google")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(link.refresh, sealed(1));
     assert_eq!(
         link.access,
@@ -70,40 +81,85 @@ async fn links_round_trip(store: &Store) {
         (link.broken, link.version, link.scope.as_deref()),
         (false, 1, Some("read"))
     );
-    assert_eq!(store.find_link("alice", "slack").await.unwrap(), None);
-    assert_eq!(store.find_link("bob", "google").await.unwrap(), None);
+    assert_eq!(store.find_link(&u("alice"), "slack").await.unwrap(), None);
+    assert_eq!(store.find_link(&u("bob"), "google").await.unwrap(), None);
+    assert_eq!(link.user, u("alice"));
+}
+
+async fn same_sub_at_another_issuer_is_another_user(store: &Store) {
+    let other = User::new("https://idp-b.test/", "twin");
+    store
+        .save_link(&u("twin"), "google", &write(Some(1), 2, 1000), 10)
+        .await
+        .unwrap();
+    assert_eq!(store.find_link(&other, "google").await.unwrap(), None);
+    assert!(store.lease_link(&other, "google").await.unwrap().is_none());
+    assert!(!store.delete_link(&other, "google").await.unwrap());
+    store
+        .save_link(&other, "google", &write(Some(3), 4, 1000), 10)
+        .await
+        .unwrap();
+    let mine = store
+        .find_link(&u("twin"), "google")
+        .await
+        .unwrap()
+        .unwrap();
+    let theirs = store.find_link(&other, "google").await.unwrap().unwrap();
+    assert_eq!((mine.refresh, theirs.refresh), (sealed(1), sealed(3)));
+    assert!(store.delete_link(&other, "google").await.unwrap());
+    assert!(store
+        .find_link(&u("twin"), "google")
+        .await
+        .unwrap()
+        .is_some());
 }
 
 async fn refresh_rotates_once_per_version(store: &Store) {
     store
-        .save_link("rot", "google", &write(Some(1), 2, 1000), 10)
+        .save_link(&u("rot"), "google", &write(Some(1), 2, 1000), 10)
         .await
         .unwrap();
-    let lease = store.lease_link("rot", "google").await.unwrap().unwrap();
+    let lease = store
+        .lease_link(&u("rot"), "google")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(lease
         .store_refreshed(&write(Some(3), 4, 2000), 20)
         .await
         .unwrap());
-    let link = store.find_link("rot", "google").await.unwrap().unwrap();
+    let link = store.find_link(&u("rot"), "google").await.unwrap().unwrap();
     assert_eq!((link.refresh.clone(), link.version), (sealed(3), 2));
     // A refresh without rotation keeps the stored refresh token.
-    let lease = store.lease_link("rot", "google").await.unwrap().unwrap();
+    let lease = store
+        .lease_link(&u("rot"), "google")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(lease
         .store_refreshed(&write(None, 5, 3000), 30)
         .await
         .unwrap());
-    let link = store.find_link("rot", "google").await.unwrap().unwrap();
+    let link = store.find_link(&u("rot"), "google").await.unwrap().unwrap();
     assert_eq!(link.refresh, sealed(3));
     assert_eq!(link.access.map(|a| a.expires_at), Some(3000));
 }
 
 async fn stale_write_is_refused(store: &Store) {
     store
-        .save_link("stale", "google", &write(Some(1), 2, 1000), 10)
+        .save_link(&u("stale"), "google", &write(Some(1), 2, 1000), 10)
         .await
         .unwrap();
-    let mut stale = store.find_link("stale", "google").await.unwrap().unwrap();
-    let lease = store.lease_link("stale", "google").await.unwrap().unwrap();
+    let mut stale = store
+        .find_link(&u("stale"), "google")
+        .await
+        .unwrap()
+        .unwrap();
+    let lease = store
+        .lease_link(&u("stale"), "google")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(lease
         .store_refreshed(&write(Some(3), 4, 2000), 20)
         .await
@@ -121,7 +177,7 @@ async fn stale_write_is_refused(store: &Store) {
         .unwrap());
     assert_eq!(
         store
-            .find_link("stale", "google")
+            .find_link(&u("stale"), "google")
             .await
             .unwrap()
             .unwrap()
@@ -132,29 +188,33 @@ async fn stale_write_is_refused(store: &Store) {
 
 async fn broken_link_is_kept_and_relinking_heals_it(store: &Store) {
     store
-        .save_link("brk", "google", &write(Some(1), 2, 1000), 10)
+        .save_link(&u("brk"), "google", &write(Some(1), 2, 1000), 10)
         .await
         .unwrap();
-    let lease = store.lease_link("brk", "google").await.unwrap().unwrap();
+    let lease = store
+        .lease_link(&u("brk"), "google")
+        .await
+        .unwrap()
+        .unwrap();
     lease.mark_broken(20).await.unwrap();
-    let link = store.find_link("brk", "google").await.unwrap().unwrap();
+    let link = store.find_link(&u("brk"), "google").await.unwrap().unwrap();
     assert!(link.broken);
     assert_eq!(link.access, None);
     store
-        .save_link("brk", "google", &write(Some(5), 6, 1000), 30)
+        .save_link(&u("brk"), "google", &write(Some(5), 6, 1000), 30)
         .await
         .unwrap();
-    let link = store.find_link("brk", "google").await.unwrap().unwrap();
+    let link = store.find_link(&u("brk"), "google").await.unwrap().unwrap();
     assert!(!link.broken);
     assert_eq!(link.refresh, sealed(5));
-    assert!(store.delete_link("brk", "google").await.unwrap());
-    assert!(!store.delete_link("brk", "google").await.unwrap());
+    assert!(store.delete_link(&u("brk"), "google").await.unwrap());
+    assert!(!store.delete_link(&u("brk"), "google").await.unwrap());
 }
 
 async fn pending_state_is_single_use_and_expires(store: &Store) {
     let pending = PendingLink {
         state: "s1".into(),
-        sub: "alice".into(),
+        user: u("alice"),
         connection: "google".into(),
         verifier: sealed(7),
         expires_at: 100,
@@ -179,6 +239,7 @@ async fn audit_rows_are_kept_in_order(store: &Store) {
     for outcome in ["issued_cached", "not_linked"] {
         let e = AuditEntry {
             at: 1,
+            issuer: IDP.into(),
             sub: "alice".into(),
             agent: Some("agent-1".into()),
             connection: Some("google".into()),
@@ -195,6 +256,11 @@ async fn audit_rows_are_kept_in_order(store: &Store) {
     let batch: Vec<AuditEntry> = (0..(2 * AUDIT_ROWS_PER_INSERT + 3))
         .map(|n| AuditEntry {
             at: i64::try_from(n).unwrap(),
+            issuer: if n % 3 == 0 {
+                String::new()
+            } else {
+                IDP.into()
+            },
             sub: format!("user-{n}"),
             agent: (n % 2 == 0).then(|| "agent-1".to_string()),
             connection: None,
@@ -240,6 +306,11 @@ async fn ticket_is_spent_once_and_purged_after_expiry(store: &Store) {
 async fn audit_is_filtered_newest_first_and_purged(store: &Store) {
     let row = |at: i64, sub: &str, connection: Option<&str>| AuditEntry {
         at,
+        issuer: if sub == "flt-bob" {
+            "https://idp-b.test/".into()
+        } else {
+            IDP.into()
+        },
         sub: sub.into(),
         agent: Some("agent-f".into()),
         connection: connection.map(str::to_string),
@@ -256,6 +327,7 @@ async fn audit_is_filtered_newest_first_and_purged(store: &Store) {
     store.record_audit_batch(&rows).await.unwrap();
     let query = |sub: Option<&str>, connection: Option<&str>, since: Option<i64>, limit: i64| {
         let filter = AuditFilter {
+            issuer: None,
             sub: sub.map(str::to_string),
             connection: connection.map(str::to_string),
             since,
@@ -289,6 +361,24 @@ async fn audit_is_filtered_newest_first_and_purged(store: &Store) {
         [&rows[4], &rows[3]].map(Clone::clone)
     );
     assert!(query(Some("flt-nobody"), None, None, 100).await.is_empty());
+    let by_issuer = |issuer: &str, sub: &str| AuditFilter {
+        issuer: Some(issuer.into()),
+        sub: Some(sub.into()),
+        limit: 100,
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        store
+            .query_audit(&by_issuer(IDP, "flt-alice"))
+            .await
+            .unwrap(),
+        [&rows[3], &rows[2], &rows[0]].map(Clone::clone)
+    );
+    assert!(store
+        .query_audit(&by_issuer(IDP, "flt-bob"))
+        .await
+        .unwrap()
+        .is_empty());
 
     // Purge removes only older rows, a batch at a time.
     let older = earlier_rows(store).await + 2;
@@ -311,6 +401,7 @@ async fn earlier_rows(store: &Store) -> u64 {
 async fn exercise(store: &Store) {
     store.ping().await.unwrap();
     links_round_trip(store).await;
+    same_sub_at_another_issuer_is_another_user(store).await;
     refresh_rotates_once_per_version(store).await;
     stale_write_is_refused(store).await;
     broken_link_is_kept_and_relinking_heals_it(store).await;
@@ -332,7 +423,11 @@ async fn storage_behaves_on_sqlite_file() {
     let again = Store::connect(&format!("sqlite://{}", path.display()), None)
         .await
         .unwrap();
-    assert!(again.find_link("alice", "google").await.unwrap().is_some());
+    assert!(again
+        .find_link(&u("alice"), "google")
+        .await
+        .unwrap()
+        .is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -354,13 +449,21 @@ async fn postgres_lease_locks_the_row_across_connections() {
         return;
     };
     store
-        .save_link("lock", "google", &write(Some(1), 2, 1000), 10)
+        .save_link(&u("lock"), "google", &write(Some(1), 2, 1000), 10)
         .await
         .unwrap();
-    let first = store.lease_link("lock", "google").await.unwrap().unwrap();
+    let first = store
+        .lease_link(&u("lock"), "google")
+        .await
+        .unwrap()
+        .unwrap();
     let other = store.clone();
     let second = tokio::spawn(async move {
-        let lease = other.lease_link("lock", "google").await.unwrap().unwrap();
+        let lease = other
+            .lease_link(&u("lock"), "google")
+            .await
+            .unwrap()
+            .unwrap();
         let version = lease.link().version;
         lease.release().await.unwrap();
         version

@@ -324,17 +324,17 @@ impl VaultProcess {
 }
 
 fn spawn_vault(s: &VaultSettings<'_>, top: &str, tables: &str) -> (Child, PathBuf) {
-        let schema = s
-            .database_schema
-            .as_deref()
-            .map(|x| format!("database_schema = \"{x}\"\n"))
-            .unwrap_or_default();
-        let ca_file = s
-            .ca_file
-            .map(|f| format!("ca_file = \"{}\"\n", f.display()))
-            .unwrap_or_default();
-        let config = format!(
-            r#"{top}
+    let schema = s
+        .database_schema
+        .as_deref()
+        .map(|x| format!("database_schema = \"{x}\"\n"))
+        .unwrap_or_default();
+    let ca_file = s
+        .ca_file
+        .map(|f| format!("ca_file = \"{}\"\n", f.display()))
+        .unwrap_or_default();
+    let config = format!(
+        r#"{top}
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
 database_url = "{db}"
@@ -366,32 +366,32 @@ token_endpoint_auth = "client_secret_basic"
 authorize_params = {{ prompt = "consent" }}
 {tables}
 "#,
-            port = s.port,
-            db = s.database_url,
-            margin = s.refresh_margin,
-            jwks = s.jwks_url,
-            up = s.upstream_url,
-        );
-        let config_path = s.dir.join(format!("{}.toml", s.name));
-        std::fs::write(&config_path, config).unwrap();
-        let log = s.dir.join(format!("{}.log", s.name));
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_agentward-vault"))
-            .arg("--config")
-            .arg(&config_path)
-            .env("AGENTWARD_VAULT_KEY", KEY)
-            .env("AGENTWARD_VAULT_CLIENT_GATEWAY_SECRET", GATEWAY_SECRET)
-            .env("AGENTWARD_VAULT_CLIENT_AUDITOR_SECRET", AUDITOR_SECRET)
-            .env(
-                "AGENTWARD_VAULT_CONNECTION_STOCKTRADE_CLIENT_SECRET",
-                "vault-secret",
-            )
-            .env("RUST_LOG", "debug")
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        (child, log)
+        port = s.port,
+        db = s.database_url,
+        margin = s.refresh_margin,
+        jwks = s.jwks_url,
+        up = s.upstream_url,
+    );
+    let config_path = s.dir.join(format!("{}.toml", s.name));
+    std::fs::write(&config_path, config).unwrap();
+    let log = s.dir.join(format!("{}.log", s.name));
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_agentward-vault"))
+        .arg("--config")
+        .arg(&config_path)
+        .env("AGENTWARD_VAULT_KEY", KEY)
+        .env("AGENTWARD_VAULT_CLIENT_GATEWAY_SECRET", GATEWAY_SECRET)
+        .env("AGENTWARD_VAULT_CLIENT_AUDITOR_SECRET", AUDITOR_SECRET)
+        .env(
+            "AGENTWARD_VAULT_CONNECTION_STOCKTRADE_CLIENT_SECRET",
+            "vault-secret",
+        )
+        .env("RUST_LOG", "debug")
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    (child, log)
 }
 
 impl VaultProcess {
