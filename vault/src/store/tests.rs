@@ -484,3 +484,97 @@ async fn postgres_lease_locks_the_row_across_connections() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_upgrade_it_cannot_do_is_refused_and_changes_nothing() {
+    let dir = std::env::temp_dir().join(format!(
+        "agentward-vault-upgrade-unit-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("v1.db");
+    let _ = std::fs::remove_file(&path);
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    // Schema 1, as the vault made it: a link and an audit row, users by `sub`.
+    let pool = SqlitePool::connect(&url).await.unwrap();
+    for sql in [
+        "CREATE TABLE links (sub TEXT NOT NULL, connection TEXT NOT NULL, \
+         refresh_key_id TEXT NOT NULL, refresh_sealed BLOB NOT NULL, access_key_id TEXT, \
+         access_sealed BLOB, access_expires_at INTEGER, scope TEXT, \
+         broken INTEGER NOT NULL DEFAULT 0, version INTEGER NOT NULL DEFAULT 1, \
+         created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (sub, connection))",
+        "CREATE TABLE link_states (state TEXT PRIMARY KEY, sub TEXT NOT NULL, \
+         connection TEXT NOT NULL, verifier_key_id TEXT NOT NULL, \
+         verifier_sealed BLOB NOT NULL, expires_at INTEGER NOT NULL)",
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, \
+         sub TEXT NOT NULL, agent TEXT, connection TEXT, outcome TEXT NOT NULL)",
+        "CREATE INDEX audit_sub_at ON audit (sub, at)",
+        "INSERT INTO links (sub, connection, refresh_key_id, refresh_sealed, created_at, \
+         updated_at) VALUES ('alice', 'google', 'k1', x'00', 1, 1)",
+        "INSERT INTO audit (at, sub, outcome) VALUES (1, 'alice', 'linked')",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    let untouched = || async {
+        let pool = SqlitePool::connect(&url).await.unwrap();
+        let columns: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('links') WHERE name = 'issuer'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        columns == 0
+    };
+
+    // Whose rows these are is unknown: refused, naming the setting.
+    let err = Store::connect(&url, None).await.unwrap_err().to_string();
+    assert!(err.contains("`legacy_issuer`"), "{err}");
+    assert!(untouched().await);
+    // Known, but the link's tokens cannot be sealed anew without the keys.
+    let upgrade = Upgrade {
+        legacy_issuer: Some(IDP),
+        keys: None,
+    };
+    let err = Store::connect_upgrading(&url, None, &upgrade)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sealed anew"), "{err}");
+    assert!(untouched().await);
+
+    // With both, the rows are the legacy issuer's; the unreadable token (its
+    // key is not in the ring) is left as it was.
+    let keys = crate::seal::Keyring::from_keys(vec![("k2".into(), [2; 32])]).unwrap();
+    let upgrade = Upgrade {
+        legacy_issuer: Some(IDP),
+        keys: Some(&keys),
+    };
+    let store = Store::connect_upgrading(&url, None, &upgrade)
+        .await
+        .unwrap();
+    let link = store
+        .find_link(&u("alice"), "google")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.refresh.key_id, "k1");
+    let rows = store.recent_audit(10).await.unwrap();
+    assert_eq!(
+        (rows[0].issuer.as_str(), rows[0].sub.as_str()),
+        (IDP, "alice")
+    );
+    let Store::Sqlite(pool) = &store else {
+        unreachable!()
+    };
+    // A database of a newer schema than this vault's is refused.
+    sqlx::query("UPDATE schema_version SET version = 3")
+        .execute(pool)
+        .await
+        .unwrap();
+    store.close().await;
+    let err = Store::connect(&url, None).await.unwrap_err().to_string();
+    assert!(err.contains("newer"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
