@@ -283,7 +283,18 @@ impl VaultProcess {
     /// Starts a vault whose configuration also has `top` (top-level keys)
     /// and `tables` (e.g. more `[[issuers]]`).
     pub async fn start_with(s: VaultSettings<'_>, top: &str, tables: &str) -> VaultProcess {
-        let (child, log) = spawn_vault(&s, top, tables);
+        VaultProcess::start_with_env(s, top, tables, &[]).await
+    }
+
+    /// As [`VaultProcess::start_with`], with more environment variables
+    /// (they win over the defaults, e.g. `AGENTWARD_VAULT_LOG_FORMAT`).
+    pub async fn start_with_env(
+        s: VaultSettings<'_>,
+        top: &str,
+        tables: &str,
+        env: &[(&str, &str)],
+    ) -> VaultProcess {
+        let (child, log) = spawn_vault_with_env(&s, top, tables, env);
         let url = format!("http://127.0.0.1:{}", s.port);
         let vault = VaultProcess { child, url, log };
         for _ in 0..100 {
@@ -324,6 +335,15 @@ impl VaultProcess {
 }
 
 fn spawn_vault(s: &VaultSettings<'_>, top: &str, tables: &str) -> (Child, PathBuf) {
+    spawn_vault_with_env(s, top, tables, &[])
+}
+
+fn spawn_vault_with_env(
+    s: &VaultSettings<'_>,
+    top: &str,
+    tables: &str,
+    env: &[(&str, &str)],
+) -> (Child, PathBuf) {
     let schema = s
         .database_schema
         .as_deref()
@@ -387,6 +407,7 @@ authorize_params = {{ prompt = "consent" }}
             "vault-secret",
         )
         .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)
         .spawn()
@@ -398,6 +419,11 @@ impl VaultProcess {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The process id (to count its open descriptors).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
