@@ -8,6 +8,7 @@
 //! latest (another replica's refresh leaves a token that still works). A token is
 //! still only served while it has more than the refresh margin left.
 
+use crate::secret::Secret;
 use crate::subject::User;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,7 +23,7 @@ const MAX_ENTRIES: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The upstream access token.
-    pub token: String,
+    pub token: Secret,
     /// Unix time it expires at.
     pub expires_at: i64,
     /// Scope granted to the link.
@@ -36,7 +37,7 @@ impl Entry {
     /// An entry cached now.
     pub fn new(token: String, expires_at: i64, scope: Option<String>, version: i64) -> Entry {
         Entry {
-            token,
+            token: Secret::new(token),
             expires_at,
             scope,
             version,
@@ -133,7 +134,8 @@ mod tests {
         let alice = user("https://a/", "alice");
         let g = cache.generation();
         cache.insert(g, &alice, "stocks", Entry::new("t1".into(), 100, None, 1));
-        assert_eq!(cache.get(&alice, "stocks").unwrap().token, "t1");
+        assert_eq!(cache.get(&alice, "stocks").unwrap().token.expose(), "t1");
+        assert!(!format!("{cache:?}").contains("t1"));
         assert!(cache.get(&user("https://a/", "bob"), "stocks").is_none());
         // The same `sub` at another issuer is another user.
         assert!(cache.get(&user("https://b/", "alice"), "stocks").is_none());

@@ -199,17 +199,37 @@ pub async fn open_store(config: &Config, keys: &Keyring) -> Result<Store, String
     .map_err(|e| e.to_string())
 }
 
-/// The HTTP routes.
+/// The HTTP routes of the public listener. `/metrics` is among them only
+/// while no `metrics_listen` is configured.
 pub fn router(vault: Arc<Vault>) -> Router {
-    Router::new()
+    let mut routes = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .route("/oauth/token", post(token_exchange::token))
         .route("/connect/callback", get(linking::callback))
         .route("/connect/{connection}", get(linking::connect))
         .route("/connections/{connection}", delete(linking::unlink))
-        .route("/audit", get(audit_api::audit))
-        .with_state(vault)
+        .route("/audit", get(audit_api::audit));
+    if vault.config.metrics_listen.is_none() {
+        routes = routes.route("/metrics", get(metrics));
+    }
+    with_request_timeout(routes.with_state(vault.clone()), &vault)
+}
+
+/// The HTTP routes of the `metrics_listen` listener: `/metrics`, `/healthz`.
+pub fn metrics_router(vault: Arc<Vault>) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(vault.clone());
+    with_request_timeout(routes, &vault)
+}
+
+fn with_request_timeout(routes: Router, vault: &Vault) -> Router {
+    let limit = Duration::from_secs(vault.config.request_timeout_seconds.max(1));
+    routes.layer(axum::middleware::from_fn_with_state(
+        limit,
+        crate::serve::request_timeout,
+    ))
 }
 
 async fn healthz(State(vault): State<Arc<Vault>>) -> Response {
@@ -236,4 +256,36 @@ async fn metrics(State(vault): State<Arc<Vault>>) -> Response {
         vault.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_cache::Entry;
+
+    #[tokio::test]
+    async fn debug_of_the_vault_shows_no_secret_or_token() {
+        let mut config = Config::from_toml(
+            "database_url = 'sqlite::memory:'\n\
+             [connections.api]\nauthorize_url='https://a/'\ntoken_url='https://t/'\n\
+             client_id='c'\nclient_secret='conn-s3cret'\n\
+             [[clients]]\nclient_id='gw'\nclient_secret='client-s3cret'\n",
+        )
+        .unwrap();
+        config.resolve_secrets(|_| None).unwrap();
+        let keys = Keyring::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let vault = Vault::build(config, keys).await.unwrap();
+        let g = vault.access_cache.generation();
+        vault.access_cache.insert(
+            g,
+            &crate::subject::User::new("https://issuer/", "alice"),
+            "api",
+            Entry::new("upstream-s3cret-token".into(), i64::MAX, None, 1),
+        );
+        let shown = format!("{vault:?}");
+        assert!(shown.contains("alice"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("AAECAwQF"), "{shown}");
+        vault.shutdown().await;
+    }
 }

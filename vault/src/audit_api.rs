@@ -138,7 +138,7 @@ async fn authenticate(vault: &Vault, headers: &HeaderMap) -> Result<Reader, OAut
             let (id, secret) =
                 client_credentials(headers, &[]).map_err(|_| OAuthError::invalid_client())?;
             if !client_secret_matches(vault, &id, &secret) {
-                tracing::info!(client_id = %id, "audit reader authentication failed");
+                tracing::info!(client_id = ?id, "audit reader authentication failed");
                 return Err(OAuthError::invalid_client());
             }
             if !vault.config.audit_readers.contains(&id) {

@@ -24,6 +24,10 @@ pub struct Args {
     /// Address to listen on, e.g. 127.0.0.1:8787.
     #[arg(long, env = "AGENTWARD_VAULT_LISTEN")]
     pub listen: Option<String>,
+    /// Address of the listener for /metrics and /healthz, e.g. 127.0.0.1:9787
+    /// (when set, /metrics leaves the public listener).
+    #[arg(long, env = "AGENTWARD_VAULT_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// External base URL (connect links and the OAuth redirect URI are built from it).
     #[arg(long, env = "AGENTWARD_VAULT_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -79,6 +83,9 @@ impl Args {
         if let Some(v) = &self.listen {
             config.listen = v.clone();
         }
+        if let Some(v) = &self.metrics_listen {
+            config.metrics_listen = Some(v.clone());
+        }
         if let Some(v) = &self.public_url {
             config.public_url = Some(v.clone());
         }
@@ -116,6 +123,7 @@ impl Args {
         config.resolve_secrets(|name| std::env::var(name).ok())?;
         config.check_urls()?;
         config.check_audit_readers()?;
+        config.check_http_limits()?;
         let keys = match (std::env::var("AGENTWARD_VAULT_KEY").ok(), &config.key_file) {
             (Some(text), _) => {
                 Keyring::parse(&text).map_err(|e| format!("AGENTWARD_VAULT_KEY: {e}"))?

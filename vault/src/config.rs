@@ -2,6 +2,7 @@
 //! command-line flags (see `cli.rs`). Secrets can stay out of the file: every
 //! connection and client secret can come from the environment.
 
+use crate::secret::Secret;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,6 +14,28 @@ pub struct Config {
     /// Address to listen on, e.g. `127.0.0.1:8787`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Address of a second listener for `GET /metrics` and `GET /healthz`
+    /// (e.g. `127.0.0.1:9787`), kept off the public one. When set, the
+    /// public listener no longer serves `/metrics`.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    /// A connection whose request headers are not complete this long after
+    /// it opened (or after its previous answer) is closed.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_seconds: u64,
+    /// A request body not received within this time is answered 408.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_seconds: u64,
+    /// A request not answered within this time is answered 503; the work
+    /// goes on (a refresh in flight is still stored).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_seconds: u64,
+    /// Connections served at once per listener; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest `POST /oauth/token` body (bytes); larger is answered 413.
+    #[serde(default = "default_max_token_request_bytes")]
+    pub max_token_request_bytes: usize,
     /// The vault's external base URL; `connect_url`s and the OAuth
     /// `redirect_uri` (`{public_url}/connect/callback`) are built from it.
     #[serde(default)]
@@ -80,6 +103,22 @@ pub struct Config {
     pub connections: BTreeMap<String, ConnectionConfig>,
 }
 
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_body_read_timeout() -> u64 {
+    10
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_token_request_bytes() -> usize {
+    16 * 1024
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -99,7 +138,7 @@ pub struct ClientConfig {
     pub client_id: String,
     /// The secret; or set `AGENTWARD_VAULT_CLIENT_<CLIENT_ID>_SECRET`.
     #[serde(default)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
 }
 
 /// How the vault authenticates to an upstream token endpoint.
@@ -130,7 +169,7 @@ pub struct ConnectionConfig {
     /// The vault's client secret at the upstream; or set
     /// `AGENTWARD_VAULT_CONNECTION_<NAME>_CLIENT_SECRET`.
     #[serde(default)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     /// Scopes requested when linking.
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -176,6 +215,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: default_listen(),
+            metrics_listen: None,
+            header_read_timeout_seconds: default_header_read_timeout(),
+            body_read_timeout_seconds: default_body_read_timeout(),
+            request_timeout_seconds: default_request_timeout(),
+            max_connections: default_max_connections(),
+            max_token_request_bytes: default_max_token_request_bytes(),
             public_url: None,
             database_url: default_database_url(),
             database_schema: None,
@@ -213,9 +258,9 @@ impl Config {
                 env_name(&client.client_id)
             );
             if let Some(secret) = env(&var) {
-                client.client_secret = Some(secret);
+                client.client_secret = Some(Secret::new(secret));
             }
-            if client.client_secret.as_deref().unwrap_or("").is_empty() {
+            if client.client_secret.as_ref().is_none_or(Secret::is_empty) {
                 return Err(format!(
                     "clients[{}]: client_secret missing (or set {var})",
                     client.client_id
@@ -228,15 +273,36 @@ impl Config {
                 env_name(name)
             );
             if let Some(secret) = env(&var) {
-                conn.client_secret = Some(secret);
+                conn.client_secret = Some(Secret::new(secret));
             }
-            if conn.client_secret.as_deref().unwrap_or("").is_empty() {
+            if conn.client_secret.as_ref().is_none_or(Secret::is_empty) {
                 return Err(format!(
                     "connections.{name}: client_secret missing (or set {var})"
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Checks that the HTTP limits are at least 1; the error names the field.
+    pub fn check_http_limits(&self) -> Result<(), String> {
+        let limits = [
+            (
+                "header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+            ("body_read_timeout_seconds", self.body_read_timeout_seconds),
+            ("request_timeout_seconds", self.request_timeout_seconds),
+            ("max_connections", self.max_connections as u64),
+            (
+                "max_token_request_bytes",
+                self.max_token_request_bytes as u64,
+            ),
+        ];
+        match limits.iter().find(|(_, v)| *v == 0) {
+            Some((field, _)) => Err(format!("{field}: must be at least 1")),
+            None => Ok(()),
+        }
     }
 
     /// Checks that every `audit_readers` entry names one of `clients`.
@@ -438,8 +504,54 @@ mod tests {
         assert!(err.contains("AGENTWARD_VAULT_CLIENT_GW_SECRET"), "{err}");
         c.resolve_secrets(|k| Some(format!("from-{k}"))).unwrap();
         assert_eq!(
-            c.connections["my-api"].client_secret.as_deref(),
+            c.connections["my-api"]
+                .client_secret
+                .as_ref()
+                .map(Secret::expose),
             Some("from-AGENTWARD_VAULT_CONNECTION_MY_API_CLIENT_SECRET")
         );
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("from-AGENTWARD"), "{shown}");
+    }
+
+    #[test]
+    fn debug_of_the_configuration_shows_no_secret() {
+        let c = Config::from_toml(
+            "[connections.api]\nauthorize_url='a'\ntoken_url='t'\nclient_id='c'\nclient_secret='conn-s3cret'\n\
+             [[clients]]\nclient_id='gw'\nclient_secret='client-s3cret'\n",
+        )
+        .unwrap();
+        let shown = format!("{c:?} {:?} {:?}", c.clients[0], c.connections["api"]);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+
+    #[test]
+    fn http_limits_default_and_are_read() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(
+            (
+                c.header_read_timeout_seconds,
+                c.body_read_timeout_seconds,
+                c.request_timeout_seconds,
+                c.max_connections,
+                c.max_token_request_bytes
+            ),
+            (10, 10, 30, 1024, 16384)
+        );
+        let c = Config::from_toml(
+            "metrics_listen = '127.0.0.1:9787'\nmax_connections = 8\nrequest_timeout_seconds = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9787"));
+        assert_eq!((c.max_connections, c.request_timeout_seconds), (8, 5));
+        assert_eq!(c.check_http_limits(), Ok(()));
+        let c = Config::from_toml("max_connections = 0").unwrap();
+        assert_eq!(
+            c.check_http_limits(),
+            Err("max_connections: must be at least 1".into())
+        );
+        let err = Config::from_toml("max_conections = 8").unwrap_err();
+        assert!(err.contains("max_conections"), "{err}");
     }
 }

@@ -1,10 +1,10 @@
 //! The `agentward-vault` binary.
 
-use agentward_vault::app::{router, Vault};
+use agentward_vault::app::{metrics_router, router, Vault};
 use agentward_vault::cli::Args;
-use agentward_vault::config::LogFormat;
+use agentward_vault::serve::Limits;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -16,14 +16,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match config.log_format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-    }
+    agentward_vault::logging::init(config.log_format);
     if args.check {
         println!(
             "configuration ok: {} connection(s), {} client(s), key {:?}",
@@ -86,22 +79,55 @@ async fn serve(
     config: agentward_vault::config::Config,
     keys: agentward_vault::seal::Keyring,
 ) -> Result<(), String> {
-    let listen = config.listen.clone();
+    let limits = Limits {
+        header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds.max(1)),
+        max_connections: config.max_connections,
+        drain: Duration::from_secs(config.request_timeout_seconds.max(1)),
+    };
+    let listener = bind(&config.listen).await?;
+    let metrics_listener = match &config.metrics_listen {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
     let vault = Vault::build(config, keys).await?;
     let warm = vault.clone();
     tokio::spawn(async move { warm.subjects.refresh_stale().await });
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%addr, database = vault.store.backend(), key_id = vault.keys.current_id(), "agentward-vault listening");
-    let served = axum::serve(listener, router(vault.clone()))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|e| format!("server error: {e}"));
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string());
+    tracing::info!(%addr, metrics = ?metrics_addr, database = vault.store.backend(), key_id = vault.keys.current_id(), "agentward-vault listening");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let public = tokio::spawn(agentward_vault::serve::serve(
+        listener,
+        router(vault.clone()),
+        limits,
+        stopped.clone(),
+    ));
+    let metrics = metrics_listener.map(|listener| {
+        tokio::spawn(agentward_vault::serve::serve(
+            listener,
+            metrics_router(vault.clone()),
+            limits,
+            stopped,
+        ))
+    });
+    shutdown().await;
+    let _ = stop.send(true);
+    let served = public.await.map_err(|e| format!("server error: {e}"));
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     // Flush the audit queue whether or not the server ended cleanly.
     vault.shutdown().await;
     served
+}
+
+async fn bind(address: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e}"))
 }
 
 async fn shutdown() {

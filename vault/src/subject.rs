@@ -73,6 +73,9 @@ struct FetchState {
     last_success: Option<Instant>,
 }
 
+/// Largest JWKS document read from a `jwks_uri`.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
 /// Most verified subject tokens kept (first in, first out beyond it).
 pub const VERIFIED_CACHE_ENTRIES: usize = 10_000;
 
@@ -198,10 +201,14 @@ impl SubjectVerifier {
             if !response.status().is_success() {
                 return Err(format!("HTTP {}", response.status().as_u16()));
             }
-            let body = response
-                .bytes()
+            let body = crate::upstream::read_capped(response, MAX_JWKS_BYTES)
                 .await
-                .map_err(|e| crate::upstream::error_chain(&e))?;
+                .map_err(|e| match e {
+                    crate::upstream::BodyError::TooLarge => {
+                        format!("JWKS too large (over {MAX_JWKS_BYTES} bytes)")
+                    }
+                    crate::upstream::BodyError::Read(e) => crate::upstream::error_chain(&e),
+                })?;
             KeySet::parse(&body).map_err(|e| format!("not a usable JWKS: {e}"))
         }
         .await;

@@ -13,7 +13,7 @@ use crate::seal::link_aad;
 use crate::store::{CachedAccess, Link, TokenWrite};
 use crate::subject::{Subject, SubjectError};
 use crate::upstream::UpstreamError;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -42,7 +42,7 @@ pub const TOKEN_TYPE_REFRESH: &str = "urn:ietf:params:oauth:token-type:refresh_t
 pub const NOT_LINKED: &str = "federated_connection_refresh_token_not_found";
 
 /// The successful answer (RFC 8693 §2.2.1).
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct ExchangeResponse {
     /// The upstream access token.
     pub access_token: String,
@@ -57,8 +57,18 @@ pub struct ExchangeResponse {
     pub scope: Option<String>,
 }
 
+impl std::fmt::Debug for ExchangeResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeResponse")
+            .field("access_token", &"[redacted]")
+            .field("issued_token_type", &self.issued_token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
 /// A parsed exchange request.
-#[derive(Debug)]
 struct ExchangeRequest {
     auth0: bool,
     subject_token: String,
@@ -72,12 +82,43 @@ struct Failure {
     error: OAuthError,
 }
 
+impl std::fmt::Debug for ExchangeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeRequest")
+            .field("auth0", &self.auth0)
+            .field("subject_token", &"[redacted]")
+            .field("connection", &self.connection)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
 fn fail(outcome: &'static str, error: OAuthError) -> Failure {
     Failure { outcome, error }
 }
 
-/// `POST /oauth/token`.
-pub async fn token(State(vault): State<Arc<Vault>>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /oauth/token`. A client that sends HTTP Basic credentials is
+/// authenticated before its body is read; the body is read within
+/// `max_token_request_bytes` and `body_read_timeout_seconds`.
+pub async fn token(State(vault): State<Arc<Vault>>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(e) = authenticate_basic_first(&vault, &headers) {
+        vault.metrics.exchange("invalid_client");
+        return e.into_response();
+    }
+    let body = match crate::request_body::read(
+        &headers,
+        body,
+        vault.config.max_token_request_bytes,
+        std::time::Duration::from_secs(vault.config.body_read_timeout_seconds),
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(e) => {
+            vault.metrics.exchange("invalid_request");
+            return e.into_response();
+        }
+    };
     let params = match parse_form(&headers, &body) {
         Ok(p) => p,
         Err(e) => {
@@ -203,6 +244,21 @@ fn form_decode(s: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
+/// HTTP Basic credentials, when the request carries them, checked before
+/// the body is read (the form is checked again with them afterwards).
+fn authenticate_basic_first(vault: &Vault, headers: &HeaderMap) -> Result<(), OAuthError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+    if basic {
+        authenticate_client(vault, headers, &[])
+    } else {
+        Ok(())
+    }
+}
+
 fn authenticate_client(
     vault: &Vault,
     headers: &HeaderMap,
@@ -212,7 +268,7 @@ fn authenticate_client(
     if client_secret_matches(vault, &id, &secret) {
         Ok(())
     } else {
-        tracing::info!(client_id = %id, "token endpoint client authentication failed");
+        tracing::info!(client_id = ?id, "token endpoint client authentication failed");
         Err(OAuthError::invalid_client())
     }
 }
@@ -267,8 +323,8 @@ pub(crate) fn client_secret_matches(vault: &Vault, id: &str, secret: &str) -> bo
         .clients
         .iter()
         .find(|c| c.client_id == id)
-        .and_then(|c| c.client_secret.as_deref())
-        .is_some_and(|expected| digest_eq(expected, secret))
+        .and_then(|c| c.client_secret.as_ref())
+        .is_some_and(|expected| digest_eq(expected.expose(), secret))
 }
 
 fn find_connection<'a>(vault: &'a Vault, name: &str) -> Option<(&'a str, &'a ConnectionConfig)> {
@@ -475,7 +531,12 @@ async fn exchange(
             && scope_covers(hit.scope.as_deref(), request.scope.as_deref())
         {
             return Ok((
-                respond(hit.scope.as_deref(), hit.expires_at, hit.token, now),
+                respond(
+                    hit.scope.as_deref(),
+                    hit.expires_at,
+                    hit.token.into_exposed(),
+                    now,
+                ),
                 "issued_cached",
             ));
         }
@@ -659,6 +720,26 @@ mod tests {
     #[test]
     fn basic_credentials_are_form_decoded() {
         assert_eq!(form_decode("a%3Ab+c").as_deref(), Some("a:b c"));
+    }
+
+    #[test]
+    fn debug_of_requests_and_answers_shows_no_token() {
+        let request = ExchangeRequest {
+            auth0: false,
+            subject_token: "eyJ.subject.token".into(),
+            connection: "c".into(),
+            scope: None,
+        };
+        let answer = ExchangeResponse {
+            access_token: "upstream-access-token".into(),
+            issued_token_type: TOKEN_TYPE_ACCESS,
+            token_type: "Bearer",
+            expires_in: 60,
+            scope: None,
+        };
+        let shown = format!("{request:?} {answer:?}");
+        assert!(!shown.contains("eyJ.subject"), "{shown}");
+        assert!(!shown.contains("upstream-access-token"), "{shown}");
     }
 
     #[test]

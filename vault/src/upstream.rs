@@ -7,6 +7,9 @@ use crate::config::{ConnectionConfig, TokenEndpointAuth};
 use serde::Deserialize;
 use std::time::Duration;
 
+/// Largest answer read from an upstream token or revocation endpoint.
+pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
+
 /// Tokens from the upstream token endpoint.
 #[derive(Deserialize)]
 pub struct UpstreamTokens {
@@ -190,7 +193,10 @@ impl UpstreamClient {
         url: &str,
         mut form: Vec<(&str, &str)>,
     ) -> Result<(reqwest::StatusCode, axum::body::Bytes), UpstreamError> {
-        let secret = conn.client_secret.as_deref().unwrap_or("");
+        let secret = conn
+            .client_secret
+            .as_ref()
+            .map_or("", crate::secret::Secret::expose);
         let mut request = self.http.post(url).header("accept", "application/json");
         match conn.token_endpoint_auth {
             TokenEndpointAuth::ClientSecretBasic => {
@@ -216,12 +222,47 @@ impl UpstreamClient {
                 UpstreamError::Unavailable("upstream endpoint unreachable")
             })?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|_| UpstreamError::Unavailable("upstream endpoint unreachable"))?;
-        Ok((status, bytes))
+        let bytes = match read_capped(response, MAX_TOKEN_RESPONSE_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge) => {
+                tracing::warn!(%url, limit = MAX_TOKEN_RESPONSE_BYTES, "upstream answer too large; refused");
+                return Err(UpstreamError::Unavailable("upstream answer too large"));
+            }
+            Err(BodyError::Read(_)) => {
+                return Err(UpstreamError::Unavailable("upstream endpoint unreachable"))
+            }
+        };
+        Ok((status, bytes.into()))
     }
+}
+
+/// Why an answer's body was not read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// It is (or announced it is) larger than the limit.
+    TooLarge,
+    /// The connection failed or timed out.
+    Read(reqwest::Error),
+}
+
+/// An answer's body, at most `max` bytes: an announced `Content-Length`
+/// over it is refused before reading, and a body that grows past it is
+/// refused as soon as it does (nothing beyond `max` is buffered).
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len().saturating_add(chunk.len()) > max {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// An error and its sources, `: `-separated (reqwest's own text stops at

@@ -197,9 +197,15 @@ async fn token_requests_are_authenticated_before_their_body_and_bounded() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
 
     // An ordinary request still works (and is refused for its subject only).
-    let r = rfc8693(&http(), &vault.url, "not-a-jwt").send().await.unwrap();
+    let r = rfc8693(&http(), &vault.url, "not-a-jwt")
+        .send()
+        .await
+        .unwrap();
     let (status, body) = json(r).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -259,7 +265,10 @@ async fn connection_limit_and_a_separate_metrics_listener() {
         .timeout(Duration::from_millis(700))
         .send()
         .await;
-    assert!(waiting.is_err(), "a fifth connection was served: {waiting:?}");
+    assert!(
+        waiting.is_err(),
+        "a fifth connection was served: {waiting:?}"
+    );
     let started = Instant::now();
     let r = http
         .get(format!("{metrics_url}/healthz"))
@@ -361,12 +370,8 @@ async fn oversized_server(body: &str, size: usize) -> String {
                     )
                     .await;
                 for chunk in padded.as_bytes().chunks(16 * 1024) {
-                    let framed = [
-                        format!("{:x}\r\n", chunk.len()).as_bytes(),
-                        chunk,
-                        b"\r\n",
-                    ]
-                    .concat();
+                    let framed =
+                        [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
                     if s.write_all(&framed).await.is_err() {
                         return;
                     }
@@ -407,7 +412,8 @@ async fn an_oversized_jwks_is_refused_and_the_exchange_fails_closed() {
 async fn an_oversized_token_endpoint_answer_is_refused_and_linking_fails_closed() {
     let dir = temp_dir("bigtoken");
     let issuer = TestIssuer::start().await;
-    let tokens = r#"{"access_token":"at","refresh_token":"rt","token_type":"Bearer","expires_in":3600}"#;
+    let tokens =
+        r#"{"access_token":"at","refresh_token":"rt","token_type":"Bearer","expires_in":3600}"#;
     let upstream = oversized_server(tokens, 1024 * 1024).await;
     let port = free_port();
     let vault = VaultProcess::start(settings(&dir, port, &issuer.jwks_url, &upstream)).await;
@@ -426,9 +432,12 @@ async fn an_oversized_token_endpoint_answer_is_refused_and_linking_fails_closed(
         .next()
         .unwrap()
         .to_string();
-    let authorize =
-        reqwest::Url::parse(started.headers()[reqwest::header::LOCATION].to_str().unwrap())
-            .unwrap();
+    let authorize = reqwest::Url::parse(
+        started.headers()[reqwest::header::LOCATION]
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
     let state = authorize
         .query_pairs()
         .find(|(k, _)| k == "state")
