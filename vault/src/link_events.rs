@@ -1,10 +1,11 @@
 //! Replicas on one PostgreSQL database tell each other when a link changes
 //! (relinked, unlinked, found broken): the writer sends `NOTIFY
 //! agentward_links` and every replica, the writer included, drops its
-//! cached access token for that user (issuer and subject) and connection at once, instead of
-//! serving it until [`crate::access_cache::TTL`] runs out. A listener that
-//! lost its connection may have missed notices, so after reconnecting it
-//! drops the whole cache. SQLite serves a single vault: nothing to tell.
+//! cached access token for that user (issuer and subject) and connection
+//! at once, instead of serving it until [`crate::access_cache::TTL`] runs
+//! out. A listener that lost its connection may have missed notices, so
+//! after reconnecting it drops the whole cache, as it does on a notice it
+//! cannot read. SQLite serves a single vault: nothing to tell.
 
 use crate::access_cache::AccessCache;
 use crate::store::Store;
