@@ -25,6 +25,7 @@ def test_valid_token_passes_with_identity_headers(gateway, alg):
     assert r.status_code == 200, r.text
     h = seen(r)
     assert h["x-agentward-sub"] == "alice"
+    assert h["x-agentward-principal"] == "user"
     assert h["x-agentward-agent"] == "stock-agent"
     assert h["x-agentward-act"] == "stock-agent"
     assert h["x-agentward-scope"] == "portfolio:read trade"
@@ -109,3 +110,21 @@ def test_public_route_with_a_bad_token_is_still_rejected(gateway):
     r = get(gateway, "/prices/ACME", gateway.token(aud="https://other.example"))
     assert r.status_code == 401
     assert r.json()["reason"] == "wrong_audience"
+
+
+def test_client_credentials_issuer_forwards_a_sub_less_token_as_the_agent_only(start_gateway):
+    def adjust(policy):
+        policy["issuers"][0]["client_credentials"] = True
+
+    cc = start_gateway("client-credentials", adjust)
+    spoofed = {"x-agentward-sub": "alice", "x-agentward-principal": "user"}
+    r = get(cc, "/portfolio", cc.token(sub=None, act=None, azp="batch-agent"), headers=spoofed)
+    assert r.status_code == 200, r.text
+    h = seen(r)
+    assert "x-agentward-sub" not in h
+    assert h["x-agentward-principal"] == "agent"
+    assert h["x-agentward-agent"] == "batch-agent"
+    # Without the agent, the token names nobody.
+    r = get(cc, "/portfolio", cc.token(sub=None, act=None, azp=None))
+    assert r.status_code == 401, r.text
+    assert r.json()["reason"] == "bad_claim"

@@ -102,6 +102,11 @@ CASES = [
     ("missing exp", lambda g: g.token(exp=None), "missing_exp"),
     ("unknown kid", unknown_kid, "unknown_kid"),
     ("control characters in sub", lambda g: g.token(sub="alice\r\nx-agentward-sub: root"), "bad_claim"),
+    ("a comma in sub", lambda g: g.token(sub="alice,root"), "bad_claim"),
+    ("a line separator in sub", lambda g: g.token(sub="alice\u2028root"), "bad_claim"),
+    ("a zero-width space in the agent", lambda g: g.token(azp="stock\u200bagent"), "bad_claim"),
+    ("a comma in an actor", lambda g: g.token(act={"sub": "stock-agent,planner"}), "bad_claim"),
+    ("no sub at an issuer without client credentials", lambda g: g.token(sub=None), "bad_claim"),
     ("malformed: one segment", lambda g: "not-a-jwt", "malformed"),
     ("malformed: garbage segments", lambda g: "a.b.c", "malformed"),
     ("malformed: header not JSON", lambda g: f"{b64(b'nope')}.{b64(b'{}')}.{b64(b'sig')}", "malformed"),
@@ -124,6 +129,39 @@ def test_invalid_token_is_rejected_with_its_reason(gateway, make_token, reason):
     )
     assert token not in r.text
     assert token not in r.headers["www-authenticate"]
+
+
+def test_bad_claim_names_the_claim_and_not_its_value(gateway):
+    token = gateway.token(sub="alice,root")
+    r = requests.get(gateway.url + "/portfolio", headers={"authorization": f"Bearer {token}"}, timeout=15)
+    assert r.status_code == 401, r.text
+    assert "`sub`" in r.json()["error_description"]
+    assert "alice,root" not in r.text
+
+
+def test_token_without_the_routes_scope_gets_403_insufficient_scope(gateway):
+    before = gateway.counter("agentward.jwt.rejected.insufficient_scope")
+    token = gateway.token(scope="portfolio:read")
+    r = requests.post(
+        gateway.url + "/trades",
+        json={"ticker": "ACME", "qty": 1},
+        headers={"authorization": f"Bearer {token}"},
+        timeout=15,
+    )
+    assert r.status_code == 403, r.text
+    metadata = f"{gateway.resource}/.well-known/oauth-protected-resource"
+    assert r.headers["www-authenticate"] == (
+        f'Bearer realm="{gateway.resource}", error="insufficient_scope", '
+        f'scope="trade", resource_metadata="{metadata}"'
+    )
+    body = r.json()
+    assert body["error"] == "insufficient_scope"
+    assert body["missing_scopes"] == ["trade"]
+    assert token not in r.text
+    # The same token, now cached, still reads the portfolio it has the scope for.
+    r = requests.get(gateway.url + "/portfolio", headers={"authorization": f"Bearer {token}"}, timeout=15)
+    assert r.status_code == 200, r.text
+    assert gateway.counter("agentward.jwt.rejected.insufficient_scope") == before + 1
 
 
 def test_rejections_are_counted_by_reason(gateway):

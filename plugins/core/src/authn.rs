@@ -4,12 +4,13 @@
 //! unknown `kid`). The host performs the I/O and feeds results back.
 
 use crate::cache::TokenCache;
-use crate::identity::{identity_headers, HEADER_PREFIX};
+use crate::identity::{identity_headers, HEADER_PREFIX, SCOPE};
 use crate::jwks::KeySet;
 use crate::jwt::{self, Limits, Rejection, TrustStore};
 use crate::metadata;
 use crate::policy::Policy;
 use crate::response::{self, LocalResponse};
+use crate::scopes;
 use crate::signature::SignatureCheck;
 use std::rc::Rc;
 
@@ -66,6 +67,8 @@ pub enum Verdict {
     Rejected(Rejection),
     /// Keys are not there; waiting or failing with 503.
     KeysPending,
+    /// A valid token without every scope its route needs (403).
+    InsufficientScope,
 }
 
 /// One decision.
@@ -182,32 +185,68 @@ impl Authenticator {
         let now = now_ms / 1000;
         let key = self.cache.key(&[token]);
         if let Some(headers) = self.cache.get(&key, now) {
-            return self.forward(headers, Verdict::Allowed { cached: true });
+            return self.allow(head, headers, true);
         }
-        let verified = jwt::verify(token, &self.trust, now, check).and_then(|v| {
-            identity_headers(&v.claims, &self.policy.identity.claim_to_headers).map(|h| (v, h))
-        });
-        match verified {
-            Ok((v, headers)) => {
-                let headers = Rc::new(headers);
+        match jwt::verify(token, &self.trust, now, check) {
+            Ok(v) => {
+                let client_credentials = self
+                    .policy
+                    .issuers
+                    .get(v.issuer)
+                    .is_some_and(|i| i.client_credentials);
+                let extra = &self.policy.identity.claim_to_headers;
+                let headers = match identity_headers(&v.claims, extra, client_credentials) {
+                    Ok(headers) => Rc::new(headers),
+                    Err(bad) => {
+                        let answer = response::bad_claim(&self.policy.resource, &bad.description());
+                        return Decision {
+                            outcome: Outcome::Respond(answer),
+                            verdict: Verdict::Rejected(Rejection::BadClaim),
+                        };
+                    }
+                };
                 let until = v.exp.saturating_add(self.policy.clock_skew_seconds);
                 self.cache.insert(key, until, headers.clone());
-                self.forward(headers, Verdict::Allowed { cached: false })
+                self.allow(head, headers, false)
             }
             Err(Rejection::KeysUnavailable(issuer)) => self.keys_pending(issuer),
             Err(Rejection::UnknownKid) => {
+                // The issuer's keys are loaded and lack this kid: refuse now
+                // (holding would let anyone with a made-up kid pin requests),
+                // and refetch in the background in case the key is new.
                 let issuer = jwt::peek_issuer_and_kid(token)
                     .and_then(|(iss, _)| self.trust.issuers().position(|i| i.issuer == iss));
-                match issuer {
-                    Some(i) if self.want_refetch(i, now_ms) => Decision {
-                        outcome: Outcome::Wait { issuer: i },
-                        verdict: Verdict::KeysPending,
-                    },
-                    _ => self.reject(Rejection::UnknownKid),
+                if let Some(i) = issuer {
+                    self.want_refetch(i, now_ms);
                 }
+                self.reject(Rejection::UnknownKid)
             }
             Err(why) => self.reject(why),
         }
+    }
+
+    /// Forwards a verified identity if it holds every scope the request's
+    /// route needs (checked per request: a cached token may call any route).
+    fn allow(&self, head: &RequestHead<'_>, headers: IdentityHeaders, cached: bool) -> Decision {
+        let required = self
+            .policy
+            .route(head.method, head.path)
+            .map_or(&[][..], |r| r.scopes.as_slice());
+        if !required.is_empty() {
+            let granted = headers
+                .iter()
+                .find(|(name, _)| name == SCOPE)
+                .map_or("", |(_, value)| value.as_str());
+            let missing = scopes::missing(required, granted);
+            if !missing.is_empty() {
+                let answer = response::insufficient_scope(&self.policy.resource, required, &missing);
+                return Decision {
+                    outcome: Outcome::Respond(answer),
+                    verdict: Verdict::InsufficientScope,
+                };
+            }
+        }
+        self.forward(headers, Verdict::Allowed { cached })
     }
 
     fn token<'a>(&self, head: &RequestHead<'a>) -> Option<&'a str> {
@@ -265,8 +304,8 @@ impl Authenticator {
     }
 
     /// Asks for a refetch of an issuer's keys because a token named an
-    /// unknown `kid`; false when rate-limited (then the token is refused).
-    fn want_refetch(&mut self, issuer: usize, now_ms: u64) -> bool {
+    /// unknown `kid`, at most once per `jwks_min_refetch_seconds`.
+    fn want_refetch(&mut self, issuer: usize, now_ms: u64) {
         let Some(min_ms) = self
             .policy
             .issuers
@@ -274,22 +313,21 @@ impl Authenticator {
             .filter(|i| i.jwks_uri.is_some())
             .map(|i| i.jwks_min_refetch_seconds.saturating_mul(1000))
         else {
-            return false;
+            return;
         };
         let Some(s) = self.schedule.get_mut(issuer) else {
-            return false;
+            return;
         };
         if s.in_flight || s.refetch_wanted {
-            return true;
+            return;
         }
-        let allowed = s
+        if s
             .last_refetch_ms
-            .is_none_or(|last| now_ms >= last.saturating_add(min_ms));
-        if allowed {
+            .is_none_or(|last| now_ms >= last.saturating_add(min_ms))
+        {
             s.refetch_wanted = true;
             s.last_refetch_ms = Some(now_ms);
         }
-        allowed
     }
 
     /// The JWKS fetches to start now; they are marked in flight.

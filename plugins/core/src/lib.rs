@@ -7,12 +7,15 @@ pub mod cache;
 pub mod clock;
 pub mod der;
 pub mod exchange;
+pub mod held;
 pub mod identity;
+pub mod identity_value;
 pub mod jwks;
 pub mod jwt;
 pub mod metadata;
 pub mod policy;
 pub mod response;
+pub mod scopes;
 pub mod signature;
 
 pub use policy::Policy;

@@ -66,6 +66,10 @@ pub struct Issuer {
     /// Required JOSE `typ` (e.g. `at+jwt`), compared case-insensitively.
     #[serde(default)]
     pub typ: Option<String>,
+    /// Accept tokens without `sub` (OAuth client credentials): the agent's
+    /// own identity, forwarded with `x-agentward-principal: agent`.
+    #[serde(default)]
+    pub client_credentials: bool,
 }
 
 /// Options of the jwt-identity plugin.
@@ -94,6 +98,9 @@ pub struct IdentityOptions {
     /// Largest accepted JOSE header, in bytes (decoded).
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Most requests held per VM while keys are fetched; beyond it, 503.
+    #[serde(default = "default_max_held_requests")]
+    pub max_held_requests: usize,
 }
 
 impl Default for IdentityOptions {
@@ -106,6 +113,7 @@ impl Default for IdentityOptions {
             cache_max_entries: default_cache_entries(),
             max_token_bytes: default_max_token_bytes(),
             max_header_bytes: default_max_header_bytes(),
+            max_held_requests: default_max_held_requests(),
         }
     }
 }
@@ -446,7 +454,11 @@ impl Policy {
                 "between 16 and identity.max_token_bytes",
             ));
         }
+        if id.max_held_requests > 100_000 {
+            return Err(invalid("identity.max_held_requests", "at most 100000"));
+        }
         for (i, route) in self.routes.iter().enumerate() {
+            crate::scopes::validate_route(route).map_err(|(f, m)| invalid(format!("routes[{i}].{f}"), m))?;
             let m = &route.matcher;
             if let Some(p) = m.path.as_ref().or(m.path_prefix.as_ref()) {
                 if !p.starts_with('/') {
@@ -560,6 +572,9 @@ fn default_max_token_bytes() -> usize {
 fn default_max_header_bytes() -> usize {
     1024
 }
+fn default_max_held_requests() -> usize {
+    1000
+}
 fn default_token_path() -> String {
     "/oauth/token".into()
 }
@@ -602,6 +617,8 @@ mod tests {
             vec![Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA]
         );
         assert_eq!(p.identity.cache_max_entries, 10_000);
+        assert_eq!(p.identity.max_held_requests, 1000);
+        assert!(!p.issuers[0].client_credentials);
     }
 
     #[test]

@@ -96,6 +96,53 @@ pub fn invalid_token(resource: &str, why: Rejection) -> LocalResponse {
     .with_header("www-authenticate", challenge)
 }
 
+/// 401 `invalid_token`, reason `bad_claim`, with a description that names
+/// the claim (never its value).
+pub fn bad_claim(resource: &str, description: &str) -> LocalResponse {
+    let mut answer = invalid_token(resource, Rejection::BadClaim);
+    answer.body = json!({
+        "error": "invalid_token",
+        "reason": Rejection::BadClaim.code(),
+        "error_description": description,
+    })
+    .to_string();
+    answer
+}
+
+/// 403 `insufficient_scope` (RFC 6750 §3.1): the token is good, the route
+/// needs more. The challenge names every scope the route needs (the MCP
+/// step-up signal: a client asks for them and retries); the body names the
+/// missing ones. Scopes are RFC 6749 scope tokens (checked in the policy),
+/// so they need no escaping.
+pub fn insufficient_scope(resource: &str, required: &[String], missing: &[&str]) -> LocalResponse {
+    let scope = required.join(" ");
+    let challenge = format!(
+        "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\"",
+        quoted(resource),
+        quoted(&scope),
+        quoted(&resource_metadata_url(resource))
+    );
+    LocalResponse::json(
+        403,
+        json!({
+            "error": "insufficient_scope",
+            "error_description": format!("the token lacks scopes this route needs: {}", missing.join(" ")),
+            "scope": scope,
+            "missing_scopes": missing,
+        }),
+    )
+    .with_header("www-authenticate", challenge)
+}
+
+/// 503 for a request that would wait (for keys, for an approval) while the
+/// gateway already holds as many as it may.
+pub fn too_many_held(what: &str) -> LocalResponse {
+    unavailable(
+        "too_many_held_requests",
+        &format!("the gateway already holds as many requests as it may while {what}; retry shortly"),
+    )
+}
+
 /// 503 when a dependency (JWKS, vault) cannot be reached.
 pub fn unavailable(reason: &str, description: &str) -> LocalResponse {
     LocalResponse::json(
@@ -123,6 +170,46 @@ mod tests {
             resource_metadata_url("https://api.example.com/mcp/"),
             "https://api.example.com/.well-known/oauth-protected-resource/mcp"
         );
+    }
+
+    fn header<'a>(r: &'a LocalResponse, name: &str) -> &'a str {
+        &r.headers.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    #[test]
+    fn insufficient_scope_names_the_routes_scopes_and_the_missing_ones() {
+        let need = ["portfolio:read".to_string(), "trade".to_string()];
+        let r = insufficient_scope("https://api/mcp", &need, &["trade"]);
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            "Bearer realm=\"https://api/mcp\", error=\"insufficient_scope\", \
+             scope=\"portfolio:read trade\", \
+             resource_metadata=\"https://api/.well-known/oauth-protected-resource/mcp\""
+        );
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"], "insufficient_scope");
+        assert_eq!(body["missing_scopes"], serde_json::json!(["trade"]));
+        assert_eq!(body["scope"], "portfolio:read trade");
+    }
+
+    #[test]
+    fn bad_claim_keeps_the_reason_in_the_challenge_and_describes_in_the_body() {
+        let r = bad_claim("https://api", "the token's `sub` claim is bad");
+        assert_eq!(r.status, 401);
+        assert!(header(&r, "www-authenticate").contains("error_description=\"bad_claim\""));
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["reason"], "bad_claim");
+        assert_eq!(body["error_description"], "the token's `sub` claim is bad");
+    }
+
+    #[test]
+    fn too_many_held_is_a_503_with_its_reason() {
+        let r = too_many_held("the issuer's keys are fetched");
+        assert_eq!(r.status, 503);
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert_eq!(body["reason"], "too_many_held_requests");
     }
 
     #[test]

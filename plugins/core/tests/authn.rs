@@ -43,7 +43,7 @@ fn policy() -> Policy {
 
 fn token(k: &ES256KeyPair) -> String {
     let c = Claims::with_custom_claims(
-        json!({"azp": "agent", "org": "acme"}),
+        json!({"azp": "agent", "org": "acme", "scope": "portfolio:read"}),
         Duration::from_secs(300),
     )
     .with_issuer(ISS)
@@ -187,10 +187,11 @@ fn unknown_kid_refetches_once_then_is_rate_limited() {
     let t0 = now_ms();
     let mut a = loaded(&k1);
     let t = format!("Bearer {}", token(&k2));
+    // The keys are loaded and lack k2: refused at once, refetched behind.
     let d = a.decide(&head("/portfolio", Some(&t)), t0, &PureRust);
-    assert_eq!(d.outcome, Outcome::Wait { issuer: 0 });
+    assert_eq!(d.verdict, Verdict::Rejected(Rejection::UnknownKid));
     assert_eq!(a.fetches_due(t0).len(), 1);
-    // The rotated set arrives: the held request now passes.
+    // The rotated set arrives: the token now passes.
     assert!(a.jwks_fetched(0, Some(jwks(&k2, "k2").as_bytes()), t0));
     let d = a.decide(&head("/portfolio", Some(&t)), t0, &PureRust);
     assert_eq!(d.verdict, Verdict::Allowed { cached: false });
@@ -200,9 +201,32 @@ fn unknown_kid_refetches_once_then_is_rate_limited() {
     let d = a.decide(&head("/portfolio", Some(&t3)), t0 + 1_000, &PureRust);
     assert_eq!(d.verdict, Verdict::Rejected(Rejection::UnknownKid));
     assert!(a.fetches_due(t0 + 1_000).is_empty());
-    // After the window, one more refetch is allowed.
+    // After the window, one more refetch is allowed; the token is still refused.
     let d = a.decide(&head("/portfolio", Some(&t3)), t0 + 31_000, &PureRust);
-    assert_eq!(d.outcome, Outcome::Wait { issuer: 0 });
+    assert_eq!(d.verdict, Verdict::Rejected(Rejection::UnknownKid));
+    assert_eq!(a.fetches_due(t0 + 31_000).len(), 1);
+}
+
+#[test]
+fn a_token_is_checked_against_the_scopes_of_each_route_even_from_the_cache() {
+    let k = ES256KeyPair::generate().with_key_id("k1");
+    let mut a = loaded(&k);
+    let c = Claims::with_custom_claims(json!({"azp": "agent"}), Duration::from_secs(300))
+        .with_issuer(ISS)
+        .with_audience(AUD)
+        .with_subject("alice");
+    let t = format!("Bearer {}", k.sign(c).unwrap());
+    // No route: a token is enough.
+    let d = a.decide(&head("/other", Some(&t)), now_ms(), &PureRust);
+    assert_eq!(d.verdict, Verdict::Allowed { cached: false });
+    // /portfolio needs portfolio:read, which the cached token lacks.
+    let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
+    assert_eq!(d.verdict, Verdict::InsufficientScope);
+    let Outcome::Respond(r) = d.outcome else {
+        panic!()
+    };
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("portfolio:read"));
 }
 
 #[test]

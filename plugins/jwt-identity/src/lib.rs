@@ -4,7 +4,9 @@
 //! request, ask core, apply the answer, fetch JWKS when core says so.
 
 use agentward_core::authn::{Authenticator, Decision, JwksFetch, Outcome, RequestHead, Verdict};
+use agentward_core::held::HeldQueue;
 use agentward_core::jwt::Rejection;
+use agentward_core::response;
 use agentward_envoy::hostcall::{self, Headers};
 use agentward_envoy::{log, now_ms, respond, EnvoyVerifier, Metrics};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -29,11 +31,12 @@ proxy_wasm::main! {{
 /// time out held requests.
 const TICK: Duration = Duration::from_millis(250);
 
-/// A request held until its issuer's keys arrive.
-struct Held {
-    context_id: u32,
+/// What a held request waits for, in the 503 sent when too many wait.
+const KEYS_FETCHED: &str = "the token issuer's signing keys are fetched";
+
+/// What a request held until its issuer's keys arrive keeps of its head.
+struct Waiting {
     issuer: usize,
-    deadline_ms: u64,
     method: String,
     path: String,
     authorization: Option<String>,
@@ -45,7 +48,7 @@ struct State {
     auth: Authenticator,
     verifier: EnvoyVerifier,
     metrics: Metrics,
-    held: Vec<Held>,
+    held: HeldQueue<Waiting>,
 }
 
 impl State {
@@ -79,6 +82,7 @@ impl State {
                 return;
             }
             Verdict::KeysPending => "agentward.jwt.keys_pending",
+            Verdict::InsufficientScope => "agentward.jwt.rejected.insufficient_scope",
         };
         self.metrics.inc(name);
     }
@@ -108,7 +112,7 @@ impl State {
                 }
                 if !ok {
                     // Never forward a request whose identity headers are half set.
-                    respond(&agentward_core::response::unavailable(
+                    respond(&response::unavailable(
                         "header_edit_failed",
                         "the gateway could not set the identity headers",
                     ));
@@ -189,15 +193,12 @@ impl Root {
             return;
         };
         let now = now_ms();
-        let held = std::mem::take(&mut state.borrow_mut().held);
-        let mut still = Vec::new();
-        for h in held {
-            let due = issuer.is_some_and(|i| i == h.issuer) || now >= h.deadline_ms;
-            if !due {
-                still.push(h);
-                continue;
-            }
-            if hostcall::set_effective_context(h.context_id).is_err() {
+        let due = state
+            .borrow_mut()
+            .held
+            .take(now, |w| issuer == Some(w.issuer));
+        for h in due {
+            if hostcall::set_effective_context(h.id).is_err() {
                 continue; // the client went away
             }
             let mut s = state.borrow_mut();
@@ -207,17 +208,21 @@ impl Root {
                     verdict: Verdict::KeysPending,
                 }
             } else {
+                let w = &h.item;
                 s.decide(&RequestHead {
-                    method: &h.method,
-                    path: &h.path,
-                    authorization: h.authorization.as_deref(),
-                    token_header: h.token_header.as_deref(),
+                    method: &w.method,
+                    path: &w.path,
+                    authorization: w.authorization.as_deref(),
+                    token_header: w.token_header.as_deref(),
                 })
             };
             match decision.outcome {
-                // Still waiting (the refetch is under way): keep holding.
+                // Still waiting (a retry is under way): keep holding.
                 Outcome::Wait { issuer } if now < h.deadline_ms => {
-                    still.push(Held { issuer, ..h });
+                    let waiting = Waiting { issuer, ..h.item };
+                    if s.held.hold(h.id, h.deadline_ms, waiting).is_err() {
+                        respond(&response::too_many_held(KEYS_FETCHED));
+                    }
                 }
                 Outcome::Wait { .. } => respond(&s.auth.wait_timed_out()),
                 outcome => {
@@ -229,7 +234,6 @@ impl Root {
             }
         }
         let _ = hostcall::set_effective_context(self.id);
-        state.borrow_mut().held.extend(still);
     }
 }
 
@@ -299,6 +303,8 @@ impl RootContext for Root {
             "jwks_fetch_ok",
             "jwks_fetch_failed",
             "rejected.missing_token",
+            "rejected.insufficient_scope",
+            "too_many_held",
         ]
         .iter()
         .map(|n| format!("agentward.jwt.{n}"))
@@ -309,11 +315,12 @@ impl RootContext for Root {
                 .map(|r| format!("agentward.jwt.rejected.{}", r.code())),
         );
         metrics.define(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        let held = HeldQueue::new(policy.identity.max_held_requests);
         self.state = Some(Rc::new(RefCell::new(State {
             auth: Authenticator::new(policy),
             verifier: EnvoyVerifier::default(),
             metrics,
-            held: Vec::new(),
+            held,
         })));
         if proxy_wasm::hostcalls::set_tick_period(TICK).is_err() {
             log(
@@ -331,7 +338,7 @@ impl RootContext for Root {
         let overdue = self
             .state
             .as_ref()
-            .is_some_and(|s| s.borrow().held.iter().any(|h| now >= h.deadline_ms));
+            .is_some_and(|s| s.borrow().held.any_overdue(now));
         if overdue {
             self.release(None);
         }
@@ -359,7 +366,7 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let Some(state) = self.state.clone() else {
-            respond(&agentward_core::response::unavailable(
+            respond(&response::unavailable(
                 "not_configured",
                 "the identity filter has no valid policy",
             ));
@@ -378,15 +385,17 @@ impl HttpContext for Request {
         let decision = s.decide(&head);
         if let Outcome::Wait { issuer } = decision.outcome {
             let deadline_ms = now_ms().saturating_add(s.auth.wait_limit_ms(issuer) + 1_000);
-            s.held.push(Held {
-                context_id: self.id,
+            let waiting = Waiting {
                 issuer,
-                deadline_ms,
                 method: head.method.to_string(),
                 path: head.path.to_string(),
                 authorization: head.authorization.map(str::to_string),
                 token_header: head.token_header.map(str::to_string),
-            });
+            };
+            if s.held.hold(self.id, deadline_ms, waiting).is_err() {
+                s.metrics.inc("agentward.jwt.too_many_held");
+                respond(&response::too_many_held(KEYS_FETCHED));
+            }
             // The root starts the fetch on its next tick: callouts made here
             // would answer to this request's context, which may go away.
             return Action::Pause;
@@ -405,7 +414,7 @@ impl Drop for Request {
     fn drop(&mut self) {
         if let Some(state) = &self.state {
             if let Ok(mut state) = state.try_borrow_mut() {
-                state.held.retain(|h| h.context_id != self.id);
+                state.held.forget(self.id);
             }
         }
     }

@@ -304,24 +304,27 @@ fn valid_tokens_forward_the_verified_identity(verify_signature: bool) {
     // client_id stands in for azp, scp for scope; no act, no header.
     let rs = rs256(
         &k.rs,
-        &claims(json!({"sub": "bob", "azp": null, "client_id": "cli", "scp": ["a", "b"]})),
+        &claims(json!({
+            "sub": "bob", "azp": null, "client_id": "cli",
+            "scope": null, "scp": ["portfolio:read", "b"],
+        })),
     );
     let h = forwarded(&get_with_token(&host, &rs));
     assert_eq!(h.get("x-agentward-sub"), Some("bob"));
     assert_eq!(h.get("x-agentward-agent"), Some("cli"));
-    assert_eq!(h.get("x-agentward-scope"), Some("a b"));
+    assert_eq!(h.get("x-agentward-scope"), Some("portfolio:read b"));
     assert_eq!(h.get("x-agentward-act"), None);
     assert_eq!(forwarded_claims(&h), payload(&rs));
 
     // azp wins over client_id.
     let ed = eddsa(
         &k.ed,
-        &claims(json!({"sub": "carol", "client_id": "other", "scp": "x"})),
+        &claims(json!({"sub": "carol", "client_id": "other", "scope": null, "scp": "portfolio:read"})),
     );
     let h = forwarded(&get_with_token(&host, &ed));
     assert_eq!(h.get("x-agentward-sub"), Some("carol"));
     assert_eq!(h.get("x-agentward-agent"), Some("stock-agent"));
-    assert_eq!(h.get("x-agentward-scope"), Some("x"));
+    assert_eq!(h.get("x-agentward-scope"), Some("portfolio:read"));
     assert_eq!(forwarded_claims(&h), payload(&ed));
 
     assert_eq!(count(&host, "agentward.jwt.allowed"), 3);
@@ -692,7 +695,7 @@ fn held_request_past_its_deadline_gets_503() {
 }
 
 #[test]
-fn rotated_key_triggers_one_refetch_and_the_held_request_resumes() {
+fn rotated_key_is_refused_at_once_then_refetched_in_the_background() {
     let k1 = ES256KeyPair::generate().with_key_id("k1");
     let k2 = ES256KeyPair::generate().with_key_id("k2");
     let Some(host) = fetched_host(&[&k1]) else {
@@ -702,38 +705,37 @@ fn rotated_key_triggers_one_refetch_and_the_held_request_resumes() {
     assert_eq!(h.get("x-agentward-sub"), Some("alice"));
     // Past jwks_min_refetch_seconds since the first fetch.
     host.advance(Duration::from_secs(31));
-    let req = get_with_token(&host, &es256(&k2, &claims(json!({"sub": "bob"}))));
-    assert_held(&req);
-    host.tick().unwrap();
+    let token = es256(&k2, &claims(json!({"sub": "bob"})));
+    // The issuer's keys are loaded and lack k2: refused now, never held.
+    assert_invalid_token(&get_with_token(&host, &token), "unknown_kid", &token);
     let refetch = jwks_call(&host);
     assert_eq!(host.http_calls().len(), 2);
     answer_jwks(&host, &refetch, &jwks(&[es_jwk(&k1), es_jwk(&k2)]));
-    assert_eq!(forwarded(&req).get("x-agentward-sub"), Some("bob"));
+    let h = forwarded(&get_with_token(&host, &token));
+    assert_eq!(h.get("x-agentward-sub"), Some("bob"));
     assert_eq!(count(&host, "agentward.jwt.jwks_fetch_ok"), 2);
+    assert_eq!(count(&host, "agentward.jwt.keys_pending"), 0);
     assert_healthy(&host);
 }
 
 #[test]
-fn unknown_kid_within_min_refetch_seconds_is_refused_at_once_without_a_callout() {
+fn unknown_kids_are_refused_at_once_and_refetch_at_most_once_per_min_refetch_seconds() {
     let k1 = ES256KeyPair::generate().with_key_id("k1");
     let k2 = ES256KeyPair::generate().with_key_id("k2");
     let Some(host) = fetched_host(&[&k1]) else {
         return;
     };
     host.advance(Duration::from_secs(31));
-    let first = get_with_token(&host, &es256(&k2, &claims(json!({}))));
-    assert_held(&first);
+    let k2_token = es256(&k2, &claims(json!({})));
+    assert_invalid_token(&get_with_token(&host, &k2_token), "unknown_kid", &k2_token);
     let refetch = jwks_call(&host);
-    // Several more unknown kids while the refetch is under way wait for it.
+    // More unknown kids while the refetch is under way: refused, no second callout.
     let k3 = ES256KeyPair::generate().with_key_id("k3");
     let k3_token = es256(&k3, &claims(json!({})));
-    let during = get_with_token(&host, &k3_token);
-    assert_held(&during);
+    assert_invalid_token(&get_with_token(&host, &k3_token), "unknown_kid", &k3_token);
     answer_jwks(&host, &refetch, &jwks(&[es_jwk(&k1), es_jwk(&k2)]));
-    forwarded(&first);
-    // k3 is still unknown after the refetch: refused, not refetched again.
-    assert_invalid_token(&during, "unknown_kid", &k3_token);
-    // Another unknown kid 5 s later: refused at once, and no callout.
+    forwarded(&get_with_token(&host, &k2_token));
+    // A storm of made-up kids 5 s later: refused at once, and no callout.
     advance_and_tick(&host, Duration::from_secs(5));
     let k4 = ES256KeyPair::generate().with_key_id("k4");
     let k4_token = es256(&k4, &claims(json!({})));
@@ -744,7 +746,7 @@ fn unknown_kid_within_min_refetch_seconds_is_refused_at_once_without_a_callout()
     advance_and_tick(&host, Duration::from_secs(1));
     assert!(host.pending_http_calls().is_empty());
     assert_eq!(host.http_calls().len(), 2, "refetch storm");
-    assert_eq!(count(&host, "agentward.jwt.rejected.unknown_kid"), 6);
+    assert_eq!(count(&host, "agentward.jwt.rejected.unknown_kid"), 7);
     assert_healthy(&host);
 }
 
@@ -791,13 +793,13 @@ fn refresh_that_withdraws_a_key_makes_its_cached_tokens_verify_again() {
     advance_and_tick(&host, Duration::from_secs(60));
     let refresh = jwks_call(&host);
     answer_jwks(&host, &refresh, &jwks(&[es_jwk(&k2)]));
-    // Not served from the cache: its kid is unknown now, so it waits for a refetch...
-    let req = get_with_token(&host, &old);
-    assert_held(&req);
+    // Not served from the cache: its kid is unknown now, so it is refused
+    // and the keys are refetched in the background...
+    assert_invalid_token(&get_with_token(&host, &old), "unknown_kid", &old);
     let refetch = jwks_call(&host);
     answer_jwks(&host, &refetch, &jwks(&[es_jwk(&k2)]));
     // ...which does not bring k1 back.
-    assert_invalid_token(&req, "unknown_kid", &old);
+    assert_invalid_token(&get_with_token(&host, &old), "unknown_kid", &old);
     assert_eq!(count(&host, "agentward.jwt.cache_hit"), 0);
     forwarded(&get_with_token(&host, &es256(&k2, &claims(json!({})))));
     assert_eq!(host.http_calls().len(), 3);
@@ -812,11 +814,11 @@ fn key_rotated_right_after_startup_is_refetched() {
         return;
     };
     host.advance(Duration::from_secs(1));
-    let req = get_with_token(&host, &es256(&k2, &claims(json!({}))));
-    assert_held(&req);
+    let token = es256(&k2, &claims(json!({})));
+    assert_invalid_token(&get_with_token(&host, &token), "unknown_kid", &token);
     let refetch = jwks_call(&host);
     answer_jwks(&host, &refetch, &jwks(&[es_jwk(&k1), es_jwk(&k2)]));
-    forwarded(&req);
+    forwarded(&get_with_token(&host, &token));
     assert_healthy(&host);
 }
 
@@ -889,7 +891,7 @@ fn held_request_is_resumed_without_spoofed_headers_and_with_its_body() {
     assert!(record.sent_upstream());
     let h = &record.request_headers;
     assert_eq!(h.get_all("x-agentward-sub"), vec!["alice"]);
-    assert_eq!(h.get("x-agentward-scope"), None);
+    assert_eq!(h.get_all("x-agentward-scope"), vec!["portfolio:read trade"]);
     assert_eq!(h.get("authorization"), None);
     assert_eq!(record.request_body, body.to_vec());
     assert_healthy(&host);
@@ -1068,6 +1070,8 @@ fn metrics_count_each_outcome() {
         ("rejected.alg_not_allowed", 1),
         ("rejected.bad_signature", 0),
         ("keys_pending", 0),
+        ("rejected.insufficient_scope", 0),
+        ("too_many_held", 0),
         ("jwks_fetch_ok", 0),
         ("jwks_fetch_failed", 0),
     ] {
@@ -1147,7 +1151,9 @@ fn validly_signed_token_gets_the_same_answer_on_both_paths_whatever_its_other_me
     };
     let k = keys();
     let exp = NOW + 300;
-    let registered = format!(r#""iss":"{ISS}","aud":"{RESOURCE}","iat":{NOW},"exp":{exp}"#);
+    let registered = format!(
+        r#""iss":"{ISS}","aud":"{RESOURCE}","scope":"portfolio:read","iat":{NOW},"exp":{exp}"#
+    );
     let es_header = json!({"alg": "ES256", "kid": "es"});
     let cases = [
         (
@@ -1207,4 +1213,279 @@ fn the_built_module_exports_only_the_callbacks_it_implements() {
             "proxy_on_vm_start",
         ]
     );
+}
+
+// ================================================================ held requests are bounded (#10.4)
+
+/// A held request's local answer is a 503 `too_many_held_requests`.
+fn assert_too_many_held(req: &host_test::HttpContext) {
+    let (status, headers, body) = answered(req);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    assert_eq!(body["reason"], "too_many_held_requests", "{body}");
+    assert!(headers.get("retry-after").is_some());
+}
+
+#[test]
+fn requests_beyond_max_held_requests_get_503_at_once() {
+    let mut p = fetched_policy();
+    p["identity"] = json!({"max_held_requests": 2});
+    let Some(host) = configured(&p, true) else {
+        return;
+    };
+    let call = jwks_call(&host);
+    let key = ES256KeyPair::generate().with_key_id("k1");
+    let token = es256(&key, &claims(json!({})));
+    let first = get_with_token(&host, &token);
+    let second = get_with_token(&host, &token);
+    assert_held(&first);
+    assert_held(&second);
+    let third = get_with_token(&host, &token);
+    assert_too_many_held(&third);
+    assert_eq!(count(&host, "agentward.jwt.too_many_held"), 1);
+    // A held client that goes away makes room.
+    first.finish().unwrap();
+    let fourth = get_with_token(&host, &token);
+    assert_held(&fourth);
+    answer_jwks(&host, &call, &jwks(&[es_jwk(&key)]));
+    forwarded(&second);
+    forwarded(&fourth);
+    // With the keys there, nothing is held and the cap is no limit.
+    let later: Vec<_> = (0..5).map(|_| get_with_token(&host, &token)).collect();
+    for req in &later {
+        forwarded(req);
+    }
+    assert_healthy(&host);
+}
+
+#[test]
+fn by_default_a_vm_holds_a_thousand_requests_for_keys() {
+    let Some(host) = configured(&fetched_policy(), true) else {
+        return;
+    };
+    let _never_answered = jwks_call(&host);
+    let token = es256(&keys().es, &claims(json!({})));
+    let held: Vec<_> = (0..1000).map(|_| get_with_token(&host, &token)).collect();
+    assert_held(&held[999]);
+    assert_too_many_held(&get_with_token(&host, &token));
+    // The deadline still answers every held request.
+    advance_and_tick(&host, Duration::from_secs(3));
+    assert_jwks_unavailable(&held[0]);
+    assert_jwks_unavailable(&held[999]);
+    assert_healthy(&host);
+}
+
+#[test]
+fn max_held_requests_over_the_bound_is_refused_naming_the_field() {
+    let mut p = fetched_policy();
+    p["identity"] = json!({"max_held_requests": 1_000_000});
+    refused_naming(&p, "identity.max_held_requests");
+}
+
+// ================================================================ route scopes (#10.10)
+
+fn assert_insufficient_scope(req: &host_test::HttpContext, scope: &str, missing: Value) {
+    let (status, headers, body) = answered(req);
+    assert_eq!(status, 403, "{body}");
+    let metadata = format!("{RESOURCE}/.well-known/oauth-protected-resource");
+    assert_eq!(
+        headers.get("www-authenticate"),
+        Some(
+            format!(
+                "Bearer realm=\"{RESOURCE}\", error=\"insufficient_scope\", \
+                 scope=\"{scope}\", resource_metadata=\"{metadata}\""
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(body["error"], "insufficient_scope", "{body}");
+    assert_eq!(body["missing_scopes"], missing, "{body}");
+    assert!(body["error_description"].as_str().is_some());
+}
+
+#[test]
+fn token_without_the_routes_scope_gets_403_insufficient_scope_naming_it() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let k = keys();
+    let trade_only = es256(&k.es, &claims(json!({"scope": "trade"})));
+    let req = get_with_token(&host, &trade_only);
+    assert_insufficient_scope(&req, "portfolio:read", json!(["portfolio:read"]));
+    let text = req.record().local_response.unwrap().body_text();
+    assert!(!text.contains(&trade_only));
+    // No scope claim at all.
+    let none = es256(&k.es, &claims(json!({"scope": null})));
+    assert_insufficient_scope(
+        &get_with_token(&host, &none),
+        "portfolio:read",
+        json!(["portfolio:read"]),
+    );
+    // `scp`, as a list or a string, grants scopes too.
+    for scp in [json!(["portfolio:read"]), json!("portfolio:read")] {
+        let token = es256(&k.es, &claims(json!({"scope": null, "scp": scp})));
+        forwarded(&get_with_token(&host, &token));
+    }
+    // A path no route lists needs a token, not a scope.
+    forwarded(&request(
+        &host,
+        "GET",
+        "/elsewhere",
+        &[("authorization", &format!("Bearer {none}"))],
+    ));
+    assert_eq!(count(&host, "agentward.jwt.rejected.insufficient_scope"), 2);
+    assert_healthy(&host);
+}
+
+#[test]
+fn every_scope_a_route_lists_is_required() {
+    let mut p = policy();
+    p["routes"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, json!({"match": {"path": "/both"}, "scopes": ["portfolio:read", "trade"]}));
+    let Some(host) = configured(&p, true) else {
+        return;
+    };
+    let k = keys();
+    let get = |token: &str| {
+        request(
+            &host,
+            "GET",
+            "/both",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+    };
+    let trade_only = es256(&k.es, &claims(json!({"scope": "trade"})));
+    assert_insufficient_scope(
+        &get(&trade_only),
+        "portfolio:read trade",
+        json!(["portfolio:read"]),
+    );
+    let both = es256(&k.es, &claims(json!({"scope": "trade portfolio:read"})));
+    forwarded(&get(&both));
+    assert_healthy(&host);
+}
+
+#[test]
+fn a_cached_token_is_checked_against_each_routes_scopes() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let token = es256(&keys().es, &claims(json!({"scope": "portfolio:read"})));
+    let bearer = format!("Bearer {token}");
+    forwarded(&get_with_token(&host, &token));
+    let trade = request(&host, "POST", "/trades", &[("authorization", &bearer)]);
+    assert_insufficient_scope(&trade, "trade", json!(["trade"]));
+    forwarded(&get_with_token(&host, &token));
+    assert_eq!(count(&host, "agentward.jwt.cache_miss"), 1);
+    assert_eq!(count(&host, "agentward.jwt.cache_hit"), 2);
+    assert_healthy(&host);
+}
+
+#[test]
+fn scopes_on_a_public_route_are_refused_naming_the_field() {
+    let mut p = policy();
+    p["routes"][0]["scopes"] = json!(["read"]);
+    refused_naming(&p, "routes[0].scopes");
+}
+
+// ================================================================ identity values (#14.4)
+
+#[test]
+fn identity_values_that_would_split_or_hide_are_refused_naming_the_claim() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let cases = [
+        ("sub", "alice,root", json!({"sub": "alice,root"})),
+        ("sub", "root", json!({"sub": "alice\u{2028}root"})),
+        ("sub", "ali", json!({"sub": "ali\u{200B}ce"})),
+        ("sub", "\u{202E}", json!({"sub": "\u{202E}ecila"})),
+        ("sub", "alice ", json!({"sub": "alice "})),
+        ("sub", "alice\u{7F}", json!({"sub": "alice\u{7F}"})),
+        ("sub", "alice\u{85}", json!({"sub": "alice\u{85}"})),
+        ("azp", "agent,other", json!({"azp": "agent,other"})),
+        (
+            "client_id",
+            "cli\u{2029}",
+            json!({"azp": null, "client_id": "cli\u{2029}"}),
+        ),
+        ("act.sub", "agent\u{2028}", json!({"act": {"sub": "agent\u{2028}"}})),
+        (
+            "act.act.sub",
+            "b,c",
+            json!({"act": {"sub": "a", "act": {"sub": "b,c"}}}),
+        ),
+        (
+            "scope",
+            "trade,admin",
+            json!({"scope": "portfolio:read trade,admin"}),
+        ),
+        (
+            "scp",
+            "trade admin",
+            json!({"scope": null, "scp": ["portfolio:read", "trade admin"]}),
+        ),
+        ("org.id", "acme,evil", json!({"org": {"id": "acme,evil"}})),
+        ("roles", "trader\u{2028}", json!({"roles": ["admin", "trader\u{2028}x"]})),
+    ];
+    for (claim, value, extra) in &cases {
+        let token = es256(&keys().es, &claims(extra.clone()));
+        let req = get_with_token(&host, &token);
+        assert_invalid_token(&req, "bad_claim", &token);
+        let (_, _, body) = answered(&req);
+        let description = body["error_description"].as_str().unwrap();
+        assert!(
+            description.contains(&format!("`{claim}`")),
+            "{claim}: {description}"
+        );
+        assert!(!description.contains(value), "{claim}: echoes the value");
+    }
+    assert_eq!(
+        count(&host, "agentward.jwt.rejected.bad_claim"),
+        cases.len() as u64
+    );
+    assert_healthy(&host);
+}
+
+#[test]
+fn token_without_sub_is_refused_unless_its_issuer_takes_client_credentials() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let k = keys();
+    let agent_only = es256(&k.es, &claims(json!({"sub": null})));
+    let req = get_with_token(&host, &agent_only);
+    assert_invalid_token(&req, "bad_claim", &agent_only);
+    let description = answered(&req).2["error_description"].clone();
+    assert!(description.as_str().unwrap().contains("`sub`"), "{description}");
+
+    let mut p = policy();
+    p["issuers"][0]["client_credentials"] = json!(true);
+    let Some(host) = configured(&p, true) else {
+        return;
+    };
+    let req = request(
+        &host,
+        "GET",
+        "/portfolio",
+        &[
+            ("authorization", &format!("Bearer {agent_only}")),
+            ("x-agentward-sub", "root"),
+            ("x-agentward-principal", "user"),
+        ],
+    );
+    let h = forwarded(&req);
+    assert_eq!(h.get("x-agentward-sub"), None);
+    assert_eq!(h.get_all("x-agentward-principal"), vec!["agent"]);
+    assert_eq!(h.get("x-agentward-agent"), Some("stock-agent"));
+    // A user's token at that issuer is still the user's.
+    let user = forwarded(&get_with_token(&host, &es256(&k.es, &claims(json!({})))));
+    assert_eq!(user.get("x-agentward-sub"), Some("alice"));
+    assert_eq!(user.get("x-agentward-principal"), Some("user"));
+    // A token that names nobody is refused even there.
+    let nobody = es256(&k.es, &claims(json!({"sub": null, "azp": null})));
+    assert_invalid_token(&get_with_token(&host, &nobody), "bad_claim", &nobody);
+    assert_healthy(&host);
 }

@@ -141,12 +141,13 @@ pub fn jwks(keys: &[Value]) -> Value {
 
 // ---------------------------------------------------------------- tokens
 
-/// Claims of a valid token of the main issuer, with `extra` merged in; a
-/// `null` in `extra` removes that claim.
+/// Claims of a valid token of the main issuer (with the scopes of every
+/// route of [`policy`]), with `extra` merged in; a `null` in `extra`
+/// removes that claim.
 pub fn claims(extra: Value) -> Value {
     let mut claims = json!({
         "iss": ISS, "aud": RESOURCE, "sub": "alice", "azp": "stock-agent",
-        "iat": NOW, "exp": NOW + 300,
+        "scope": "portfolio:read trade", "iat": NOW, "exp": NOW + 300,
     });
     for (name, value) in extra.as_object().unwrap() {
         if value.is_null() {
