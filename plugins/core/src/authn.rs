@@ -239,7 +239,8 @@ impl Authenticator {
                 .map_or("", |(_, value)| value.as_str());
             let missing = scopes::missing(required, granted);
             if !missing.is_empty() {
-                let answer = response::insufficient_scope(&self.policy.resource, required, &missing);
+                let answer =
+                    response::insufficient_scope(&self.policy.resource, required, &missing);
                 return Decision {
                     outcome: Outcome::Respond(answer),
                     verdict: Verdict::InsufficientScope,
@@ -321,8 +322,7 @@ impl Authenticator {
         if s.in_flight || s.refetch_wanted {
             return;
         }
-        if s
-            .last_refetch_ms
+        if s.last_refetch_ms
             .is_none_or(|last| now_ms >= last.saturating_add(min_ms))
         {
             s.refetch_wanted = true;

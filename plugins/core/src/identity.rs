@@ -127,7 +127,11 @@ pub fn identity_headers(
         (None, Some(_)) => push(PRINCIPAL, "sub", "agent".into())?,
     }
     if let Some(agent) = agent {
-        let claim = if claims.contains_key("azp") { "azp" } else { "client_id" };
+        let claim = if claims.contains_key("azp") {
+            "azp"
+        } else {
+            "client_id"
+        };
         push(AGENT, claim, agent.to_string())?;
     }
     let chain = act_chain(claims)?;
@@ -177,7 +181,12 @@ fn act_chain(claims: &Map<String, Value>) -> Result<Vec<String>, BadClaim> {
             Some(Value::String(_)) => {
                 return Err(BadClaim::new(format!("{path}.sub"), ClaimProblem::Unfit))
             }
-            _ => return Err(BadClaim::new(format!("{path}.sub"), ClaimProblem::Malformed)),
+            _ => {
+                return Err(BadClaim::new(
+                    format!("{path}.sub"),
+                    ClaimProblem::Malformed,
+                ))
+            }
         }
         act = actor.get("act");
         path.push_str(".act");
@@ -231,7 +240,11 @@ pub fn claim_value(claims: &Map<String, Value>, path: &str) -> Result<Option<Str
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => Ok(Some(
-            items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?.join(","),
+            items
+                .iter()
+                .map(scalar)
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
         )),
         Some(v) => scalar(v).map(Some),
     }
@@ -299,8 +312,14 @@ mod tests {
             (json!({"sub": "a", "iss": "https://idp/,x"}), "iss"),
             (json!({"sub": "a", "azp": "agent\u{200B}"}), "azp"),
             (json!({"sub": "a", "client_id": "cli,ent"}), "client_id"),
-            (json!({"sub": "a", "act": {"sub": "x", "act": {"sub": "y\u{85}"}}}), "act.act.sub"),
-            (json!({"sub": "a", "act": {"sub": "agent,planner"}}), "act.sub"),
+            (
+                json!({"sub": "a", "act": {"sub": "x", "act": {"sub": "y\u{85}"}}}),
+                "act.act.sub",
+            ),
+            (
+                json!({"sub": "a", "act": {"sub": "agent,planner"}}),
+                "act.sub",
+            ),
             (json!({"sub": "a", "scope": "read wr,ite"}), "scope"),
             (json!({"sub": "a", "scope": "read\twrite"}), "scope"),
             (json!({"sub": "a", "scp": ["read", "write all"]}), "scp"),
@@ -327,7 +346,10 @@ mod tests {
         assert_eq!(e, BadClaim::new("org.teams", ClaimProblem::Unfit));
         let e = refused(json!({"sub": "a", "org": {"teams": [{"id": 1}]}}), &extra);
         assert_eq!(e, BadClaim::new("org.teams", ClaimProblem::NotScalar));
-        let e = refused(json!({"sub": "a", "org": {"teams": {"a": 1, "b": 2}}}), &extra);
+        let e = refused(
+            json!({"sub": "a", "org": {"teams": {"a": 1, "b": 2}}}),
+            &extra,
+        );
         assert_eq!(e.problem, ClaimProblem::NotScalar);
     }
 
@@ -363,7 +385,10 @@ mod tests {
     fn claim_paths_reach_nested_values_and_join_arrays() {
         let c = claims(json!({"org": {"id": 42, "teams": ["x", "y"]}, "admin": true}));
         assert_eq!(claim_value(&c, "org.id").unwrap().as_deref(), Some("42"));
-        assert_eq!(claim_value(&c, "org.teams").unwrap().as_deref(), Some("x,y"));
+        assert_eq!(
+            claim_value(&c, "org.teams").unwrap().as_deref(),
+            Some("x,y")
+        );
         assert_eq!(claim_value(&c, "admin").unwrap().as_deref(), Some("true"));
         assert_eq!(claim_value(&c, "org.missing").unwrap(), None);
         assert_eq!(claim_value(&c, "admin.x").unwrap(), None);

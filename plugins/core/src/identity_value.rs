@@ -12,7 +12,8 @@
 /// format character (Unicode category Cf: zero-width, bidi controls, BOM,
 /// tags, soft hyphen), and no whitespace at either end.
 pub fn is_fit(value: &str) -> bool {
-    let ends_clean = !value.starts_with(char::is_whitespace) && !value.ends_with(char::is_whitespace);
+    let ends_clean =
+        !value.starts_with(char::is_whitespace) && !value.ends_with(char::is_whitespace);
     ends_clean && !value.chars().any(is_unfit)
 }
 

@@ -458,7 +458,8 @@ impl Policy {
             return Err(invalid("identity.max_held_requests", "at most 100000"));
         }
         for (i, route) in self.routes.iter().enumerate() {
-            crate::scopes::validate_route(route).map_err(|(f, m)| invalid(format!("routes[{i}].{f}"), m))?;
+            crate::scopes::validate_route(route)
+                .map_err(|(f, m)| invalid(format!("routes[{i}].{f}"), m))?;
             let m = &route.matcher;
             if let Some(p) = m.path.as_ref().or(m.path_prefix.as_ref()) {
                 if !p.starts_with('/') {

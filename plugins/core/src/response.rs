@@ -139,7 +139,9 @@ pub fn insufficient_scope(resource: &str, required: &[String], missing: &[&str])
 pub fn too_many_held(what: &str) -> LocalResponse {
     unavailable(
         "too_many_held_requests",
-        &format!("the gateway already holds as many requests as it may while {what}; retry shortly"),
+        &format!(
+            "the gateway already holds as many requests as it may while {what}; retry shortly"
+        ),
     )
 }
 

@@ -10,8 +10,7 @@ use crate::policy::Route;
 /// fits a space-separated list and a quoted challenge parameter as it is.
 pub fn is_scope_token(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
@@ -85,13 +84,16 @@ mod tests {
                 .as_bytes(),
             )
         };
-        let e = parse(serde_json::json!([{"match": {"path": "/a"}, "scopes": ["ok", "two words"]}]))
-            .unwrap_err();
+        let e =
+            parse(serde_json::json!([{"match": {"path": "/a"}, "scopes": ["ok", "two words"]}]))
+                .unwrap_err();
         assert_eq!(e.field, "routes[0].scopes[1]");
         let e = parse(serde_json::json!([{"match": {}}, {"match": {"path": "/p"}, "public": true, "scopes": ["x"]}]))
             .unwrap_err();
         assert_eq!(e.field, "routes[1].scopes");
-        assert!(parse(serde_json::json!([{"match": {"path": "/a"}, "scopes": ["a:b", "c"]}])).is_ok());
+        assert!(
+            parse(serde_json::json!([{"match": {"path": "/a"}, "scopes": ["a:b", "c"]}])).is_ok()
+        );
     }
 
     #[test]

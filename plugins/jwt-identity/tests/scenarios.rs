@@ -319,7 +319,9 @@ fn valid_tokens_forward_the_verified_identity(verify_signature: bool) {
     // azp wins over client_id.
     let ed = eddsa(
         &k.ed,
-        &claims(json!({"sub": "carol", "client_id": "other", "scope": null, "scp": "portfolio:read"})),
+        &claims(
+            json!({"sub": "carol", "client_id": "other", "scope": null, "scp": "portfolio:read"}),
+        ),
     );
     let h = forwarded(&get_with_token(&host, &ed));
     assert_eq!(h.get("x-agentward-sub"), Some("carol"));
@@ -1340,10 +1342,10 @@ fn token_without_the_routes_scope_gets_403_insufficient_scope_naming_it() {
 #[test]
 fn every_scope_a_route_lists_is_required() {
     let mut p = policy();
-    p["routes"]
-        .as_array_mut()
-        .unwrap()
-        .insert(0, json!({"match": {"path": "/both"}, "scopes": ["portfolio:read", "trade"]}));
+    p["routes"].as_array_mut().unwrap().insert(
+        0,
+        json!({"match": {"path": "/both"}, "scopes": ["portfolio:read", "trade"]}),
+    );
     let Some(host) = configured(&p, true) else {
         return;
     };
@@ -1411,7 +1413,11 @@ fn identity_values_that_would_split_or_hide_are_refused_naming_the_claim() {
             "cli\u{2029}",
             json!({"azp": null, "client_id": "cli\u{2029}"}),
         ),
-        ("act.sub", "agent\u{2028}", json!({"act": {"sub": "agent\u{2028}"}})),
+        (
+            "act.sub",
+            "agent\u{2028}",
+            json!({"act": {"sub": "agent\u{2028}"}}),
+        ),
         (
             "act.act.sub",
             "b,c",
@@ -1428,7 +1434,11 @@ fn identity_values_that_would_split_or_hide_are_refused_naming_the_claim() {
             json!({"scope": null, "scp": ["portfolio:read", "trade admin"]}),
         ),
         ("org.id", "acme,evil", json!({"org": {"id": "acme,evil"}})),
-        ("roles", "trader\u{2028}", json!({"roles": ["admin", "trader\u{2028}x"]})),
+        (
+            "roles",
+            "trader\u{2028}",
+            json!({"roles": ["admin", "trader\u{2028}x"]}),
+        ),
     ];
     for (claim, value, extra) in &cases {
         let token = es256(&keys().es, &claims(extra.clone()));
@@ -1459,7 +1469,10 @@ fn token_without_sub_is_refused_unless_its_issuer_takes_client_credentials() {
     let req = get_with_token(&host, &agent_only);
     assert_invalid_token(&req, "bad_claim", &agent_only);
     let description = answered(&req).2["error_description"].clone();
-    assert!(description.as_str().unwrap().contains("`sub`"), "{description}");
+    assert!(
+        description.as_str().unwrap().contains("`sub`"),
+        "{description}"
+    );
 
     let mut p = policy();
     p["issuers"][0]["client_credentials"] = json!(true);
