@@ -57,7 +57,8 @@ def test_wrong_typ_is_rejected_when_a_typ_is_required(options_gateway):
 
 
 def test_typ_is_compared_case_insensitively(options_gateway):
-    token = options_gateway.idp.mint({"sub": "alice", "aud": options_gateway.audience}, headers={"typ": "AT+JWT"})
+    claims = {"sub": "alice", "aud": options_gateway.audience, "scope": "portfolio:read"}
+    token = options_gateway.idp.mint(claims, headers={"typ": "AT+JWT"})
     r = requests.get(options_gateway.url + "/portfolio", headers={"authorization": f"Bearer {token}"}, timeout=15)
     assert r.status_code == 200, r.text
 
