@@ -15,9 +15,10 @@
 
     python exchange.py link --vault URL --dir target/bench
         Links alice's `stocktrade` account without a browser, as the vault's
-        tests do: GET /connect/stocktrade with her bearer token, follow the
-        provider's redirects, log in and consent at /interaction/:uid?account=
-        alice, back to the vault's callback; then checks one exchange answers 200.
+        tests do: the gateway's exchange answers with a connect_url; open it,
+        post the vault's confirmation form (Continue), follow the provider's
+        redirects, log in and consent at /interaction/:uid?account=alice, back
+        to the vault's callback; then checks one exchange answers 200.
 
 Standard library only.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html
 import http.client
 import json
 import re
@@ -159,20 +161,42 @@ def request(url: str, method: str = "GET", headers: dict | None = None, body: st
     return response, data
 
 
+def keep_cookies(cookies: dict[str, str], response) -> None:
+    for header in response.headers.get_all("set-cookie") or []:
+        name, _, value = header.split(";", 1)[0].partition("=")
+        if value:
+            cookies[name.strip()] = value
+        else:
+            cookies.pop(name.strip(), None)
+
+
 def link(vault: str, out: Path) -> None:
     token = first_token(out)
     # One jar for the vault and the provider, as a browser on 127.0.0.1 has
-    # (cookies ignore ports): the vault's callback wants its binding cookie.
+    # (cookies ignore ports): the vault's forms and callback want their cookies.
     cookies: dict[str, str] = {}
-    url = f"{vault}/connect/{CONNECTION}"
-    response, body = request(url, headers={"authorization": f"Bearer {token}"})
+    exchange_headers = {"content-type": "application/x-www-form-urlencoded", "authorization": basic_auth()}
+    response, body = request(f"{vault}/oauth/token", method="POST", headers=exchange_headers, body=exchange_body(token))
+    if response.status != 400:
+        sys.exit(f"linking: expected the exchange to ask for a link, got {response.status}: {body[:300]!r}")
+    connect_url = json.loads(body)["connect_url"]
+    # The vault's confirmation page, then its form with Continue.
+    response, body = request(connect_url)
+    keep_cookies(cookies, response)
+    page = body.decode()
+    form = re.search(r'<form method="post" action="([^"]*)"', page)
+    if response.status != 200 or not form:
+        sys.exit(f"linking: expected the vault's confirmation page, got {response.status}: {body[:300]!r}")
+    fields = {n: html.unescape(re.search(rf'name="{n}" value="([^"]*)"', page).group(1)) for n in ("ticket", "csrf_token")}
+    url = html.unescape(form.group(1))
+    response, body = request(
+        url,
+        method="POST",
+        headers={"content-type": "application/x-www-form-urlencoded", "cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())},
+        body=urlencode(dict(fields, decision="allow")),
+    )
     for _ in range(12):
-        for header in response.headers.get_all("set-cookie") or []:
-            name, _, value = header.split(";", 1)[0].partition("=")
-            if value:
-                cookies[name.strip()] = value
-            else:
-                cookies.pop(name.strip(), None)
+        keep_cookies(cookies, response)
         if response.status not in (302, 303, 307):
             sys.exit(f"linking: expected a redirect from {url}, got {response.status}: {body[:300]!r}")
         url = urljoin(url, response.getheader("location"))
@@ -188,15 +212,7 @@ def link(vault: str, out: Path) -> None:
     else:
         sys.exit("linking did not reach the vault's callback")
 
-    response, body = request(
-        f"{vault}/oauth/token",
-        method="POST",
-        headers={
-            "content-type": "application/x-www-form-urlencoded",
-            "authorization": basic_auth(),
-        },
-        body=exchange_body(token),
-    )
+    response, body = request(f"{vault}/oauth/token", method="POST", headers=exchange_headers, body=exchange_body(token))
     if response.status != 200:
         sys.exit(f"exchange after linking answered {response.status}: {body[:300]!r}")
     answer = json.loads(body)

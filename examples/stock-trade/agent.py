@@ -140,6 +140,8 @@ def user_links_the_account(agent: Agent) -> requests.Response:
     if not agent.connect_url:
         raise requests.RequestException("no connect_url to follow")
     linking = user.link_account(agent.connect_url, login="alice", password="demo")
+    if linking.question:
+        agent.note("the vault asked her first", linking.question)
     agent.note("what her browser did", "\n".join(f"{m} {u} → {s}" for m, u, s in linking.hops))
     agent.note("the vault", "keeps the broker's refresh token, encrypted; the agent gets none of it")
     return linking.response
@@ -167,8 +169,9 @@ def audit_trail(agent: Agent) -> requests.Response:
     if not agent.connect_url:
         raise requests.RequestException("no connect_url: the vault's address is unknown")
     vault = agent.connect_url.split("/connect/", 1)[0]
-    # Her own JWT shows her own rows only (the demo reuses the one the IdP issued).
-    headers = {"authorization": f"Bearer {agent.token}"}
+    # Her own JWT, issued for the vault itself (its audience is the vault's
+    # public URL; a token for the API is refused there), shows her own rows only.
+    headers = {"authorization": f"Bearer {agent.user_token(vault)}"}
     for _ in range(30):  # rows are written off the request path, within milliseconds
         r = agent.http.get(vault + "/audit", params={"limit": 5}, headers=headers, timeout=10)
         if not r.ok or any(e["outcome"].startswith("issued") for e in r.json()["entries"]):

@@ -1,7 +1,9 @@
 """The user's side of account linking, scripted: what a browser does when
 the user opens the `connect_url` the gateway handed to the agent.
 
-    vault  GET /connect/stocktrade?ticket=…   → 302 to the broker's /auth
+    vault  GET /connect/stocktrade?ticket=…   → 200, a page: link your stocktrade
+                                                account to the agentward user alice?
+    vault  POST /connect/stocktrade           Continue (the page's form) → 303 to the broker's /auth
     broker GET /auth?…                        → 303 to its login page
     broker POST /interaction/…/login          the user signs in
     broker POST /interaction/…/confirm        the user allows the vault's access
@@ -17,6 +19,7 @@ a CLI:
 from __future__ import annotations
 
 import argparse
+import html
 import re
 import sys
 from dataclasses import dataclass, field
@@ -31,6 +34,8 @@ class Linking:
 
     hops: list[tuple[str, str, int]] = field(default_factory=list)
     response: requests.Response | None = None
+    # The question the vault's confirmation page asked (its heading).
+    question: str | None = None
 
     @property
     def linked(self) -> bool:
@@ -49,13 +54,33 @@ def _form_action(html: str, step: str) -> str:
     return found.group(1)
 
 
+def _confirm(browser: requests.Session, page: requests.Response, linking: Linking, timeout: float) -> requests.Response:
+    """The vault's confirmation page: notes the question it asks, then
+    submits its form with Continue."""
+    heading = re.search(r"<h1>(.*?)</h1>", page.text, re.S)
+    linking.question = html.unescape(re.sub(r"<[^>]+>", "", heading.group(1))).strip() if heading else None
+    form = re.search(r'<form method="post" action="([^"]*)"', page.text)
+    if not form:
+        raise RuntimeError("the vault's page has no form")
+    fields = {
+        name: html.unescape(re.search(rf'name="{name}" value="([^"]*)"', page.text).group(1))
+        for name in ("ticket", "csrf_token")
+    }
+    fields["decision"] = "allow"
+    return browser.post(html.unescape(form.group(1)), data=fields, timeout=timeout)
+
+
 def link_account(connect_url: str, login: str, password: str = "demo", allow: bool = True, timeout: float = 15) -> Linking:
-    """Follows `connect_url` like a browser: signs in to the broker as
-    `login`, allows (or denies) access, and returns where it ended."""
+    """Follows `connect_url` like a browser: continues on the vault's
+    confirmation page, signs in to the broker as `login`, allows (or denies)
+    access at the broker, and returns where it ended."""
     browser = requests.Session()
     linking = Linking()
     r = browser.get(connect_url, timeout=timeout)
     _record(linking, r)
+    if r.status_code == 200 and "/connect/" in r.url and 'name="csrf_token"' in r.text:
+        r = _confirm(browser, r, linking, timeout)
+        _record(linking, r)
     if r.status_code != 200 or "/interaction/" not in r.url:
         linking.response = r
         return linking

@@ -118,6 +118,9 @@ def link(tx, connect_url: str, account: str) -> None:
     linking = link_account(connect_url, account)
     assert linking.linked, f"{linking.hops}\n{linking.response.text[:500] if linking.response is not None else ''}"
     urls = [url for _, url, _ in linking.hops]
+    # The vault asked first (GET: a page, nothing spent), then its form went on (POST).
+    assert linking.question and "to the agentward user" in linking.question, linking.question
+    assert [m for m, u, _ in linking.hops if "/connect/stocktrade" in u][:2] == ["GET", "POST"], linking.hops
     assert any(u.startswith(tx.provider.url + "/interaction/") for u in urls), urls
     assert urls[-1].endswith("/connect/callback"), urls
     tx.notes["last_link"] = time.monotonic()
@@ -232,7 +235,11 @@ class TestTokenVault:
         assert r.status_code == 200, r.text
         assert r.json()["account"] == "erin-broker"
         vault = tx.vaults[0].url + "/connections/stocktrade"
-        gone = requests.delete(vault, headers={"authorization": f"Bearer {tx.token('erin')}"}, timeout=10)
+        # Erin's token for the API does not open the vault's own endpoints.
+        refused = requests.delete(vault, headers={"authorization": f"Bearer {tx.token('erin')}"}, timeout=10)
+        assert refused.status_code == 401, refused.text
+        erin_at_vault = tx.vault_token("erin", tx.vaults[0])
+        gone = requests.delete(vault, headers={"authorization": f"Bearer {erin_at_vault}"}, timeout=10)
         assert gone.status_code == 204, gone.text
         # Meanwhile the gateway may still send its cached token for up to
         # max_cache_seconds (the API refuses it: the unlink revoked the

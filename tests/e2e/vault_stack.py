@@ -379,6 +379,14 @@ class TokenVaultStack:
             self.user_tokens.append(token)
         return token
 
+    def vault_token(self, sub: str, vault: "Vault") -> str:
+        """The user's token for the vault itself (its audience is the vault's
+        public URL): what DELETE /connections and GET /audit accept."""
+        token = self.idp.mint({"sub": sub, "aud": vault.url, "azp": "stock-agent"}, alg="ES256")
+        with self._lock:
+            self.user_tokens.append(token)
+        return token
+
     def portfolio(self, token: str, timeout: float = 15, **headers) -> requests.Response:
         headers["authorization"] = f"Bearer {token}"
         return requests.get(self.url + "/broker/portfolio", headers=headers, timeout=timeout)

@@ -8,11 +8,11 @@ use crate::link_events::{self, LinkEvents};
 use crate::metrics::Metrics;
 use crate::seal::Keyring;
 use crate::single_flight::Flights;
-use crate::store::{AuditEntry, Store, Upgrade};
-use crate::subject::{SubjectVerifier, User};
-use crate::ticket::TicketSigner;
+use crate::store::{AuditEntry, ConnectTicket, Store, Upgrade};
+use crate::subject::{Subject, SubjectVerifier, User};
+use crate::ticket::{self, TicketSigner};
 use crate::upstream::UpstreamClient;
-use crate::{audit_api, linking, token_exchange};
+use crate::{audit_api, consent, linking, token_exchange};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,10 +30,13 @@ pub struct Vault {
     pub store: Store,
     /// Data-encryption keys.
     pub keys: Keyring,
-    /// Connect-ticket signer.
+    /// MACs of the confirmation form and the linking-flow cookie.
     pub tickets: TicketSigner,
-    /// Subject-token verifier.
+    /// Subject-token verifier (token exchange: the issuers' audiences).
     pub subjects: SubjectVerifier,
+    /// Verifier of users' bearer tokens at the vault's own endpoints: the
+    /// same issuers, but only the vault's audience (`Config::user_audience`).
+    pub users: SubjectVerifier,
     /// Upstream token-endpoint client.
     pub upstream: UpstreamClient,
     /// Counters.
@@ -77,9 +80,23 @@ impl Vault {
             Duration::from_secs(config.upstream_timeout_seconds.max(1)),
             extra_roots.as_deref(),
         )?;
+        let own_audience = config.user_audience();
+        let user_issuers = issuers
+            .iter()
+            .cloned()
+            .map(|mut issuer| {
+                issuer.audiences = vec![own_audience.clone()];
+                issuer
+            })
+            .collect();
+        let users = SubjectVerifier::new(
+            user_issuers,
+            config.clock_skew_seconds,
+            upstream.http().clone(),
+        );
         let subjects =
             SubjectVerifier::new(issuers, config.clock_skew_seconds, upstream.http().clone());
-        let tickets = TicketSigner::new(*keys.ticket_secret(), config.ticket_ttl_seconds);
+        let tickets = TicketSigner::new(*keys.ticket_secret());
         let audit_log = AuditLog::start(store.clone());
         let metrics = Arc::new(Metrics::default());
         let audit_retention =
@@ -92,6 +109,7 @@ impl Vault {
             keys,
             tickets,
             subjects,
+            users,
             upstream,
             metrics,
             flights: Flights::default(),
@@ -102,13 +120,30 @@ impl Vault {
         }))
     }
 
-    /// The link a user opens to (re)connect `connection`.
-    pub fn connect_url(&self, user: &User, connection: &str) -> String {
-        let ticket = self.tickets.issue(user, connection, unix_now());
-        format!(
+    /// The link a user opens to (re)connect `connection`: an opaque,
+    /// single-use ticket; the vault keeps the user, issuer and agent it
+    /// stands for (see [`crate::ticket`]).
+    pub async fn connect_url(&self, subject: &Subject, connection: &str) -> Result<String, String> {
+        let now = unix_now();
+        let (ticket, id) = ticket::new_ticket()?;
+        let record = ConnectTicket {
+            id,
+            issuer: subject.issuer.clone(),
+            sub: subject.sub.clone(),
+            connection: connection.to_string(),
+            agent: subject.agent.clone(),
+            expires_at: now
+                .saturating_add(i64::try_from(self.config.ticket_ttl_seconds).unwrap_or(600)),
+            spent: false,
+        };
+        self.store
+            .put_ticket(&record, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(format!(
             "{}/connect/{connection}?ticket={ticket}",
             self.config.public_base()
-        )
+        ))
     }
 
     /// The OAuth redirect URI registered at every upstream.
@@ -206,7 +241,10 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/healthz", get(healthz))
         .route("/oauth/token", post(token_exchange::token))
         .route("/connect/callback", get(linking::callback))
-        .route("/connect/{connection}", get(linking::connect))
+        .route(
+            "/connect/{connection}",
+            get(linking::connect).post(consent::confirm),
+        )
         .route("/connections/{connection}", delete(linking::unlink))
         .route("/audit", get(audit_api::audit));
     if vault.config.metrics_listen.is_none() {

@@ -31,6 +31,9 @@ pub struct Args {
     /// External base URL (connect links and the OAuth redirect URI are built from it).
     #[arg(long, env = "AGENTWARD_VAULT_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// The `aud` user tokens must name at /audit, DELETE /connections and /connect (default: the public URL).
+    #[arg(long, env = "AGENTWARD_VAULT_AUDIENCE")]
+    pub audience: Option<String>,
     /// `sqlite://file.db`, a file path, or `postgres://user@host/db`.
     #[arg(long, env = "AGENTWARD_VAULT_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -88,6 +91,9 @@ impl Args {
         }
         if let Some(v) = &self.public_url {
             config.public_url = Some(v.clone());
+        }
+        if let Some(v) = &self.audience {
+            config.audience = Some(v.clone());
         }
         if let Some(v) = &self.database_url {
             config.database_url = v.clone();

@@ -40,6 +40,12 @@ pub struct Config {
     /// `redirect_uri` (`{public_url}/connect/callback`) are built from it.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// The `aud` a user's JWT must name at the vault's own endpoints
+    /// (`GET /audit`, `DELETE /connections/…`, `GET /connect/…` with a
+    /// bearer token); default: the public URL. Token exchanges keep the
+    /// issuers' `audiences` (the APIs').
+    #[serde(default)]
+    pub audience: Option<String>,
     /// `sqlite://path` / a plain file path (default `agentward-vault.db`), or
     /// `postgres://…`.
     #[serde(default = "default_database_url")]
@@ -58,7 +64,7 @@ pub struct Config {
     /// this many seconds left.
     #[serde(default = "default_refresh_margin")]
     pub refresh_margin_seconds: u64,
-    /// Lifetime of a signed connect ticket.
+    /// Lifetime of a connect ticket (a connect link).
     #[serde(default = "default_ticket_ttl")]
     pub ticket_ttl_seconds: u64,
     /// Lifetime of a pending account-linking `state`.
@@ -222,6 +228,7 @@ impl Default for Config {
             max_connections: default_max_connections(),
             max_token_request_bytes: default_max_token_request_bytes(),
             public_url: None,
+            audience: None,
             database_url: default_database_url(),
             database_schema: None,
             key_file: None,
@@ -353,6 +360,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The audience of user tokens at the vault's own endpoints: `audience`,
+    /// else the public base URL.
+    pub fn user_audience(&self) -> String {
+        match &self.audience {
+            Some(audience) if !audience.is_empty() => audience.clone(),
+            _ => self.public_base(),
+        }
     }
 
     /// The base URL the vault is reached at, without a trailing slash.

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod audit_api;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod link_events;
 pub mod linking;
 pub mod logging;

@@ -7,7 +7,6 @@ use crate::oauth_error::OAuthError;
 use crate::seal::{link_aad, row_aad};
 use crate::store::{CachedAccess, Link, PendingLink, TokenWrite};
 use crate::subject::{SubjectError, User};
-use crate::ticket::TicketError;
 use crate::upstream::UpstreamError;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -24,7 +23,7 @@ pub const DEFAULT_EXPIRES_IN: i64 = 3600;
 /// Query of `GET /connect/{connection}`.
 #[derive(Debug, Deserialize)]
 pub struct ConnectQuery {
-    /// A signed connect ticket, instead of a bearer token.
+    /// An opaque connect ticket, instead of a bearer token.
     pub ticket: Option<String>,
 }
 
@@ -51,11 +50,13 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// The signed-in user (issuer and subject), from a bearer JWT.
+/// The signed-in user (issuer and subject), from a bearer JWT issued for
+/// the vault itself (`Config::user_audience`): a token for an API the
+/// gateway guards does not open the vault's user endpoints.
 pub async fn bearer_user(vault: &Vault, headers: &HeaderMap) -> Result<User, OAuthError> {
     let token =
         bearer(headers).ok_or_else(|| OAuthError::invalid_token("a bearer token is required"))?;
-    match vault.subjects.verify(token).await {
+    match vault.users.verify(token).await {
         Ok(subject) => Ok(subject.user()),
         Err(SubjectError::Rejected { description, .. }) => {
             Err(OAuthError::invalid_token(description))
@@ -66,39 +67,63 @@ pub async fn bearer_user(vault: &Vault, headers: &HeaderMap) -> Result<User, OAu
     }
 }
 
-/// `GET /connect/{connection}`: starts linking for the user named by a
-/// ticket or bearer token; answers 302 to the upstream authorize URL.
+/// `GET /connect/{connection}`: with `?ticket=…`, the page that asks the
+/// user to confirm (see [`crate::consent`]; nothing is spent); with a
+/// bearer token for the vault's audience, starts linking for that user at
+/// once (302 to the upstream authorize URL).
 pub async fn connect(
     State(vault): State<Arc<Vault>>,
     Path(connection): Path<String>,
     Query(query): Query<ConnectQuery>,
     headers: HeaderMap,
 ) -> Result<Response, OAuthError> {
-    let conn = vault.config.connections.get(&connection).ok_or_else(|| {
-        OAuthError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_target",
-            "no such connection",
-        )
-    })?;
-    let user = match &query.ticket {
-        Some(ticket) => redeem_ticket(&vault, ticket, &connection).await?,
-        None => bearer_user(&vault, &headers).await?,
-    };
+    if !vault.config.connections.contains_key(&connection) {
+        return Err(no_such_connection());
+    }
+    match &query.ticket {
+        Some(ticket) => crate::consent::page(&vault, &connection, ticket, &headers).await,
+        None => {
+            let user = bearer_user(&vault, &headers).await?;
+            start_linking(&vault, &connection, &user, StatusCode::FOUND).await
+        }
+    }
+}
+
+/// `404 invalid_target`.
+pub(crate) fn no_such_connection() -> OAuthError {
+    OAuthError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_target",
+        "no such connection",
+    )
+}
+
+/// Starts an authorization-code flow for `user` at `connection`: stores the
+/// pending state (sealed PKCE verifier) and answers `status` (302, or 303
+/// after a POST) to the upstream authorize URL, with the cookie that binds
+/// the flow to this browser.
+pub(crate) async fn start_linking(
+    vault: &Vault,
+    connection: &str,
+    user: &User,
+    status: StatusCode,
+) -> Result<Response, OAuthError> {
+    let conn = vault
+        .config
+        .connections
+        .get(connection)
+        .ok_or_else(no_such_connection)?;
     let state = random_b64(32)?;
     let verifier = random_b64(32)?;
     let challenge = B64.encode(Sha256::digest(verifier.as_bytes()));
     let sealed = vault
         .keys
-        .seal(
-            verifier.as_bytes(),
-            &verifier_aad(&state, &user, &connection),
-        )
+        .seal(verifier.as_bytes(), &verifier_aad(&state, user, connection))
         .map_err(|_| OAuthError::server_error())?;
     let pending = PendingLink {
         state: state.clone(),
         user: user.clone(),
-        connection: connection.clone(),
+        connection: connection.to_string(),
         verifier: sealed,
         expires_at: unix_now() + i64::try_from(vault.config.state_ttl_seconds).unwrap_or(600),
     };
@@ -125,9 +150,9 @@ pub async fn connect(
     }
     tracing::info!(issuer = %user.issuer, sub = %user.sub, connection = %connection, "account linking started");
     let (name, value) = vault.tickets.browser_binding(&state);
-    let binding = binding_cookie(&vault, &name, &value, vault.config.state_ttl_seconds);
+    let binding = binding_cookie(vault, &name, &value, vault.config.state_ttl_seconds);
     Ok((
-        StatusCode::FOUND,
+        status,
         [
             (header::LOCATION, url.to_string()),
             (header::CACHE_CONTROL, "no-store".to_string()),
@@ -144,36 +169,6 @@ fn verifier_aad(state: &str, user: &User, connection: &str) -> Vec<u8> {
         "pkce_verifier",
         &[state, &user.issuer, &user.sub, connection],
     )
-}
-
-/// The user a connect ticket names, once: the ticket must be authentic,
-/// current and for `connection`, and is then marked spent in the store, so
-/// opening the same link again (on any replica) is refused. A forged or
-/// expired ticket is refused before the store is touched.
-async fn redeem_ticket(vault: &Vault, ticket: &str, connection: &str) -> Result<User, OAuthError> {
-    let now = unix_now();
-    let ticket = vault.tickets.verify(ticket, connection, now).map_err(|e| {
-        OAuthError::invalid_token(match e {
-            TicketError::Expired => "the connect link has expired; ask for a new one",
-            TicketError::WrongConnection => "the connect link is for another connection",
-            TicketError::Invalid => "the connect link is not valid",
-        })
-    })?;
-    let first = vault
-        .store
-        .spend_ticket(&ticket.id, ticket.expires_at, now)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot record the connect ticket as used");
-            OAuthError::server_error()
-        })?;
-    if !first {
-        tracing::info!(issuer = %ticket.user.issuer, sub = %ticket.user.sub, connection = %connection, "connect link opened again; refused");
-        return Err(OAuthError::invalid_token(
-            "the connect link was already used; ask for a new one",
-        ));
-    }
-    Ok(ticket.user)
 }
 
 /// A `Set-Cookie` for the browser binding of a flow: only ever sent to the
@@ -317,7 +312,7 @@ pub async fn callback(
         Html(format!(
             "<!doctype html><title>Account linked</title><h1>Account linked</h1>\
              <p>Your {} account is connected. You can close this window.</p>",
-            html_escape(&connection)
+            crate::consent::html_escape(&connection)
         )),
     )
         .into_response())
@@ -331,11 +326,7 @@ pub async fn unlink(
 ) -> Result<Response, OAuthError> {
     let user = bearer_user(&vault, &headers).await?;
     if !vault.config.connections.contains_key(&connection) {
-        return Err(OAuthError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_target",
-            "no such connection",
-        ));
+        return Err(no_such_connection());
     }
     let gate = vault.flights.gate(&user, &connection);
     let _held = gate.lock().await;
@@ -396,11 +387,4 @@ async fn revoke_upstream(vault: &Vault, link: &Link) {
             tracing::warn!(issuer = %link.user.issuer, sub = %link.user.sub, connection = %link.connection, error = ?e, "upstream revocation failed; the refresh token stays valid there until it expires");
         }
     }
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

@@ -91,7 +91,10 @@ async fn serve(
     };
     let vault = Vault::build(config, keys).await?;
     let warm = vault.clone();
-    tokio::spawn(async move { warm.subjects.refresh_stale().await });
+    tokio::spawn(async move {
+        warm.subjects.refresh_stale().await;
+        warm.users.refresh_stale().await;
+    });
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let metrics_addr = metrics_listener
         .as_ref()

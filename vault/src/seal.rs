@@ -148,7 +148,8 @@ impl Keyring {
         &self.current
     }
 
-    /// A secret derived from the current key, used to sign connect tickets.
+    /// A secret derived from the current key: it MACs the connect page's CSRF
+    /// token and the linking-flow cookie.
     pub fn ticket_secret(&self) -> &[u8; 32] {
         &self.ticket_secret
     }

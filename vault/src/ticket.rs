@@ -1,94 +1,117 @@
-//! Connect tickets: short-lived, HMAC-signed, single-purpose links that let a
-//! user start account linking without presenting a bearer token (a browser
-//! opening a link an agent showed them). A ticket names the user (issuer
-//! and subject), the
-//! connection and its expiry, and opens nothing but `GET /connect/{connection}`.
-//! Each ticket carries a random nonce and is redeemed once: the store records
-//! [`Ticket::id`] (a hash of the MAC, never the ticket) until the expiry.
+//! Connect tickets and the browser-side checks around them.
+//!
+//! A ticket is an opaque random string (256 bits): it names nobody. The
+//! vault stores only its SHA-256 ([`ticket_id`]) beside what it stands for
+//! (issuer, user, connection, agent, expiry, spent; see
+//! `store::ConnectTicket`), so neither the link nor the database holds a
+//! usable ticket, and a ticket is spent once, on every replica.
+//!
+//! [`TicketSigner`] MACs, under a key derived from the vault's current key,
+//! the two values a browser hands back: the CSRF token of the confirmation
+//! form (bound to the ticket and to a cookie the page set) and the cookie
+//! that binds a linking flow to the browser that started it.
 
-use crate::subject::User;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-const PURPOSE: &str = "connect";
+/// Random bytes in a ticket.
+pub const TICKET_BYTES: usize = 32;
 
-#[derive(Serialize, Deserialize)]
-struct Claims {
-    /// The user's issuer; tickets issued before users were keyed by issuer
-    /// have none and are refused.
-    #[serde(default)]
-    iss: String,
-    sub: String,
-    conn: String,
-    exp: i64,
-    purpose: String,
-    /// A random nonce, so two tickets for the same user, connection and
-    /// second differ (each is spent on its own). Absent from tickets issued
-    /// before single use.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    jti: String,
+/// The cookie the confirmation page sets; its form's CSRF token is bound to
+/// it.
+pub const CONFIRM_COOKIE: &str = "agentward_confirm";
+
+/// A new ticket and its id (what the store keeps), or why randomness failed.
+pub fn new_ticket() -> Result<(String, String), String> {
+    let mut bytes = [0u8; TICKET_BYTES];
+    getrandom::getrandom(&mut bytes).map_err(|e| format!("no randomness for a ticket: {e}"))?;
+    let ticket = B64.encode(bytes);
+    let id = ticket_id(&ticket);
+    Ok((ticket, id))
 }
 
-/// An authentic, current ticket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ticket {
-    /// The user it was issued to.
-    pub user: User,
-    /// Unix time it expires at.
-    pub expires_at: i64,
-    /// Identifies the ticket for single use: hex SHA-256 of its MAC. Not a
-    /// secret and not enough to rebuild the ticket.
-    pub id: String,
+/// A random value for the [`CONFIRM_COOKIE`].
+pub fn new_cookie_value() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| format!("no randomness for a cookie: {e}"))?;
+    Ok(B64.encode(bytes))
 }
 
-/// Why a ticket was refused (no secrets inside).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TicketError {
-    /// Not a ticket, or the signature does not match.
-    Invalid,
-    /// Past its expiry.
-    Expired,
-    /// Issued for another connection or purpose.
-    WrongConnection,
+/// The id a ticket is stored under: hex SHA-256 of the ticket. Not enough
+/// to rebuild it.
+pub fn ticket_id(ticket: &str) -> String {
+    hex(&Sha256::digest(ticket.as_bytes()))
 }
 
-/// Signs and checks connect tickets.
+/// Whether `ticket` has the shape of one (before any lookup).
+pub fn well_formed(ticket: &str) -> bool {
+    ticket.len() == B64.encode([0u8; TICKET_BYTES]).len()
+        && ticket
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
+    header?
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(n, v)| (n == name).then_some(v))
+}
+
+/// MACs what the vault hands a browser to give back.
 #[derive(Clone)]
 pub struct TicketSigner {
     secret: [u8; 32],
-    ttl_seconds: i64,
 }
 
 impl std::fmt::Debug for TicketSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TicketSigner {{ ttl_seconds: {} }}", self.ttl_seconds)
+        f.write_str("TicketSigner")
     }
 }
 
 impl TicketSigner {
-    /// A signer with the given secret and ticket lifetime.
-    pub fn new(secret: [u8; 32], ttl_seconds: u64) -> TicketSigner {
-        TicketSigner {
-            secret,
-            ttl_seconds: i64::try_from(ttl_seconds).unwrap_or(600),
-        }
+    /// A signer with the given secret.
+    pub fn new(secret: [u8; 32]) -> TicketSigner {
+        TicketSigner { secret }
     }
 
-    fn mac(&self, payload: &str) -> Hmac<Sha256> {
-        self.mac_for(b"agentward-vault ticket v1.", payload)
-    }
-
-    fn mac_for(&self, domain: &[u8], payload: &str) -> Hmac<Sha256> {
+    fn mac_for(&self, domain: &[u8], parts: &[&str]) -> Hmac<Sha256> {
         let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.secret) {
             Ok(m) => m,
             Err(_) => unreachable_key_length(),
         };
         mac.update(domain);
-        mac.update(payload.as_bytes());
+        for part in parts {
+            // Length-prefixed, so no two splits of one string collide.
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
         mac
+    }
+
+    /// The CSRF token of the confirmation form for ticket `ticket_id` in the
+    /// browser holding `cookie` (the [`CONFIRM_COOKIE`] value): only the
+    /// vault can make it, and it is good only with that ticket and cookie.
+    pub fn csrf_token(&self, ticket_id: &str, cookie: &str) -> String {
+        let mac = self.mac_for(b"agentward-vault confirm v1.", &[ticket_id, cookie]);
+        B64.encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `token` is the CSRF token for `ticket_id` and `cookie`
+    /// (constant time).
+    pub fn csrf_ok(&self, ticket_id: &str, cookie: &str, token: &str) -> bool {
+        if cookie.is_empty() {
+            return false;
+        }
+        B64.decode(token).is_ok_and(|tag| {
+            self.mac_for(b"agentward-vault confirm v1.", &[ticket_id, cookie])
+                .verify_slice(&tag)
+                .is_ok()
+        })
     }
 
     /// The cookie that binds a linking flow to the browser that started it
@@ -104,73 +127,22 @@ impl TicketSigner {
     }
 
     fn binding_mac(&self, state: &str) -> Hmac<Sha256> {
-        self.mac_for(b"agentward-vault browser-binding v1.", state)
+        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.secret) {
+            Ok(m) => m,
+            Err(_) => unreachable_key_length(),
+        };
+        mac.update(b"agentward-vault browser-binding v1.");
+        mac.update(state.as_bytes());
+        mac
     }
 
     /// Whether a `Cookie` header carries the binding of `state`.
     pub fn browser_bound(&self, cookie_header: Option<&str>, state: &str) -> bool {
-        let name = binding_cookie_name(state);
-        let Some(value) = cookie_header.and_then(|header| {
-            header
-                .split(';')
-                .filter_map(|pair| pair.trim().split_once('='))
-                .find_map(|(n, v)| (n == name).then_some(v))
-        }) else {
+        let Some(value) = cookie(cookie_header, &binding_cookie_name(state)) else {
             return false;
         };
         B64.decode(value)
             .is_ok_and(|tag| self.binding_mac(state).verify_slice(&tag).is_ok())
-    }
-
-    /// A ticket for `user` to link `connection`, valid from `now`.
-    pub fn issue(&self, user: &User, connection: &str, now: i64) -> String {
-        let mut nonce = [0u8; 12];
-        // Without randomness the ticket is still authentic and single-use;
-        // it only equals another issued in the same second.
-        let jti = match getrandom::getrandom(&mut nonce) {
-            Ok(()) => B64.encode(nonce),
-            Err(_) => String::new(),
-        };
-        let claims = Claims {
-            iss: user.issuer.clone(),
-            sub: user.sub.clone(),
-            conn: connection.into(),
-            exp: now + self.ttl_seconds,
-            purpose: PURPOSE.into(),
-            jti,
-        };
-        let payload = B64.encode(serde_json::to_vec(&claims).unwrap_or_default());
-        let sig = B64.encode(self.mac(&payload).finalize().into_bytes());
-        format!("{payload}.{sig}")
-    }
-
-    /// The ticket, if it is authentic, current and for `connection`. Whether
-    /// it was already used is the store's to say (`Store::spend_ticket`).
-    pub fn verify(&self, ticket: &str, connection: &str, now: i64) -> Result<Ticket, TicketError> {
-        let (payload, sig) = ticket.split_once('.').ok_or(TicketError::Invalid)?;
-        let sig = B64.decode(sig).map_err(|_| TicketError::Invalid)?;
-        self.mac(payload)
-            .verify_slice(&sig)
-            .map_err(|_| TicketError::Invalid)?;
-        let bytes = B64.decode(payload).map_err(|_| TicketError::Invalid)?;
-        let claims: Claims = serde_json::from_slice(&bytes).map_err(|_| TicketError::Invalid)?;
-        if claims.iss.is_empty() {
-            return Err(TicketError::Invalid);
-        }
-        if claims.purpose != PURPOSE || claims.conn != connection {
-            return Err(TicketError::WrongConnection);
-        }
-        if claims.exp < now {
-            return Err(TicketError::Expired);
-        }
-        Ok(Ticket {
-            user: User {
-                issuer: claims.iss,
-                sub: claims.sub,
-            },
-            expires_at: claims.exp,
-            id: hex(&Sha256::digest(&sig)),
-        })
     }
 }
 
@@ -197,68 +169,47 @@ fn unreachable_key_length() -> ! {
 mod tests {
     use super::*;
 
-    fn alice() -> User {
-        User::new("https://idp/", "alice")
-    }
-
     #[test]
-    fn ticket_names_user_and_connection() {
-        let s = TicketSigner::new([3; 32], 600);
-        let t = s.issue(&alice(), "google", 1000);
-        let ticket = s.verify(&t, "google", 1500).unwrap();
-        assert_eq!((&ticket.user, ticket.expires_at), (&alice(), 1600));
-        assert_eq!(ticket.id.len(), 64);
-        assert!(!t.contains(&ticket.id), "the id is not part of the ticket");
-        assert_eq!(
-            s.verify(&t, "slack", 1500),
-            Err(TicketError::WrongConnection)
-        );
-        assert_eq!(s.verify(&t, "google", 1601), Err(TicketError::Expired));
-    }
-
-    #[test]
-    fn tickets_issued_in_the_same_second_are_distinct() {
-        let s = TicketSigner::new([3; 32], 600);
-        let (a, b) = (
-            s.issue(&alice(), "google", 1000),
-            s.issue(&alice(), "google", 1000),
-        );
+    fn tickets_are_random_well_formed_and_stored_by_hash() {
+        let (a, id) = new_ticket().unwrap();
+        let (b, _) = new_ticket().unwrap();
         assert_ne!(a, b);
-        let id = |t: &str| s.verify(t, "google", 1000).unwrap().id;
-        assert_ne!(id(&a), id(&b));
-        assert_eq!(id(&a), id(&a), "the id is stable");
+        assert!(well_formed(&a) && a.len() == 43);
+        assert_eq!(id, ticket_id(&a));
+        assert_eq!(id.len(), 64);
+        assert!(!id.contains(&a) && !a.contains(&id));
+        for bad in ["", "short", &format!("{a}x"), &a.replace(&a[..1], "+")] {
+            assert!(!well_formed(bad), "{bad}");
+        }
     }
 
     #[test]
-    fn ticket_without_nonce_still_verifies() {
-        // Issued before single use: no `jti`.
-        let s = TicketSigner::new([3; 32], 600);
-        let payload = B64.encode(
-            br#"{"iss":"https://idp/","sub":"alice","conn":"google","exp":1600,"purpose":"connect"}"#,
-        );
-        let sig = B64.encode(s.mac(&payload).finalize().into_bytes());
-        let ticket = s
-            .verify(&format!("{payload}.{sig}"), "google", 1000)
-            .unwrap();
-        assert_eq!(ticket.user, alice());
+    fn csrf_token_is_bound_to_ticket_cookie_and_key() {
+        let s = TicketSigner::new([3; 32]);
+        let token = s.csrf_token("ticket-1", "cookie-1");
+        assert!(s.csrf_ok("ticket-1", "cookie-1", &token));
+        assert!(!s.csrf_ok("ticket-2", "cookie-1", &token));
+        assert!(!s.csrf_ok("ticket-1", "cookie-2", &token));
+        assert!(!s.csrf_ok("ticket-1", "", &s.csrf_token("ticket-1", "")));
+        assert!(!s.csrf_ok("ticket-1", "cookie-1", ""));
+        assert!(!s.csrf_ok("ticket-1", "cookie-1", "not base64!"));
+        let foreign = TicketSigner::new([4; 32]).csrf_token("ticket-1", "cookie-1");
+        assert!(!s.csrf_ok("ticket-1", "cookie-1", &foreign));
+        // The parts are length-prefixed: moving the boundary changes the MAC.
+        assert!(!s.csrf_ok("ticket-1c", "ookie-1", &token));
     }
 
     #[test]
-    fn ticket_without_issuer_is_invalid() {
-        // Issued before users were keyed by issuer: whose `sub` is unknown.
-        let s = TicketSigner::new([3; 32], 600);
-        let payload =
-            B64.encode(br#"{"sub":"alice","conn":"google","exp":1600,"purpose":"connect"}"#);
-        let sig = B64.encode(s.mac(&payload).finalize().into_bytes());
-        assert_eq!(
-            s.verify(&format!("{payload}.{sig}"), "google", 1000),
-            Err(TicketError::Invalid)
-        );
+    fn cookies_are_read_by_exact_name() {
+        let header = Some("a=1; agentward_confirm=xyz; agentward_confirm_x=no");
+        assert_eq!(cookie(header, CONFIRM_COOKIE), Some("xyz"));
+        assert_eq!(cookie(header, "b"), None);
+        assert_eq!(cookie(None, "a"), None);
     }
 
     #[test]
-    fn browser_binding_is_per_flow_and_only_the_vault_can_make_it() {
-        let s = TicketSigner::new([3; 32], 600);
+    fn browser_binding_is_per_flow_and_unforgeable() {
+        let s = TicketSigner::new([3; 32]);
         let (name, value) = s.browser_binding("state-a");
         assert!(name.starts_with("agentward_link_"));
         assert_ne!(name, s.browser_binding("state-b").0, "a cookie per flow");
@@ -270,31 +221,8 @@ mod tests {
         let (b_name, b_value) = s.browser_binding("state-b");
         assert!(!s.browser_bound(Some(&format!("{name}={b_value}")), "state-a"));
         assert!(!s.browser_bound(Some(&format!("{b_name}={b_value}")), "state-a"));
-        let forged = TicketSigner::new([4; 32], 600).browser_binding("state-a").1;
+        let forged = TicketSigner::new([4; 32]).browser_binding("state-a").1;
         assert!(!s.browser_bound(Some(&format!("{name}={forged}")), "state-a"));
         assert!(!s.browser_bound(Some(&format!("{name}=not base64!")), "state-a"));
-    }
-
-    #[test]
-    fn forged_or_foreign_ticket_is_invalid() {
-        let s = TicketSigner::new([3; 32], 600);
-        let other = TicketSigner::new([4; 32], 600);
-        let t = other.issue(&alice(), "google", 1000);
-        assert_eq!(s.verify(&t, "google", 1000), Err(TicketError::Invalid));
-        let (payload, sig) = s
-            .issue(&alice(), "google", 1000)
-            .split_once('.')
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .unwrap();
-        let evil =
-            B64.encode(br#"{"sub":"mallory","conn":"google","exp":9999,"purpose":"connect"}"#);
-        assert_eq!(
-            s.verify(&format!("{evil}.{sig}"), "google", 1000),
-            Err(TicketError::Invalid)
-        );
-        assert_eq!(
-            s.verify(&payload, "google", 1000),
-            Err(TicketError::Invalid)
-        );
     }
 }

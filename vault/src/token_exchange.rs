@@ -80,6 +80,8 @@ struct ExchangeRequest {
 struct Failure {
     outcome: &'static str,
     error: OAuthError,
+    /// The user must (re)link: the answer carries a fresh connect link.
+    connect: bool,
 }
 
 impl std::fmt::Debug for ExchangeRequest {
@@ -94,7 +96,42 @@ impl std::fmt::Debug for ExchangeRequest {
 }
 
 fn fail(outcome: &'static str, error: OAuthError) -> Failure {
-    Failure { outcome, error }
+    Failure {
+        outcome,
+        error,
+        connect: false,
+    }
+}
+
+/// A failure whose answer carries a connect link (added by [`token`]).
+fn fail_connect(outcome: &'static str, error: OAuthError) -> Failure {
+    Failure {
+        connect: true,
+        ..fail(outcome, error)
+    }
+}
+
+/// Gives a failure that asks for one its connect link (a stored ticket);
+/// a ticket that cannot be stored makes it a `server_error`.
+async fn with_connect_url(
+    vault: &Vault,
+    subject: &Subject,
+    connection: &str,
+    f: Failure,
+) -> Failure {
+    if !f.connect {
+        return f;
+    }
+    match vault.connect_url(subject, connection).await {
+        Ok(url) => Failure {
+            error: f.error.with_connect_url(url),
+            ..f
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a connect ticket");
+            fail("server_error", OAuthError::server_error())
+        }
+    }
 }
 
 /// `POST /oauth/token`. A client that sends HTTP Basic credentials is
@@ -162,7 +199,10 @@ pub async fn token(State(vault): State<Arc<Vault>>, headers: HeaderMap, body: Bo
             return error.into_response();
         }
     };
-    let result = exchange(&vault, &subject, &request).await;
+    let result = match exchange(&vault, &subject, &request).await {
+        Err(f) => Err(with_connect_url(&vault, &subject, &request.connection, f).await),
+        ok => ok,
+    };
     let outcome = match &result {
         Ok((_, outcome)) => *outcome,
         Err(f) => f.outcome,
@@ -470,18 +510,17 @@ async fn exchange(
         fail("server_error", OAuthError::server_error())
     };
     let not_linked = || {
-        fail(
+        fail_connect(
             "not_linked",
             OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 NOT_LINKED,
                 format!("the user has not linked a {connection} account"),
-            )
-            .with_connect_url(vault.connect_url(user, connection)),
+            ),
         )
     };
     let broken = |outcome| {
-        fail(
+        fail_connect(
             outcome,
             OAuthError::new(
                 StatusCode::BAD_REQUEST,
@@ -489,8 +528,7 @@ async fn exchange(
                 format!(
                     "the {connection} account link is no longer valid; the user must reconnect"
                 ),
-            )
-            .with_connect_url(vault.connect_url(user, connection)),
+            ),
         )
     };
     let respond =
@@ -557,14 +595,13 @@ async fn exchange(
         return Err(broken("link_broken"));
     }
     if !scope_covers(link.scope.as_deref(), request.scope.as_deref()) {
-        return Err(fail(
+        return Err(fail_connect(
             "invalid_scope",
             OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_scope",
                 "the linked account was not granted the requested scope",
-            )
-            .with_connect_url(vault.connect_url(user, connection)),
+            ),
         ));
     }
     if let Some((hit, token)) = cached(&link, now)? {

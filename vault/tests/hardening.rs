@@ -420,7 +420,7 @@ async fn an_oversized_token_endpoint_answer_is_refused_and_linking_fails_closed(
     let http = http();
     let started = http
         .get(format!("{}/connect/stocktrade", vault.url))
-        .bearer_auth(issuer.token("alice", "agent-a"))
+        .bearer_auth(issuer.token_for("alice", "agent-a", &vault.url))
         .send()
         .await
         .unwrap();

@@ -70,12 +70,15 @@ async fn same_sub_from_another_issuer_is_another_user() {
     let http = http();
     let alice_a = idp_a.token("alice", "agent-a");
     let alice_b = idp_b.token("alice", "agent-b");
+    // Their tokens for the vault itself, for its user endpoints.
+    let alice_a_at_vault = idp_a.token_for("alice", "agent-a", &vault_url);
+    let alice_b_at_vault = idp_b.token_for("alice", "agent-b", &vault_url);
 
     // alice at issuer A links her broker account and is served.
     let (r, _) = link_account(
         &http,
         http.get(format!("{vault_url}/connect/stocktrade"))
-            .bearer_auth(&alice_a),
+            .bearer_auth(&alice_a_at_vault),
         "alice-up",
     )
     .await;
@@ -104,7 +107,13 @@ async fn same_sub_from_another_issuer_is_another_user() {
     let connect_b = body["connect_url"].as_str().unwrap().to_string();
 
     // B's alice cannot unlink A's alice.
-    let (status, body) = json(unlink(&http, &vault_url, &alice_b).send().await.unwrap()).await;
+    let (status, body) = json(
+        unlink(&http, &vault_url, &alice_b_at_vault)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = json(rfc8693(&http, &vault_url, &alice_a).send().await.unwrap()).await;
     assert_eq!(status, 200, "A's link survives: {body}");
@@ -121,8 +130,8 @@ async fn same_sub_from_another_issuer_is_another_user() {
 
     // Each reads only their own audit rows, which name their issuer.
     // A: linked + 3 exchanges; B: 3 refused exchanges + linked + 1 served.
-    let rows_a = own_audit_rows(&http, &vault_url, &alice_a, 4).await;
-    let rows_b = own_audit_rows(&http, &vault_url, &alice_b, 5).await;
+    let rows_a = own_audit_rows(&http, &vault_url, &alice_a_at_vault, 4).await;
+    let rows_b = own_audit_rows(&http, &vault_url, &alice_b_at_vault, 5).await;
     assert_eq!(
         (rows_a.len(), rows_b.len()),
         (4, 5),
@@ -136,7 +145,7 @@ async fn same_sub_from_another_issuer_is_another_user() {
         .all(|e| e["issuer"] == OTHER_ISSUER && e["sub"] == "alice"));
     let (status, body) = json(
         http.get(format!("{vault_url}/audit?issuer={ISSUER}"))
-            .bearer_auth(&alice_b)
+            .bearer_auth(&alice_b_at_vault)
             .send()
             .await
             .unwrap(),
@@ -161,7 +170,7 @@ async fn same_sub_from_another_issuer_is_another_user() {
 
     // B's unlink removes B's link only.
     assert_eq!(
-        unlink(&http, &vault_url, &alice_b)
+        unlink(&http, &vault_url, &alice_b_at_vault)
             .send()
             .await
             .unwrap()

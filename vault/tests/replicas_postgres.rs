@@ -1,7 +1,7 @@
 //! Two vault processes on one PostgreSQL database serve the same user, and
 //! concurrent exchanges across both refresh upstream exactly once; an unlink
-//! at one reaches the other's cache at once; a connect link opened at both at
-//! once starts linking once.
+//! at one reaches the other's cache at once; a connect link confirmed at
+//! both at once starts linking once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -65,7 +65,7 @@ async fn two_replicas_share_one_postgres() {
     let (r, _) = link_account(
         &http,
         http.get(format!("{}/connect/stocktrade", a.url))
-            .bearer_auth(&alice),
+            .bearer_auth(issuer.token_for("alice", "agent-a", &a.url)),
         "alice-up",
     )
     .await;
@@ -117,7 +117,7 @@ async fn two_replicas_share_one_postgres() {
     let (r, _) = link_account(
         &http,
         http.get(format!("{}/connect/stocktrade", a.url))
-            .bearer_auth(&ivan),
+            .bearer_auth(issuer.token_for("ivan", "agent-i", &a.url)),
         "ivan-up",
     )
     .await;
@@ -128,7 +128,7 @@ async fn two_replicas_share_one_postgres() {
     }
     let r = http
         .delete(format!("{}/connections/stocktrade", a.url))
-        .bearer_auth(&ivan)
+        .bearer_auth(issuer.token_for("ivan", "agent-i", &a.url))
         .send()
         .await
         .unwrap();
@@ -158,23 +158,28 @@ async fn two_replicas_share_one_postgres() {
         "{body}"
     );
 
-    // A connect link opened at both replicas at once starts linking once.
+    // A connect link confirmed at both replicas at once starts linking once.
     for user in ["dave", "erin", "frank", "grace", "heidi"] {
         let token = issuer.token(user, "agent-d");
         let (status, body) = json(rfc8693(&http, &a.url, &token).send().await.unwrap()).await;
         assert_eq!(status, 400, "{body}");
         let link = body["connect_url"].as_str().unwrap().to_string();
-        let path = link.strip_prefix(&a.url).unwrap().to_string();
-        let opens: Vec<_> = (0..6)
+        let page = Confirmation::read(http.get(&link).send().await.unwrap(), String::new()).await;
+        let path = page.action.strip_prefix(&a.url).unwrap().to_string();
+        let confirms: Vec<_> = (0..6)
             .map(|i| {
                 let url = format!("{}{path}", if i % 2 == 0 { &a.url } else { &b.url });
-                let request = http.get(url);
+                let request = Confirmation {
+                    action: url,
+                    ..page.clone()
+                }
+                .submit(&http, "allow");
                 tokio::spawn(async move { request.send().await.unwrap() })
             })
             .collect();
         let mut statuses = Vec::new();
-        for open in opens {
-            let r = open.await.unwrap();
+        for confirm in confirms {
+            let r = confirm.await.unwrap();
             let status = r.status().as_u16();
             if status == 401 {
                 let (_, body) = json(r).await;
@@ -186,7 +191,7 @@ async fn two_replicas_share_one_postgres() {
             statuses.push(status);
         }
         statuses.sort_unstable();
-        assert_eq!(statuses, [302, 401, 401, 401, 401, 401], "{user}");
+        assert_eq!(statuses, [303, 401, 401, 401, 401, 401], "{user}");
     }
 
     drop((a, b));

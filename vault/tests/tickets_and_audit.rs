@@ -1,6 +1,6 @@
 //! The vault binary over HTTP, without an upstream (nothing here reaches
-//! it): connect links open once, and the audit trail is read back by its
-//! users and by an audit reader.
+//! it): connect links are confirmed once, and the audit trail is read back
+//! by its users (with tokens for the vault) and by an audit reader.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -39,21 +39,26 @@ async fn connect_links_open_once_and_the_audit_trail_is_read_by_its_owners() {
     .await;
     let url = vault.url.clone();
     let http = http();
-    let alice = issuer.token("alice", "agent-a");
+    let alice_at_api = issuer.token("alice", "agent-a");
     let bob = issuer.token("bob", "agent-b");
+    // Alice's own token for the vault (its audience is the vault's URL).
+    let alice = issuer.token_for("alice", "agent-a", &url);
 
     // Not linked: three exchanges, three connect links.
     let mut links = Vec::new();
-    for token in [&alice, &alice, &bob] {
+    for token in [&alice_at_api, &alice_at_api, &bob] {
         let (status, body) = json(rfc8693(&http, &url, token).send().await.unwrap()).await;
         assert_eq!(status, 400, "{body}");
         links.push(body["connect_url"].as_str().unwrap().to_string());
     }
     assert_ne!(links[0], links[1], "each link is a ticket of its own");
 
-    // The first opening starts linking; the second is refused.
-    let first = http.get(&links[0]).send().await.unwrap();
-    assert_eq!(first.status(), 302);
+    // Opening a link shows the confirmation page (as often as it is
+    // opened); its form starts linking once; after that the link is refused.
+    let page = Confirmation::read(http.get(&links[0]).send().await.unwrap(), String::new()).await;
+    assert_eq!(http.get(&links[0]).send().await.unwrap().status(), 200);
+    let first = page.submit(&http, "allow").send().await.unwrap();
+    assert_eq!(first.status(), 303);
     assert!(first.headers()[LOCATION]
         .to_str()
         .unwrap()
@@ -75,14 +80,23 @@ async fn connect_links_open_once_and_the_audit_trail_is_read_by_its_owners() {
         "the connect link was already used; ask for a new one"
     );
     // Alice's other link still works once.
-    assert_eq!(http.get(&links[1]).send().await.unwrap().status(), 302);
+    let page = Confirmation::read(http.get(&links[1]).send().await.unwrap(), String::new()).await;
+    assert_eq!(
+        page.submit(&http, "allow").send().await.unwrap().status(),
+        303
+    );
     assert_eq!(json(http.get(&links[1]).send().await.unwrap()).await.0, 401);
+    assert_eq!(
+        json(page.submit(&http, "allow").send().await.unwrap())
+            .await
+            .0,
+        401
+    );
 
-    // A forged ticket is refused as invalid and leaves no row behind.
+    // A forged ticket is refused as invalid and spends nothing.
     let (base, ticket) = links[2].split_once("?ticket=").unwrap();
-    let (payload, sig) = ticket.split_once('.').unwrap();
-    let flipped = if sig.ends_with('A') { 'B' } else { 'A' };
-    let forged = format!("{base}?ticket={payload}.{}{flipped}", &sig[..sig.len() - 1]);
+    let flipped = if ticket.ends_with('A') { 'B' } else { 'A' };
+    let forged = format!("{base}?ticket={}{flipped}", &ticket[..ticket.len() - 1]);
     for _ in 0..2 {
         let (status, body) = json(http.get(&forged).send().await.unwrap()).await;
         assert_eq!(status, 401);
@@ -94,13 +108,18 @@ async fn connect_links_open_once_and_the_audit_trail_is_read_by_its_owners() {
     let Store::Sqlite(pool) = &local else {
         panic!("sqlite")
     };
-    let spent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spent_tickets")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    assert_eq!(spent, 2, "only the two redeemed tickets are recorded");
+    let (stored, spent): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), SUM(spent) FROM connect_tickets")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (stored, spent),
+        (3, 2),
+        "three tickets, the two confirmed spent"
+    );
     // Bob's genuine link was not spent by the forgeries.
-    assert_eq!(http.get(&links[2]).send().await.unwrap().status(), 302);
+    assert_eq!(http.get(&links[2]).send().await.unwrap().status(), 200);
 
     // The audit trail: the three exchanges, once the writer has caught up.
     let audit = |query: &str| http.get(format!("{url}/audit{query}"));
@@ -217,6 +236,8 @@ async fn connect_links_open_once_and_the_audit_trail_is_read_by_its_owners() {
     for request in [
         audit(""),
         audit("").bearer_auth(&forged_user),
+        // A token for the API, not for the vault.
+        audit("").bearer_auth(&alice_at_api),
         audit("").basic_auth(GATEWAY_ID, Some("wrong")),
         audit("").basic_auth(AUDITOR_ID, Some("wrong")),
         audit("").header("authorization", "Token abc"),
@@ -243,7 +264,7 @@ async fn connect_links_open_once_and_the_audit_trail_is_read_by_its_owners() {
         .unwrap();
     assert!(metrics.contains("agentward_vault_audit_purged_total 0"));
 
-    // Neither a ticket nor its MAC is stored or logged.
+    // No ticket is stored or logged.
     vault.stop();
     local.close().await;
     let mut haystacks = vec![vault.log.clone()];
@@ -259,14 +280,11 @@ async fn connect_links_open_once_and_the_audit_trail_is_read_by_its_owners() {
         };
         for link in &links {
             let ticket = link.split_once("?ticket=").unwrap().1;
-            let sig = ticket.split_once('.').unwrap().1;
-            for secret in [ticket, sig] {
-                assert!(
-                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                    "a ticket was found in {}",
-                    path.display()
-                );
-            }
+            assert!(
+                !bytes.windows(ticket.len()).any(|w| w == ticket.as_bytes()),
+                "a ticket was found in {}",
+                path.display()
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -114,7 +114,7 @@ async fn token_vault_end_to_end_on_sqlite() {
     let mallory = issuer.token("mallory", "agent-m");
     let started = http
         .get(format!("{vault_url}/connect/stocktrade"))
-        .bearer_auth(&mallory)
+        .bearer_auth(issuer.token_for("mallory", "agent-m", &vault_url))
         .send()
         .await
         .unwrap();
@@ -149,10 +149,11 @@ async fn token_vault_end_to_end_on_sqlite() {
         "federated_connection_refresh_token_not_found"
     );
     subject_tokens.push(mallory);
-    for (token, account) in [(&bob, "bob-up"), (&carol, "carol-up")] {
+    // (Their tokens for the vault itself: its user endpoints take no other.)
+    for (user, account) in [("bob", "bob-up"), ("carol", "carol-up")] {
         let start = http
             .get(format!("{vault_url}/connect/stocktrade"))
-            .bearer_auth(token);
+            .bearer_auth(issuer.token_for(user, "agent-b", &vault_url));
         let (r, _) = link_account(&http, start, account).await;
         assert_eq!(r.status(), 200);
     }
@@ -288,7 +289,7 @@ async fn token_vault_end_to_end_on_sqlite() {
     assert_eq!(upstream.live_grants("bob-up").await, 1);
     let r = http
         .delete(format!("{vault_url}/connections/stocktrade"))
-        .bearer_auth(&bob)
+        .bearer_auth(issuer.token_for("bob", "agent-b", &vault_url))
         .send()
         .await
         .unwrap();
@@ -467,7 +468,7 @@ async fn https_upstream_is_trusted_through_ca_file_only() {
 
     let link = browser
         .get(format!("{}/connect/stocktrade", trusting.url))
-        .bearer_auth(&alice);
+        .bearer_auth(issuer.token_for("alice", "agent-a", &trusting.url));
     let (r, _) = link_account(&browser, link, "alice-up").await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     let (status, body) = json(
@@ -482,7 +483,7 @@ async fn https_upstream_is_trusted_through_ca_file_only() {
 
     let link = browser
         .get(format!("{}/connect/stocktrade", blind.url))
-        .bearer_auth(&alice);
+        .bearer_auth(issuer.token_for("alice", "agent-a", &blind.url));
     let (r, _) = link_account(&browser, link, "alice-up").await;
     let (status, body) = json(r).await;
     assert!(status >= 500, "{status} {body}");

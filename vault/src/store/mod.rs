@@ -1,5 +1,5 @@
 //! Persistence: linked accounts (sealed tokens), pending linking states,
-//! spent connect tickets and the audit trail, on SQLite (one process) or
+//! connect tickets and the audit trail, on SQLite (one process) or
 //! PostgreSQL (shared by replicas). The SQL is shared; the `$n` placeholders
 //! work on both.
 
@@ -55,6 +55,11 @@ macro_rules! on_pool {
         }
     };
 }
+
+// After `on_pool!`, which it uses.
+mod tickets;
+
+pub use tickets::ConnectTicket;
 
 const LINK_COLUMNS: &str =
     "issuer, sub, connection, refresh_key_id, refresh_sealed, access_key_id, \
@@ -193,8 +198,8 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-/// Spent tickets are kept this long past their expiry before they are
-/// purged, so a replica whose clock runs behind still finds them.
+/// Connect tickets are kept this long past their expiry before they are
+/// purged, so a replica whose clock runs behind still finds them spent.
 pub const SPENT_TICKET_GRACE_SECONDS: i64 = 300;
 
 /// A linked account held for refreshing. On PostgreSQL the row is locked
@@ -538,21 +543,6 @@ impl Store {
             };
             Ok(if pending.expires_at < now { None } else { Some(pending) })
         })
-    }
-
-    /// Marks a connect ticket spent; `true` the first time for `id`, `false`
-    /// ever after (on every replica sharing the database). Spent tickets
-    /// expired more than [`SPENT_TICKET_GRACE_SECONDS`] ago are purged on the
-    /// way: by then no replica accepts them anyway.
-    pub async fn spend_ticket(&self, id: &str, expires_at: i64, now: i64) -> Result<bool> {
-        let purge = "DELETE FROM spent_tickets WHERE expires_at < $1";
-        let insert = "INSERT INTO spent_tickets (id, expires_at) VALUES ($1, $2) \
-                      ON CONFLICT (id) DO NOTHING";
-        let n = on_pool!(self, pool => {
-            sqlx::query(purge).bind(now.saturating_sub(SPENT_TICKET_GRACE_SECONDS)).execute(pool).await?;
-            sqlx::query(insert).bind(id).bind(expires_at).execute(pool).await?.rows_affected()
-        });
-        Ok(n == 1)
     }
 
     /// Appends an audit row.

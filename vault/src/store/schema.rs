@@ -51,6 +51,18 @@ pub const SQLITE: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS spent_tickets_expires_at ON spent_tickets (expires_at)",
     "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
     "CREATE INDEX IF NOT EXISTS audit_issuer_sub_at ON audit (issuer, sub, at)",
+    // Opaque connect tickets, by the SHA-256 of the ticket (`spent_tickets`
+    // above held spent signed tickets; vaults no longer write it).
+    "CREATE TABLE IF NOT EXISTS connect_tickets (
+        id TEXT PRIMARY KEY,
+        issuer TEXT NOT NULL,
+        sub TEXT NOT NULL,
+        connection TEXT NOT NULL,
+        agent TEXT,
+        expires_at INTEGER NOT NULL,
+        spent INTEGER NOT NULL DEFAULT 0
+    )",
+    "CREATE INDEX IF NOT EXISTS connect_tickets_expires_at ON connect_tickets (expires_at)",
 ];
 
 /// PostgreSQL tables.
@@ -97,6 +109,18 @@ pub const POSTGRES: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS spent_tickets_expires_at ON spent_tickets (expires_at)",
     "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
     "CREATE INDEX IF NOT EXISTS audit_issuer_sub_at ON audit (issuer, sub, at)",
+    // Opaque connect tickets, by the SHA-256 of the ticket (`spent_tickets`
+    // above held spent signed tickets; vaults no longer write it).
+    "CREATE TABLE IF NOT EXISTS connect_tickets (
+        id TEXT PRIMARY KEY,
+        issuer TEXT NOT NULL,
+        sub TEXT NOT NULL,
+        connection TEXT NOT NULL,
+        agent TEXT,
+        expires_at BIGINT NOT NULL,
+        spent BIGINT NOT NULL DEFAULT 0
+    )",
+    "CREATE INDEX IF NOT EXISTS connect_tickets_expires_at ON connect_tickets (expires_at)",
 ];
 
 /// How many tables named `$1` this SQLite database has (0 or 1).

@@ -276,31 +276,55 @@ async fn audit_rows_are_kept_in_order(store: &Store) {
 }
 
 async fn ticket_is_spent_once_and_purged_after_expiry(store: &Store) {
-    assert!(store.spend_ticket("t1", 1000, 500).await.unwrap());
-    assert!(!store.spend_ticket("t1", 1000, 500).await.unwrap());
-    assert!(!store.spend_ticket("t1", 1000, 999).await.unwrap());
-    assert!(store.spend_ticket("t2", 2000, 500).await.unwrap());
-    let count = |store: &Store| {
-        let store = store.clone();
-        async move {
-            let sql = "SELECT COUNT(*) FROM spent_tickets";
-            on_pool!(&store, pool => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap())
-        }
+    let ticket = |id: &str, expires_at: i64| ConnectTicket {
+        id: id.to_string(),
+        issuer: "https://idp.example/".into(),
+        sub: "alice".into(),
+        connection: "google".into(),
+        agent: Some("agent-a".into()),
+        expires_at,
+        spent: false,
     };
-    assert_eq!(count(store).await, 2);
+    store.put_ticket(&ticket("t1", 1000), 500).await.unwrap();
+    store.put_ticket(&ticket("t2", 2000), 500).await.unwrap();
+    assert_eq!(
+        store.find_ticket("t1").await.unwrap(),
+        Some(ticket("t1", 1000))
+    );
+    assert_eq!(store.find_ticket("nope").await.unwrap(), None);
+    assert_eq!(
+        store.spend_ticket("t1", "slack", 500).await.unwrap(),
+        None,
+        "another connection"
+    );
+    assert_eq!(
+        store.spend_ticket("t2", "google", 2001).await.unwrap(),
+        None,
+        "expired"
+    );
+    let spent = store.spend_ticket("t1", "google", 999).await.unwrap();
+    assert_eq!(
+        spent,
+        Some(ConnectTicket {
+            spent: true,
+            ..ticket("t1", 1000)
+        })
+    );
+    assert_eq!(store.spend_ticket("t1", "google", 999).await.unwrap(), None);
+    assert!(store.find_ticket("t1").await.unwrap().unwrap().spent);
     // Within the grace after t1's expiry it is kept (a replica with a slow
-    // clock may still accept the ticket); after it, the next spend purges it.
-    assert!(store
-        .spend_ticket("t3", 3000, 1000 + SPENT_TICKET_GRACE_SECONDS)
+    // clock still finds it spent); after it, the next ticket purges it.
+    store
+        .put_ticket(&ticket("t3", 3000), 1000 + SPENT_TICKET_GRACE_SECONDS)
         .await
-        .unwrap());
-    assert_eq!(count(store).await, 3);
-    assert!(store
-        .spend_ticket("t4", 3000, 1001 + SPENT_TICKET_GRACE_SECONDS)
+        .unwrap();
+    assert!(store.find_ticket("t1").await.unwrap().is_some());
+    store
+        .put_ticket(&ticket("t4", 3000), 1001 + SPENT_TICKET_GRACE_SECONDS)
         .await
-        .unwrap());
-    assert_eq!(count(store).await, 3, "t1 purged");
-    assert!(!store.spend_ticket("t2", 2000, 1500).await.unwrap());
+        .unwrap();
+    assert_eq!(store.find_ticket("t1").await.unwrap(), None, "t1 purged");
+    assert!(store.find_ticket("t2").await.unwrap().is_some());
 }
 
 async fn audit_is_filtered_newest_first_and_purged(store: &Store) {

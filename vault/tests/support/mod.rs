@@ -66,14 +66,21 @@ impl TestIssuer {
         )
     }
 
-    /// A user token for `sub`, issued to agent `azp`.
+    /// A user token for `sub`, issued to agent `azp`, for the API
+    /// (`AUDIENCE`): what the gateway passes in a token exchange.
     pub fn token(&self, sub: &str, azp: &str) -> String {
+        self.token_for(sub, azp, AUDIENCE)
+    }
+
+    /// A user token for `sub`, issued to `azp`, for audience `aud` (the
+    /// vault's own URL for its user-facing endpoints).
+    pub fn token_for(&self, sub: &str, azp: &str, aud: &str) -> String {
         let mut custom = BTreeMap::new();
         custom.insert("azp".to_string(), azp.to_string());
         let claims =
             Claims::with_custom_claims(custom, jwt_simple::prelude::Duration::from_mins(10))
                 .with_issuer(&self.issuer)
-                .with_audience(AUDIENCE)
+                .with_audience(aud)
                 .with_subject(sub);
         self.key.sign(claims).unwrap()
     }
@@ -452,15 +459,12 @@ pub async fn link_account(
     // One jar for every host, as a browser on 127.0.0.1 has (cookies ignore ports).
     let mut cookies: BTreeMap<String, String> = BTreeMap::new();
     for _ in 0..12 {
-        for set in response.headers().get_all(SET_COOKIE) {
-            let pair = set.to_str().unwrap().split(';').next().unwrap_or("");
-            if let Some((k, v)) = pair.split_once('=') {
-                if v.is_empty() {
-                    cookies.remove(k.trim());
-                } else {
-                    cookies.insert(k.trim().to_string(), v.to_string());
-                }
-            }
+        keep_cookies(&mut cookies, &response);
+        if response.status() == 200 {
+            // The vault's confirmation page: the user reads it and continues.
+            let page = Confirmation::read(response, jar(&cookies)).await;
+            response = page.submit(http, "allow").send().await.unwrap();
+            continue;
         }
         assert!(
             response.status().is_redirection(),
@@ -472,18 +476,120 @@ pub async fn link_account(
         if next.path().starts_with("/interaction/") {
             next.query_pairs_mut().append_pair("account", account);
         }
-        let cookie = cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let request = http.get(next.clone()).header(COOKIE, cookie);
+        let request = http.get(next.clone()).header(COOKIE, jar(&cookies));
         if next.path() == "/connect/callback" {
             return (request.send().await.unwrap(), next);
         }
         response = request.send().await.unwrap();
     }
     panic!("linking did not reach the vault callback");
+}
+
+/// Notes the cookies a response sets (an empty value clears one).
+fn keep_cookies(cookies: &mut BTreeMap<String, String>, response: &Response) {
+    for set in response.headers().get_all(SET_COOKIE) {
+        let pair = set.to_str().unwrap().split(';').next().unwrap_or("");
+        if let Some((k, v)) = pair.split_once('=') {
+            if v.is_empty() {
+                cookies.remove(k.trim());
+            } else {
+                cookies.insert(k.trim().to_string(), v.to_string());
+            }
+        }
+    }
+}
+
+/// A `Cookie` header of every cookie in the jar.
+fn jar(cookies: &BTreeMap<String, String>) -> String {
+    cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The vault's page that asks the user to confirm a connect link, as a
+/// browser read it: its POST form and the cookie the page set.
+#[derive(Debug, Clone)]
+pub struct Confirmation {
+    pub html: String,
+    pub action: String,
+    pub ticket: String,
+    pub csrf_token: String,
+    /// The `Cookie` header the browser sends back (earlier cookies too).
+    pub cookie: String,
+}
+
+impl Confirmation {
+    /// Reads the page from a `200` answer; `earlier` is the browser's
+    /// cookie header before it (the page's own cookies are added).
+    pub async fn read(response: Response, earlier: String) -> Confirmation {
+        assert_eq!(response.status(), 200, "expected the confirmation page");
+        let mut cookies: BTreeMap<String, String> = BTreeMap::new();
+        for pair in earlier.split("; ").filter(|p| !p.is_empty()) {
+            if let Some((k, v)) = pair.split_once('=') {
+                cookies.insert(k.to_string(), v.to_string());
+            }
+        }
+        keep_cookies(&mut cookies, &response);
+        let html = response.text().await.unwrap();
+        let action = html_attribute_after(&html, "<form method=\"post\"", "action")
+            .unwrap_or_else(|| panic!("no POST form on the page: {html}"));
+        Confirmation {
+            ticket: form_field(&html, "ticket").expect("ticket field"),
+            csrf_token: form_field(&html, "csrf_token").expect("csrf_token field"),
+            action,
+            cookie: jar(&cookies),
+            html,
+        }
+    }
+
+    /// The form as the browser submits it with the button `decision`
+    /// (`allow` or `cancel`).
+    pub fn submit(&self, http: &Client, decision: &str) -> reqwest::RequestBuilder {
+        self.post(http, &self.csrf_token, Some(&self.cookie), decision)
+    }
+
+    /// The form with any CSRF token and cookie header.
+    pub fn post(
+        &self,
+        http: &Client,
+        csrf_token: &str,
+        cookie: Option<&str>,
+        decision: &str,
+    ) -> reqwest::RequestBuilder {
+        let mut request = http.post(&self.action).form(&[
+            ("ticket", self.ticket.as_str()),
+            ("csrf_token", csrf_token),
+            ("decision", decision),
+        ]);
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        request
+    }
+}
+
+/// The `value` of the input named `name` on a page, HTML-unescaped.
+pub fn form_field(html: &str, name: &str) -> Option<String> {
+    html_attribute_after(html, &format!("name=\"{name}\""), "value")
+}
+
+/// The first `attribute="…"` after `marker` within the same tag.
+fn html_attribute_after(html: &str, marker: &str, attribute: &str) -> Option<String> {
+    let start = html.find(marker)?;
+    let tag = &html[start..start + html[start..].find('>')?];
+    let open = format!("{attribute}=\"");
+    let at = tag.find(&open)? + open.len();
+    let value = &tag[at..at + tag[at..].find('"')?];
+    Some(
+        value
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
 }
 
 /// An RFC 8693 exchange request by the gateway.
