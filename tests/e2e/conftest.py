@@ -100,16 +100,26 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def start_gateway(idp, upstream_port, workdir):
     """Starts a gateway with the shipped config and `adjust(policy)` applied
-    to a copy of the shipped policy; stopped at the end of the session."""
+    to a copy of the shipped policy (and `edit(config)` to the rendered
+    config, `upstream` as the upstream's port); stopped at the end of the session."""
     started: list[Envoy] = []
 
-    def start(name: str, adjust=None, idp_port: int | None = None, concurrency: int = 1) -> Gateway:
-        ports = default_ports(upstream=upstream_port, idp=idp_port or idp.port)
+    def start(
+        name: str,
+        adjust=None,
+        idp_port: int | None = None,
+        concurrency: int = 1,
+        upstream: int | None = None,
+        edit=None,
+    ) -> Gateway:
+        ports = default_ports(upstream=upstream or upstream_port, idp=idp_port or idp.port)
         policy = copy.deepcopy(shipped_policy())
         policy = json.loads(render(json.dumps(policy), ports))  # resource/audience follow the port
         if adjust:
             adjust(policy)
         config = render(JWT_IDENTITY_CONFIG.read_text(), ports, policy)
+        if edit:
+            config = edit(config)
         envoy = Envoy(name, config, workdir, ports, concurrency)
         started.append(envoy)
         envoy.start()

@@ -188,8 +188,13 @@ def test_authorization_without_a_bearer_token_counts_as_missing_or_malformed(gat
     assert r.json()["reason"] in ("missing_token", "malformed")
 
 
-def test_unmatched_path_needs_a_token_too(gateway):
-    assert requests.get(gateway.url + "/admin", timeout=15).status_code == 401
+def test_unmatched_path_is_denied_with_or_without_a_token(gateway):
+    # The shipped policy leaves `unmatched` at its default, `deny`.
+    for headers in ({}, {"authorization": f"Bearer {gateway.token()}"}):
+        r = requests.get(gateway.url + "/admin", headers=headers, timeout=15)
+        assert r.status_code == 403, r.text
+        assert r.json()["error"] == "access_denied"
+        assert "seen_headers" not in r.json()
 
 
 @pytest.mark.parametrize("suffix", ["", "/portfolio"])

@@ -8,7 +8,8 @@ use crate::identity::{identity_headers, HEADER_PREFIX, SCOPE};
 use crate::jwks::KeySet;
 use crate::jwt::{self, Limits, Rejection, TrustStore};
 use crate::metadata;
-use crate::policy::Policy;
+use crate::path::{self, RequestTarget};
+use crate::policy::{Policy, Route, Unmatched};
 use crate::response::{self, LocalResponse};
 use crate::scopes;
 use crate::signature::SignatureCheck;
@@ -19,7 +20,7 @@ use std::rc::Rc;
 pub struct RequestHead<'a> {
     /// `:method`.
     pub method: &'a str,
-    /// `:path`, query included.
+    /// `:path`, query included, as received.
     pub path: &'a str,
     /// `authorization`.
     pub authorization: Option<&'a str>,
@@ -39,6 +40,11 @@ pub enum Outcome {
         set: IdentityHeaders,
         /// Also remove `authorization`.
         remove_authorization: bool,
+        /// Also remove the configured `identity.token_header`.
+        remove_token_header: bool,
+        /// Replace `:path` with this: the normalised path the route was
+        /// matched on, without the token query parameter.
+        path: Option<String>,
     },
     /// Answer locally.
     Respond(LocalResponse),
@@ -69,6 +75,10 @@ pub enum Verdict {
     KeysPending,
     /// A valid token without every scope its route needs (403).
     InsufficientScope,
+    /// The path cannot be normalised unambiguously (400).
+    InvalidPath,
+    /// No route matches and `unmatched` is `deny` (403).
+    NoRoute,
 }
 
 /// One decision.
@@ -144,15 +154,20 @@ impl Authenticator {
     }
 
     /// Whether an inbound header must be removed before identity is set:
-    /// every `x-agentward-*` header and every `claim_to_headers` target.
+    /// every `x-agentward-*` header and every `claim_to_headers` target,
+    /// whatever the case and whether words are separated by `-`, `_` or `.`
+    /// (CGI, WSGI and PHP read `x_agentward_sub` as `x-agentward-sub`).
     pub fn strips(&self, name: &str) -> bool {
-        name.starts_with(HEADER_PREFIX)
+        let name = name.as_bytes();
+        let prefix = HEADER_PREFIX.as_bytes();
+        name.get(..prefix.len())
+            .is_some_and(|start| folded(start).eq(prefix.iter().copied()))
             || self
                 .policy
                 .identity
                 .claim_to_headers
                 .iter()
-                .any(|c| c.header.eq_ignore_ascii_case(name))
+                .any(|c| folded(c.header.as_bytes()).eq(folded(name)))
     }
 
     /// Decides a request at `now_ms` (Unix milliseconds).
@@ -162,19 +177,45 @@ impl Authenticator {
         now_ms: u64,
         check: &dyn SignatureCheck,
     ) -> Decision {
-        if let Some(answer) = metadata::answer(&self.policy, head.method, head.path) {
+        let target = match path::normalize(head.path) {
+            Ok(target) => target,
+            Err(why) => {
+                return Decision {
+                    outcome: Outcome::Respond(response::invalid_request(
+                        "invalid_path",
+                        why.description(),
+                    )),
+                    verdict: Verdict::InvalidPath,
+                }
+            }
+        };
+        if let Some(answer) = metadata::answer(&self.policy, head.method, &target.path) {
             return Decision {
                 outcome: Outcome::Respond(answer),
                 verdict: Verdict::Metadata,
             };
         }
+        let route = self.policy.route(head.method, &target.path);
+        let public = match route {
+            Some(route) => route.public,
+            None => match self.policy.unmatched {
+                Unmatched::Deny => {
+                    return Decision {
+                        outcome: Outcome::Respond(response::access_denied(
+                            "no_route",
+                            "no route of the policy matches this request",
+                        )),
+                        verdict: Verdict::NoRoute,
+                    }
+                }
+                Unmatched::Authenticated => false,
+                Unmatched::Public => true,
+            },
+        };
+        let upstream = Upstream::of(&self.policy, route, head.path, &target);
         let Some(token) = self.token(head) else {
-            let public = self
-                .policy
-                .route(head.method, head.path)
-                .is_some_and(|r| r.public);
             return if public {
-                self.forward(self.anonymous.clone(), Verdict::Anonymous)
+                self.forward(self.anonymous.clone(), upstream, Verdict::Anonymous)
             } else {
                 Decision {
                     outcome: Outcome::Respond(response::missing_token(&self.policy.resource)),
@@ -185,7 +226,7 @@ impl Authenticator {
         let now = now_ms / 1000;
         let key = self.cache.key(&[token]);
         if let Some(headers) = self.cache.get(&key, now) {
-            return self.allow(head, headers, true);
+            return self.allow(route, headers, upstream, true);
         }
         match jwt::verify(token, &self.trust, now, check) {
             Ok(v) => {
@@ -207,7 +248,7 @@ impl Authenticator {
                 };
                 let until = v.exp.saturating_add(self.policy.clock_skew_seconds);
                 self.cache.insert(key, until, headers.clone());
-                self.allow(head, headers, false)
+                self.allow(route, headers, upstream, false)
             }
             Err(Rejection::KeysUnavailable(issuer)) => self.keys_pending(issuer),
             Err(Rejection::UnknownKid) => {
@@ -227,11 +268,14 @@ impl Authenticator {
 
     /// Forwards a verified identity if it holds every scope the request's
     /// route needs (checked per request: a cached token may call any route).
-    fn allow(&self, head: &RequestHead<'_>, headers: IdentityHeaders, cached: bool) -> Decision {
-        let required = self
-            .policy
-            .route(head.method, head.path)
-            .map_or(&[][..], |r| r.scopes.as_slice());
+    fn allow(
+        &self,
+        route: Option<&Route>,
+        headers: IdentityHeaders,
+        upstream: Upstream,
+        cached: bool,
+    ) -> Decision {
+        let required = route.map_or(&[][..], |r| r.scopes.as_slice());
         if !required.is_empty() {
             let granted = headers
                 .iter()
@@ -247,7 +291,7 @@ impl Authenticator {
                 };
             }
         }
-        self.forward(headers, Verdict::Allowed { cached })
+        self.forward(headers, upstream, Verdict::Allowed { cached })
     }
 
     fn token<'a>(&self, head: &RequestHead<'a>) -> Option<&'a str> {
@@ -268,11 +312,13 @@ impl Authenticator {
             .filter(|t| !t.is_empty())
     }
 
-    fn forward(&self, set: IdentityHeaders, verdict: Verdict) -> Decision {
+    fn forward(&self, set: IdentityHeaders, upstream: Upstream, verdict: Verdict) -> Decision {
         Decision {
             outcome: Outcome::Forward {
                 set,
-                remove_authorization: self.policy.identity.remove_authorization,
+                remove_authorization: upstream.remove_authorization,
+                remove_token_header: upstream.remove_token_header,
+                path: upstream.path,
             },
             verdict,
         }
@@ -417,6 +463,51 @@ impl Authenticator {
             .issuers
             .get(issuer)
             .map_or(5_000, |i| i.jwks_timeout_ms)
+    }
+}
+
+/// A header name's bytes, lower case, with `_` and `.` read as `-`.
+fn folded(name: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    name.iter().map(|b| match b {
+        b'_' | b'.' => b'-',
+        b => b.to_ascii_lowercase(),
+    })
+}
+
+/// What of the user's token goes upstream, and on which `:path`.
+struct Upstream {
+    remove_authorization: bool,
+    remove_token_header: bool,
+    path: Option<String>,
+}
+
+impl Upstream {
+    /// The token goes on only where the route asks (`forward_token`);
+    /// `Authorization` also stays for a `connection` route, where
+    /// token-exchange replaces it. The token query parameter leaves the
+    /// path, and a path that was not normal is replaced by its normal form.
+    fn of(policy: &Policy, route: Option<&Route>, raw: &str, target: &RequestTarget<'_>) -> Upstream {
+        let forward = route.is_some_and(|r| r.forward_token);
+        let exchange = route.is_some_and(|r| r.connection.is_some());
+        let query = match (&policy.identity.token_query_param, target.query) {
+            (Some(param), Some(query)) if !forward => path::without_query_param(query, param),
+            _ => None,
+        };
+        let path = if target.was_normal() && query.is_none() {
+            None
+        } else {
+            let query = query.as_deref().or(target.query).filter(|q| !q.is_empty());
+            let path = match query {
+                Some(q) => format!("{}?{q}", target.path),
+                None => target.path.to_string(),
+            };
+            (path != raw).then_some(path)
+        };
+        Upstream {
+            remove_authorization: !forward && !exchange,
+            remove_token_header: !forward,
+            path,
+        }
     }
 }
 

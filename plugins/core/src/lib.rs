@@ -13,6 +13,7 @@ pub mod identity_value;
 pub mod jwks;
 pub mod jwt;
 pub mod metadata;
+pub mod path;
 pub mod policy;
 pub mod response;
 pub mod scopes;

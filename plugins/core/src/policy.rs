@@ -29,6 +29,9 @@ pub struct Policy {
     /// Routes with their requirements; the first that matches applies.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// What a request that no route matches gets.
+    #[serde(default)]
+    pub unmatched: Unmatched,
     /// How the gateway reaches the vault (token exchange).
     #[serde(default)]
     pub vault: Option<VaultClient>,
@@ -86,9 +89,10 @@ pub struct IdentityOptions {
     /// Extra headers filled from verified claims.
     #[serde(default)]
     pub claim_to_headers: Vec<ClaimToHeader>,
-    /// Remove `Authorization` before the upstream.
+    /// Replaced by `routes[*].forward_token` (the token is now removed by
+    /// default); present only to refuse it with a message that says so.
     #[serde(default)]
-    pub remove_authorization: bool,
+    pub remove_authorization: Option<serde::de::IgnoredAny>,
     /// Bound of the verified-token cache (0 disables it).
     #[serde(default = "default_cache_entries")]
     pub cache_max_entries: usize,
@@ -109,7 +113,7 @@ impl Default for IdentityOptions {
             token_header: None,
             token_query_param: None,
             claim_to_headers: Vec::new(),
-            remove_authorization: false,
+            remove_authorization: None,
             cache_max_entries: default_cache_entries(),
             max_token_bytes: default_max_token_bytes(),
             max_header_bytes: default_max_header_bytes(),
@@ -150,16 +154,35 @@ pub struct Route {
     /// Scopes requested for the upstream token (empty: the connection's defaults).
     #[serde(default)]
     pub upstream_scopes: Vec<String>,
+    /// Send the user's token (`Authorization`, the token header, the token
+    /// query parameter) on to the upstream; otherwise it is removed.
+    #[serde(default)]
+    pub forward_token: bool,
 }
 
-/// Request matching: every given condition must hold.
+/// What a request that matches no route gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unmatched {
+    /// 403 `access_denied`: only what the routes list is reachable.
+    #[default]
+    Deny,
+    /// A valid token is needed, nothing more.
+    Authenticated,
+    /// No token needed (a token that is sent is still verified).
+    Public,
+}
+
+/// Request matching: every given condition must hold. Paths are compared
+/// after normalisation ([`crate::path::normalize`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
-    /// HTTP methods (upper case); empty matches any.
+    /// HTTP methods (upper case); empty matches any, and `HEAD` matches
+    /// wherever `GET` does.
     #[serde(default)]
     pub methods: Vec<String>,
-    /// Exact path (query excluded).
+    /// Exact path (query excluded), with or without one trailing `/`.
     #[serde(default)]
     pub path: Option<String>,
     /// Path prefix, on segment boundaries (`/api` matches `/api/x`, not `/apix`).
@@ -168,13 +191,19 @@ pub struct RouteMatch {
 }
 
 impl RouteMatch {
-    /// Whether a request with this method and path (query excluded) matches.
+    /// Whether a request with this method and normalised path (query
+    /// excluded) matches.
     pub fn matches(&self, method: &str, path: &str) -> bool {
-        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == method) {
+        // A server answers HEAD as it answers GET, handler included.
+        let method_matches =
+            |m: &String| m == method || (method == "HEAD" && m == "GET");
+        if !self.methods.is_empty() && !self.methods.iter().any(method_matches) {
             return false;
         }
         if let Some(exact) = &self.path {
-            if exact != path {
+            // Many frameworks serve `/x/` as `/x`: a rule on one covers both.
+            let exact = exact.trim_end_matches('/');
+            if exact != path.strip_suffix('/').unwrap_or(path) {
                 return false;
             }
         }
@@ -445,6 +474,13 @@ impl Policy {
                 ));
             }
         }
+        if id.remove_authorization.is_some() {
+            return Err(invalid(
+                "identity.remove_authorization",
+                "removed: the user's token is now removed before every upstream \
+                 unless its route sets `forward_token`; delete this field",
+            ));
+        }
         if id.max_token_bytes < 64 || id.max_token_bytes > 64 * 1024 {
             return Err(invalid("identity.max_token_bytes", "between 64 and 65536"));
         }
@@ -461,11 +497,15 @@ impl Policy {
             crate::scopes::validate_route(route)
                 .map_err(|(f, m)| invalid(format!("routes[{i}].{f}"), m))?;
             let m = &route.matcher;
-            if let Some(p) = m.path.as_ref().or(m.path_prefix.as_ref()) {
-                if !p.starts_with('/') {
+            for (p, field) in [(&m.path, "path"), (&m.path_prefix, "path_prefix")] {
+                let Some(p) = p else { continue };
+                let normal = crate::path::normalize(p)
+                    .is_ok_and(|t| t.was_normal() && t.query.is_none());
+                if !normal {
                     return Err(invalid(
-                        format!("routes[{i}].match"),
-                        "paths start with `/`",
+                        format!("routes[{i}].match.{field}"),
+                        "a normalised path: starts with `/`, no `//`, `.` or `..` \
+                         segments, no query, no percent-encoded letters or digits",
                     ));
                 }
             }
@@ -478,10 +518,10 @@ impl Policy {
                     "upper-case method names",
                 ));
             }
-            if route.connection.is_some() && self.identity.remove_authorization {
+            if route.connection.is_some() && route.forward_token {
                 return Err(invalid(
-                    "identity.remove_authorization",
-                    "the token exchange of `routes[*].connection` needs the user's bearer token",
+                    format!("routes[{i}].forward_token"),
+                    "a `connection` route sends the exchanged token upstream, never the user's",
                 ));
             }
             if route.connection.is_some() && self.vault.is_none() {
@@ -508,12 +548,13 @@ impl Policy {
         Ok(())
     }
 
-    /// The first route that matches, if any.
+    /// The first route that matches a normalised path, if any.
     pub fn route(&self, method: &str, path: &str) -> Option<&Route> {
         self.route_index(method, path).map(|i| &self.routes[i])
     }
 
-    /// Index in `routes` of the first route that matches, if any.
+    /// Index in `routes` of the first route that matches a normalised path
+    /// ([`crate::path::normalize`]), if any.
     pub fn route_index(&self, method: &str, path: &str) -> Option<usize> {
         let path = path.split('?').next().unwrap_or(path);
         self.routes
@@ -680,6 +721,97 @@ mod tests {
         assert!(m.matches("GET", "/prices/ACME"));
         assert!(!m.matches("GET", "/pricesx"));
         assert!(!m.matches("POST", "/prices"));
+    }
+
+    #[test]
+    fn head_matches_wherever_get_does() {
+        let m = RouteMatch {
+            methods: vec!["GET".into()],
+            path: Some("/broker/portfolio".into()),
+            path_prefix: None,
+        };
+        assert!(m.matches("HEAD", "/broker/portfolio"));
+        assert!(!m.matches("POST", "/broker/portfolio"));
+        let post = RouteMatch {
+            methods: vec!["POST".into()],
+            ..m
+        };
+        assert!(!post.matches("HEAD", "/broker/portfolio"));
+    }
+
+    #[test]
+    fn exact_path_matches_with_or_without_a_trailing_slash() {
+        let m = RouteMatch {
+            methods: vec![],
+            path: Some("/trades".into()),
+            path_prefix: None,
+        };
+        assert!(m.matches("POST", "/trades"));
+        assert!(m.matches("POST", "/trades/"));
+        assert!(!m.matches("POST", "/trades/x"));
+        assert!(!m.matches("POST", "/tradesx"));
+        let root = RouteMatch {
+            path: Some("/".into()),
+            ..m
+        };
+        assert!(root.matches("GET", "/"));
+        assert!(!root.matches("GET", "/x"));
+    }
+
+    #[test]
+    fn unmatched_defaults_to_deny_and_names_its_values() {
+        assert_eq!(parse(base()).unwrap().unmatched, Unmatched::Deny);
+        for (name, value) in [
+            ("deny", Unmatched::Deny),
+            ("authenticated", Unmatched::Authenticated),
+            ("public", Unmatched::Public),
+        ] {
+            let mut v = base();
+            v["unmatched"] = serde_json::json!(name);
+            assert_eq!(parse(v).unwrap().unmatched, value);
+        }
+        let mut v = base();
+        v["unmatched"] = serde_json::json!("allow");
+        assert_eq!(parse(v).unwrap_err().field, "unmatched");
+    }
+
+    #[test]
+    fn remove_authorization_is_refused_naming_forward_token() {
+        for value in [true, false] {
+            let mut v = base();
+            v["identity"] = serde_json::json!({"remove_authorization": value});
+            let e = parse(v).unwrap_err();
+            assert_eq!(e.field, "identity.remove_authorization");
+            assert!(e.message.contains("forward_token"), "{e}");
+        }
+    }
+
+    #[test]
+    fn route_paths_that_are_not_normalised_are_refused() {
+        for (field, path) in [
+            ("path", "/a//b"),
+            ("path", "/a/../b"),
+            ("path_prefix", "/%61pi"),
+            ("path", "/a?x=1"),
+            ("path_prefix", "api"),
+            ("path", "/a%2Fb"),
+        ] {
+            let mut v = base();
+            v["routes"] = serde_json::json!([{"match": {field: path}}]);
+            assert_eq!(
+                parse(v).unwrap_err().field,
+                format!("routes[0].match.{field}"),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn forward_token_on_a_connection_route_is_refused() {
+        let mut v = base();
+        v["vault"] = serde_json::json!({"cluster": "vault", "client_id": "g", "client_secret": "s"});
+        v["routes"] = serde_json::json!([{"match": {"path": "/p"}, "connection": "c", "forward_token": true}]);
+        assert_eq!(parse(v).unwrap_err().field, "routes[0].forward_token");
     }
 
     #[test]

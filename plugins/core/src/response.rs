@@ -145,6 +145,30 @@ pub fn too_many_held(what: &str) -> LocalResponse {
     )
 }
 
+/// 400 `invalid_request`: a request the gateway cannot decide safely.
+pub fn invalid_request(reason: &str, description: &str) -> LocalResponse {
+    LocalResponse::json(
+        400,
+        json!({
+            "error": "invalid_request",
+            "reason": reason,
+            "error_description": description,
+        }),
+    )
+}
+
+/// 403 `access_denied`: the policy does not let this request through.
+pub fn access_denied(reason: &str, description: &str) -> LocalResponse {
+    LocalResponse::json(
+        403,
+        json!({
+            "error": "access_denied",
+            "reason": reason,
+            "error_description": description,
+        }),
+    )
+}
+
 /// 503 when a dependency (JWKS, vault) cannot be reached.
 pub fn unavailable(reason: &str, description: &str) -> LocalResponse {
     LocalResponse::json(

@@ -83,6 +83,8 @@ impl State {
             }
             Verdict::KeysPending => "agentward.jwt.keys_pending",
             Verdict::InsufficientScope => "agentward.jwt.rejected.insufficient_scope",
+            Verdict::InvalidPath => "agentward.jwt.rejected.invalid_path",
+            Verdict::NoRoute => "agentward.jwt.rejected.no_route",
         };
         self.metrics.inc(name);
     }
@@ -94,6 +96,8 @@ impl State {
             Outcome::Forward {
                 set,
                 remove_authorization,
+                remove_token_header,
+                path,
             } => {
                 let mut ok = true;
                 for (name, _) in current.pairs() {
@@ -106,6 +110,13 @@ impl State {
                 }
                 if *remove_authorization {
                     ok &= hostcall::remove_request_header("authorization").is_ok();
+                }
+                let token_header = self.auth.policy().identity.token_header.as_deref();
+                if let Some(name) = token_header.filter(|_| *remove_token_header) {
+                    ok &= hostcall::remove_request_header(name).is_ok();
+                }
+                if let Some(path) = path {
+                    ok &= hostcall::set_request_header(":path", path).is_ok();
                 }
                 for (name, value) in set.iter() {
                     ok &= hostcall::set_request_header(name, value).is_ok();
@@ -305,6 +316,8 @@ impl RootContext for Root {
             "rejected.missing_token",
             "rejected.insufficient_scope",
             "too_many_held",
+            "rejected.invalid_path",
+            "rejected.no_route",
         ]
         .iter()
         .map(|n| format!("agentward.jwt.{n}"))

@@ -296,10 +296,8 @@ fn valid_tokens_forward_the_verified_identity(verify_signature: bool) {
     assert_eq!(h.get("x-org-id"), Some("42"));
     assert_eq!(h.get("x-roles"), Some("admin,trader"));
     assert_eq!(forwarded_claims(&h), payload(&es));
-    assert_eq!(
-        h.get("authorization"),
-        Some(format!("Bearer {es}").as_str())
-    );
+    // The route did not ask for the token: it stays in the gateway.
+    assert_eq!(h.get("authorization"), None);
 
     // client_id stands in for azp, scp for scope; no act, no header.
     let rs = rs256(
@@ -414,19 +412,20 @@ fn claim_to_headers_follows_nested_paths_and_joins_arrays() {
 }
 
 #[test]
-fn remove_authorization_keeps_the_bearer_token_from_the_upstream() {
+fn forward_token_lets_the_bearer_token_reach_the_upstream() {
     let mut p = policy();
-    p["identity"]["remove_authorization"] = json!(true);
+    p["routes"][1]["forward_token"] = json!(true);
     let Some(host) = configured(&p, true) else {
         return;
     };
     let token = es256(&keys().es, &claims(json!({})));
+    let bearer = format!("Bearer {token}");
     let h = forwarded(&get_with_token(&host, &token));
-    assert_eq!(h.get("authorization"), None);
+    assert_eq!(h.get("authorization"), Some(bearer.as_str()));
     assert_eq!(h.get("x-agentward-sub"), Some("alice"));
-    // A cached answer removes it too.
+    // A cached answer forwards it too.
     let h = forwarded(&get_with_token(&host, &token));
-    assert_eq!(h.get("authorization"), None);
+    assert_eq!(h.get("authorization"), Some(bearer.as_str()));
     assert_eq!(count(&host, "agentward.jwt.cache_hit"), 1);
     assert_healthy(&host);
 }
@@ -868,9 +867,7 @@ fn undispatchable_jwks_callout_counts_as_a_failed_fetch() {
 
 #[test]
 fn held_request_is_resumed_without_spoofed_headers_and_with_its_body() {
-    let mut p = fetched_policy();
-    p["identity"] = json!({"remove_authorization": true});
-    let Some(host) = configured(&p, true) else {
+    let Some(host) = configured(&fetched_policy(), true) else {
         return;
     };
     let call = jwks_call(&host);

@@ -303,10 +303,27 @@ impl HttpContext for Request {
         let headers = hostcall::request_headers().unwrap_or_default();
         let [method, path, authorization, subject, issuer] =
             headers.get_many([":method", ":path", "authorization", SUB, ISSUER]);
-        let (method, path) = (method.unwrap_or_default(), path.unwrap_or_default());
+        let method = method.unwrap_or_default();
+        let path = match agentward_core::path::normalize(path.unwrap_or_default()) {
+            // Matching a path other than the one the upstream gets would let
+            // `//broker/portfolio` skip the exchange: jwt-identity (or Envoy's
+            // normalize_path and merge_slashes) puts it in normal form first.
+            Ok(target) if target.was_normal() => target.path,
+            Ok(_) => {
+                respond(&response::invalid_request(
+                    "invalid_path",
+                    "the request path is not in normal form (jwt-identity must run before token-exchange)",
+                ));
+                return Action::Pause;
+            }
+            Err(why) => {
+                respond(&response::invalid_request("invalid_path", why.description()));
+                return Action::Pause;
+            }
+        };
         let Some(target) = plugin
             .policy
-            .route_index(method, path)
+            .route_index(method, &path)
             .and_then(|i| plugin.targets.get(i)?.as_ref())
         else {
             return Action::Continue;

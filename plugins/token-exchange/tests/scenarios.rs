@@ -1087,3 +1087,40 @@ fn the_built_module_exports_only_the_callbacks_it_implements() {
         ]
     );
 }
+
+// ================================================================ routing: the path and HEAD
+
+#[test]
+fn a_path_not_in_normal_form_is_refused_instead_of_skipping_the_exchange() {
+    let Some(host) = plugin() else { return };
+    let user = bearer(ALICE_TOKEN);
+    for path in [
+        "//trades",
+        "/%74rades",
+        "/x/../trades",
+        "/trades%2Fx",
+        "/trades\\x",
+    ] {
+        let (req, action) = request(&host, "POST", path, Some("alice"), Some(&user), true);
+        assert_eq!(action, Action::Pause, "{path}");
+        let body = local_json(&req, 400);
+        assert_eq!(body["error"], "invalid_request", "{path}");
+        assert_eq!(body["reason"], "invalid_path", "{path}");
+    }
+    assert!(host.http_calls().is_empty());
+    assert!(!host.is_broken());
+}
+
+#[test]
+fn head_on_a_get_connection_route_is_exchanged_as_get_is() {
+    let mut p = policy();
+    p["routes"][1]["match"]["methods"] = json!(["GET"]);
+    let Some(host) = plugin_with(&p, options()) else {
+        return;
+    };
+    let user = bearer(ALICE_TOKEN);
+    let (req, action) = request(&host, "HEAD", "/portfolio", Some("alice"), Some(&user), true);
+    assert_eq!(action, Action::Pause, "HEAD must not reach the upstream with the user's token");
+    only_call(&host, &req);
+    assert!(!host.is_broken());
+}

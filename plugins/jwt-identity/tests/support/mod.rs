@@ -284,7 +284,8 @@ pub fn policy() -> Value {
 }
 
 /// One issuer whose keys come from `jwks_uri` through cluster [`CLUSTER`]:
-/// fetch timeout 2 s, refresh every 60 s, refetch at most every 30 s.
+/// fetch timeout 2 s, refresh every 60 s, refetch at most every 30 s; no
+/// routes, every request needs a token (`unmatched: authenticated`).
 pub fn fetched_policy() -> Value {
     json!({
         "resource": RESOURCE,
@@ -297,7 +298,8 @@ pub fn fetched_policy() -> Value {
             "jwks_refresh_seconds": 60,
             "jwks_min_refetch_seconds": 30
         }],
-        "clock_skew_seconds": 30
+        "clock_skew_seconds": 30,
+        "unmatched": "authenticated"
     })
 }
 
