@@ -486,7 +486,12 @@ impl Upstream {
     /// `Authorization` also stays for a `connection` route, where
     /// token-exchange replaces it. The token query parameter leaves the
     /// path, and a path that was not normal is replaced by its normal form.
-    fn of(policy: &Policy, route: Option<&Route>, raw: &str, target: &RequestTarget<'_>) -> Upstream {
+    fn of(
+        policy: &Policy,
+        route: Option<&Route>,
+        raw: &str,
+        target: &RequestTarget<'_>,
+    ) -> Upstream {
         let forward = route.is_some_and(|r| r.forward_token);
         let exchange = route.is_some_and(|r| r.connection.is_some());
         let query = match (&policy.identity.token_query_param, target.query) {

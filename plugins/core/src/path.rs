@@ -326,7 +326,10 @@ mod tests {
             without_query_param("access_token&x=%2F", "access_token").as_deref(),
             Some("x=%2F")
         );
-        assert_eq!(without_query_param("x=1&access_tokenx=t", "access_token"), None);
+        assert_eq!(
+            without_query_param("x=1&access_tokenx=t", "access_token"),
+            None
+        );
         assert_eq!(without_query_param("", "access_token"), None);
     }
 }

@@ -195,8 +195,7 @@ impl RouteMatch {
     /// excluded) matches.
     pub fn matches(&self, method: &str, path: &str) -> bool {
         // A server answers HEAD as it answers GET, handler included.
-        let method_matches =
-            |m: &String| m == method || (method == "HEAD" && m == "GET");
+        let method_matches = |m: &String| m == method || (method == "HEAD" && m == "GET");
         if !self.methods.is_empty() && !self.methods.iter().any(method_matches) {
             return false;
         }
@@ -499,8 +498,8 @@ impl Policy {
             let m = &route.matcher;
             for (p, field) in [(&m.path, "path"), (&m.path_prefix, "path_prefix")] {
                 let Some(p) = p else { continue };
-                let normal = crate::path::normalize(p)
-                    .is_ok_and(|t| t.was_normal() && t.query.is_none());
+                let normal =
+                    crate::path::normalize(p).is_ok_and(|t| t.was_normal() && t.query.is_none());
                 if !normal {
                     return Err(invalid(
                         format!("routes[{i}].match.{field}"),
@@ -809,7 +808,8 @@ mod tests {
     #[test]
     fn forward_token_on_a_connection_route_is_refused() {
         let mut v = base();
-        v["vault"] = serde_json::json!({"cluster": "vault", "client_id": "g", "client_secret": "s"});
+        v["vault"] =
+            serde_json::json!({"cluster": "vault", "client_id": "g", "client_secret": "s"});
         v["routes"] = serde_json::json!([{"match": {"path": "/p"}, "connection": "c", "forward_token": true}]);
         assert_eq!(parse(v).unwrap_err().field, "routes[0].forward_token");
     }

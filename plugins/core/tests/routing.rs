@@ -72,7 +72,12 @@ fn forwarded(d: Decision) -> (bool, bool, Option<String>, bool) {
             remove_authorization,
             remove_token_header,
             path,
-        } => (remove_authorization, remove_token_header, path, !set.is_empty()),
+        } => (
+            remove_authorization,
+            remove_token_header,
+            path,
+            !set.is_empty(),
+        ),
         other => panic!("not forwarded: {other:?}"),
     }
 }
@@ -87,7 +92,11 @@ fn answered(d: &Decision) -> (u32, Value) {
 #[test]
 fn a_dot_segment_cannot_climb_out_of_a_public_prefix() {
     let mut a = Authenticator::new(policy(json!({})));
-    for path in ["/prices/../portfolio", "/prices/%2E%2E/portfolio", "/prices/./../portfolio"] {
+    for path in [
+        "/prices/../portfolio",
+        "/prices/%2E%2E/portfolio",
+        "/prices/./../portfolio",
+    ] {
         let d = decide(&mut a, "GET", path, None);
         assert_eq!(d.verdict, Verdict::MissingToken, "{path}");
     }
@@ -97,10 +106,20 @@ fn a_dot_segment_cannot_climb_out_of_a_public_prefix() {
 fn bypass_spellings_match_the_route_and_the_upstream_gets_the_normal_path() {
     let mut a = Authenticator::new(policy(json!({})));
     let t = token();
-    for path in ["//trades", "/%74rades", "/x/../trades", "/./trades", "/%74rades/"] {
+    for path in [
+        "//trades",
+        "/%74rades",
+        "/x/../trades",
+        "/./trades",
+        "/%74rades/",
+    ] {
         let (_, _, new_path, identity) = forwarded(decide(&mut a, "POST", path, Some(&t)));
         assert!(identity, "{path}");
-        let expected = if path.ends_with("s/") { "/trades/" } else { "/trades" };
+        let expected = if path.ends_with("s/") {
+            "/trades/"
+        } else {
+            "/trades"
+        };
         assert_eq!(new_path.as_deref(), Some(expected), "{path}");
     }
     let (_, _, new_path, _) = forwarded(decide(&mut a, "POST", "/trades", Some(&t)));
@@ -110,7 +129,14 @@ fn bypass_spellings_match_the_route_and_the_upstream_gets_the_normal_path() {
 #[test]
 fn ambiguous_paths_are_refused_with_400_invalid_request() {
     let mut a = Authenticator::new(policy(json!({"unmatched": "public"})));
-    for path in ["/trades%2Fx", "/trades%2fx", "/trades%5Cx", "/trades\\x", "/trades%00", "/t%zz"] {
+    for path in [
+        "/trades%2Fx",
+        "/trades%2fx",
+        "/trades%5Cx",
+        "/trades\\x",
+        "/trades%00",
+        "/t%zz",
+    ] {
         let d = decide(&mut a, "GET", path, Some(&token()));
         assert_eq!(d.verdict, Verdict::InvalidPath, "{path}");
         let (status, body) = answered(&d);
@@ -123,22 +149,38 @@ fn ambiguous_paths_are_refused_with_400_invalid_request() {
 #[test]
 fn head_is_decided_as_get() {
     let mut a = Authenticator::new(policy(json!({})));
-    assert_eq!(decide(&mut a, "HEAD", "/prices/ACME", None).verdict, Verdict::Anonymous);
-    assert_eq!(decide(&mut a, "HEAD", "/portfolio", None).verdict, Verdict::MissingToken);
+    assert_eq!(
+        decide(&mut a, "HEAD", "/prices/ACME", None).verdict,
+        Verdict::Anonymous
+    );
+    assert_eq!(
+        decide(&mut a, "HEAD", "/portfolio", None).verdict,
+        Verdict::MissingToken
+    );
     let (remove, _, _, _) = forwarded(decide(&mut a, "HEAD", "/broker/portfolio", Some(&token())));
-    assert!(!remove, "HEAD on a connection route keeps the token for token-exchange");
+    assert!(
+        !remove,
+        "HEAD on a connection route keeps the token for token-exchange"
+    );
 }
 
 #[test]
 fn unmatched_requests_are_denied_by_default_with_403() {
     let mut a = Authenticator::new(policy(json!({})));
-    for (method, path) in [("GET", "/admin"), ("DELETE", "/portfolio"), ("GET", "/trades")] {
+    for (method, path) in [
+        ("GET", "/admin"),
+        ("DELETE", "/portfolio"),
+        ("GET", "/trades"),
+    ] {
         let d = decide(&mut a, method, path, Some(&token()));
         assert_eq!(d.verdict, Verdict::NoRoute, "{method} {path}");
         let (status, body) = answered(&d);
         assert_eq!(status, 403);
         assert_eq!(body["error"], "access_denied");
-        assert_eq!(body["error_description"], "no route of the policy matches this request");
+        assert_eq!(
+            body["error_description"],
+            "no route of the policy matches this request"
+        );
     }
     let d = decide(&mut a, "GET", "/.well-known/oauth-protected-resource", None);
     assert_eq!(d.verdict, Verdict::Metadata, "the metadata is still served");
@@ -147,11 +189,17 @@ fn unmatched_requests_are_denied_by_default_with_403() {
 #[test]
 fn unmatched_authenticated_and_public_behave_as_named() {
     let mut a = Authenticator::new(policy(json!({"unmatched": "authenticated"})));
-    assert_eq!(decide(&mut a, "GET", "/admin", None).verdict, Verdict::MissingToken);
+    assert_eq!(
+        decide(&mut a, "GET", "/admin", None).verdict,
+        Verdict::MissingToken
+    );
     let (remove, _, _, identity) = forwarded(decide(&mut a, "GET", "/admin", Some(&token())));
     assert!(remove && identity);
     let mut a = Authenticator::new(policy(json!({"unmatched": "public"})));
-    assert_eq!(decide(&mut a, "GET", "/admin", None).verdict, Verdict::Anonymous);
+    assert_eq!(
+        decide(&mut a, "GET", "/admin", None).verdict,
+        Verdict::Anonymous
+    );
 }
 
 #[test]
@@ -168,7 +216,11 @@ fn the_token_goes_upstream_only_where_the_route_asks() {
     ];
     for (method, path, remove_authorization, remove_token_header) in cases {
         let (ra, rt, _, _) = forwarded(decide(&mut a, method, path, Some(&t)));
-        assert_eq!((ra, rt), (remove_authorization, remove_token_header), "{path}");
+        assert_eq!(
+            (ra, rt),
+            (remove_authorization, remove_token_header),
+            "{path}"
+        );
     }
     // Anonymous on a public route: whatever Authorization carries is removed too.
     let (ra, rt, _, _) = forwarded(decide(&mut a, "GET", "/prices/ACME", None));
@@ -206,7 +258,13 @@ fn identity_headers_are_stripped_whatever_the_separator_and_case() {
     ] {
         assert!(a.strips(name), "{name}");
     }
-    for name in ["x-agentwardsub", "x-agentwar", "authorization", "x-organisation", "é-agentward-sub"] {
+    for name in [
+        "x-agentwardsub",
+        "x-agentwar",
+        "authorization",
+        "x-organisation",
+        "é-agentward-sub",
+    ] {
         assert!(!a.strips(name), "{name}");
     }
 }

@@ -83,13 +83,23 @@ fn the_upstream_is_sent_the_normal_path_the_route_was_matched_on() {
         return;
     };
     let t = token();
-    for path in ["//trades", "/%74rades", "/x/../trades", "/./trades", "/%74%72ades"] {
+    for path in [
+        "//trades",
+        "/%74rades",
+        "/x/../trades",
+        "/./trades",
+        "/%74%72ades",
+    ] {
         let h = forwarded(&bearer_request(&host, "POST", path, &t));
         assert_eq!(h.get(":path"), Some("/trades"), "{path}");
         assert_eq!(h.get("x-agentward-sub"), Some("alice"), "{path}");
     }
     let h = forwarded(&bearer_request(&host, "POST", "/x/..//trades?q=%2F", &t));
-    assert_eq!(h.get(":path"), Some("/trades?q=%2F"), "the query is kept as sent");
+    assert_eq!(
+        h.get(":path"),
+        Some("/trades?q=%2F"),
+        "the query is kept as sent"
+    );
     assert_healthy(&host);
 }
 
@@ -139,7 +149,12 @@ fn head_matches_wherever_get_does() {
         return;
     };
     // HEAD on a connection route keeps Authorization for token-exchange.
-    let h = forwarded(&bearer_request(&host, "HEAD", "/broker/portfolio", &token()));
+    let h = forwarded(&bearer_request(
+        &host,
+        "HEAD",
+        "/broker/portfolio",
+        &token(),
+    ));
     assert!(h.get("authorization").is_some());
     assert_healthy(&host);
 }
@@ -238,7 +253,12 @@ fn the_token_header_and_query_parameter_are_removed_before_the_upstream() {
         return;
     };
     let t = token();
-    let h = forwarded(&request(&host, "GET", "/portfolio", &[("x-access-token", &t)]));
+    let h = forwarded(&request(
+        &host,
+        "GET",
+        "/portfolio",
+        &[("x-access-token", &t)],
+    ));
     assert_eq!(h.get("x-access-token"), None);
     assert_eq!(h.get("x-agentward-sub"), Some("alice"));
     let path = format!("/portfolio?x=1&access_token={t}&y=2");
@@ -304,7 +324,10 @@ fn identity_headers_spelled_with_underscores_or_any_case_are_removed() {
     let bearer = format!("Bearer {}", token());
     let mut with_token = spoofed.to_vec();
     with_token.push(("authorization", &bearer));
-    for (path, headers) in [("/portfolio", &with_token[..]), ("/prices/ACME", &spoofed[..])] {
+    for (path, headers) in [
+        ("/portfolio", &with_token[..]),
+        ("/prices/ACME", &spoofed[..]),
+    ] {
         let h = forwarded(&request(&host, "GET", path, headers));
         for (name, _) in spoofed {
             assert_eq!(h.get(name), None, "{path}: {name} reached the upstream");

@@ -317,7 +317,10 @@ impl HttpContext for Request {
                 return Action::Pause;
             }
             Err(why) => {
-                respond(&response::invalid_request("invalid_path", why.description()));
+                respond(&response::invalid_request(
+                    "invalid_path",
+                    why.description(),
+                ));
                 return Action::Pause;
             }
         };

@@ -1119,8 +1119,19 @@ fn head_on_a_get_connection_route_is_exchanged_as_get_is() {
         return;
     };
     let user = bearer(ALICE_TOKEN);
-    let (req, action) = request(&host, "HEAD", "/portfolio", Some("alice"), Some(&user), true);
-    assert_eq!(action, Action::Pause, "HEAD must not reach the upstream with the user's token");
+    let (req, action) = request(
+        &host,
+        "HEAD",
+        "/portfolio",
+        Some("alice"),
+        Some(&user),
+        true,
+    );
+    assert_eq!(
+        action,
+        Action::Pause,
+        "HEAD must not reach the upstream with the user's token"
+    );
     only_call(&host, &req);
     assert!(!host.is_broken());
 }
