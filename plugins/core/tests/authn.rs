@@ -33,7 +33,8 @@ fn policy() -> Policy {
             "identity": {"claim_to_headers": [{"claim": "org", "header": "x-org"}],
                 "token_query_param": "access_token"},
             "routes": [{"match": {"path_prefix": "/prices"}, "public": true},
-                       {"match": {"path": "/portfolio"}, "scopes": ["portfolio:read"]}]
+                       {"match": {"path": "/portfolio"}, "scopes": ["portfolio:read"]}],
+            "unmatched": "authenticated"
         })
         .to_string()
         .as_bytes(),
@@ -216,7 +217,7 @@ fn a_token_is_checked_against_the_scopes_of_each_route_even_from_the_cache() {
         .with_audience(AUD)
         .with_subject("alice");
     let t = format!("Bearer {}", k.sign(c).unwrap());
-    // No route: a token is enough.
+    // No route (`unmatched: authenticated`): a token is enough.
     let d = a.decide(&head("/other", Some(&t)), now_ms(), &PureRust);
     assert_eq!(d.verdict, Verdict::Allowed { cached: false });
     // /portfolio needs portfolio:read, which the cached token lacks.
