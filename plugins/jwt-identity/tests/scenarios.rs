@@ -1304,7 +1304,9 @@ fn assert_insufficient_scope(req: &host_test::HttpContext, scope: &str, missing:
 
 #[test]
 fn token_without_the_routes_scope_gets_403_insufficient_scope_naming_it() {
-    let Some(host) = configured(&policy(), true) else {
+    let mut p = policy();
+    p["unmatched"] = json!("authenticated");
+    let Some(host) = configured(&p, true) else {
         return;
     };
     let k = keys();
@@ -1325,7 +1327,7 @@ fn token_without_the_routes_scope_gets_403_insufficient_scope_naming_it() {
         let token = es256(&k.es, &claims(json!({"scope": null, "scp": scp})));
         forwarded(&get_with_token(&host, &token));
     }
-    // A path no route lists needs a token, not a scope.
+    // A path no route lists needs a token, not a scope (`unmatched: authenticated`).
     forwarded(&request(
         &host,
         "GET",
