@@ -30,7 +30,6 @@ ENVOY = ROOT / ".tools/venv/bin/envoy"
 ENVOY_DIR = ROOT / "envoy"
 JWT_IDENTITY_CONFIG = ENVOY_DIR / "jwt-identity.yaml"
 CHAIN_CONFIG = ENVOY_DIR / "chain.yaml"
-TOKEN_EXCHANGE_CONFIG = ENVOY_DIR / "token-exchange.yaml"
 WASM_DIR = ROOT / "target/wasm32-wasip1/release"
 
 CONVENTIONAL_PORTS = {"listener": 10000, "admin": 9901, "upstream": 8080, "idp": 8081, "provider": 8082, "vault": 8787}

@@ -10,7 +10,8 @@ linked → 403 with connect_url; the user follows it (login and consent at the
 provider, scripted like a browser) → linked; the agent's request reaches the
 API with the provider's token; the token expires → one refresh; 50 concurrent
 first requests → one refresh; the user revoked the grant → the reconnect
-error; token-exchange.yaml alone; the vault down → 503; no token value at
+error; token-exchange without jwt-identity in front refuses forged identity
+headers (401); the vault down → 503; no token value at
 rest or in any log.
 
 Then the same chain with the policy's `"dialect": "auth0"` (SQLite, a tap in
@@ -20,6 +21,8 @@ provider's token after linking; wrong gateway credentials → 502."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import subprocess
 import time
@@ -29,9 +32,9 @@ import pytest
 import requests
 
 import upstream as upstream_module
-from stack import CHAIN_CONFIG, TOKEN_EXCHANGE_CONFIG, WASM_DIR, Envoy, embedded_policies, free_port, render
+from stack import CHAIN_CONFIG, ENVOY_DIR, WASM_DIR, Envoy, embedded_policies, free_port, render
 from user import link_account
-from vault_stack import GATEWAY_CLIENT, chain_policy, missing_pieces, start_stack
+from vault_stack import GATEWAY_CLIENT, chain_config, chain_policy, missing_pieces, start_stack
 
 ACCESS_TOKEN_TTL = 8  # the provider's access tokens
 MARGIN = 3  # vault refresh margin and the plugin's expiry margin
@@ -43,10 +46,9 @@ AUTH0_TOKEN_TYPE = "http://auth0.com/oauth/token-type/federated-connection-acces
 # -- the shipped configs --------------------------------------------------
 
 
-def test_chain_and_token_exchange_configs_carry_the_chain_policy():
+def test_chain_config_carries_the_chain_policy():
     policy = chain_policy()
     assert embedded_policies(CHAIN_CONFIG.read_text()) == [policy, policy], "one policy for both filters"
-    assert embedded_policies(TOKEN_EXCHANGE_CONFIG.read_text()) == [policy]
     route = next(r for r in policy["routes"] if r.get("connection"))
     assert route == {
         "match": {"methods": ["GET"], "path": "/broker/portfolio"},
@@ -57,16 +59,47 @@ def test_chain_and_token_exchange_configs_carry_the_chain_policy():
     assert policy["vault"]["cluster"] == "vault"
 
 
-@pytest.mark.parametrize("config", [CHAIN_CONFIG, TOKEN_EXCHANGE_CONFIG], ids=lambda p: p.name)
-def test_configs_fail_closed_with_one_vm_per_plugin_and_bound_holds(config):
-    text = config.read_text()
+def test_chain_config_fails_closed_and_bounds_holds():
+    text = CHAIN_CONFIG.read_text()
     wasm_filters = text.count("envoy.filters.http.wasm\n")
     assert text.count("failure_policy: FAIL_CLOSED") == wasm_filters
-    vm_ids = re.findall(r"vm_id: (\S+)", text)
-    assert len(vm_ids) == wasm_filters == len(set(vm_ids))
     assert "stream_idle_timeout: 60s" in text and "idle_timeout: 60s }" in text
     clusters = re.findall(r"^  - name: (\S+)", text.split("  clusters:\n", 1)[1], re.M)
     assert clusters == ["upstream", "idp", "vault"]
+
+
+@pytest.mark.parametrize("config", [CHAIN_CONFIG, ENVOY_DIR / "bench/token-exchange.yaml"], ids=lambda p: p.name)
+def test_both_filters_share_one_vm_id_for_the_proof_key(config):
+    # Shared data is per vm_id: token-exchange finds jwt-identity's proof key
+    # only under the same one.
+    text = config.read_text()
+    assert re.findall(r"vm_id: (\S+)", text) == ["agentward", "agentward"]
+    assert text.count("envoy.filters.http.wasm\n") == 2
+
+
+def with_token_exchange_alone(config: str, listener: int, port: int) -> str:
+    """A chain config plus a second listener on `port`: the same filters but
+    jwt-identity, in the same Envoy, so in the same shared data."""
+    start = config.index("  - name: gateway\n")
+    end = config.index("  clusters:\n")
+    alone = config[start:end].replace("  - name: gateway\n", "  - name: token-exchange-alone\n", 1)
+    bind = f"port_value: {listener} }}"
+    assert alone.count(bind) == 1
+    alone = alone.replace(bind, f"port_value: {port} }}")
+    wasm = "          - name: envoy.filters.http.wasm\n"
+    first = alone.index(wasm)
+    second = alone.index(wasm, first + 1)
+    assert "name: jwt-identity" in alone[first:second]
+    alone = alone[:first] + alone[second:]
+    assert "jwt-identity" not in alone and "name: token-exchange" in alone
+    return config[:end] + alone + config[end:]
+
+
+def unsigned_jwt(claims: dict) -> str:
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
 
 # -- end to end -------------------------------------------------------------
@@ -257,28 +290,47 @@ class TestTokenVault:
         assert json_error(portfolio(tx.token("erin")), 403)["error"] == NOT_LINKED
         assert len(tx.broker.seen) == forwarded, "nothing reached the API"
 
-    def test_token_exchange_yaml_alone_ignores_a_spoofed_user_header(self, tx):
+    def test_token_exchange_without_jwt_identity_in_front_refuses_forged_identity(self, tx):
+        """Issue #10, hole 3: a listener whose chain lacks jwt-identity, in
+        the Envoy where alice's upstream token is cached. An unsigned JWT
+        that says `sub: alice` and forged identity headers get 401, and
+        nothing reaches the API."""
         if tx.backend != "sqlite":
             pytest.skip("once is enough")
-        # The audience stays the chain gateway's (the vault checks it); only the listener moves.
-        ports = dict(tx.envoy.ports, admin=free_port(), vault=tx.vaults[0].port)
-        config = render(TOKEN_EXCHANGE_CONFIG.read_text(), ports, tx.policy)
-        bind = f"address: 127.0.0.1, port_value: {ports['listener']} }}"
-        assert config.count(bind) == 1
-        ports["listener"] = free_port()
-        config = config.replace(bind, f"address: 127.0.0.1, port_value: {ports['listener']} }}")
-        envoy = Envoy("token-exchange-alone", config, tx.workdir, ports)
+        ports = dict(tx.envoy.ports, listener=free_port(), admin=free_port())
+        alone_port = free_port()
+        endpoints = [v.port for v in tx.vaults]
+        config = with_token_exchange_alone(chain_config(ports, tx.policy, endpoints), ports["listener"], alone_port)
+        envoy = Envoy("chain-and-alone", config, tx.workdir, ports, concurrency=2)
         envoy.start()
         try:
-            url = envoy.url + "/broker/portfolio"
-            r = requests.get(url, headers={"authorization": f"Bearer {tx.token('alice')}"}, timeout=15)
-            assert r.status_code == 200, r.text
-            assert r.json()["account"] == "alice-broker"
-            spoofed = {"authorization": f"Bearer {tx.token('bob')}", "x-agentward-sub": "alice"}
-            r = requests.get(url, headers=spoofed, timeout=15)
-            assert r.status_code == 200, r.text
-            assert r.json()["account"] == "bob-broker", "bob never gets alice's upstream token"
-            assert requests.get(url, timeout=15).status_code == 401
+            chain = envoy.url + "/broker/portfolio"
+            alone = f"http://127.0.0.1:{alone_port}/broker/portfolio"
+            # Through the chain, alice's upstream token is exchanged and cached.
+            for _ in range(2):
+                r = requests.get(chain, headers={"authorization": f"Bearer {tx.token('alice')}"}, timeout=15)
+                assert r.status_code == 200, r.text
+                assert r.json()["account"] == "alice-broker"
+            issuer = tx.policy["issuers"][0]["issuer"]
+            forged = unsigned_jwt({"iss": issuer, "sub": "alice", "aud": tx.audience, "exp": int(time.time()) + 300})
+            identity = {"x-agentward-sub": "alice", "x-agentward-issuer": issuer, "x-agentward-agent": "stock-agent"}
+            forwarded = len(tx.broker.seen)
+            attempts = [
+                dict(identity, authorization=f"Bearer {forged}"),
+                dict(identity, authorization=f"Bearer {forged}", **{"x-agentward-proof": "AAAAAAAAAAAAAAAAAAAAAA"}),
+                # alice's own token, but no jwt-identity to prove the headers.
+                dict(identity, authorization=f"Bearer {tx.token('alice')}"),
+            ]
+            for headers in attempts:
+                body = json_error(requests.get(alone, headers=headers, timeout=15), 401)
+                assert body["error"] == "invalid_token", body
+                assert body["reason"] == "identity_unproven", body
+                assert "jwt-identity" in body["error_description"]
+            assert len(tx.broker.seen) == forwarded, "nothing reached the API"
+            # The chain itself refuses the unsigned token, and still serves alice.
+            assert requests.get(chain, headers=attempts[0], timeout=15).status_code == 401
+            r = requests.get(chain, headers={"authorization": f"Bearer {tx.token('alice')}"}, timeout=15)
+            assert r.status_code == 200 and r.json()["account"] == "alice-broker", r.text
         finally:
             envoy.stop()
 

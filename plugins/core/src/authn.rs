@@ -10,6 +10,7 @@ use crate::jwt::{self, Limits, Rejection, TrustStore};
 use crate::metadata;
 use crate::path::{self, RequestTarget};
 use crate::policy::{Policy, Route, Unmatched};
+use crate::proof::{self, ProofKey};
 use crate::response::{self, LocalResponse};
 use crate::scopes;
 use crate::signature::SignatureCheck;
@@ -123,6 +124,8 @@ pub struct Authenticator {
     cache: TokenCache<IdentityHeaders>,
     schedule: Vec<JwksSchedule>,
     anonymous: IdentityHeaders,
+    /// Key of the `x-agentward-proof` added to verified identities.
+    proof: Option<ProofKey>,
 }
 
 /// Retry delay after a failed JWKS fetch when no keys are loaded.
@@ -145,6 +148,16 @@ impl Authenticator {
             cache,
             schedule,
             anonymous: Rc::new(Vec::new()),
+            proof: None,
+        }
+    }
+
+    /// Sets the key of the identity proof (see [`crate::proof`]); a new key
+    /// drops the verified-token cache, whose proofs were made with the old one.
+    pub fn set_proof_key(&mut self, key: ProofKey) {
+        if self.proof != Some(key) {
+            self.proof = Some(key);
+            self.cache.clear();
         }
     }
 
@@ -237,7 +250,12 @@ impl Authenticator {
                     .is_some_and(|i| i.client_credentials);
                 let extra = &self.policy.identity.claim_to_headers;
                 let headers = match identity_headers(&v.claims, extra, client_credentials) {
-                    Ok(headers) => Rc::new(headers),
+                    Ok(mut headers) => {
+                        if let Some(proof_key) = &self.proof {
+                            proof::seal(proof_key, &mut headers, token);
+                        }
+                        Rc::new(headers)
+                    }
                     Err(bad) => {
                         let answer = response::bad_claim(&self.policy.resource, &bad.description());
                         return Decision {

@@ -46,7 +46,7 @@ impl Hasher for KeyHasher {
 
 /// Two random 64-bit words from the standard library's per-process
 /// random source (the host's `random_get` in a wasm VM).
-fn random_secret() -> (u64, u64) {
+pub(crate) fn random_secret() -> (u64, u64) {
     let word = |n: u8| {
         let mut h = RandomState::new().build_hasher();
         h.write_u8(n);

@@ -3,7 +3,9 @@
 //! reads, the cache entry it keeps, and the errors an agent gets.
 
 use crate::cache::{TokenCache, TokenKey};
+use crate::identity::{ISSUER, SUB};
 use crate::policy::{ExchangeDialect, Route, VaultClient};
+use crate::proof::{self, ProofKey};
 use crate::response::LocalResponse;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -94,29 +96,36 @@ impl ExchangeTarget {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// What a gateway VM remembers of one bearer token's exchange for one
-/// target: whose token it is (read from the token itself) and the upstream
-/// token. A repeated request then skips decoding the JWT, hashing the shared
-/// key and reading shared data; the identity check stays the same.
+/// target: whose token it is (from the identity headers its proof
+/// covered), that proof, and the upstream token. A repeated request then
+/// skips the MAC, hashing the shared key and reading shared data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalExchange {
     /// `iss` of the bearer token.
     pub issuer: String,
     /// `sub` of the bearer token.
     pub subject: String,
+    /// The `x-agentward-proof` checked when the entry was made.
+    pub proof: String,
     /// The upstream token.
     pub token: UpstreamToken,
 }
 
 impl LocalExchange {
-    /// The upstream token, when the identity headers name this bearer
-    /// token's own subject (and issuer, when that header is there), as
-    /// [`exchange_subject`] requires.
+    /// The upstream token, when the request carries the proof checked for
+    /// this entry and identity headers that name its user. (The entry is
+    /// found by the bearer token's signature, which that proof names.)
+    /// Otherwise the request's proof must be checked in full, with
+    /// [`proven_identity`].
     pub fn for_identity(
         &self,
         sub_header: &str,
         issuer_header: Option<&str>,
+        proof_header: Option<&str>,
     ) -> Option<&UpstreamToken> {
-        let same = self.subject == sub_header && issuer_header.is_none_or(|i| i == self.issuer);
+        let same = self.subject == sub_header
+            && issuer_header == Some(self.issuer.as_str())
+            && proof_header.is_some_and(|p| proof::same(p.as_bytes(), self.proof.as_bytes()));
         same.then_some(&self.token)
     }
 
@@ -129,20 +138,25 @@ impl LocalExchange {
     }
 }
 
-/// The `(iss, sub)` a token exchange is made for. The verified identity
-/// headers must name the bearer token's own subject (and issuer, when the
-/// header is there), so that a spoofed `x-agentward-sub` never selects
-/// another user's cached upstream token, whatever the chain in front.
-pub fn exchange_subject(
+/// The `(iss, sub)` a token exchange is made for: those of the identity
+/// headers (`header` looks one up by name), when `proof_header` proves them
+/// for the bearer token `bearer` under `key`. Nothing of the token itself
+/// is read: only jwt-identity, which verified it, can make the proof, so a
+/// spoofed `x-agentward-sub` never selects another user's cached upstream
+/// token, whatever the chain in front.
+pub fn proven_identity<'a>(
+    key: &ProofKey,
+    header: impl Fn(&str) -> Option<&'a str>,
+    proof_header: Option<&str>,
     bearer: &str,
-    sub_header: &str,
-    issuer_header: Option<&str>,
 ) -> Option<(String, String)> {
-    let claims = crate::jwt::peek_claims(bearer)?;
-    let sub = claims.get("sub")?.as_str()?;
-    let iss = claims.get("iss")?.as_str()?;
-    let same = sub == sub_header && issuer_header.is_none_or(|i| i == iss);
-    same.then(|| (iss.to_string(), sub.to_string()))
+    let proof_header = proof_header?;
+    if !key.check(proof_header, &header, bearer) {
+        return None;
+    }
+    let issuer = header(ISSUER)?;
+    let subject = header(SUB)?;
+    Some((issuer.to_string(), subject.to_string()))
 }
 
 /// An HTTP request to make (the host performs it).
@@ -532,36 +546,47 @@ mod tests {
         let entry = LocalExchange {
             issuer: "https://idp/".into(),
             subject: "bob".into(),
+            proof: "proof-of-bob".into(),
             token: UpstreamToken {
                 access_token: "up".into(),
                 expires_at: 1000,
             },
         };
-        assert!(entry.for_identity("bob", Some("https://idp/")).is_some());
-        assert!(entry.for_identity("bob", None).is_some());
-        assert!(entry.for_identity("alice", None).is_none());
-        assert!(entry.for_identity("bob", Some("https://other/")).is_none());
+        let served = |sub, iss, proof| entry.for_identity(sub, iss, proof).is_some();
+        assert!(served("bob", Some("https://idp/"), Some("proof-of-bob")));
+        assert!(!served("bob", None, Some("proof-of-bob")));
+        assert!(!served("alice", Some("https://idp/"), Some("proof-of-bob")));
+        assert!(!served("bob", Some("https://other/"), Some("proof-of-bob")));
+        assert!(!served("bob", Some("https://idp/"), Some("proof-of-bo")));
+        assert!(!served("bob", Some("https://idp/"), None));
         // Served exactly while the token is usable with the margin.
         let until = entry.valid_until(30);
         assert!(entry.token.usable(until, 30) && !entry.token.usable(until + 1, 30));
     }
 
     #[test]
-    fn exchange_subject_must_be_the_tokens_own() {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let payload = URL_SAFE_NO_PAD.encode(r#"{"iss":"https://idp/","sub":"bob"}"#);
-        let token = format!("eyJhbGciOiJFUzI1NiJ9.{payload}.sig");
+    fn the_exchange_is_for_the_proven_identity_only() {
+        let key = ProofKey::from_bytes(&[3; 16]).unwrap();
+        let token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln";
+        let bob = |n: &str| match n {
+            SUB => Some("bob"),
+            ISSUER => Some("https://idp/"),
+            _ => None,
+        };
+        let proof = key.prove(bob, token);
         assert_eq!(
-            exchange_subject(&token, "bob", Some("https://idp/")),
+            proven_identity(&key, bob, Some(&proof), token),
             Some(("https://idp/".into(), "bob".into()))
         );
-        assert_eq!(
-            exchange_subject(&token, "bob", None).map(|s| s.1),
-            Some("bob".into())
-        );
-        assert_eq!(exchange_subject(&token, "alice", None), None);
-        assert_eq!(exchange_subject(&token, "bob", Some("https://evil/")), None);
-        assert_eq!(exchange_subject("opaque", "bob", None), None);
+        // No proof, a proof for other headers, or for another token.
+        assert_eq!(proven_identity(&key, bob, None, token), None);
+        let alice = |n: &str| if n == SUB { Some("alice") } else { bob(n) };
+        assert_eq!(proven_identity(&key, alice, Some(&proof), token), None);
+        assert_eq!(proven_identity(&key, bob, Some(&proof), "x.y.b3RoZXI"), None);
+        // A proof without an issuer header names no one to exchange for.
+        let no_issuer = |n: &str| if n == SUB { Some("bob") } else { None };
+        let proof = key.prove(no_issuer, token);
+        assert_eq!(proven_identity(&key, no_issuer, Some(&proof), token), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod jwt;
 pub mod metadata;
 pub mod path;
 pub mod policy;
+pub mod proof;
 pub mod response;
 pub mod scopes;
 pub mod signature;

@@ -54,7 +54,7 @@ pub fn split_origin(url: &str) -> (&str, &str) {
     }
 }
 
-fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     s.replace(['"', '\\'], "")
 }
 

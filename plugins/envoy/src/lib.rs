@@ -5,6 +5,7 @@
 
 pub mod hostcall;
 pub mod metrics;
+pub mod proof;
 pub mod verify;
 
 pub use metrics::{Counter, Metrics};

@@ -329,8 +329,16 @@ impl RootContext for Root {
         );
         metrics.define(&names.iter().map(String::as_str).collect::<Vec<_>>());
         let held = HeldQueue::new(policy.identity.max_held_requests);
+        let mut auth = Authenticator::new(policy);
+        match agentward_envoy::proof::shared_key_or_create() {
+            Some(key) => auth.set_proof_key(key),
+            None => log(
+                LogLevel::Error,
+                "agentward: no identity proof key in shared data: token-exchange will refuse these identities",
+            ),
+        }
         self.state = Some(Rc::new(RefCell::new(State {
-            auth: Authenticator::new(policy),
+            auth,
             verifier: EnvoyVerifier::default(),
             metrics,
             held,
@@ -346,6 +354,10 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        // Another VM may have won the race to make the proof key.
+        if let (Some(state), Some(key)) = (&self.state, agentward_envoy::proof::shared_key()) {
+            state.borrow_mut().auth.set_proof_key(key);
+        }
         self.start_fetches();
         let now = now_ms();
         let overdue = self

@@ -10,6 +10,7 @@
 
 mod support;
 
+use agentward_core::proof::{ProofKey, KEY_NAME, PROOF};
 use host_test::{Action, HostOptions, SharedData};
 use jwt_simple::prelude::ES256KeyPair;
 use serde_json::{json, Value};
@@ -249,8 +250,18 @@ fn every_token_case_is_decided_as_expected_with_pure_rust_verification() {
 
 #[test]
 fn both_signature_paths_give_the_same_answer_for_every_token() {
-    let (Some(foreign), Some(pure)) = (configured(&policy(), true), configured(&policy(), false))
-    else {
+    // Two VMs of one Envoy: one shared proof key, so the proofs agree too.
+    let shared = SharedData::new();
+    let worker = |verify_signature| {
+        let host = load_with(HostOptions {
+            shared_data: shared.clone(),
+            verify_signature,
+            ..HostOptions::default()
+        })?;
+        assert_eq!(host.configure(policy().to_string()), Ok(true));
+        Some(host)
+    };
+    let (Some(foreign), Some(pure)) = (worker(true), worker(false)) else {
         return;
     };
     let tokens = valid_tokens().into_iter().chain(
@@ -378,6 +389,63 @@ fn spoofed_identity_headers_and_claim_header_targets_are_removed() {
     assert_eq!(h.get_all("x-org-id"), vec!["acme"]);
     assert_eq!(h.get("x-roles"), None);
     assert_eq!(h.get("x-unrelated"), Some("kept"));
+    assert_healthy(&host);
+}
+
+#[test]
+fn verified_identity_carries_a_proof_under_the_key_kept_in_shared_data() {
+    let shared = SharedData::new();
+    let worker = || {
+        let host = load_with(HostOptions {
+            shared_data: shared.clone(),
+            verify_signature: true,
+            ..HostOptions::default()
+        })?;
+        assert_eq!(host.configure(policy().to_string()), Ok(true));
+        Some(host)
+    };
+    let Some(a) = worker() else { return };
+    let (stored, _) = shared.get(KEY_NAME).expect("the first VM made a key");
+    let key = ProofKey::from_bytes(&stored).expect("16 bytes");
+    let token = es256(&keys().es, &claims(json!({})));
+    let bearer = format!("Bearer {token}");
+    let spoofed = [("authorization", bearer.as_str()), (PROOF, "forged")];
+    let first = forwarded(&request(&a, "GET", "/portfolio", &spoofed));
+    let proofs = first.get_all(PROOF);
+    assert_eq!(proofs.len(), 1, "the inbound proof is removed");
+    assert!(key.check(proofs[0], |n| first.get(n), &token));
+    // Served from the cache, with the same proof.
+    let second = forwarded(&get_with_token(&a, &token));
+    assert_eq!(second.get(PROOF), Some(proofs[0]));
+    // Another VM of the same Envoy uses the key already there.
+    let b = worker().unwrap();
+    assert_eq!(shared.get(KEY_NAME).map(|(k, _)| k), Some(stored));
+    let other = forwarded(&get_with_token(&b, &token));
+    assert_eq!(other.get(PROOF), Some(proofs[0]));
+    // Another token's proof differs, and does not check for this one.
+    let token_2 = es256(&keys().es, &claims(json!({})));
+    let third = forwarded(&get_with_token(&a, &token_2));
+    assert!(key.check(third.get(PROOF).unwrap(), |n| third.get(n), &token_2));
+    assert!(!key.check(third.get(PROOF).unwrap(), |n| third.get(n), &token));
+    assert_healthy(&a);
+    assert_healthy(&b);
+}
+
+#[test]
+fn a_proof_key_another_vm_wrote_is_adopted_on_the_next_tick() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let token = es256(&keys().es, &claims(json!({})));
+    forwarded(&get_with_token(&host, &token));
+    // Another VM won the race to make the key.
+    let newer = ProofKey::from_bytes(b"the-other-key-!!").unwrap();
+    host.shared_data()
+        .set(KEY_NAME, &newer.to_bytes(), 0)
+        .unwrap();
+    host.tick().unwrap();
+    let h = forwarded(&get_with_token(&host, &token));
+    assert!(newer.check(h.get(PROOF).unwrap(), |n| h.get(n), &token));
     assert_healthy(&host);
 }
 

@@ -8,10 +8,11 @@
 use agentward_core::cache::{TokenCache, TokenKey};
 use agentward_core::clock::TickClock;
 use agentward_core::exchange::{
-    exchange_subject, read_answer, token_request, ExchangeResult, ExchangeTarget, LocalExchange,
+    proven_identity, read_answer, token_request, ExchangeResult, ExchangeTarget, LocalExchange,
     UpstreamToken,
 };
 use agentward_core::identity::{ISSUER, SUB};
+use agentward_core::proof::{self, ProofKey, PROOF};
 use agentward_core::response;
 use agentward_core::Policy;
 use agentward_envoy::{hostcall, log, now_ms, respond, Counter};
@@ -71,6 +72,8 @@ struct Plugin {
     hits: Cell<u64>,
     /// The clock the caches are checked against, read on tick.
     clock: TickClock,
+    /// The key of jwt-identity's `x-agentward-proof`, once read from shared data.
+    proof_key: Cell<Option<ProofKey>>,
 }
 
 impl Plugin {
@@ -83,6 +86,19 @@ impl Plugin {
     fn tick(&self) {
         self.clock.tick(now_ms() / 1000);
         self.counters.cache_hit.add(self.hits.replace(0));
+    }
+
+    /// The proof key: the one read before, or (`reread`, or none yet) the
+    /// one in shared data now.
+    fn proof_key(&self, reread: bool) -> Option<ProofKey> {
+        match self.proof_key.get() {
+            Some(key) if !reread => Some(key),
+            known => {
+                let key = agentward_envoy::proof::shared_key().or(known);
+                self.proof_key.set(key);
+                key
+            }
+        }
     }
 
     /// Remembers an exchange in this VM's cache, while the shared entry
@@ -139,6 +155,7 @@ impl RootContext for Root {
             local,
             hits: Cell::new(0),
             clock: TickClock::new(TICK.as_secs()),
+            proof_key: Cell::new(agentward_envoy::proof::shared_key()),
         }));
         if proxy_wasm::hostcalls::set_tick_period(TICK).is_err() {
             log(
@@ -174,6 +191,7 @@ struct Pending {
     local_key: TokenKey,
     issuer: String,
     subject: String,
+    proof: String,
 }
 
 struct Request {
@@ -258,6 +276,7 @@ impl Context for Request {
                     let entry = LocalExchange {
                         issuer: pending.issuer,
                         subject: pending.subject,
+                        proof: pending.proof,
                         token,
                     };
                     plugin.remember(pending.local_key, entry);
@@ -301,8 +320,8 @@ impl HttpContext for Request {
             return Action::Pause;
         };
         let headers = hostcall::request_headers().unwrap_or_default();
-        let [method, path, authorization, subject, issuer] =
-            headers.get_many([":method", ":path", "authorization", SUB, ISSUER]);
+        let [method, path, authorization, subject, issuer, proof_header] =
+            headers.get_many([":method", ":path", "authorization", SUB, ISSUER, PROOF]);
         let method = method.unwrap_or_default();
         let path = match agentward_core::path::normalize(path.unwrap_or_default()) {
             // Matching a path other than the one the upstream gets would let
@@ -334,8 +353,8 @@ impl HttpContext for Request {
         let Some(vault) = plugin.policy.vault.as_ref() else {
             return Action::Continue;
         };
-        // Only the identity a filter before this one verified is trusted,
-        // and only when it is the bearer token's own.
+        // Only the identity jwt-identity verified is trusted: the one its
+        // proof covers, for this very bearer token.
         let bearer = authorization.and_then(|a| {
             let (scheme, token) = a.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -345,12 +364,9 @@ impl HttpContext for Request {
             respond(&response::missing_token(&plugin.policy.resource));
             return Action::Pause;
         };
-        let not_the_bearers = |request: &Request| {
+        let refuse = |request: &Request, answer| {
             request.count(|c| c.no_identity);
-            respond(&response::invalid_token(
-                &plugin.policy.resource,
-                agentward_core::jwt::Rejection::BadClaim,
-            ));
+            respond(&answer);
             Action::Pause
         };
         let use_cached = |token: &UpstreamToken| {
@@ -367,14 +383,13 @@ impl HttpContext for Request {
         let local_key = target.local_key(&cache, bearer);
         let local = cache.get(&local_key, now);
         drop(cache);
-        if let Some(entry) = local {
-            if entry
+        let remembered = local.filter(|entry| {
+            entry
                 .exchange
-                .for_identity(subject_header, issuer)
-                .is_none()
-            {
-                return not_the_bearers(self);
-            }
+                .for_identity(subject_header, issuer, proof_header)
+                .is_some()
+        });
+        if let Some(entry) = remembered {
             plugin.hit();
             return if set_authorization(&entry.authorization) {
                 Action::Continue
@@ -382,15 +397,26 @@ impl HttpContext for Request {
                 Action::Pause
             };
         }
-        let Some((issuer, subject)) = exchange_subject(bearer, subject_header, issuer) else {
-            return not_the_bearers(self);
+        let Some(key) = plugin.proof_key(false) else {
+            return refuse(self, proof::key_missing());
         };
+        let header = |name: &str| headers.get(name);
+        let proven = proven_identity(&key, header, proof_header, bearer).or_else(|| {
+            // The key this VM read may have lost the race to be the one (see agentward_envoy::proof).
+            let newer = plugin.proof_key(true).filter(|k| *k != key)?;
+            proven_identity(&newer, header, proof_header, bearer)
+        });
+        let Some((issuer, subject)) = proven else {
+            return refuse(self, proof::unproven(&plugin.policy.resource));
+        };
+        let proof = proof_header.unwrap_or_default().to_string();
         let cache_key = target.cache_key(&issuer, &subject);
         if let Some(token) = cached(&cache_key, now, margin) {
             let action = use_cached(&token);
             let entry = LocalExchange {
                 issuer,
                 subject,
+                proof,
                 token,
             };
             plugin.remember(local_key, entry);
@@ -418,6 +444,7 @@ impl HttpContext for Request {
                     local_key,
                     issuer,
                     subject,
+                    proof,
                 });
                 Action::Pause
             }

@@ -1,7 +1,9 @@
 //! Layer-2 scenarios: the real `token_exchange.wasm`, loaded into the
 //! host-test proxy-wasm host, driven as Envoy would drive it after
-//! jwt-identity (which sets `x-agentward-sub` and leaves the user's
-//! `authorization: Bearer …`). The tests answer the vault callouts.
+//! jwt-identity (which sets `x-agentward-sub`, `x-agentward-issuer` and
+//! their `x-agentward-proof` under the key it keeps in shared data, and
+//! leaves the user's `authorization: Bearer …`). The tests hold that key,
+//! make the proofs jwt-identity would make, and answer the vault callouts.
 //!
 //! Build the plugin first:
 //! `cargo build --release --target wasm32-wasip1 -p token-exchange`.
@@ -9,9 +11,12 @@
 //! `.wasm` the tests skip, unless `CI` is set: then they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use base64::engine::general_purpose::STANDARD;
+use agentward_core::proof::{ProofKey, KEY_NAME, PROOF};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use host_test::{Action, CallState, Cluster, Error, Host, HostOptions, HttpCall, HttpContext};
+use host_test::{
+    Action, CallState, Cluster, Error, Host, HostOptions, HttpCall, HttpContext, SharedData,
+};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -54,11 +59,51 @@ fn wasm() -> Option<PathBuf> {
     None
 }
 
+/// The proof key jwt-identity keeps in shared data, in these tests.
+const PROOF_KEY: [u8; 16] = *b"test-proof-key!!";
+
+fn proof_key() -> ProofKey {
+    ProofKey::from_bytes(&PROOF_KEY).unwrap()
+}
+
+/// Shared data as jwt-identity leaves it: holding the proof key.
+fn shared_with_key() -> SharedData {
+    let shared = SharedData::new();
+    shared.set(KEY_NAME, &PROOF_KEY, 0).unwrap();
+    shared
+}
+
 fn options() -> HostOptions {
     HostOptions {
         start_time: UNIX_EPOCH + Duration::from_secs(START),
+        shared_data: shared_with_key(),
         ..HostOptions::default()
     }
+}
+
+/// A token's own `(iss, sub)`, as jwt-identity would have verified them.
+fn identity_of(token: &str) -> Option<(String, String)> {
+    let payload = token.split('.').nth(1)?;
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    Some((
+        claims["iss"].as_str()?.to_string(),
+        claims["sub"].as_str()?.to_string(),
+    ))
+}
+
+/// The proof jwt-identity sets for `token`: over the token's own identity
+/// (its `sub` and `iss`, agent `trading-bot`) and its signature.
+fn proof_for(token: &str) -> Option<String> {
+    let (iss, sub) = identity_of(token)?;
+    Some(proof_key().prove(
+        |name| match name {
+            "x-agentward-sub" => Some(sub.as_str()),
+            "x-agentward-issuer" => Some(iss.as_str()),
+            "x-agentward-agent" => Some("trading-bot"),
+            _ => None,
+        },
+        token,
+    ))
 }
 
 fn vault(dialect: &str) -> Value {
@@ -124,7 +169,9 @@ fn plugin() -> Option<Host> {
     plugin_with(&policy(), options())
 }
 
-/// Request headers as jwt-identity leaves them.
+/// Request headers as jwt-identity leaves them: `x-agentward-sub` is
+/// `sub` (a spoof when it is not the token's own), issuer and proof are
+/// those jwt-identity set for the token.
 fn request(
     host: &Host,
     method: &str,
@@ -145,6 +192,15 @@ fn request(
     }
     if let Some(authorization) = authorization {
         headers.push(("authorization", authorization));
+    }
+    let token = authorization.and_then(|a| a.strip_prefix("Bearer "));
+    let issuer = token.and_then(identity_of).map(|(iss, _)| iss);
+    if let Some(issuer) = &issuer {
+        headers.push(("x-agentward-issuer", issuer));
+    }
+    let proof = token.and_then(proof_for);
+    if let Some(proof) = &proof {
+        headers.push((PROOF, proof));
     }
     let action = req
         .request_headers(&headers, end_of_stream)
@@ -548,12 +604,21 @@ fn same_subject_from_another_issuer_is_not_served_the_first_users_cached_token()
     let send = |iss: &str, token: &str| {
         let req = host.http_context().unwrap();
         let user = bearer(token);
+        let proof = proof_key().prove(
+            |name| match name {
+                "x-agentward-sub" => Some("alice"),
+                "x-agentward-issuer" => Some(iss),
+                _ => None,
+            },
+            token,
+        );
         let headers = [
             (":method", "GET"),
             (":path", "/portfolio"),
             (":authority", "api.example.com"),
             ("x-agentward-sub", "alice"),
             ("x-agentward-issuer", iss),
+            (PROOF, proof.as_str()),
             ("authorization", user.as_str()),
         ];
         let action = req.request_headers(&headers, true).unwrap();
@@ -628,6 +693,154 @@ fn another_token_of_the_same_user_is_served_from_shared_data_then_remembered() {
         req.record().local_response.as_ref().map(|a| a.status),
         Some(401)
     );
+    assert!(!host.is_broken());
+}
+
+/// The request of someone without jwt-identity in front: `x-agentward-*`
+/// headers of their choosing, `proof` or none, and `token`.
+fn forged_request(host: &Host, token: &str, proof: Option<&str>) -> (HttpContext, Action) {
+    let user = bearer(token);
+    let mut headers = vec![
+        (":method", "GET"),
+        (":path", "/portfolio"),
+        (":authority", "api.example.com"),
+        ("x-agentward-sub", "alice"),
+        ("x-agentward-issuer", "https://idp.example.com/"),
+        ("x-agentward-agent", "trading-bot"),
+        ("authorization", user.as_str()),
+    ];
+    if let Some(proof) = proof {
+        headers.push((PROOF, proof));
+    }
+    let req = host.http_context().unwrap();
+    let action = req.request_headers(&headers, true).expect("no trap");
+    (req, action)
+}
+
+/// Refused as unproven: 401, nothing forwarded, no upstream token anywhere.
+fn assert_unproven(req: &HttpContext, action: Action) {
+    assert_eq!(action, Action::Pause);
+    let body = local_json(req, 401);
+    assert_eq!(body["error"], "invalid_token");
+    assert_eq!(body["reason"], "identity_unproven");
+    let answer = req.record().local_response.unwrap();
+    assert!(answer.headers.get("www-authenticate").is_some());
+    assert_ne!(
+        req.record().request_headers.get("authorization"),
+        Some("Bearer up-1")
+    );
+}
+
+/// Issue #10, hole 3: token-exchange on its own (no jwt-identity in front),
+/// an unsigned JWT that says `sub: alice`, forged identity headers, and
+/// alice's upstream token in the shared cache.
+#[test]
+fn an_unsigned_token_with_forged_identity_headers_gets_401_not_alices_cached_token() {
+    let Some(host) = plugin() else { return };
+    exchange_for_alice(&host).finish().unwrap();
+    let payload = URL_SAFE_NO_PAD.encode(r#"{"iss":"https://idp.example.com/","sub":"alice"}"#);
+    let unsigned = format!("eyJhbGciOiJub25lIn0.{payload}.");
+    let alices_proof = proof_for(ALICE_TOKEN).unwrap();
+    for proof in [None, Some("AAAAAAAAAAAAAAAAAAAAAA"), Some(alices_proof.as_str())] {
+        let (req, action) = forged_request(&host, &unsigned, proof);
+        assert_unproven(&req, action);
+    }
+    assert_eq!(host.http_calls().len(), 1, "no vault call but alice's own");
+    assert_eq!(metric(&host, NO_IDENTITY), 3);
+    assert_no_token_in_logs(&host);
+    assert!(!host.is_broken());
+}
+
+#[test]
+fn a_proof_made_for_another_token_of_the_same_user_gets_401() {
+    let Some(host) = plugin() else { return };
+    exchange_for_alice(&host).finish().unwrap();
+    // Alice's identity headers, exactly, with the proof of her first token.
+    let proof = proof_for(ALICE_TOKEN).unwrap();
+    let (req, action) = forged_request(&host, ALICE_TOKEN_2, Some(&proof));
+    assert_unproven(&req, action);
+    // Her second token's own proof passes (served from shared data).
+    let (req, action) = forged_request(&host, ALICE_TOKEN_2, proof_for(ALICE_TOKEN_2).as_deref());
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        req.record().request_headers.get("authorization"),
+        Some("Bearer up-1")
+    );
+    assert_eq!(metric(&host, VAULT_CALL), 1);
+    assert!(!host.is_broken());
+}
+
+#[test]
+fn a_remembered_bearer_with_a_tampered_proof_gets_401() {
+    let Some(host) = plugin() else { return };
+    exchange_for_alice(&host).finish().unwrap();
+    let (req, action) = forged_request(&host, ALICE_TOKEN, proof_for(ALICE_TOKEN).as_deref());
+    assert_eq!(action, Action::Continue, "alice's token is remembered");
+    drop(req);
+    let mut proof = proof_for(ALICE_TOKEN).unwrap();
+    let last = if proof.ends_with('A') { "B" } else { "A" };
+    proof.replace_range(proof.len() - 1.., last);
+    let (req, action) = forged_request(&host, ALICE_TOKEN, Some(&proof));
+    assert_unproven(&req, action);
+    let (req, action) = forged_request(&host, ALICE_TOKEN, None);
+    assert_unproven(&req, action);
+    assert!(!host.is_broken());
+}
+
+#[test]
+fn without_a_proof_key_in_shared_data_the_exchange_answers_503_naming_jwt_identity() {
+    let Some(host) = plugin_with(
+        &policy(),
+        HostOptions {
+            shared_data: SharedData::new(),
+            ..options()
+        },
+    ) else {
+        return;
+    };
+    let (req, action) = get_portfolio(&host, "alice", ALICE_TOKEN);
+    assert_eq!(action, Action::Pause);
+    let body = local_json(&req, 503);
+    assert_eq!(body["reason"], "proof_key_missing");
+    let description = body["error_description"].as_str().unwrap();
+    assert!(
+        description.contains("jwt-identity") && description.contains("vm_id"),
+        "{description}"
+    );
+    assert!(host.http_calls().is_empty());
+    // jwt-identity starts later: the key is read when it is there.
+    host.shared_data().set(KEY_NAME, &PROOF_KEY, 0).unwrap();
+    let (req, action) = get_portfolio(&host, "alice", ALICE_TOKEN);
+    assert_eq!(action, Action::Pause);
+    only_call(&host, &req);
+    assert!(!host.is_broken());
+}
+
+#[test]
+fn a_proof_key_replaced_in_shared_data_is_read_again_before_a_proof_is_refused() {
+    // Two VMs that start at once may both write a key; the last one stays.
+    let Some(host) = plugin() else { return };
+    exchange_for_alice(&host).finish().unwrap();
+    let newer = *b"the-other-key-!!";
+    host.shared_data().set(KEY_NAME, &newer, 0).unwrap();
+    let proof = ProofKey::from_bytes(&newer).unwrap().prove(
+        |name| match name {
+            "x-agentward-sub" => Some("alice"),
+            "x-agentward-issuer" => Some("https://idp.example.com/"),
+            "x-agentward-agent" => Some("trading-bot"),
+            _ => None,
+        },
+        ALICE_TOKEN_2,
+    );
+    let (req, action) = forged_request(&host, ALICE_TOKEN_2, Some(&proof));
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        req.record().request_headers.get("authorization"),
+        Some("Bearer up-1")
+    );
+    // A proof under the old key no longer passes.
+    let (req, action) = forged_request(&host, ALICE_TOKEN_2, proof_for(ALICE_TOKEN_2).as_deref());
+    assert_unproven(&req, action);
     assert!(!host.is_broken());
 }
 
