@@ -582,7 +582,10 @@ mod tests {
         assert_eq!(proven_identity(&key, bob, None, token), None);
         let alice = |n: &str| if n == SUB { Some("alice") } else { bob(n) };
         assert_eq!(proven_identity(&key, alice, Some(&proof), token), None);
-        assert_eq!(proven_identity(&key, bob, Some(&proof), "x.y.b3RoZXI"), None);
+        assert_eq!(
+            proven_identity(&key, bob, Some(&proof), "x.y.b3RoZXI"),
+            None
+        );
         // A proof without an issuer header names no one to exchange for.
         let no_issuer = |n: &str| if n == SUB { Some("bob") } else { None };
         let proof = key.prove(no_issuer, token);

@@ -200,7 +200,11 @@ mod tests {
     #[test]
     fn the_proof_binds_the_tokens_signature_only() {
         let proof = key().prove(alice, TOKEN);
-        assert!(!key().check(&proof, alice, "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.b3RoZXI"));
+        assert!(!key().check(
+            &proof,
+            alice,
+            "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.b3RoZXI"
+        ));
         assert!(!key().check(&proof, alice, "opaque"));
         // The signature names the token: header and payload add nothing.
         assert!(key().check(&proof, alice, "x.y.c2lnbmF0dXJl"));

@@ -186,6 +186,23 @@ fn invalid_tokens() -> Vec<(&'static str, &'static str, String)> {
     ]
 }
 
+/// Two VMs of one Envoy on [`policy`], one verifying through Envoy's
+/// `verify_signature`, one in pure Rust: one shared proof key, so their
+/// proofs agree too.
+fn both_paths() -> Option<(host_test::Host, host_test::Host)> {
+    let shared = SharedData::new();
+    let worker = |verify_signature| {
+        let host = load_with(HostOptions {
+            shared_data: shared.clone(),
+            verify_signature,
+            ..HostOptions::default()
+        })?;
+        assert_eq!(host.configure(policy().to_string()), Ok(true));
+        Some(host)
+    };
+    Some((worker(true)?, worker(false)?))
+}
+
 /// What a request ended in, in full: the identity forwarded, or the answer.
 fn outcome(host: &host_test::Host, token: &str) -> String {
     let req = get_with_token(host, token);
@@ -250,18 +267,7 @@ fn every_token_case_is_decided_as_expected_with_pure_rust_verification() {
 
 #[test]
 fn both_signature_paths_give_the_same_answer_for_every_token() {
-    // Two VMs of one Envoy: one shared proof key, so the proofs agree too.
-    let shared = SharedData::new();
-    let worker = |verify_signature| {
-        let host = load_with(HostOptions {
-            shared_data: shared.clone(),
-            verify_signature,
-            ..HostOptions::default()
-        })?;
-        assert_eq!(host.configure(policy().to_string()), Ok(true));
-        Some(host)
-    };
-    let (Some(foreign), Some(pure)) = (worker(true), worker(false)) else {
+    let Some((foreign, pure)) = both_paths() else {
         return;
     };
     let tokens = valid_tokens().into_iter().chain(
@@ -1212,8 +1218,7 @@ fn es256_signature_that_is_not_64_bytes_is_rejected_on_both_paths() {
 
 #[test]
 fn validly_signed_token_gets_the_same_answer_on_both_paths_whatever_its_other_members() {
-    let (Some(foreign), Some(pure)) = (configured(&policy(), true), configured(&policy(), false))
-    else {
+    let Some((foreign, pure)) = both_paths() else {
         return;
     };
     let k = keys();

@@ -741,7 +741,11 @@ fn an_unsigned_token_with_forged_identity_headers_gets_401_not_alices_cached_tok
     let payload = URL_SAFE_NO_PAD.encode(r#"{"iss":"https://idp.example.com/","sub":"alice"}"#);
     let unsigned = format!("eyJhbGciOiJub25lIn0.{payload}.");
     let alices_proof = proof_for(ALICE_TOKEN).unwrap();
-    for proof in [None, Some("AAAAAAAAAAAAAAAAAAAAAA"), Some(alices_proof.as_str())] {
+    for proof in [
+        None,
+        Some("AAAAAAAAAAAAAAAAAAAAAA"),
+        Some(alices_proof.as_str()),
+    ] {
         let (req, action) = forged_request(&host, &unsigned, proof);
         assert_unproven(&req, action);
     }
