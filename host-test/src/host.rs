@@ -47,6 +47,9 @@ pub struct HostOptions {
     pub log_level: LogLevel,
     /// The clock's start; it moves only when the test moves it.
     pub start_time: SystemTime,
+    /// The VM's environment variables (Envoy:
+    /// `vm_config.environment_variables`), read through WASI.
+    pub environment: BTreeMap<String, String>,
 }
 
 impl Default for HostOptions {
@@ -60,6 +63,7 @@ impl Default for HostOptions {
             clusters: HashMap::new(),
             log_level: LogLevel::Info,
             start_time: SystemTime::now(),
+            environment: BTreeMap::new(),
         }
     }
 }
@@ -700,6 +704,25 @@ impl Host {
     /// The shared-data store this host uses.
     pub fn shared_data(&self) -> SharedData {
         self.vm.borrow().store.data().options.shared_data.clone()
+    }
+
+    /// Makes hostcall `name` (`proxy_get_shared_data`, …) answer `status`
+    /// without acting, until [`Host::restore_hostcall`]: a host in trouble,
+    /// or one that answers a status the SDK does not expect. Honoured by
+    /// `proxy_log`, `proxy_get_current_time_nanoseconds`,
+    /// `proxy_set_tick_period_milliseconds`, `proxy_get_buffer_bytes`,
+    /// `proxy_get_header_map_pairs`, `proxy_get_header_map_value`,
+    /// `proxy_get_shared_data`, `proxy_set_shared_data`, `proxy_http_call`,
+    /// `proxy_define_metric`, `proxy_increment_metric` and
+    /// `proxy_call_foreign_function`.
+    pub fn fail_hostcall(&self, name: &str, status: Status) {
+        let mut vm = self.vm.borrow_mut();
+        vm.store.data_mut().failing.insert(name.to_string(), status);
+    }
+
+    /// Lets hostcall `name` act again.
+    pub fn restore_hostcall(&self, name: &str) {
+        self.vm.borrow_mut().store.data_mut().failing.remove(name);
     }
 
     /// True once the plugin trapped: every later call fails.

@@ -17,6 +17,12 @@ use crate::state::State;
 type Ctx<'a> = Caller<'a, State>;
 type Outcome = Result<(), Status>;
 
+/// The status a test forces hostcall `name` to answer (see
+/// [`crate::Host::fail_hostcall`]), if any.
+fn forced(c: &Ctx, name: &str) -> Option<i32> {
+    c.data().failing.get(name).map(|status| status.code())
+}
+
 fn code(outcome: Outcome) -> i32 {
     match outcome {
         Ok(()) => Status::Ok.code(),
@@ -30,7 +36,9 @@ pub(crate) fn define(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     linker.func_wrap(
         ENV,
         "proxy_log",
-        |mut c: Ctx, level: i32, ptr: i32, len: i32| code(log(&mut c, level, ptr, len)),
+        |mut c: Ctx, level: i32, ptr: i32, len: i32| {
+            forced(&c, "proxy_log").unwrap_or_else(|| code(log(&mut c, level, ptr, len)))
+        },
     )?;
     linker.func_wrap(ENV, "proxy_get_log_level", |mut c: Ctx, out: i32| {
         let level = c.data().options.log_level.code();
@@ -40,6 +48,9 @@ pub(crate) fn define(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         ENV,
         "proxy_get_current_time_nanoseconds",
         |mut c: Ctx, out: i32| {
+            if let Some(code) = forced(&c, "proxy_get_current_time_nanoseconds") {
+                return code;
+            }
             let now = c.data().now_nanos();
             code(abi::write(&mut c, out, &now.to_le_bytes()))
         },
@@ -48,6 +59,9 @@ pub(crate) fn define(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         ENV,
         "proxy_set_tick_period_milliseconds",
         |mut c: Ctx, ms: i32| {
+            if let Some(code) = forced(&c, "proxy_set_tick_period_milliseconds") {
+                return code;
+            }
             let period = Duration::from_millis(u64::from(guest_u32(ms)));
             c.data_mut().tick_period = (!period.is_zero()).then_some(period);
             Status::Ok.code()
@@ -110,7 +124,8 @@ pub(crate) fn define(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         ENV,
         "proxy_increment_metric",
         |mut c: Ctx, id: i32, offset: i64| {
-            code(c.data_mut().metrics.increment(guest_u32(id), offset))
+            forced(&c, "proxy_increment_metric")
+                .unwrap_or_else(|| code(c.data_mut().metrics.increment(guest_u32(id), offset)))
         },
     )?;
     linker.func_wrap(
@@ -157,6 +172,9 @@ fn get_buffer_bytes(
     ptr_out: i32,
     size_out: i32,
 ) -> i32 {
+    if let Some(code) = forced(&c, "proxy_get_buffer_bytes") {
+        return code;
+    }
     let outcome = (|| {
         let kind = BufferType::from_code(kind).ok_or(Status::BadArgument)?;
         let data = buffer(c.data_mut(), kind)?;
@@ -203,6 +221,9 @@ fn map_type(code: i32) -> Result<MapType, Status> {
 }
 
 fn get_header_map_pairs(mut c: Ctx, map: i32, ptr_out: i32, size_out: i32) -> i32 {
+    if let Some(code) = forced(&c, "proxy_get_header_map_pairs") {
+        return code;
+    }
     let outcome = map_type(map)
         .and_then(|map| c.data_mut().map(map).map(HeaderMap::serialize))
         .and_then(|bytes| abi::return_bytes(&mut c, &bytes, ptr_out, size_out));
@@ -233,6 +254,9 @@ fn get_header_map_value(
     ptr_out: i32,
     size_out: i32,
 ) -> i32 {
+    if let Some(code) = forced(&c, "proxy_get_header_map_value") {
+        return code;
+    }
     let outcome = (|| {
         let map = map_type(map)?;
         let key = abi::read_string(&mut c, kp, kl)?;
@@ -308,6 +332,9 @@ fn set_property(mut c: Ctx, ptr: i32, len: i32, value_ptr: i32, value_len: i32) 
 }
 
 fn get_shared_data(mut c: Ctx, kp: i32, kl: i32, ptr_out: i32, size_out: i32, cas_out: i32) -> i32 {
+    if let Some(code) = forced(&c, "proxy_get_shared_data") {
+        return code;
+    }
     let outcome = abi::read_string(&mut c, kp, kl).and_then(|key| {
         let (value, cas) = c
             .data()
@@ -322,6 +349,9 @@ fn get_shared_data(mut c: Ctx, kp: i32, kl: i32, ptr_out: i32, size_out: i32, ca
 }
 
 fn set_shared_data(mut c: Ctx, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32) -> i32 {
+    if let Some(code) = forced(&c, "proxy_set_shared_data") {
+        return code;
+    }
     let outcome = (|| {
         let key = abi::read_string(&mut c, kp, kl)?;
         let value = abi::read(&mut c, vp, vl)?;
@@ -404,6 +434,9 @@ fn http_call(
     timeout_ms: i32,
     token_out: i32,
 ) -> i32 {
+    if let Some(code) = forced(&c, "proxy_http_call") {
+        return code;
+    }
     let outcome = (|| {
         let cluster = abi::read_string(&mut c, cluster_ptr, cluster_len)?;
         let headers = abi::read(&mut c, headers_ptr, headers_len)?;
@@ -427,6 +460,9 @@ fn http_call(
 }
 
 fn define_metric(mut c: Ctx, kind: i32, np: i32, nl: i32, id_out: i32) -> i32 {
+    if let Some(code) = forced(&c, "proxy_define_metric") {
+        return code;
+    }
     let outcome = (|| {
         let kind = MetricKind::from_code(kind).ok_or(Status::BadArgument)?;
         let name = abi::read_string(&mut c, np, nl)?;
@@ -445,6 +481,9 @@ fn call_foreign_function(
     ptr_out: i32,
     size_out: i32,
 ) -> i32 {
+    if let Some(code) = forced(&c, "proxy_call_foreign_function") {
+        return code;
+    }
     let outcome = (|| {
         let name = abi::read_string(&mut c, np, nl)?;
         let arguments = abi::read(&mut c, ap, al)?;

@@ -1,7 +1,7 @@
 //! The store's data: what the hostcalls read and write, and the rules
 //! Envoy applies to it (which maps are writable when, which contexts exist).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +24,8 @@ pub(crate) struct State {
     pub(crate) tick_period: Option<Duration>,
     pub(crate) calls: Vec<HttpCall>,
     pub(crate) call_response: Option<HttpCallResponse>,
+    /// Hostcalls a test made answer a fixed status instead of acting.
+    pub(crate) failing: HashMap<String, Status>,
     random: u64,
     stdio: [Vec<u8>; 2],
 }
@@ -41,6 +43,7 @@ impl State {
             tick_period: None,
             calls: Vec::new(),
             call_response: None,
+            failing: HashMap::new(),
             random: RandomState::new().hash_one(SystemTime::now()),
             stdio: [Vec::new(), Vec::new()],
         }

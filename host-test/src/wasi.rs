@@ -1,6 +1,7 @@
 //! The few WASI preview1 calls a `wasm32-wasip1` plugin imports, without a
 //! filesystem: stdout and stderr go to the host's log, clocks read the
-//! test's clock, and there are no arguments, environment or preopens.
+//! test's clock, the environment is
+//! [`crate::HostOptions::environment`], and there are no arguments or preopens.
 
 use wasmtime::{Caller, Linker};
 
@@ -27,22 +28,30 @@ pub(crate) fn define(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap(MODULE, "random_get", random_get)?;
-    for (get, sizes) in [
-        ("environ_get", "environ_sizes_get"),
-        ("args_get", "args_sizes_get"),
-    ] {
-        linker.func_wrap(MODULE, get, |_: i32, _: i32| SUCCESS)?;
-        linker.func_wrap(
-            MODULE,
-            sizes,
-            |mut caller: Caller<'_, State>, count: i32, size: i32| {
-                errno(
-                    abi::write_u32(&mut caller, count, 0)
-                        .and_then(|()| abi::write_u32(&mut caller, size, 0)),
-                )
-            },
-        )?;
-    }
+    linker.func_wrap(MODULE, "environ_get", environ_get)?;
+    linker.func_wrap(
+        MODULE,
+        "environ_sizes_get",
+        |mut caller: Caller<'_, State>, count: i32, size: i32| {
+            let entries = environ(caller.data());
+            let total: usize = entries.iter().map(Vec::len).sum();
+            errno(
+                abi::write_u32(&mut caller, count, entries.len() as u32)
+                    .and_then(|()| abi::write_u32(&mut caller, size, total as u32)),
+            )
+        },
+    )?;
+    linker.func_wrap(MODULE, "args_get", |_: i32, _: i32| SUCCESS)?;
+    linker.func_wrap(
+        MODULE,
+        "args_sizes_get",
+        |mut caller: Caller<'_, State>, count: i32, size: i32| {
+            errno(
+                abi::write_u32(&mut caller, count, 0)
+                    .and_then(|()| abi::write_u32(&mut caller, size, 0)),
+            )
+        },
+    )?;
     linker.func_wrap(MODULE, "proc_exit", |code: i32| -> wasmtime::Result<()> {
         Err(wasmtime::format_err!("the plugin called proc_exit({code})"))
     })?;
@@ -111,6 +120,30 @@ fn clock_time_get(mut caller: Caller<'_, State>, id: i32, _precision: i64, out: 
     }
     let now = caller.data().now_nanos();
     errno(abi::write(&mut caller, out, &now.to_le_bytes()))
+}
+
+/// The VM's environment as WASI hands it over: `NAME=value\0` each.
+fn environ(state: &State) -> Vec<Vec<u8>> {
+    state
+        .options
+        .environment
+        .iter()
+        .map(|(name, value)| format!("{name}={value}\0").into_bytes())
+        .collect()
+}
+
+fn environ_get(mut caller: Caller<'_, State>, pointers: i32, buffer: i32) -> i32 {
+    let mut at = guest_u32(buffer);
+    for (i, entry) in environ(caller.data()).iter().enumerate() {
+        let slot = guest_u32(pointers) + 4 * i as u32;
+        let written = abi::write_u32(&mut caller, slot as i32, at)
+            .and_then(|()| abi::write(&mut caller, at as i32, entry));
+        if written.is_err() {
+            return EFAULT;
+        }
+        at += entry.len() as u32;
+    }
+    SUCCESS
 }
 
 fn random_get(mut caller: Caller<'_, State>, buf: i32, len: i32) -> i32 {

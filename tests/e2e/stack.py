@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import socket
 import subprocess
@@ -31,6 +32,12 @@ ENVOY_DIR = ROOT / "envoy"
 JWT_IDENTITY_CONFIG = ENVOY_DIR / "jwt-identity.yaml"
 CHAIN_CONFIG = ENVOY_DIR / "chain.yaml"
 WASM_DIR = ROOT / "target/wasm32-wasip1/release"
+
+# envoy/chain.yaml reads the vault client secret from Envoy's environment
+# (`vault.client_secret_env`); the demo's is examples/stock-trade/vault.toml's.
+VAULT_SECRET_ENV = "AGENTWARD_VAULT_CLIENT_SECRET"
+DEMO_VAULT_SECRET = "gateway-demo-secret"
+ENVOY_ENV = dict(os.environ, **{VAULT_SECRET_ENV: DEMO_VAULT_SECRET})
 
 CONVENTIONAL_PORTS = {"listener": 10000, "admin": 9901, "upstream": 8080, "idp": 8081, "provider": 8082, "vault": 8787}
 
@@ -88,12 +95,14 @@ def render(config: str, ports: dict[str, int], policy: dict | None = None) -> st
     return config.replace("filename: target/", f"filename: {ROOT}/target/")
 
 
-def validate(config: str, path: Path) -> subprocess.CompletedProcess:
-    """`envoy --mode validate` on a rendered config (written to `path`)."""
+def validate(config: str, path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`envoy --mode validate` on a rendered config (written to `path`), with
+    the demo's vault client secret in its environment unless `env` is given."""
     path.write_text(config)
     return subprocess.run(
         [str(ENVOY), "--mode", "validate", "-c", str(path), "--base-id", str(free_port())],
         cwd=ROOT,
+        env=ENVOY_ENV if env is None else env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -132,6 +141,7 @@ class Envoy:
                 "--component-log-level", "wasm:debug",
             ],
             cwd=ROOT,
+            env=ENVOY_ENV,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -410,6 +410,8 @@ class TokenVaultStack:
         Only the listener moves: the audience stays this stack's."""
         ports = dict(self.envoy.ports, listener=free_port(), admin=free_port())
         policy = copy.deepcopy(self.policy)
+        if "client_secret" in vault:  # inline instead of from the environment
+            policy["vault"].pop("client_secret_env", None)
         policy["vault"].update(vault)
         endpoints = [t.port for t in self.taps] or [v.port for v in self.vaults]
         envoy = Envoy(name, chain_config(ports, policy, endpoints), self.workdir, ports)

@@ -201,9 +201,17 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// `envoy -c config` with a base id of its own so several run side by side.
+/// The demo's vault client secret (examples/stock-trade/vault.toml), which
+/// envoy/chain.yaml reads from Envoy's environment, never from its config.
+pub const DEMO_VAULT_CLIENT_SECRET: (&str, &str) =
+    ("AGENTWARD_VAULT_CLIENT_SECRET", "gateway-demo-secret");
+
+/// `envoy -c config` with a base id of its own so several run side by side,
+/// and the demo's vault client secret in its environment.
 pub fn envoy(config: &Path, base_id: u16, concurrency: u32) -> Command {
     let mut cmd = Command::new(venv_bin("envoy"));
+    let (name, value) = DEMO_VAULT_CLIENT_SECRET;
+    cmd.env(name, value);
     cmd.arg("-c")
         .arg(config)
         .args(["--base-id", &base_id.to_string()])

@@ -185,7 +185,7 @@ pub fn token_request(vault: &VaultClient, target: &ExchangeTarget, subject_token
         ExchangeDialect::Auth0 => {
             form.add("grant_type", GRANT_AUTH0_FEDERATED);
             form.add("client_id", &vault.client_id);
-            form.add("client_secret", &vault.client_secret);
+            form.add("client_secret", vault.client_secret.expose());
             form.add("subject_token", subject_token);
             form.add("subject_token_type", ACCESS_TOKEN_TYPE);
             form.add("requested_token_type", AUTH0_FEDERATED_TOKEN_TYPE);
@@ -214,7 +214,7 @@ pub fn token_request(vault: &VaultClient, target: &ExchangeTarget, subject_token
         let credentials = format!(
             "{}:{}",
             Form::encode(&vault.client_id),
-            Form::encode(&vault.client_secret)
+            Form::encode(vault.client_secret.expose())
         );
         headers.push((
             "authorization".to_string(),
@@ -385,6 +385,7 @@ mod tests {
             token_path: "/oauth/token".into(),
             client_id: "gateway".into(),
             client_secret: "s3cr:t".into(),
+            client_secret_env: None,
             dialect,
             timeout_ms: 2000,
             expiry_margin_seconds: 30,

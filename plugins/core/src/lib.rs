@@ -18,6 +18,7 @@ pub mod policy;
 pub mod proof;
 pub mod response;
 pub mod scopes;
+pub mod secret;
 pub mod signature;
 
 pub use policy::Policy;

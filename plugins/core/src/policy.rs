@@ -3,6 +3,7 @@
 //! errors) and every error names the field, so a typo never silently weakens
 //! a policy.
 
+use crate::secret::Secret;
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
@@ -234,8 +235,16 @@ pub struct VaultClient {
     pub token_path: String,
     /// The gateway's client id at the vault.
     pub client_id: String,
-    /// The gateway's client secret at the vault.
-    pub client_secret: String,
+    /// The gateway's client secret at the vault, inline: for demos only,
+    /// as Envoy's admin `/config_dump` shows the plugin configuration.
+    /// After [`VaultClient::resolve_secret`], the secret in use.
+    #[serde(default)]
+    pub client_secret: Secret,
+    /// The VM environment variable that holds the client secret (Envoy:
+    /// `vm_config.environment_variables.host_env_keys`); exactly one of
+    /// this and `client_secret`.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
     /// `rfc8693` or `auth0`.
     #[serde(default)]
     pub dialect: ExchangeDialect,
@@ -537,6 +546,7 @@ impl Policy {
             if vault.client_id.is_empty() {
                 return Err(invalid("vault.client_id", "must not be empty"));
             }
+            vault.check_secret()?;
             if !vault.token_path.starts_with('/') {
                 return Err(invalid("vault.token_path", "must start with `/`"));
             }

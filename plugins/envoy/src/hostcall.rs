@@ -1,6 +1,13 @@
 //! Hostcalls that return the host's status instead of panicking.
+//!
+//! The SDK's `proxy_wasm::hostcalls::*` functions (and the trait methods
+//! built on them) panic on any status they do not expect, and a panic kills
+//! the worker's VM in Envoy: every later request on it gets 503. The raw ABI
+//! imports are declared here and every wrapper returns `Result<_, Status>`;
+//! `clippy.toml` refuses the SDK's panicking functions in the plugins.
 
-use proxy_wasm::types::{MapType, Status};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
+use std::time::Duration;
 
 #[allow(clashing_extern_declarations)]
 #[link(wasm_import_module = "env")]
@@ -30,17 +37,82 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
 }
 
-const OK: u32 = Status::Ok as u32;
 const HTTP_REQUEST_STREAM: u32 = 0;
 
-fn check(status: u32) -> Result<(), u32> {
-    if status == OK {
-        Ok(())
-    } else {
-        Err(status)
+/// The host's answer as a `Result`; a code the SDK has no name for is an
+/// `InternalFailure`.
+fn check(code: u32) -> Result<(), Status> {
+    Err(match code {
+        0 => return Ok(()),
+        1 => Status::NotFound,
+        2 => Status::BadArgument,
+        3 => Status::SerializationFailure,
+        4 => Status::ParseFailure,
+        7 => Status::Empty,
+        8 => Status::CasMismatch,
+        _ => Status::InternalFailure,
+    })
+}
+
+/// Takes over bytes the host returned: it allocated them through the SDK's
+/// `proxy_on_memory_allocate` (a `Vec<u8>` of capacity `size`).
+///
+/// # Safety
+/// `data` is null or `size` bytes the host allocated that way for this call.
+unsafe fn returned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if data.is_null() {
+        return None;
     }
+    // SAFETY: see the function's contract.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
 /// Serializes a header map as the ABI wants: count, sizes, NUL-terminated bytes.
@@ -128,26 +200,23 @@ impl Headers {
 }
 
 /// The current request's headers, in one host call.
-pub fn request_headers() -> Result<Headers, u32> {
+pub fn request_headers() -> Result<Headers, Status> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the host writes a pointer and length into our two locals.
     check(unsafe {
         proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size)
     })?;
-    if data.is_null() || size == 0 {
-        return Ok(Headers::default());
-    }
-    // SAFETY: the host allocated `size` bytes through the SDK's
-    // `proxy_on_memory_allocate` (a `Vec<u8>` of capacity `size`) and hands
-    // them over to us.
-    Ok(Headers::from_serialized(unsafe {
-        Vec::from_raw_parts(data, size, size)
-    }))
+    // SAFETY: the host returned these bytes for this call.
+    Ok(unsafe { returned(data, size) }.map_or_else(Headers::default, Headers::from_serialized))
 }
 
 /// Answers the current HTTP context locally.
-pub fn send_local_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), u32> {
+pub fn send_local_response(
+    status: u32,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(), Status> {
     let map = serialize(headers);
     // SAFETY: pointers and lengths describe live buffers for the call's duration.
     check(unsafe {
@@ -165,13 +234,13 @@ pub fn send_local_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -
 }
 
 /// Resumes the current (held) HTTP request.
-pub fn resume_request() -> Result<(), u32> {
+pub fn resume_request() -> Result<(), Status> {
     // SAFETY: plain value arguments.
     check(unsafe { proxy_continue_stream(HTTP_REQUEST_STREAM) })
 }
 
 /// Sets (replaces) a request header on the current context.
-pub fn set_request_header(name: &str, value: &str) -> Result<(), u32> {
+pub fn set_request_header(name: &str, value: &str) -> Result<(), Status> {
     // SAFETY: pointers and lengths describe live strings.
     check(unsafe {
         proxy_replace_header_map_value(
@@ -185,7 +254,7 @@ pub fn set_request_header(name: &str, value: &str) -> Result<(), u32> {
 }
 
 /// Removes a request header on the current context.
-pub fn remove_request_header(name: &str) -> Result<(), u32> {
+pub fn remove_request_header(name: &str) -> Result<(), Status> {
     // SAFETY: pointer and length describe a live string.
     check(unsafe {
         proxy_remove_header_map_value(
@@ -197,9 +266,152 @@ pub fn remove_request_header(name: &str) -> Result<(), u32> {
 }
 
 /// Makes `context_id` current; fails when that context is gone (client left).
-pub fn set_effective_context(context_id: u32) -> Result<(), u32> {
+pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
     // SAFETY: plain value argument.
     check(unsafe { proxy_set_effective_context(context_id) })
+}
+
+/// A value of the current callout answer's headers (`:status`, …);
+/// `None` when the answer has no such header.
+pub fn http_call_response_header(name: &str) -> Result<Option<String>, Status> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the name is a live string; the host writes into our two locals.
+    let code = unsafe {
+        proxy_get_header_map_value(
+            MapType::HttpCallResponseHeaders as u32,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    match check(code) {
+        Ok(()) => {}
+        Err(Status::NotFound) => return Ok(None),
+        Err(status) => return Err(status),
+    }
+    // SAFETY: the host returned these bytes for this call.
+    let bytes = unsafe { returned(data, size) }.unwrap_or_default();
+    Ok(String::from_utf8(bytes).ok())
+}
+
+/// Up to `max_size` bytes of a buffer from `start`; `None` when the host
+/// has no such buffer (or it is empty).
+pub fn buffer(kind: BufferType, start: usize, max_size: usize) -> Result<Option<Vec<u8>>, Status> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: plain values in; the host writes into our two locals.
+    let code =
+        unsafe { proxy_get_buffer_bytes(kind as u32, start, max_size, &mut data, &mut size) };
+    match check(code) {
+        Ok(()) => {}
+        Err(Status::NotFound) => return Ok(None),
+        Err(status) => return Err(status),
+    }
+    // SAFETY: the host returned these bytes for this call.
+    Ok(unsafe { returned(data, size) })
+}
+
+/// Writes a line to the host's log.
+pub fn log(level: LogLevel, message: &str) -> Result<(), Status> {
+    // SAFETY: pointer and length describe a live string.
+    check(unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) })
+}
+
+/// The host's clock, in nanoseconds since the Unix epoch.
+pub fn now_nanos() -> Result<u64, Status> {
+    let mut nanos = 0u64;
+    // SAFETY: the host writes one u64 into our local.
+    check(unsafe { proxy_get_current_time_nanoseconds(&mut nanos) })?;
+    Ok(nanos)
+}
+
+/// Asks the host to call `proxy_on_tick` every `period` (whole milliseconds).
+pub fn set_tick_period(period: Duration) -> Result<(), Status> {
+    let ms = u32::try_from(period.as_millis()).map_err(|_| Status::BadArgument)?;
+    // SAFETY: plain value argument.
+    check(unsafe { proxy_set_tick_period_milliseconds(ms) })
+}
+
+/// A shared-data value and its CAS; `None` when the key is not there.
+pub fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    let mut cas = 0u32;
+    // SAFETY: the key is a live string; the host writes into our three locals.
+    let code =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match check(code) {
+        Ok(()) => {}
+        Err(Status::NotFound) => return Ok(None),
+        Err(status) => return Err(status),
+    }
+    // SAFETY: the host returned these bytes for this call.
+    Ok(Some((
+        unsafe { returned(data, size) }.unwrap_or_default(),
+        cas,
+    )))
+}
+
+/// Stores a shared-data value; `cas` 0 always writes, another value fails
+/// with `CasMismatch` when the entry changed since it was read.
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), Status> {
+    // SAFETY: pointers and lengths describe live buffers.
+    check(unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
+}
+
+/// Starts a callout to `cluster`; its answer comes to the context that made
+/// it (`on_http_call_response`) under the returned token.
+///
+/// This is the one call that still goes through the SDK: the SDK must record
+/// the token to route the answer, and it offers no other way to record it.
+/// The SDK panics on a status other than `Ok`, `BadArgument` and
+/// `InternalFailure`; Envoy's `proxy_http_call` answers no other.
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<u32, Status> {
+    #[allow(clippy::disallowed_methods)] // see above: the SDK routes the answer
+    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, vec![], timeout)
+}
+
+/// Calls the host's foreign function `name`; `NotFound` when it has none.
+pub fn call_foreign_function(name: &str, arguments: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: pointers and lengths describe live buffers; the host writes
+    // into our two locals.
+    check(unsafe {
+        proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            arguments.as_ptr(),
+            arguments.len(),
+            &mut data,
+            &mut size,
+        )
+    })?;
+    // SAFETY: the host returned these bytes for this call.
+    Ok(unsafe { returned(data, size) })
+}
+
+/// Defines (or finds) a metric; returns its id.
+pub fn define_metric(kind: MetricType, name: &str) -> Result<u32, Status> {
+    let mut id = 0u32;
+    // SAFETY: the name is a live string; the host writes into our local.
+    check(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+/// Adds `offset` to a counter or gauge.
+pub fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
+    // SAFETY: plain value arguments.
+    check(unsafe { proxy_increment_metric(id, offset) })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub use verify::EnvoyVerifier;
 
 use agentward_core::response::LocalResponse;
 use agentward_core::Policy;
-use proxy_wasm::types::LogLevel;
+use proxy_wasm::types::{BufferType, LogLevel, Status};
 
 /// Names the proxy-wasm callbacks a plugin implements, beyond the ones the
 /// SDK always needs (context creation and deletion, configuration, memory).
@@ -54,17 +54,24 @@ pub const fn section_bytes<const N: usize>(text: &str) -> [u8; N] {
     out
 }
 
-/// Milliseconds since the Unix epoch, from the host's clock.
-pub fn now_ms() -> u64 {
-    proxy_wasm::hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
+/// Milliseconds since the Unix epoch, from the host's clock; an error when
+/// the host cannot tell (a caller deciding on expiry then fails closed).
+pub fn now_ms() -> Result<u64, Status> {
+    hostcall::now_nanos().map(|ns| ns / 1_000_000)
+}
+
+/// The answer to a request when the host's clock cannot be read: expiry
+/// cannot be checked, so nothing is let through.
+pub fn clock_unavailable() -> LocalResponse {
+    agentward_core::response::unavailable(
+        "clock_unavailable",
+        "the gateway could not read its clock",
+    )
 }
 
 /// Logs, ignoring a host that refuses (there is nothing better to do).
 pub fn log(level: LogLevel, message: &str) {
-    let _ = proxy_wasm::hostcalls::log(level, message);
+    let _ = hostcall::log(level, message);
 }
 
 /// Sends a local response on the current context; logs when the host refuses.
@@ -79,7 +86,7 @@ pub fn respond(answer: &LocalResponse) {
     {
         log(
             LogLevel::Warn,
-            &format!("agentward: local response refused by the host (status {status})"),
+            &format!("agentward: local response refused by the host (status {status:?})"),
         );
     }
 }
@@ -88,14 +95,10 @@ pub fn respond(answer: &LocalResponse) {
 /// logs the field at fault and returns `None` when it is not valid, so that
 /// `on_configure` refuses to start.
 pub fn configured_policy() -> Option<Policy> {
-    let config = proxy_wasm::hostcalls::get_buffer(
-        proxy_wasm::types::BufferType::PluginConfiguration,
-        0,
-        usize::MAX,
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_default();
+    let config = hostcall::buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     match Policy::parse(&config) {
         Ok(policy) => Some(policy),
         Err(e) => {

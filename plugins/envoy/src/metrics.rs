@@ -17,7 +17,7 @@ pub struct Counter(Option<u32>);
 impl Counter {
     /// Defines (or finds) counter `name`; one the host refuses counts nothing.
     pub fn define(name: &str) -> Counter {
-        Counter(proxy_wasm::hostcalls::define_metric(MetricType::Counter, name).ok())
+        Counter(crate::hostcall::define_metric(MetricType::Counter, name).ok())
     }
 
     /// Adds one.
@@ -28,7 +28,7 @@ impl Counter {
     /// Adds `n` (nothing when `n` is 0).
     pub fn add(self, n: u64) {
         if let (Some(id), Ok(n @ 1..)) = (self.0, i64::try_from(n)) {
-            let _ = proxy_wasm::hostcalls::increment_metric(id, n);
+            let _ = crate::hostcall::increment_metric(id, n);
         }
     }
 }

@@ -29,7 +29,7 @@ impl SignatureCheck for EnvoyVerifier {
             return None;
         }
         let args = foreign_arguments(alg, key, text, signature)?;
-        match proxy_wasm::hostcalls::call_foreign_function("verify_signature", Some(&args)) {
+        match crate::hostcall::call_foreign_function("verify_signature", &args) {
             Ok(result) => {
                 self.used_foreign.set(true);
                 Some(result.is_some_and(|r| foreign_result(&r)))

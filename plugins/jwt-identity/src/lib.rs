@@ -8,9 +8,9 @@ use agentward_core::held::HeldQueue;
 use agentward_core::jwt::Rejection;
 use agentward_core::response;
 use agentward_envoy::hostcall::{self, Headers};
-use agentward_envoy::{log, now_ms, respond, EnvoyVerifier, Metrics};
+use agentward_envoy::{clock_unavailable, log, now_ms, respond, EnvoyVerifier, Metrics};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -26,6 +26,9 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|id| Box::new(Root::new(id)));
 }}
+
+/// The largest JWKS answer read; a larger one counts as a failed fetch.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// Ticks start JWKS fetches (first, periodic, refetch on unknown `kid`) and
 /// time out held requests.
@@ -52,8 +55,8 @@ struct State {
 }
 
 impl State {
-    fn decide(&mut self, head: &RequestHead<'_>) -> Decision {
-        let decision = self.auth.decide(head, now_ms(), &self.verifier);
+    fn decide(&mut self, head: &RequestHead<'_>, now_ms: u64) -> Decision {
+        let decision = self.auth.decide(head, now_ms, &self.verifier);
         self.count(&decision.verdict);
         decision
     }
@@ -158,27 +161,24 @@ impl Root {
         let Some(state) = self.state.clone() else {
             return;
         };
-        let due = state.borrow_mut().auth.fetches_due(now_ms());
+        let Ok(now) = now_ms() else {
+            return; // no clock, no schedule: retried on tick
+        };
+        let due = state.borrow_mut().auth.fetches_due(now);
         for fetch in due {
-            self.dispatch(&state, fetch);
+            self.dispatch(&state, fetch, now);
         }
     }
 
-    fn dispatch(&mut self, state: &Rc<RefCell<State>>, fetch: JwksFetch) {
-        let headers = vec![
+    fn dispatch(&mut self, state: &Rc<RefCell<State>>, fetch: JwksFetch, now: u64) {
+        let headers = [
             (":method", "GET"),
             (":path", fetch.path.as_str()),
             (":authority", fetch.authority.as_str()),
             ("accept", "application/json"),
         ];
         let timeout = Duration::from_millis(fetch.timeout_ms);
-        match proxy_wasm::hostcalls::dispatch_http_call(
-            &fetch.cluster,
-            headers,
-            None,
-            vec![],
-            timeout,
-        ) {
+        match hostcall::dispatch_http_call(&fetch.cluster, &headers, None, timeout) {
             Ok(token) => {
                 self.fetches.insert(token, fetch.issuer);
             }
@@ -192,7 +192,7 @@ impl Root {
                     ),
                 );
                 let mut s = state.borrow_mut();
-                s.auth.jwks_fetched(fetch.issuer, None, now_ms());
+                s.auth.jwks_fetched(fetch.issuer, None, now);
                 s.metrics.inc("agentward.jwt.jwks_fetch_failed");
             }
         }
@@ -203,7 +203,10 @@ impl Root {
         let Some(state) = self.state.clone() else {
             return;
         };
-        let now = now_ms();
+        // Without a clock nothing can be decided: every held request is
+        // overdue, and answers 503.
+        let clock = now_ms();
+        let now = clock.unwrap_or(u64::MAX);
         let due = state
             .borrow_mut()
             .held
@@ -214,18 +217,26 @@ impl Root {
             }
             let mut s = state.borrow_mut();
             let decision = if now >= h.deadline_ms {
+                let answer = if clock.is_ok() {
+                    s.auth.wait_timed_out()
+                } else {
+                    clock_unavailable()
+                };
                 Decision {
-                    outcome: Outcome::Respond(s.auth.wait_timed_out()),
+                    outcome: Outcome::Respond(answer),
                     verdict: Verdict::KeysPending,
                 }
             } else {
                 let w = &h.item;
-                s.decide(&RequestHead {
-                    method: &w.method,
-                    path: &w.path,
-                    authorization: w.authorization.as_deref(),
-                    token_header: w.token_header.as_deref(),
-                })
+                s.decide(
+                    &RequestHead {
+                        method: &w.method,
+                        path: &w.path,
+                        authorization: w.authorization.as_deref(),
+                        token_header: w.token_header.as_deref(),
+                    },
+                    now,
+                )
             };
             match decision.outcome {
                 // Still waiting (a retry is under way): keep holding.
@@ -256,25 +267,32 @@ impl Context for Root {
         let Some(state) = self.state.clone() else {
             return;
         };
-        let status =
-            proxy_wasm::hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-                .ok()
-                .flatten();
-        let body = if status.as_deref() == Some("200") {
-            proxy_wasm::hostcalls::get_buffer(
-                proxy_wasm::types::BufferType::HttpCallResponseBody,
-                0,
-                body_size,
-            )
+        let status = hostcall::http_call_response_header(":status")
             .ok()
-            .flatten()
+            .flatten();
+        // An answer over the bound is never read: the fetch counts as failed.
+        let too_big = body_size > MAX_JWKS_BYTES;
+        let body = if status.as_deref() == Some("200") && !too_big {
+            hostcall::buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
         } else {
             None
         };
+        if too_big {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "agentward: JWKS answer for issuer {issuer} is {body_size} bytes, over the {MAX_JWKS_BYTES}-byte limit"
+                ),
+            );
+        }
         let ok = {
             let mut s = state.borrow_mut();
             let had = body.is_some();
-            let ok = s.auth.jwks_fetched(issuer, body.as_deref(), now_ms());
+            // Without a clock the keys are kept and refreshed on the next tick.
+            let now = now_ms().unwrap_or(0);
+            let ok = s.auth.jwks_fetched(issuer, body.as_deref(), now);
             s.metrics.inc(if had && ok {
                 "agentward.jwt.jwks_fetch_ok"
             } else {
@@ -343,7 +361,7 @@ impl RootContext for Root {
             metrics,
             held,
         })));
-        if proxy_wasm::hostcalls::set_tick_period(TICK).is_err() {
+        if hostcall::set_tick_period(TICK).is_err() {
             log(
                 LogLevel::Warn,
                 "agentward: no tick period: JWKS refreshes only on demand",
@@ -363,7 +381,7 @@ impl RootContext for Root {
         let overdue = self
             .state
             .as_ref()
-            .is_some_and(|s| s.borrow().held.any_overdue(now));
+            .is_some_and(|s| s.borrow().held.any_overdue(now.unwrap_or(u64::MAX)));
         if overdue {
             self.release(None);
         }
@@ -397,6 +415,10 @@ impl HttpContext for Request {
             ));
             return Action::Pause;
         };
+        let Ok(now) = now_ms() else {
+            respond(&clock_unavailable());
+            return Action::Pause;
+        };
         let headers = hostcall::request_headers().unwrap_or_default();
         let get = |name: &str| headers.get(name);
         let mut s = state.borrow_mut();
@@ -407,9 +429,9 @@ impl HttpContext for Request {
             authorization: get("authorization"),
             token_header: token_header.as_deref().and_then(get),
         };
-        let decision = s.decide(&head);
+        let decision = s.decide(&head, now);
         if let Outcome::Wait { issuer } = decision.outcome {
-            let deadline_ms = now_ms().saturating_add(s.auth.wait_limit_ms(issuer) + 1_000);
+            let deadline_ms = now.saturating_add(s.auth.wait_limit_ms(issuer) + 1_000);
             let waiting = Waiting {
                 issuer,
                 method: head.method.to_string(),

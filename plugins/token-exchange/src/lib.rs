@@ -15,9 +15,9 @@ use agentward_core::identity::{ISSUER, SUB};
 use agentward_core::proof::{self, ProofKey, PROOF};
 use agentward_core::response;
 use agentward_core::Policy;
-use agentward_envoy::{hostcall, log, now_ms, respond, Counter};
+use agentward_envoy::{clock_unavailable, hostcall, log, now_ms, respond, Counter};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
@@ -27,6 +27,9 @@ agentward_envoy::callbacks!(
     "proxy_on_http_call_response",
     "proxy_on_tick"
 );
+
+/// The largest vault answer read; a larger one is a vault failure (503).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// How often a VM reads the clock and adds its cache hits to the counter:
 /// a cached request then makes neither host call.
@@ -84,7 +87,9 @@ impl Plugin {
 
     /// Reads the clock and publishes the cache hits counted since the last tick.
     fn tick(&self) {
-        self.clock.tick(now_ms() / 1000);
+        if let Ok(now) = now_ms() {
+            self.clock.tick(now / 1000);
+        }
         self.counters.cache_hit.add(self.hits.replace(0));
     }
 
@@ -136,14 +141,19 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
-        let Some(policy) = agentward_envoy::configured_policy() else {
+        let Some(mut policy) = agentward_envoy::configured_policy() else {
             return false;
         };
-        if policy.vault.is_none() {
+        let Some(vault) = policy.vault.as_mut() else {
             log(
                 LogLevel::Error,
                 "agentward: invalid policy at `vault`: the token-exchange plugin needs the `vault` section",
             );
+            return false;
+        };
+        // The VM's environment (Envoy: vm_config.environment_variables).
+        if let Err(e) = vault.resolve_secret(|name| std::env::var(name).ok()) {
+            log(LogLevel::Error, &format!("agentward: {e}"));
             return false;
         }
         let local = RefCell::new(TokenCache::new(policy.identity.cache_max_entries));
@@ -157,7 +167,7 @@ impl RootContext for Root {
             clock: TickClock::new(TICK.as_secs()),
             proof_key: Cell::new(agentward_envoy::proof::shared_key()),
         }));
-        if proxy_wasm::hostcalls::set_tick_period(TICK).is_err() {
+        if hostcall::set_tick_period(TICK).is_err() {
             log(
                 LogLevel::Warn,
                 "agentward: no tick period: the clock is read on every request",
@@ -233,8 +243,9 @@ fn set_authorization(value: &str) -> bool {
 }
 
 fn cached(key: &str, now: u64, margin: u64) -> Option<UpstreamToken> {
-    let (bytes, _) = proxy_wasm::hostcalls::get_shared_data(key).ok()?;
-    let token: UpstreamToken = serde_json::from_slice(&bytes?).ok()?;
+    // A host that cannot answer is a miss: the vault is asked instead.
+    let (bytes, _) = hostcall::shared_data(key).ok()??;
+    let token: UpstreamToken = serde_json::from_slice(&bytes).ok()?;
     token.usable(now, margin).then_some(token)
 }
 
@@ -246,17 +257,36 @@ impl Context for Request {
         let status = if num_headers == 0 {
             None
         } else {
-            proxy_wasm::hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            hostcall::http_call_response_header(":status")
                 .ok()
                 .flatten()
                 .and_then(|s| s.parse().ok())
         };
-        let body =
-            proxy_wasm::hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-        let now = now_ms() / 1000;
+        let Ok(now) = now_ms() else {
+            self.count(|c| c.vault_unavailable);
+            respond(&clock_unavailable());
+            return;
+        };
+        let now = now / 1000;
+        if body_size > MAX_ANSWER_BYTES {
+            // Never read: an answer this big is not a token response.
+            self.count(|c| c.vault_unavailable);
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "agentward: vault answer for connection `{}` is {body_size} bytes, over the {MAX_ANSWER_BYTES}-byte limit",
+                    pending.target.connection
+                ),
+            );
+            respond(&agentward_core::exchange::unavailable(
+                "the vault's answer was too large",
+            ));
+            return;
+        }
+        let body = hostcall::buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         match read_answer(status, &body, now, &pending.target.connection) {
             ExchangeResult::Token(mut token) => {
                 self.count(|c| c.vault_ok);
@@ -265,11 +295,7 @@ impl Context for Request {
                 }
                 if let Ok(json) = serde_json::to_vec(&token) {
                     // A lost race with another worker only costs a later exchange.
-                    let _ = proxy_wasm::hostcalls::set_shared_data(
-                        &pending.cache_key,
-                        Some(&json),
-                        None,
-                    );
+                    let _ = hostcall::set_shared_data(&pending.cache_key, &json, 0);
                 }
                 let accepted = use_upstream_token(&token.access_token);
                 if let Some(plugin) = &self.plugin {
@@ -378,7 +404,13 @@ impl HttpContext for Request {
             }
         };
         let margin = vault.expiry_margin_seconds;
-        let now = plugin.clock.now(|| now_ms() / 1000);
+        // A clock that cannot be read before the first tick gives 0: no
+        // expiry can be checked, so the request fails closed.
+        let now = plugin.clock.now(|| now_ms().map_or(0, |ms| ms / 1000));
+        if now == 0 {
+            respond(&clock_unavailable());
+            return Action::Pause;
+        }
         let mut cache = plugin.local.borrow_mut();
         let local_key = target.local_key(&cache, bearer);
         let local = cache.get(&local_key, now);
@@ -429,11 +461,10 @@ impl HttpContext for Request {
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         let timeout = Duration::from_millis(vault.timeout_ms);
-        match proxy_wasm::hostcalls::dispatch_http_call(
+        match hostcall::dispatch_http_call(
             &vault.cluster,
-            headers,
+            &headers,
             Some(callout.body.as_bytes()),
-            vec![],
             timeout,
         ) {
             Ok(_) => {

@@ -1352,3 +1352,156 @@ fn head_on_a_get_connection_route_is_exchanged_as_get_is() {
     only_call(&host, &req);
     assert!(!host.is_broken());
 }
+
+// ================================================================ a host in trouble
+
+/// A status the SDK's hostcall wrappers do not expect from any of these calls.
+const UNEXPECTED: host_test::Status = host_test::Status::InternalFailure;
+
+#[test]
+fn shared_data_the_host_cannot_read_or_write_is_a_miss_and_the_vm_serves_on() {
+    let Some(host) = plugin() else { return };
+    host.fail_hostcall("proxy_get_shared_data", UNEXPECTED);
+    host.fail_hostcall("proxy_set_shared_data", UNEXPECTED);
+    let req = exchange_for_alice(&host);
+    assert_eq!(
+        req.record().request_headers.get("authorization"),
+        Some("Bearer up-1")
+    );
+    assert!(!host.is_broken(), "{:?}", host.trap_message());
+    host.restore_hostcall("proxy_get_shared_data");
+    host.restore_hostcall("proxy_set_shared_data");
+    let (next, action) = get_portfolio(&host, "bob", BOB_TOKEN);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(only_call(&host, &next).cluster, "vault");
+    assert!(!host.is_broken());
+}
+
+#[test]
+fn a_clock_the_host_cannot_read_answers_503_and_the_next_request_is_served() {
+    let Some(host) = plugin() else { return };
+    host.fail_hostcall("proxy_get_current_time_nanoseconds", UNEXPECTED);
+    let (req, action) = get_portfolio(&host, "alice", ALICE_TOKEN);
+    assert_eq!(action, Action::Pause);
+    let body = local_json(&req, 503);
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert_eq!(body["reason"], "clock_unavailable");
+    assert!(host.pending_http_calls().is_empty());
+    assert!(!host.is_broken(), "{:?}", host.trap_message());
+    host.restore_hostcall("proxy_get_current_time_nanoseconds");
+    exchange_for_alice(&host);
+    assert!(!host.is_broken());
+}
+
+#[test]
+fn a_vault_answer_the_host_cannot_read_answers_503_and_the_vm_serves_on() {
+    let Some(host) = plugin() else { return };
+    let (req, _) = get_portfolio(&host, "alice", ALICE_TOKEN);
+    let call = only_call(&host, &req);
+    host.fail_hostcall("proxy_get_header_map_value", UNEXPECTED);
+    host.fail_hostcall("proxy_get_buffer_bytes", UNEXPECTED);
+    host.answer_http_call(call.token, 200, &JSON, OK_ANSWER.as_bytes())
+        .unwrap();
+    assert_eq!(local_json(&req, 503)["error"], "temporarily_unavailable");
+    assert!(!host.is_broken(), "{:?}", host.trap_message());
+    host.restore_hostcall("proxy_get_header_map_value");
+    host.restore_hostcall("proxy_get_buffer_bytes");
+    exchange_for_alice(&host);
+}
+
+#[test]
+fn a_host_refusing_metrics_still_exchanges() {
+    let Some(wasm) = wasm() else { return };
+    let host = Host::load(wasm, options()).unwrap();
+    host.fail_hostcall("proxy_define_metric", UNEXPECTED);
+    host.fail_hostcall("proxy_increment_metric", UNEXPECTED);
+    host.fail_hostcall("proxy_set_tick_period_milliseconds", UNEXPECTED);
+    assert_eq!(host.configure(policy().to_string()), Ok(true));
+    exchange_for_alice(&host);
+    assert!(!host.is_broken(), "{:?}", host.trap_message());
+}
+
+#[test]
+fn an_oversized_vault_answer_is_not_read_and_answers_503() {
+    let Some(host) = plugin() else { return };
+    let (req, _) = get_portfolio(&host, "alice", ALICE_TOKEN);
+    let call = only_call(&host, &req);
+    let pad = "x".repeat(64 * 1024);
+    let body = format!(
+        r#"{{"access_token":"up-1","token_type":"Bearer","expires_in":120,"pad":"{pad}"}}"#
+    );
+    host.answer_http_call(call.token, 200, &JSON, body.as_bytes())
+        .unwrap();
+    assert_eq!(local_json(&req, 503)["error"], "temporarily_unavailable");
+    assert_eq!(metric(&host, VAULT_OK), 0);
+    assert_eq!(metric(&host, VAULT_UNAVAILABLE), 1);
+    assert!(host.logged("limit"), "{:?}", host.logs());
+    // An answer just under the limit is read.
+    let (req, _) = get_portfolio(&host, "alice", ALICE_TOKEN);
+    let call = only_call(&host, &req);
+    let pad = "x".repeat(60 * 1024);
+    let body = format!(
+        r#"{{"access_token":"up-1","token_type":"Bearer","expires_in":120,"pad":"{pad}"}}"#
+    );
+    host.answer_http_call(call.token, 200, &JSON, body.as_bytes())
+        .unwrap();
+    assert!(req.record().sent_upstream());
+    assert!(!host.is_broken());
+}
+
+// ================================================================ the client secret
+
+fn policy_with_secret_env(name: &str) -> Value {
+    let mut p = policy();
+    let vault = p["vault"].as_object_mut().unwrap();
+    vault.remove("client_secret");
+    vault.insert("client_secret_env".into(), json!(name));
+    p
+}
+
+#[test]
+fn client_secret_env_reads_the_secret_from_the_vm_environment() {
+    let mut opts = options();
+    opts.environment
+        .insert("AGENTWARD_VAULT_SECRET".into(), "env:s3cret".into());
+    let Some(host) = plugin_with(&policy_with_secret_env("AGENTWARD_VAULT_SECRET"), opts) else {
+        return;
+    };
+    let (req, _) = get_portfolio(&host, "alice", ALICE_TOKEN);
+    let call = only_call(&host, &req);
+    let expected = format!("Basic {}", STANDARD.encode("gateway:env%3As3cret"));
+    assert_eq!(call.header("authorization"), Some(expected.as_str()));
+    assert!(!host.is_broken());
+}
+
+#[test]
+fn client_secret_env_missing_from_the_environment_refuses_to_start_naming_the_field() {
+    let Some(wasm) = wasm() else { return };
+    let host = Host::load(wasm, options()).unwrap();
+    let p = policy_with_secret_env("AGENTWARD_VAULT_SECRET");
+    assert_eq!(host.configure(p.to_string()), Ok(false));
+    assert!(
+        host.logged("vault.client_secret_env") && host.logged("AGENTWARD_VAULT_SECRET"),
+        "{:?}",
+        host.logs()
+    );
+    assert!(!host.is_broken());
+}
+
+#[test]
+fn both_or_neither_secret_source_refuses_to_start() {
+    let Some(wasm) = wasm() else { return };
+    let mut both = policy();
+    both["vault"]["client_secret_env"] = json!("AGENTWARD_VAULT_SECRET");
+    let mut neither = policy();
+    neither["vault"]
+        .as_object_mut()
+        .unwrap()
+        .remove("client_secret");
+    for p in [both, neither] {
+        let host = Host::load(&wasm, options()).unwrap();
+        assert_eq!(host.configure(p.to_string()), Ok(false));
+        assert!(host.logged("vault.client_secret_env"), "{:?}", host.logs());
+        assert!(!host.logs().iter().any(|l| l.message.contains("s3cr:t")));
+    }
+}
