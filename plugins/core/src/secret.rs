@@ -112,7 +112,9 @@ mod tests {
 
     fn policy(vault: &str) -> Result<Policy, PolicyError> {
         let doc = format!(
-            r#"{{"resource": "https://api.example.com", "issuers": [],
+            r#"{{"resource": "https://api.example.com",
+                "issuers": [{{"issuer": "https://idp.example.com/", "audiences": ["a"],
+                             "jwks_uri": "https://idp.example.com/jwks", "jwks_cluster": "idp"}}],
                 "vault": {{"cluster": "vault", "client_id": "gateway", {vault}}}}}"#
         );
         Policy::parse(doc.as_bytes())
