@@ -6,6 +6,8 @@
 //! `cargo build --release --target wasm32-wasip1 -p jwt-identity`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// The shared support module serves the scenarios too: not all of it is used here.
+#![allow(dead_code)]
 
 mod support;
 
