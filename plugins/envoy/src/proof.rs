@@ -5,8 +5,8 @@ use agentward_core::proof::{ProofKey, KEY_NAME};
 
 /// The proof key in shared data, if one is there.
 pub fn shared_key() -> Option<ProofKey> {
-    let (bytes, _) = proxy_wasm::hostcalls::get_shared_data(KEY_NAME).ok()?;
-    ProofKey::from_bytes(&bytes?)
+    let (bytes, _) = crate::hostcall::shared_data(KEY_NAME).ok()??;
+    ProofKey::from_bytes(&bytes)
 }
 
 /// The proof key in shared data, made at random by the first VM that asks.
@@ -19,6 +19,6 @@ pub fn shared_key_or_create() -> Option<ProofKey> {
         return Some(key);
     }
     let fresh = ProofKey::generate().to_bytes();
-    proxy_wasm::hostcalls::set_shared_data(KEY_NAME, Some(&fresh), None).ok()?;
+    crate::hostcall::set_shared_data(KEY_NAME, &fresh, 0).ok()?;
     shared_key()
 }
