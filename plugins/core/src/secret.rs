@@ -12,9 +12,19 @@ use std::fmt;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
     /// The value, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// The value itself, owned.
+    pub fn into_exposed(self) -> String {
+        self.0
     }
 
     /// Whether no value is set.
