@@ -110,8 +110,7 @@ def send(gateway, method: str, path: str, token: str | None = None, headers: dic
 def test_shipped_configs_normalise_paths_and_refuse_underscored_headers():
     for config in sorted(ENVOY_DIR.rglob("*.yaml")):
         text = config.read_text()
-        # envoy/token-exchange.yaml is on its way out (another change drops it).
-        if "HttpConnectionManager" not in text or config == ENVOY_DIR / "token-exchange.yaml":
+        if "HttpConnectionManager" not in text:
             continue
         for option in (
             "normalize_path: true",

@@ -481,6 +481,13 @@ impl Policy {
                     "must be a lower-case header name other than authorization",
                 ));
             }
+            let spelled = c.header.replace(['_', '.'], "-");
+            if spelled.starts_with(crate::identity::HEADER_PREFIX) {
+                return Err(invalid(
+                    format!("identity.claim_to_headers[{i}].header"),
+                    "must not be an `x-agentward-*` header: jwt-identity sets those itself",
+                ));
+            }
         }
         if id.remove_authorization.is_some() {
             return Err(invalid(
@@ -680,6 +687,18 @@ mod tests {
             let e = parse(v).unwrap_err();
             assert_eq!(e.field, "issuers[0].algorithms[1]");
             assert!(e.message.contains(alg), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_claim_cannot_be_copied_into_an_identity_header() {
+        for header in ["x-agentward-sub", "x_agentward_proof", "x.agentward.agent"] {
+            let mut v = base();
+            v["identity"] = serde_json::json!({
+                "claim_to_headers": [{"claim": "org.id", "header": header}]
+            });
+            let e = parse(v).unwrap_err();
+            assert_eq!(e.field, "identity.claim_to_headers[0].header", "{header}");
         }
     }
 
