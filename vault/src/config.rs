@@ -441,6 +441,10 @@ mod tests {
         let c = Config::from_toml(EXAMPLE).unwrap();
         assert!(c.connections.contains_key("google"));
         assert_eq!(c.clients[0].client_id, "gateway");
+        assert!(
+            c.metrics_listen.is_some(),
+            "the example keeps /metrics off the public listener"
+        );
     }
 
     #[test]
