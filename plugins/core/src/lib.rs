@@ -3,6 +3,7 @@
 //! Spin, the test harness) perform the I/O they ask for.
 
 pub mod authn;
+pub mod bearer;
 pub mod cache;
 pub mod clock;
 pub mod der;
@@ -20,5 +21,6 @@ pub mod response;
 pub mod scopes;
 pub mod secret;
 pub mod signature;
+pub mod step;
 
 pub use policy::Policy;
