@@ -51,6 +51,8 @@ pub struct Vault {
     pub access_cache: Arc<AccessCache>,
     /// Other replicas' link changes (PostgreSQL).
     pub link_events: Option<LinkEvents>,
+    /// The CIBA authority, when `[ciba]` is configured.
+    pub ciba: Option<crate::ciba::Ciba>,
 }
 
 /// Current Unix time in seconds.
@@ -103,6 +105,13 @@ impl Vault {
             Retention::start(store.clone(), config.audit_retention_days, metrics.clone());
         let access_cache = Arc::new(AccessCache::default());
         let link_events = LinkEvents::start(&store, access_cache.clone()).await;
+        let ciba = match &config.ciba {
+            Some(section) => Some(
+                crate::ciba::Ciba::start(&config, section, &store, &keys, upstream.http().clone())
+                    .await?,
+            ),
+            None => None,
+        };
         Ok(Arc::new(Vault {
             config,
             store,
@@ -117,6 +126,7 @@ impl Vault {
             audit_retention,
             access_cache,
             link_events,
+            ciba,
         }))
     }
 
@@ -197,6 +207,9 @@ impl Vault {
         if let Some(retention) = &self.audit_retention {
             retention.shutdown().await;
         }
+        if let Some(ciba) = &self.ciba {
+            ciba.shutdown().await;
+        }
         self.audit_log.shutdown().await;
         self.store.close().await;
     }
@@ -246,7 +259,17 @@ pub fn router(vault: Arc<Vault>) -> Router {
             get(linking::connect).post(consent::confirm),
         )
         .route("/connections/{connection}", delete(linking::unlink))
-        .route("/audit", get(audit_api::audit));
+        .route("/audit", get(audit_api::audit))
+        .route("/bc-authorize", post(crate::ciba::authorize::bc_authorize))
+        .route(
+            crate::ciba::page::PATH,
+            get(crate::ciba::page::show).post(crate::ciba::page::decide),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(crate::ciba::discovery),
+        )
+        .route("/.well-known/jwks.json", get(crate::ciba::jwks));
     if vault.config.metrics_listen.is_none() {
         routes = routes.route("/metrics", get(metrics));
     }

@@ -107,6 +107,9 @@ pub struct Config {
     /// Upstream OAuth connections, by name.
     #[serde(default)]
     pub connections: BTreeMap<String, ConnectionConfig>,
+    /// The CIBA authority (`[ciba]`); absent, it is off.
+    #[serde(default)]
+    pub ciba: Option<crate::ciba::CibaConfig>,
 }
 
 fn default_header_read_timeout() -> u64 {
@@ -246,6 +249,7 @@ impl Default for Config {
             audit_readers: Vec::new(),
             audit_retention_days: default_audit_retention_days(),
             connections: BTreeMap::new(),
+            ciba: None,
         }
     }
 }
@@ -273,6 +277,9 @@ impl Config {
                     client.client_id
                 ));
             }
+        }
+        if let Some(ciba) = &mut self.ciba {
+            ciba.resolve_secrets(&env)?;
         }
         for (name, conn) in &mut self.connections {
             let var = format!(
@@ -340,6 +347,9 @@ impl Config {
             if let Some(url) = &conn.revocation_url {
                 urls.push((format!("connections.{name}.revocation_url"), url));
             }
+        }
+        if let Some(hook) = self.ciba.as_ref().and_then(|c| c.webhook.as_ref()) {
+            urls.push(("ciba.webhook.url".into(), &hook.url));
         }
         for (i, issuer) in self.issuers.iter().enumerate() {
             if let Some(uri) = issuer.get("jwks_uri").and_then(|v| v.as_str()) {
@@ -445,6 +455,45 @@ mod tests {
             c.metrics_listen.is_some(),
             "the example keeps /metrics off the public listener"
         );
+        let ciba = c.ciba.as_ref().unwrap();
+        assert_eq!(ciba.check(&c), Ok(()));
+        assert!(ciba.webhook.is_some());
+        assert_eq!(c.check_urls(), Ok(()));
+    }
+
+    #[test]
+    fn ciba_settings_are_checked_and_name_the_field() {
+        let base = "[[clients]]\nclient_id = 'gw'\n[ciba]\n";
+        let check = |extra: &str| {
+            let c = Config::from_toml(&format!("{base}{extra}")).unwrap();
+            c.ciba.as_ref().unwrap().check(&c)
+        };
+        assert_eq!(check("clients = ['gw']"), Ok(()));
+        assert!(check("clients = []")
+            .unwrap_err()
+            .starts_with("ciba.clients:"));
+        assert!(check("clients = ['nobody']")
+            .unwrap_err()
+            .starts_with("ciba.clients: `nobody`"));
+        assert!(check("clients = ['gw']\nmax_wait_seconds = 30")
+            .unwrap_err()
+            .starts_with("ciba.max_wait_seconds:"));
+        assert!(check("clients = ['gw']\ninterval_seconds = 0")
+            .unwrap_err()
+            .starts_with("ciba.interval_seconds:"));
+        let mut c = Config::from_toml(&format!(
+            "{base}clients = ['gw']\n[ciba.webhook]\nurl = 'http://notify.example/'\n"
+        ))
+        .unwrap();
+        assert!(c.check_urls().unwrap_err().starts_with("ciba.webhook.url:"));
+        c.clients.clear();
+        let err = c.resolve_secrets(|_| None).unwrap_err();
+        assert!(err.contains("AGENTWARD_VAULT_CIBA_WEBHOOK_SECRET"), "{err}");
+        c.resolve_secrets(|k| {
+            (k == "AGENTWARD_VAULT_CIBA_WEBHOOK_SECRET").then(|| "s3cret".into())
+        })
+        .unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 /// The page's security headers: no caching, no framing, no referrer (the
 /// ticket is in the URL), nothing loaded or run but the inline style.
-const PAGE_HEADERS: [(header::HeaderName, &str); 4] = [
+pub(crate) const PAGE_HEADERS: [(header::HeaderName, &str); 4] = [
     (header::CACHE_CONTROL, "no-store"),
     (
         header::CONTENT_SECURITY_POLICY,
@@ -216,7 +216,7 @@ fn refusal(record: Option<&ConnectTicket>, connection: &str, now: i64) -> OAuthE
 
 /// The confirmation cookie's name: `__Host-` prefixed over HTTPS, so no
 /// sibling host can plant one (RFC 6265bis §4.1.3.2).
-fn cookie_name(vault: &Vault) -> &'static str {
+pub(crate) fn cookie_name(vault: &Vault) -> &'static str {
     if https(vault) {
         "__Host-agentward_confirm"
     } else {
@@ -230,7 +230,7 @@ fn https(vault: &Vault) -> bool {
 
 /// The confirmation cookie: sent only on same-site requests (the page's own
 /// form), not readable by scripts.
-fn confirm_cookie(vault: &Vault, value: &str, max_age: u64) -> String {
+pub(crate) fn confirm_cookie(vault: &Vault, value: &str, max_age: u64) -> String {
     let secure = if https(vault) { "; Secure" } else { "" };
     format!(
         "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",

@@ -9,6 +9,7 @@ pub mod access_cache;
 pub mod app;
 pub mod audit;
 pub mod audit_api;
+pub mod ciba;
 pub mod cli;
 pub mod config;
 pub mod consent;

@@ -15,6 +15,7 @@ pub struct Metrics {
     exchanges: Counters,
     refreshes: Counters,
     links: Counters,
+    ciba: Counters,
     audit_dropped: AtomicU64,
     audit_purged: AtomicU64,
 }
@@ -40,6 +41,12 @@ impl Metrics {
         bump(&self.links, event);
     }
 
+    /// Counts a CIBA event (`requested`, `approved`, `denied`,
+    /// `token_issued`, `authorization_pending`, `slow_down`, …).
+    pub fn ciba(&self, event: &'static str) {
+        bump(&self.ciba, event);
+    }
+
     /// Counts an audit row dropped because the audit queue was full.
     pub fn audit_dropped(&self) {
         self.audit_dropped.fetch_add(1, Ordering::Relaxed);
@@ -53,7 +60,7 @@ impl Metrics {
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let sections: [(&str, &str, &str, &Counters); 3] = [
+        let sections: [(&str, &str, &str, &Counters); 4] = [
             (
                 "agentward_vault_exchanges_total",
                 "Token exchanges by outcome.",
@@ -71,6 +78,12 @@ impl Metrics {
                 "Account-link events.",
                 "event",
                 &self.links,
+            ),
+            (
+                "agentward_vault_ciba_total",
+                "CIBA requests, decisions, polls and notifications by event.",
+                "event",
+                &self.ciba,
             ),
         ];
         for (name, help, label, map) in sections {

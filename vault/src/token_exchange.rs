@@ -167,6 +167,12 @@ pub async fn token(State(vault): State<Arc<Vault>>, headers: HeaderMap, body: Bo
         vault.metrics.exchange("invalid_client");
         return e.into_response();
     }
+    if let (Ok(Some(crate::ciba::GRANT_CIBA)), Ok((client_id, _))) = (
+        single(&params, "grant_type"),
+        client_credentials(&headers, &params),
+    ) {
+        return crate::ciba::grant::token(&vault, &client_id, &params).await;
+    }
     let request = match parse_request(&vault, &params) {
         Ok(r) => r,
         Err(f) => {
@@ -238,7 +244,10 @@ pub async fn token(State(vault): State<Arc<Vault>>, headers: HeaderMap, body: Bo
     }
 }
 
-fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+pub(crate) fn parse_form(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, OAuthError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -256,7 +265,10 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>,
 }
 
 /// The single value of a parameter; RFC 6749 §3.2 forbids repeating one.
-fn single<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, OAuthError> {
+pub(crate) fn single<'a>(
+    params: &'a [(String, String)],
+    name: &str,
+) -> Result<Option<&'a str>, OAuthError> {
     let mut values = params
         .iter()
         .filter(|(k, _)| k == name)
@@ -286,7 +298,10 @@ fn form_decode(s: &str) -> Option<String> {
 
 /// HTTP Basic credentials, when the request carries them, checked before
 /// the body is read (the form is checked again with them afterwards).
-fn authenticate_basic_first(vault: &Vault, headers: &HeaderMap) -> Result<(), OAuthError> {
+pub(crate) fn authenticate_basic_first(
+    vault: &Vault,
+    headers: &HeaderMap,
+) -> Result<(), OAuthError> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -299,7 +314,7 @@ fn authenticate_basic_first(vault: &Vault, headers: &HeaderMap) -> Result<(), OA
     }
 }
 
-fn authenticate_client(
+pub(crate) fn authenticate_client(
     vault: &Vault,
     headers: &HeaderMap,
     params: &[(String, String)],

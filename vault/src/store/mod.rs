@@ -57,8 +57,10 @@ macro_rules! on_pool {
 }
 
 // After `on_pool!`, which it uses.
+mod ciba;
 mod tickets;
 
+pub use ciba::{CibaRequest, CibaStatus};
 pub use tickets::ConnectTicket;
 
 const LINK_COLUMNS: &str =

@@ -63,6 +63,38 @@ pub const SQLITE: &[&str] = &[
         spent INTEGER NOT NULL DEFAULT 0
     )",
     "CREATE INDEX IF NOT EXISTS connect_tickets_expires_at ON connect_tickets (expires_at)",
+    // CIBA back-channel requests, by the SHA-256 of the `auth_req_id`, with
+    // the SHA-256 of their approval link (see `ciba`). New tables: no upgrade step.
+    "CREATE TABLE IF NOT EXISTS ciba_requests (
+        id TEXT PRIMARY KEY,
+        approval_id TEXT NOT NULL UNIQUE,
+        client_id TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        sub TEXT NOT NULL,
+        agent TEXT,
+        scope TEXT NOT NULL,
+        binding_message TEXT NOT NULL,
+        authorization_details TEXT,
+        audience TEXT,
+        request_digest TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        poll_interval INTEGER NOT NULL,
+        last_poll_ms INTEGER,
+        status TEXT NOT NULL,
+        decided_at INTEGER,
+        jti TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS ciba_requests_user ON ciba_requests (issuer, sub, status)",
+    "CREATE INDEX IF NOT EXISTS ciba_requests_expires_at ON ciba_requests (expires_at)",
+    // The CIBA token signing key, sealed; one row, shared by the replicas.
+    "CREATE TABLE IF NOT EXISTS ciba_signing_keys (
+        name TEXT PRIMARY KEY,
+        kid TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    )",
 ];
 
 /// PostgreSQL tables.
@@ -121,6 +153,38 @@ pub const POSTGRES: &[&str] = &[
         spent BIGINT NOT NULL DEFAULT 0
     )",
     "CREATE INDEX IF NOT EXISTS connect_tickets_expires_at ON connect_tickets (expires_at)",
+    // CIBA back-channel requests, by the SHA-256 of the `auth_req_id`, with
+    // the SHA-256 of their approval link (see `ciba`). New tables: no upgrade step.
+    "CREATE TABLE IF NOT EXISTS ciba_requests (
+        id TEXT PRIMARY KEY,
+        approval_id TEXT NOT NULL UNIQUE,
+        client_id TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        sub TEXT NOT NULL,
+        agent TEXT,
+        scope TEXT NOT NULL,
+        binding_message TEXT NOT NULL,
+        authorization_details TEXT,
+        audience TEXT,
+        request_digest TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        poll_interval BIGINT NOT NULL,
+        last_poll_ms BIGINT,
+        status TEXT NOT NULL,
+        decided_at BIGINT,
+        jti TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS ciba_requests_user ON ciba_requests (issuer, sub, status)",
+    "CREATE INDEX IF NOT EXISTS ciba_requests_expires_at ON ciba_requests (expires_at)",
+    // The CIBA token signing key, sealed; one row, shared by the replicas.
+    "CREATE TABLE IF NOT EXISTS ciba_signing_keys (
+        name TEXT PRIMARY KEY,
+        kid TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        sealed BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+    )",
 ];
 
 /// How many tables named `$1` this SQLite database has (0 or 1).
