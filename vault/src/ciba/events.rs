@@ -123,7 +123,10 @@ impl DecisionEvents {
                 match received {
                     Ok(Some(notification)) => {
                         match serde_json::from_str::<(String, String)>(notification.payload()) {
-                            Ok((from, id)) if from == schema => waiters.wake(&id),
+                            Ok((from, id)) if from == schema => {
+                                tracing::debug!(request = %id, "CIBA decision notice");
+                                waiters.wake(&id);
+                            }
                             Ok(_) => {}
                             Err(_) => waiters.wake_all(),
                         }

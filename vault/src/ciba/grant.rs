@@ -176,6 +176,7 @@ async fn long_poll(
     } else {
         Duration::from_secs(wait.max(1))
     };
+    tracing::debug!(request = %record.id, wait, "CIBA long-poll waiting");
     loop {
         let notified = waiter.notify.notified();
         tokio::pin!(notified);
