@@ -130,6 +130,9 @@ impl Args {
         config.check_urls()?;
         config.check_audit_readers()?;
         config.check_http_limits()?;
+        if let Some(ciba) = &config.ciba {
+            ciba.check(&config)?;
+        }
         let keys = match (std::env::var("AGENTWARD_VAULT_KEY").ok(), &config.key_file) {
             (Some(text), _) => {
                 Keyring::parse(&text).map_err(|e| format!("AGENTWARD_VAULT_KEY: {e}"))?

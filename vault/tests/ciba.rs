@@ -699,3 +699,39 @@ async fn the_log_notifier_prints_the_link_for_development_and_no_secret() {
         assert!(!log.contains(secret), "log holds a secret");
     }
 }
+
+#[tokio::test]
+async fn a_bad_ciba_section_stops_the_vault_naming_the_field() {
+    let issuer = TestIssuer::start().await;
+    let dir = temp_dir("ciba-bad-config");
+    for (section, field) in [
+        ("[ciba]\nclients = [\"nobody\"]\n", "ciba.clients: `nobody`"),
+        (
+            "[ciba]\nclients = [\"gateway\"]\nmax_wait_seconds = 60\n",
+            "ciba.max_wait_seconds",
+        ),
+        (
+            "[ciba]\nclients = [\"gateway\"]\n[ciba.webhook]\nurl = \"http://127.0.0.1:9/\"\n",
+            "ciba.webhook.secret",
+        ),
+    ] {
+        let (code, log) = VaultProcess::start_expecting_exit(
+            VaultSettings {
+                port: free_port(),
+                database_url: format!("sqlite://{}", dir.join("vault.db").display()),
+                database_schema: None,
+                dir: &dir,
+                jwks_url: &issuer.jwks_url,
+                upstream_url: "http://127.0.0.1:9",
+                refresh_margin: 30,
+                name: "vault",
+                ca_file: None,
+            },
+            "",
+            section,
+        )
+        .await;
+        assert_eq!(code, Some(2), "{log}");
+        assert!(log.contains(field), "{field} not in {log}");
+    }
+}
