@@ -70,6 +70,7 @@ pub fn run(
             Tokens::Fresh => tokens[i % tokens.len().max(1)].as_str(),
         };
         let started = Instant::now();
+        settle(s.name, port, pick(0))?;
         send(port, WARM_UP, |i| pick(i + 1)).map_err(|e| format!("{}: warm-up: {e}", s.name))?;
         control(service.pid(), "-z")?;
         send(port, requests, |i| pick(WARM_UP + 1 + i)).map_err(|e| format!("{}: {e}", s.name))?;
@@ -124,6 +125,21 @@ fn prime(name: &str, port: u16, token: &str) -> Result {
         std::thread::sleep(Duration::from_secs(2));
     }
     Err(format!("{name}: the first request answered {last}"))
+}
+
+/// Waits for the first request to go through: under callgrind on a busy
+/// machine, the first one (V8 compiling the module, the upstream connection)
+/// can outlast the route timeout. A few tries, then the error.
+fn settle(name: &str, port: u16, token: &str) -> Result {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match send(port, 1, |_| token) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    Err(format!("{name}: warm-up: {last}"))
 }
 
 /// Envoy under callgrind, dumping to `<out>.<pid>.<n>`.
