@@ -53,6 +53,8 @@ pub struct Vault {
     pub link_events: Option<LinkEvents>,
     /// The CIBA authority, when `[ciba]` is configured.
     pub ciba: Option<crate::ciba::Ciba>,
+    /// The OpenFGA-compatible engine (see [`crate::fga`]).
+    pub fga: crate::fga::Fga,
 }
 
 /// Current Unix time in seconds.
@@ -112,6 +114,15 @@ impl Vault {
             ),
             None => None,
         };
+        let fga = crate::fga::Fga::new(&config.fga);
+        if fga.enabled() {
+            tracing::info!("FGA API on (/stores/...)");
+        } else {
+            tracing::info!(
+                "FGA API off: no preshared key (set {} or [fga] preshared_keys)",
+                crate::fga::KEYS_ENV
+            );
+        }
         Ok(Arc::new(Vault {
             config,
             store,
@@ -127,6 +138,7 @@ impl Vault {
             access_cache,
             link_events,
             ciba,
+            fga,
         }))
     }
 
@@ -272,6 +284,9 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/.well-known/jwks.json", get(crate::ciba::jwks));
     if vault.config.metrics_listen.is_none() {
         routes = routes.route("/metrics", get(metrics));
+    }
+    if vault.fga.enabled() {
+        routes = routes.merge(crate::fga::api::routes(vault.clone()));
     }
     with_request_timeout(routes.with_state(vault.clone()), &vault)
 }

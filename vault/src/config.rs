@@ -110,6 +110,9 @@ pub struct Config {
     /// The CIBA authority (`[ciba]`); absent, it is off.
     #[serde(default)]
     pub ciba: Option<crate::ciba::CibaConfig>,
+    /// The OpenFGA-compatible API (off unless it has preshared keys).
+    #[serde(default)]
+    pub fga: crate::fga::FgaConfig,
 }
 
 fn default_header_read_timeout() -> u64 {
@@ -250,6 +253,7 @@ impl Default for Config {
             audit_retention_days: default_audit_retention_days(),
             connections: BTreeMap::new(),
             ciba: None,
+            fga: crate::fga::FgaConfig::default(),
         }
     }
 }
@@ -263,6 +267,7 @@ impl Config {
     /// Fills secrets from the environment (`env` is a lookup so tests need not
     /// touch the process environment) and checks what must be present.
     pub fn resolve_secrets(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        self.fga.resolve_keys(&env);
         for client in &mut self.clients {
             let var = format!(
                 "AGENTWARD_VAULT_CLIENT_{}_SECRET",

@@ -2,7 +2,8 @@
 //! A token vault: users link upstream accounts (OAuth 2.0 code flow with
 //! PKCE), refresh tokens are sealed at rest (AES-256-GCM), and the gateway
 //! swaps a user's token for an upstream access token (RFC 8693, or the Auth0
-//! Token Vault dialect).
+//! Token Vault dialect). It also serves an OpenFGA-compatible authorization
+//! API ([`fga`]).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod access_cache;
@@ -13,6 +14,7 @@ pub mod ciba;
 pub mod cli;
 pub mod config;
 pub mod consent;
+pub mod fga;
 pub mod link_events;
 pub mod linking;
 pub mod logging;

