@@ -2,9 +2,12 @@
 //! over the stored tuples plus a request's contextual tuples. It follows
 //! OpenFGA's semantics: direct tuples within the relation's type
 //! restrictions (wildcards, usersets expanded), computed usersets,
-//! tuple-to-userset, union, intersection and exclusion; a cycle makes its
-//! path false (as the `fga` CLI's embedded OpenFGA answers, also under `but
-//! not`); following more than [`MAX_DEPTH`] tuples deep (usersets,
+//! tuple-to-userset, union, intersection and exclusion. Cycles in the
+//! tuples answer as the `fga` CLI's embedded OpenFGA does: a cycle closed by
+//! a relation's own recursion (`member: [group#member]`, `viewer from parent`
+//! in `viewer`) is plain false; any other cycle marks its branch, and a
+//! marked branch is false under `and` and spoils a whole `but not` (base or
+//! subtract) to false; following more than [`MAX_DEPTH`] tuples deep (usersets,
 //! tuple-to-userset; computed usersets do not count) is an error
 //! (`authorization_model_resolution_too_complex`), as the `fga` CLI's
 //! embedded OpenFGA answers (25 levels pass, 26 fail).
@@ -83,6 +86,41 @@ impl Tuples<'_> {
     }
 }
 
+/// One branch's answer: allowed, or not; `cycle` marks a branch that met a
+/// cycle (see the module's comment).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Outcome {
+    allowed: bool,
+    cycle: bool,
+}
+
+const NO: Outcome = Outcome {
+    allowed: false,
+    cycle: false,
+};
+const YES: Outcome = Outcome {
+    allowed: true,
+    cycle: false,
+};
+const CYCLE: Outcome = Outcome {
+    allowed: false,
+    cycle: true,
+};
+
+impl Outcome {
+    fn granted(self) -> bool {
+        self.allowed && !self.cycle
+    }
+}
+
+/// How the evaluator reached a relation: through the relation's own
+/// recursion (a userset or parent of the same type and relation) or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Edge {
+    Recursive,
+    Other,
+}
+
 /// A check under one model over one store's tuples.
 #[derive(Debug, Clone, Copy)]
 pub struct Checker<'a> {
@@ -103,7 +141,10 @@ impl<'a> Checker<'a> {
         relation: &str,
         user: &User,
     ) -> Result<bool, FgaError> {
-        self.resolve(object, relation, user, 0, &[]).await
+        let out = self
+            .resolve(object, relation, user, 0, &[], Edge::Other)
+            .await?;
+        Ok(out.granted())
     }
 
     fn resolve<'b>(
@@ -113,7 +154,8 @@ impl<'a> Checker<'a> {
         user: &'b User,
         depth: u32,
         visited: &'b [String],
-    ) -> Boxed<'b, Result<bool, FgaError>> {
+        edge: Edge,
+    ) -> Boxed<'b, Result<Outcome, FgaError>> {
         Box::pin(async move {
             if depth > MAX_DEPTH {
                 return Err(FgaError::too_complex());
@@ -122,20 +164,21 @@ impl<'a> Checker<'a> {
                 return Err(FgaError::deadline());
             }
             let key = format!("{object}#{relation}@{user}");
-            // A cycle: this path grants nothing (OpenFGA's check answers
-            // false for it, whichever operator it sits under).
             if visited.contains(&key) {
-                return Ok(false);
+                return Ok(match edge {
+                    Edge::Recursive => NO,
+                    Edge::Other => CYCLE,
+                });
             }
             // `group:eng#member` is a member of `group:eng`.
             if user.relation.as_deref() == Some(relation)
                 && user.type_name == object.type_name
                 && user.id == object.id
             {
-                return Ok(true);
+                return Ok(YES);
             }
             let Some(rel) = self.model.relation(&object.type_name, relation) else {
-                return Ok(false);
+                return Ok(NO);
             };
             let mut path = Vec::with_capacity(visited.len() + 1);
             path.extend_from_slice(visited);
@@ -153,12 +196,15 @@ impl<'a> Checker<'a> {
         user: &'b User,
         depth: u32,
         path: &'b [String],
-    ) -> Boxed<'b, Result<bool, FgaError>> {
+    ) -> Boxed<'b, Result<Outcome, FgaError>> {
         Box::pin(async move {
             match rewrite {
                 Userset::This(_) => self.direct(object, relation, user, depth, path).await,
                 // Same object: OpenFGA does not count it as a level.
-                Userset::Computed(c) => self.resolve(object, &c.relation, user, depth, path).await,
+                Userset::Computed(c) => {
+                    self.resolve(object, &c.relation, user, depth, path, Edge::Other)
+                        .await
+                }
                 Userset::TupleToUserset(ttu) => {
                     let parents_rel = self
                         .model
@@ -175,6 +221,13 @@ impl<'a> Checker<'a> {
                         {
                             continue;
                         }
+                        let edge = if r.type_name == object.type_name
+                            && ttu.computed.relation == relation
+                        {
+                            Edge::Recursive
+                        } else {
+                            Edge::Other
+                        };
                         let ids = self
                             .tuples
                             .user_ids(object, &ttu.tupleset.relation, &r.type_name, None)
@@ -188,10 +241,17 @@ impl<'a> Checker<'a> {
                                 id,
                             };
                             let out = self
-                                .resolve(&parent, &ttu.computed.relation, user, depth + 1, path)
+                                .resolve(
+                                    &parent,
+                                    &ttu.computed.relation,
+                                    user,
+                                    depth + 1,
+                                    path,
+                                    edge,
+                                )
                                 .await;
                             if any.add(out) {
-                                return Ok(true);
+                                return Ok(YES);
                             }
                         }
                     }
@@ -204,7 +264,7 @@ impl<'a> Checker<'a> {
                             .rewrite(object, relation, child, user, depth, path)
                             .await;
                         if any.add(out) {
-                            return Ok(true);
+                            return Ok(YES);
                         }
                     }
                     any.finish()
@@ -216,8 +276,13 @@ impl<'a> Checker<'a> {
                             .rewrite(object, relation, child, user, depth, path)
                             .await
                         {
-                            Ok(false) => return Ok(false),
-                            Ok(true) => {}
+                            Ok(out) if !out.granted() => {
+                                return Ok(Outcome {
+                                    allowed: false,
+                                    cycle: out.cycle,
+                                })
+                            }
+                            Ok(_) => {}
                             Err(e) => {
                                 error.get_or_insert(e);
                             }
@@ -225,25 +290,35 @@ impl<'a> Checker<'a> {
                     }
                     match error {
                         Some(e) => Err(e),
-                        None => Ok(true),
+                        None => Ok(YES),
                     }
                 }
                 Userset::Difference(d) => {
                     let base = self
                         .rewrite(object, relation, &d.base, user, depth, path)
                         .await;
-                    if let Ok(false) = base {
-                        return Ok(false);
+                    if let Ok(out) = base {
+                        if !out.granted() {
+                            return Ok(Outcome {
+                                allowed: false,
+                                cycle: out.cycle,
+                            });
+                        }
                     }
                     let sub = self
                         .rewrite(object, relation, &d.subtract, user, depth, path)
                         .await;
-                    if let Ok(true) = sub {
-                        return Ok(false);
+                    if let Ok(out) = sub {
+                        if out.allowed || out.cycle {
+                            return Ok(Outcome {
+                                allowed: false,
+                                cycle: out.cycle,
+                            });
+                        }
                     }
                     base?;
                     sub?;
-                    Ok(true)
+                    Ok(YES)
                 }
             }
         })
@@ -258,9 +333,9 @@ impl<'a> Checker<'a> {
         user: &User,
         depth: u32,
         path: &[String],
-    ) -> Result<bool, FgaError> {
+    ) -> Result<Outcome, FgaError> {
         let Some(rel) = self.model.relation(&object.type_name, relation) else {
-            return Ok(false);
+            return Ok(NO);
         };
         let tuple = |u: User| Tuple {
             object: object.clone(),
@@ -270,7 +345,7 @@ impl<'a> Checker<'a> {
         if rel.direct.iter().any(|r| user.matches(r))
             && self.tuples.exists(&tuple(user.clone())).await?
         {
-            return Ok(true);
+            return Ok(YES);
         }
         if user.relation.is_none() && !user.is_wildcard() {
             let wildcard = User {
@@ -281,13 +356,18 @@ impl<'a> Checker<'a> {
             if rel.direct.iter().any(|r| wildcard.matches(r))
                 && self.tuples.exists(&tuple(wildcard)).await?
             {
-                return Ok(true);
+                return Ok(YES);
             }
         }
         let mut any = Any::default();
         for r in &rel.direct {
             let Some(user_relation) = &r.relation else {
                 continue;
+            };
+            let edge = if r.type_name == object.type_name && user_relation == relation {
+                Edge::Recursive
+            } else {
+                Edge::Other
             };
             let ids = self
                 .tuples
@@ -299,10 +379,10 @@ impl<'a> Checker<'a> {
                     id,
                 };
                 let out = self
-                    .resolve(&set, user_relation, user, depth + 1, path)
+                    .resolve(&set, user_relation, user, depth + 1, path, edge)
                     .await;
                 if any.add(out) {
-                    return Ok(true);
+                    return Ok(YES);
                 }
             }
         }
@@ -310,17 +390,23 @@ impl<'a> Checker<'a> {
     }
 }
 
-/// A union's running answer: true wins over errors, an error over false.
+/// A union's running answer: true wins over errors, an error over false;
+/// a cycle met on the way marks a false answer.
 #[derive(Default)]
 struct Any {
+    cycle: bool,
     error: Option<FgaError>,
 }
 
 impl Any {
     /// Adds an operand's answer; true when the union is decided (allowed).
-    fn add(&mut self, out: Result<bool, FgaError>) -> bool {
+    fn add(&mut self, out: Result<Outcome, FgaError>) -> bool {
         match out {
-            Ok(allowed) => allowed,
+            Ok(o) if o.granted() => true,
+            Ok(o) => {
+                self.cycle |= o.cycle;
+                false
+            }
             Err(e) => {
                 self.error.get_or_insert(e);
                 false
@@ -328,10 +414,13 @@ impl Any {
         }
     }
 
-    fn finish(self) -> Result<bool, FgaError> {
+    fn finish(self) -> Result<Outcome, FgaError> {
         match self.error {
             Some(e) => Err(e),
-            None => Ok(false),
+            None => Ok(Outcome {
+                allowed: false,
+                cycle: self.cycle,
+            }),
         }
     }
 }
