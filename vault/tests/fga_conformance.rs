@@ -1,8 +1,8 @@
 //! Conformance with OpenFGA, judged by real peers: every `policies/*.fga.yaml`
 //! through the real `fga` CLI (`fga model test`, an embedded OpenFGA) and
 //! through this vault's API must give the same answers, and the Python
-//! `openfga-sdk` client works against the vault unchanged. One Python
-//! process (`tests/fga/peer.py`) does both, against one vault.
+//! `openfga-sdk` client and the `fga` CLI work against the vault unchanged.
+//! One Python process (`tests/fga/peer.py`) does all three, against one vault.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -14,7 +14,7 @@ use support::*;
 const FGA_KEY: &str = "conformance-key";
 
 #[tokio::test]
-async fn policies_answer_as_openfga_does_and_the_python_sdk_works_unchanged() {
+async fn policies_answer_as_openfga_does_and_the_sdk_and_cli_work_unchanged() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let venv = root.join(".tools/venv/bin");
     assert!(

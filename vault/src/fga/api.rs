@@ -3,7 +3,9 @@
 
 use super::check::{Checker, Tuples};
 use super::errors::FgaError;
-use super::model::{AuthorizationModel, Model, Object, Tuple, TupleKey, User, MAX_MODEL_BYTES};
+use super::model::{
+    null_default, AuthorizationModel, Model, Object, Tuple, TupleKey, User, MAX_MODEL_BYTES,
+};
 use super::store::{self, ReadFilter, StoreRow, WriteMode};
 use super::{now_ms, rfc3339, Fga};
 use crate::app::Vault;
@@ -105,7 +107,7 @@ fn token_for(next: i64, more: bool) -> String {
 #[derive(Debug, Default, Deserialize)]
 struct Page {
     page_size: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     continuation_token: String,
 }
 
@@ -152,7 +154,7 @@ async fn known_store(vault: &Vault, store_id: &str) -> Result<StoreRow, FgaError
 
 #[derive(Deserialize)]
 struct CreateStore {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     name: String,
 }
 
@@ -306,7 +308,7 @@ async fn model_for(
 
 #[derive(Debug, Default, Deserialize)]
 struct TupleKeys {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     tuple_keys: Vec<TupleKey>,
     #[serde(default)]
     on_duplicate: Option<String>,
@@ -411,7 +413,7 @@ async fn write(
 
 #[derive(Deserialize)]
 struct ImportRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     tuple_keys: Vec<TupleKey>,
     #[serde(default)]
     authorization_model_id: Option<String>,
@@ -467,11 +469,11 @@ struct ReadRequest {
 
 #[derive(Deserialize)]
 struct ReadKey {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     user: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     relation: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     object: String,
 }
 
@@ -522,7 +524,7 @@ async fn read(
 
 #[derive(Debug, Default, Deserialize)]
 struct Contextual {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     tuple_keys: Vec<TupleKey>,
 }
 
@@ -551,7 +553,7 @@ fn contextual(model: &Model, c: Option<&Contextual>) -> Result<Vec<Tuple>, FgaEr
 
 #[derive(Deserialize)]
 struct CheckRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     tuple_key: TupleKey,
     #[serde(default)]
     contextual_tuples: Option<Contextual>,
@@ -624,17 +626,17 @@ async fn check(
 
 #[derive(Deserialize)]
 struct BatchItem {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     tuple_key: TupleKey,
     #[serde(default)]
     contextual_tuples: Option<Contextual>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     correlation_id: String,
 }
 
 #[derive(Deserialize)]
 struct BatchRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     checks: Vec<BatchItem>,
     #[serde(default)]
     authorization_model_id: Option<String>,
@@ -713,11 +715,11 @@ async fn batch_check(
 
 #[derive(Deserialize)]
 struct ListObjectsRequest {
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", deserialize_with = "null_default")]
     type_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     relation: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     user: String,
     #[serde(default)]
     contextual_tuples: Option<Contextual>,

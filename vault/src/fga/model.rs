@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 /// The largest model accepted, in bytes of JSON (OpenFGA's default).
 pub const MAX_MODEL_BYTES: usize = 256 * 1024;
 
-fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+/// `null` read as the type's default (Go clients send `null` for empty
+/// lists and strings).
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,
@@ -21,7 +23,11 @@ where
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuthorizationModel {
     /// The model's id (a ULID); empty in a write request.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub id: String,
     /// `1.1`.
     #[serde(default, deserialize_with = "null_default", alias = "schemaVersion")]
@@ -92,7 +98,11 @@ pub struct RelationReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wildcard: Option<serde_json::Value>,
     /// A condition's name: refused.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub condition: String,
 }
 
@@ -128,10 +138,14 @@ pub struct Empty {}
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ObjectRelation {
     /// Unused by schema 1.1 (empty).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub object: String,
     /// The relation.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub relation: String,
 }
 
@@ -682,13 +696,13 @@ pub struct Tuple {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TupleKey {
     /// `user:anne`, `user:*`, `group:eng#member`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub user: String,
     /// `viewer`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub relation: String,
     /// `document:readme`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub object: String,
     /// A condition: refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]

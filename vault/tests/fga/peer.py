@@ -7,6 +7,9 @@ vault/tests/fga_conformance.rs:
    list-objects over HTTP); the answers must be the same.
 2. sdk: the Python `openfga-sdk` writes a model and tuples and runs check,
    batch-check and list-objects against the vault.
+3. cli: the `fga` CLI as a client of the vault (`--api-url`, `--api-token`):
+   store and model, tuples written and deleted, check with a contextual
+   tuple, list-objects (Go clients send `null` for empty lists).
 
 Usage: peer.py VAULT_URL KEY POLICIES_DIR FGA_BIN. Prints one line per
 failure and `N passed, M failed` at the end; exits 1 on any failure.
@@ -138,7 +141,36 @@ def sdk():
         fga.delete_store()
 
 
-for part in (conformance, sdk):
+def cli():
+    base = [FGA, "--api-url", VAULT, "--api-token", KEY]
+
+    def fga(*args, store=None):
+        cmd = base + (["--store-id", store] if store else []) + list(args)
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)}: {run.stdout}{run.stderr}")
+        return json.loads(run.stdout) if run.stdout.strip().startswith("{") else run.stdout
+
+    created = fga("store", "create", "--name", "fga-cli", "--model", os.path.join(POLICIES, "stock-trade-rag.fga"))
+    store = created["store"]["id"]
+    expect(len(created["model"]["authorization_model_id"]) == 26, f"cli: store create {created}")
+    written = fga("tuple", "write", "user:alice", "viewer", "document:a", store=store)
+    expect(len(written.get("successful", [])) == 1, f"cli: tuple write {written}")
+    fga("tuple", "write", "user:alice", "blocked", "document:b", store=store)
+    fga("tuple", "write", "user:alice", "viewer", "document:b", store=store)
+    expect(fga("query", "check", "user:alice", "can_read", "document:a", store=store)["allowed"] is True, "cli: check a")
+    expect(fga("query", "check", "user:alice", "can_read", "document:b", store=store)["allowed"] is False, "cli: check b")
+    ctx = fga("query", "check", "user:bob", "can_read", "document:c",
+              "--contextual-tuple", "user:bob viewer document:c", store=store)
+    expect(ctx["allowed"] is True, f"cli: check with a contextual tuple {ctx}")
+    listed = fga("query", "list-objects", "user:alice", "can_read", "document", store=store)
+    expect(listed["objects"] == ["document:a"], f"cli: list-objects {listed}")
+    fga("tuple", "delete", "user:alice", "viewer", "document:a", store=store)
+    expect(fga("query", "check", "user:alice", "viewer", "document:a", store=store)["allowed"] is False, "cli: after delete")
+    fga("store", "delete", "--force", store=store)
+
+
+for part in (conformance, sdk, cli):
     try:
         part()
     except Exception as e:  # a client error is a failure, named
