@@ -296,6 +296,24 @@ async fn stores_and_models_are_created_listed_read_and_deleted() {
         .unwrap()
         .iter()
         .any(|s| s["id"] == store.as_str()));
+    fga.post("/stores", json!({"name": "another store"})).await;
+    let (status, named) = fga.get("/stores?name=another%20store&page_size=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(named["stores"].as_array().unwrap().len(), 1, "{named}");
+    assert_eq!(named["stores"][0]["name"], "another store");
+    assert_eq!(named["continuation_token"], "");
+    let (status, body) = fga.get("/stores?page_size=lots").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("validation_error")),
+        "{body}"
+    );
+    let (status, body) = fga.get("/stores?page_size=101").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("page_size_invalid")),
+        "{body}"
+    );
     let r = fga
         .http
         .delete(format!("{}/stores/{store}", vault.url))

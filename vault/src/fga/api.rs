@@ -10,6 +10,7 @@ use super::store::{self, ReadFilter, StoreRow, WriteMode};
 use super::{now_ms, rfc3339, Fga};
 use crate::app::Vault;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -179,19 +180,25 @@ async fn create_store(State(vault): State<Arc<Vault>>, body: Bytes) -> Answer {
 
 #[derive(Deserialize)]
 struct ListStores {
-    #[serde(flatten)]
-    page: Page,
+    page_size: Option<i64>,
+    #[serde(default)]
+    continuation_token: String,
     name: Option<String>,
 }
 
-async fn list_stores(State(vault): State<Arc<Vault>>, Query(q): Query<ListStores>) -> Answer {
-    let (limit, offset) = q.page.bounds(50)?;
-    let mut rows = store::list_stores(&vault.store, limit + 1, offset).await?;
+async fn list_stores(
+    State(vault): State<Arc<Vault>>,
+    q: Result<Query<ListStores>, QueryRejection>,
+) -> Answer {
+    let Query(q) = q.map_err(|e| FgaError::validation(e.body_text()))?;
+    let page = Page {
+        page_size: q.page_size,
+        continuation_token: q.continuation_token,
+    };
+    let (limit, offset) = page.bounds(50)?;
+    let mut rows = store::list_stores(&vault.store, q.name.as_deref(), limit + 1, offset).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(0));
-    if let Some(name) = &q.name {
-        rows.retain(|r| &r.name == name);
-    }
     ok(
         StatusCode::OK,
         json!({
@@ -241,8 +248,9 @@ async fn write_model(
 async fn list_models(
     State(vault): State<Arc<Vault>>,
     Path(store_id): Path<String>,
-    Query(page): Query<Page>,
+    page: Result<Query<Page>, QueryRejection>,
 ) -> Answer {
+    let Query(page) = page.map_err(|e| FgaError::validation(e.body_text()))?;
     known_store(&vault, &store_id).await?;
     let (limit, offset) = page.bounds(50)?;
     let mut rows = store::list_models(&vault.store, &store_id, limit + 1, offset).await?;

@@ -138,12 +138,18 @@ pub async fn get_store(db: &Store, id: &str) -> Result<Option<StoreRow>, FgaErro
     }))
 }
 
-/// Stores in id (creation) order, `limit` from `offset`.
-pub async fn list_stores(db: &Store, limit: i64, offset: i64) -> Result<Vec<StoreRow>, FgaError> {
-    let sql =
-        "SELECT id, name, created_at, updated_at FROM fga_stores ORDER BY id LIMIT $1 OFFSET $2";
+/// Stores in id (creation) order, only those named `name` if given,
+/// `limit` from `offset`.
+pub async fn list_stores(
+    db: &Store,
+    name: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<StoreRow>, FgaError> {
+    let sql = "SELECT id, name, created_at, updated_at FROM fga_stores \
+               WHERE ($1 = '' OR name = $1) ORDER BY id LIMIT $2 OFFSET $3";
     Ok(with_pool!(db, pool => {
-        sqlx::query(sql).bind(limit).bind(offset).fetch_all(pool).await?
+        sqlx::query(sql).bind(name.unwrap_or("")).bind(limit).bind(offset).fetch_all(pool).await?
             .iter().map(store_row).collect::<Result<Vec<_>, _>>()?
     }))
 }

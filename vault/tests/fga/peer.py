@@ -4,7 +4,11 @@ vault/tests/fga_conformance.rs:
 1. conformance: every policies/*.fga.yaml through the real OpenFGA (`fga
    model test`, the CLI's embedded OpenFGA) and through the vault (`fga model
    transform` for the JSON model, then stores, model, tuples, check and
-   list-objects over HTTP); the answers must be the same.
+   list-objects over HTTP); the answers must be the same. The test files are
+   read as the CLI reads them: `model` or `model_file`, `tuples`,
+   `tuple_file(s)` (JSON, YAML, JSON lines, CSV), `user(s)` and `object(s)`
+   per check; `list_users` tests are run by the CLI only (the vault has no
+   list-users).
 2. sdk: the Python `openfga-sdk` writes a model and tuples and runs check,
    batch-check and list-objects against the vault.
 3. cli: the `fga` CLI as a client of the vault (`--api-url`, `--api-token`):
@@ -15,11 +19,13 @@ Usage: peer.py VAULT_URL KEY POLICIES_DIR FGA_BIN. Prints one line per
 failure and `N passed, M failed` at the end; exits 1 on any failure.
 """
 
+import csv
 import glob
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import requests
 import yaml
@@ -47,7 +53,59 @@ def api(method, path, body=None):
 
 
 def tuple_keys(entries):
-    return [{"user": t["user"], "relation": t["relation"], "object": t["object"]} for t in entries or []]
+    keys = []
+    for t in entries or []:
+        key = {"user": t["user"], "relation": t["relation"], "object": t["object"]}
+        if t.get("condition"):
+            key["condition"] = t["condition"]
+        keys.append(key)
+    return keys
+
+
+def read_tuple_file(path):
+    """The fga CLI's tuple files: JSON or YAML lists, JSON lines, CSV."""
+    ext = os.path.splitext(path)[1]
+    if ext == ".jsonl":
+        return [json.loads(line) for line in open(path) if line.strip()]
+    if ext == ".csv":
+        out = []
+        for r in csv.DictReader(open(path)):
+            user = f"{r['user_type']}:{r['user_id']}"
+            if r.get("user_relation"):
+                user += f"#{r['user_relation']}"
+            out.append({"user": user, "relation": r["relation"],
+                        "object": f"{r['object_type']}:{r['object_id']}"})
+        return out
+    return yaml.safe_load(open(path)) or []
+
+
+def tuples_of(spec, base):
+    """`tuples` plus `tuple_file` / `tuple_files`, as the CLI reads them."""
+    entries = list(spec.get("tuples") or [])
+    files = ([spec["tuple_file"]] if spec.get("tuple_file") else []) + list(spec.get("tuple_files") or [])
+    for f in files:
+        entries += read_tuple_file(os.path.join(base, f))
+    return tuple_keys(entries)
+
+
+def load_model(spec, base):
+    """`model` (inline DSL) or `model_file` (`.fga`, `fga.mod`, `.json`), as JSON."""
+    if spec.get("model"):
+        with tempfile.NamedTemporaryFile("w", suffix=".fga", delete=False) as f:
+            f.write(spec["model"])
+        path = f.name
+    else:
+        path = os.path.join(base, spec["model_file"])
+    if path.endswith(".json"):
+        return json.load(open(path))
+    fmt = "modular" if path.endswith(".mod") else "fga"
+    transform = subprocess.run([FGA, "model", "transform", "--input-format", fmt, "--file", path],
+                               capture_output=True, text=True, check=True)
+    return json.loads(transform.stdout)
+
+
+def listed(entry, one, many):
+    return [entry[one]] if entry.get(one) else list(entry.get(many) or [])
 
 
 def conformance():
@@ -55,28 +113,28 @@ def conformance():
     expect(len(files) >= 1, f"no .fga.yaml in {POLICIES}")
     for path in files:
         name = os.path.basename(path)
+        base = os.path.dirname(path)
         # 1. The real OpenFGA must agree with the file's assertions.
         run = subprocess.run([FGA, "model", "test", "--tests", path], capture_output=True, text=True)
         expect(run.returncode == 0, f"{name}: fga model test failed:\n{run.stdout}{run.stderr}")
         spec = yaml.safe_load(open(path))
-        model_file = os.path.join(os.path.dirname(path), spec["model_file"])
-        transform = subprocess.run([FGA, "model", "transform", "--file", model_file],
-                                   capture_output=True, text=True, check=True)
-        model = json.loads(transform.stdout)
+        model = load_model(spec, base)
         # 2. The vault must give the same answers: a store per test, as the CLI does.
         for test in spec.get("tests", []):
             label = f"{name} / {test.get('name', '?')}"
             store = api("POST", "/stores", {"name": f"conformance {test.get('name', '')}"[:64]})["id"]
             api("POST", f"/stores/{store}/authorization-models", model)
-            keys = tuple_keys(spec.get("tuples")) + tuple_keys(test.get("tuples"))
+            keys = tuples_of(spec, base) + tuples_of(test, base)
             for i in range(0, len(keys), 100):
                 api("POST", f"/stores/{store}/write", {"writes": {"tuple_keys": keys[i:i + 100]}})
-            for c in test.get("check", []):
-                for relation, want in c["assertions"].items():
-                    body = {"tuple_key": {"user": c["user"], "relation": relation, "object": c["object"]}}
-                    got = api("POST", f"/stores/{store}/check", body)["allowed"]
-                    expect(got == want, f"{label}: check {c['user']} {relation} {c['object']}: OpenFGA {want}, vault {got}")
-            for lo in test.get("list_objects", []):
+            for c in test.get("check") or []:
+                for user in listed(c, "user", "users"):
+                    for obj in listed(c, "object", "objects"):
+                        for relation, want in c["assertions"].items():
+                            body = {"tuple_key": {"user": user, "relation": relation, "object": obj}}
+                            got = api("POST", f"/stores/{store}/check", body)["allowed"]
+                            expect(got == want, f"{label}: check {user} {relation} {obj}: OpenFGA {want}, vault {got}")
+            for lo in test.get("list_objects") or []:
                 for relation, want in lo["assertions"].items():
                     body = {"type": lo["type"], "relation": relation, "user": lo["user"]}
                     got = api("POST", f"/stores/{store}/list-objects", body)["objects"]
