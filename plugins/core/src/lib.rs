@@ -2,6 +2,7 @@
 //! plugins. Pure functions and state machines; the hosts (Envoy proxy-wasm,
 //! Spin, the test harness) perform the I/O they ask for.
 
+pub mod approval;
 pub mod authn;
 pub mod bearer;
 pub mod cache;

@@ -1,0 +1,391 @@
+//! Templates that describe the action to the user: the `binding_message`
+//! (`Buy {body.qty} {body.ticker}`), shown on the approval page and on the
+//! user's device, and the RFC 9396 `authorization_details`, a JSON template
+//! whose strings may hold placeholders. Placeholders name fields
+//! ([`FieldRef`]); `{{` and `}}` write a brace. A template that cannot be
+//! filled refuses the request: it is never sent for approval half-filled,
+//! and never forwarded unapproved.
+
+use super::canonical::number_text;
+use super::field::{Facts, FieldRef};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// Longest binding message, in characters (Auth0's rule, the vault's too).
+pub const BINDING_MESSAGE_MAX: usize = 64;
+
+/// Whether `c` may appear in a binding message: ASCII letters, digits,
+/// space and `+-_.,:#`.
+pub fn binding_message_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || " +-_.,:#".contains(c)
+}
+
+/// A string with placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field(FieldRef),
+}
+
+/// Why a template could not be filled for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillError {
+    /// The placeholder (`body.qty`), or `binding_message` for a message
+    /// that came out outside the character rule.
+    pub field: String,
+    /// What is wrong.
+    pub why: &'static str,
+}
+
+impl Template {
+    /// Parses a template; an unknown placeholder root, an empty or
+    /// unclosed placeholder and a lone `}` are errors.
+    pub fn parse(source: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut chars = source.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    text.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    text.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some('{') | None => {
+                                return Err("a `{` without its `}` (write `{{` for a brace)".into())
+                            }
+                            Some(c) => name.push(c),
+                        }
+                    }
+                    if !text.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut text)));
+                    }
+                    parts.push(Part::Field(FieldRef::parse(name.trim())?));
+                }
+                '}' => return Err("a `}` without its `{` (write `}}` for a brace)".into()),
+                c => text.push(c),
+            }
+        }
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The fields the template reads.
+    pub fn fields(&self) -> impl Iterator<Item = &FieldRef> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Field(f) => Some(f),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// The literal text (placeholders left out).
+    pub fn literal_chars(&self) -> impl Iterator<Item = char> + '_ {
+        self.parts.iter().flat_map(|p| match p {
+            Part::Text(t) => t.chars(),
+            Part::Field(_) => "".chars(),
+        })
+    }
+
+    /// The one field, when the template is exactly one placeholder.
+    fn single_field(&self) -> Option<&FieldRef> {
+        match self.parts.as_slice() {
+            [Part::Field(f)] => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Fills the placeholders with strings, numbers and booleans of the
+    /// request; an absent field, `null`, an object or an array is an error.
+    pub fn fill(&self, facts: &Facts<'_>) -> Result<String, FillError> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Field(field) => {
+                    let error = |why| FillError {
+                        field: field.to_string(),
+                        why,
+                    };
+                    match facts.lookup(field).as_deref() {
+                        None => return Err(error("the request has no such field")),
+                        Some(Value::String(s)) => out.push_str(s),
+                        Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+                        Some(Value::Number(n)) => out.push_str(
+                            &number_text(n).ok_or_else(|| error("a number out of range"))?,
+                        ),
+                        Some(_) => return Err(error("not a string, number or boolean")),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fills a binding message and checks it: 1 to 64 characters of ASCII
+    /// letters, digits, space and `+-_.,:#`.
+    pub fn fill_binding_message(&self, facts: &Facts<'_>) -> Result<String, FillError> {
+        let message = self.fill(facts)?;
+        let error = |why| FillError {
+            field: "binding_message".into(),
+            why,
+        };
+        if message.trim().is_empty() {
+            return Err(error("the binding message came out empty"));
+        }
+        if message.chars().count() > BINDING_MESSAGE_MAX {
+            return Err(error(
+                "the binding message came out longer than 64 characters",
+            ));
+        }
+        if !message.chars().all(binding_message_char) {
+            return Err(error(
+                "the binding message came out with characters other than letters, digits, space and +-_.,:#",
+            ));
+        }
+        Ok(message)
+    }
+}
+
+impl<'de> Deserialize<'de> for Template {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Template, D::Error> {
+        let source = String::deserialize(deserializer)?;
+        Template::parse(&source).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An `authorization_details` template: a JSON array of objects, each with
+/// a string `type` (RFC 9396), whose strings may hold placeholders. A
+/// string that is exactly one placeholder (`"{body.qty}"`) becomes the
+/// field's JSON value (a number stays a number); other strings are filled
+/// as text. Object keys are taken as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetailsTemplate(Value);
+
+impl DetailsTemplate {
+    /// Checks the shape and every string's placeholders.
+    pub fn parse(value: Value) -> Result<DetailsTemplate, String> {
+        let Value::Array(items) = &value else {
+            return Err("a JSON array of objects, each with a `type` (RFC 9396)".into());
+        };
+        if items.is_empty() {
+            return Err("at least one object".into());
+        }
+        for (i, item) in items.iter().enumerate() {
+            match item.get("type") {
+                Some(Value::String(t)) if !t.is_empty() && !t.contains('{') => {}
+                _ => return Err(format!("[{i}]: an object with a literal string `type`")),
+            }
+        }
+        check_strings(&value)?;
+        Ok(DetailsTemplate(value))
+    }
+
+    /// The fields the template reads.
+    pub fn fields(&self) -> Vec<FieldRef> {
+        let mut out = Vec::new();
+        collect_fields(&self.0, &mut out);
+        out
+    }
+
+    /// The details for a request.
+    pub fn fill(&self, facts: &Facts<'_>) -> Result<Value, FillError> {
+        fill_value(&self.0, facts)
+    }
+}
+
+fn check_strings(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(s) => Template::parse(s).map(|_| ()),
+        Value::Array(items) => items.iter().try_for_each(check_strings),
+        Value::Object(map) => map.values().try_for_each(check_strings),
+        _ => Ok(()),
+    }
+}
+
+fn collect_fields(value: &Value, out: &mut Vec<FieldRef>) {
+    match value {
+        Value::String(s) => {
+            if let Ok(t) = Template::parse(s) {
+                out.extend(t.fields().cloned());
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_fields(v, out)),
+        Value::Object(map) => map.values().for_each(|v| collect_fields(v, out)),
+        _ => {}
+    }
+}
+
+fn fill_value(value: &Value, facts: &Facts<'_>) -> Result<Value, FillError> {
+    Ok(match value {
+        Value::String(s) => {
+            // Checked at parse; a string that no longer parses is left out.
+            let template = Template::parse(s).map_err(|_| FillError {
+                field: "authorization_details".into(),
+                why: "a template that does not parse",
+            })?;
+            match template.single_field() {
+                Some(field) => match facts.lookup(field) {
+                    Some(v) if !v.is_null() => v.into_owned(),
+                    _ => {
+                        return Err(FillError {
+                            field: field.to_string(),
+                            why: "the request has no such field",
+                        })
+                    }
+                },
+                None => Value::String(template.fill(facts)?),
+            }
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| fill_value(v, facts))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), fill_value(v, facts)?)))
+                .collect::<Result<_, FillError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+impl<'de> Deserialize<'de> for DetailsTemplate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DetailsTemplate, D::Error> {
+        DetailsTemplate::parse(Value::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn facts(body: &Value) -> Facts<'_> {
+        Facts {
+            body: Some(body),
+            ..Facts::for_tests()
+        }
+    }
+
+    #[test]
+    fn buy_qty_ticker() {
+        let t = Template::parse("Buy {body.qty} {body.ticker} for {sub} via {agent}").unwrap();
+        let body = json!({"qty": 50, "ticker": "ACME"});
+        assert_eq!(
+            t.fill_binding_message(&facts(&body)).unwrap(),
+            "Buy 50 ACME for alice via trading-agent"
+        );
+        let t = Template::parse("Account {path.account}: {{x}} {body.price}").unwrap();
+        assert_eq!(
+            t.fill(&facts(&json!({"price": 12.5}))).unwrap(),
+            "Account acc-7: {x} 12.5"
+        );
+        assert_eq!(
+            t.fields().map(|f| f.to_string()).collect::<Vec<_>>(),
+            ["path.account", "body.price"]
+        );
+    }
+
+    #[test]
+    fn bad_templates_are_refused_at_parse() {
+        for (bad, says) in [
+            ("Buy {body.qty", "without its `}`"),
+            ("Buy body.qty}", "without its `{`"),
+            ("Buy {secret}", "unknown placeholder root"),
+            ("Buy {}", "unknown placeholder root"),
+            ("Buy {body.{x}}", "without its `}`"),
+        ] {
+            let e = Template::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_template_that_cannot_be_filled_names_the_field() {
+        let t = Template::parse("Buy {body.qty} {body.ticker}").unwrap();
+        let e = t
+            .fill_binding_message(&facts(&json!({"qty": 5})))
+            .unwrap_err();
+        assert_eq!(e.field, "body.ticker");
+        for body in [
+            json!({"qty": 5, "ticker": null}),
+            json!({"qty": 5, "ticker": ["A"]}),
+        ] {
+            let e = t.fill_binding_message(&facts(&body)).unwrap_err();
+            assert_eq!(e.field, "body.ticker", "{body}");
+        }
+    }
+
+    #[test]
+    fn a_message_outside_the_authoritys_rule_is_refused() {
+        let t = Template::parse("Buy {body.qty} {body.ticker}").unwrap();
+        for ticker in ["<script>", "ACME\n", "Ä", &"X".repeat(60)] {
+            let e = t
+                .fill_binding_message(&facts(&json!({"qty": 1, "ticker": ticker})))
+                .unwrap_err();
+            assert_eq!(e.field, "binding_message", "{ticker}");
+        }
+        let t = Template::parse("{body.x}").unwrap();
+        assert!(t.fill_binding_message(&facts(&json!({"x": " "}))).is_err());
+        let exactly = "x".repeat(64);
+        assert_eq!(
+            t.fill_binding_message(&facts(&json!({ "x": exactly })))
+                .unwrap(),
+            exactly
+        );
+    }
+
+    #[test]
+    fn details_keep_types_and_fill_text() {
+        let t = DetailsTemplate::parse(json!([{
+            "type": "stock_trade",
+            "ticker": "{body.ticker}",
+            "qty": "{body.qty}",
+            "account": "acc {path.account}",
+            "limits": {"max": "{body.max}"},
+            "fixed": 3
+        }]))
+        .unwrap();
+        let body = json!({"ticker": "ACME", "qty": 50, "max": {"usd": 10}});
+        assert_eq!(
+            t.fill(&facts(&body)).unwrap(),
+            json!([{"type": "stock_trade", "ticker": "ACME", "qty": 50,
+                    "account": "acc acc-7", "limits": {"max": {"usd": 10}}, "fixed": 3}])
+        );
+        let e = t
+            .fill(&facts(&json!({"ticker": "ACME", "max": 1})))
+            .unwrap_err();
+        assert_eq!(e.field, "body.qty");
+        assert_eq!(t.fields().len(), 4);
+    }
+
+    #[test]
+    fn details_must_be_typed_objects_with_good_placeholders() {
+        for bad in [
+            json!({"type": "x"}),
+            json!([]),
+            json!([{"ticker": "x"}]),
+            json!([{"type": "{body.type}"}]),
+            json!([{"type": "x", "a": "{nope}"}]),
+        ] {
+            assert!(DetailsTemplate::parse(bad.clone()).is_err(), "{bad}");
+        }
+    }
+}
