@@ -62,6 +62,24 @@ pub struct Pending {
     pub next_poll_ms: u64,
 }
 
+impl Pending {
+    /// The pending request a deferred retry's handle names, to poll at once
+    /// (`interval` as the authority announced it, or the default).
+    pub fn resumed(opened: super::handle::Opened, interval_seconds: u64, now_ms: u64) -> Pending {
+        Pending {
+            auth_req_id: Secret::new(opened.auth_req_id),
+            expires_at_ms: opened.expires_at.saturating_mul(1_000),
+            interval_ms: interval_seconds.max(1).saturating_mul(1_000),
+            next_poll_ms: now_ms,
+        }
+    }
+
+    /// Seconds left before it expires (at least 1 while it has not).
+    pub fn expires_in(&self, now_ms: u64) -> u64 {
+        self.expires_at_ms.saturating_sub(now_ms).div_ceil(1_000)
+    }
+}
+
 /// What a poll's answer means.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Polled {
@@ -234,18 +252,28 @@ impl Authority {
     /// A poll of the token endpoint, started at `now_ms`: the next may
     /// start one interval later.
     pub fn poll(&self, pending: &mut Pending, now_ms: u64) -> Callout {
+        self.poll_waiting(pending, now_ms, self.wait_seconds)
+    }
+
+    /// A deferred retry's one poll: never a long-poll (the agent is told to
+    /// come back instead of being held).
+    pub fn poll_once(&self, pending: &mut Pending, now_ms: u64) -> Callout {
+        self.poll_waiting(pending, now_ms, 0)
+    }
+
+    fn poll_waiting(&self, pending: &mut Pending, now_ms: u64, wait_seconds: u64) -> Callout {
         pending.next_poll_ms = now_ms.saturating_add(pending.interval_ms);
-        let wait = self.wait_seconds.to_string();
+        let wait = wait_seconds.to_string();
         let mut pairs = vec![
             ("grant_type", CIBA_GRANT),
             ("auth_req_id", pending.auth_req_id.expose()),
         ];
-        if self.wait_seconds > 0 {
+        if wait_seconds > 0 {
             pairs.push(("wait", &wait));
         }
         let timeout = self
             .timeout_ms
-            .saturating_add(self.wait_seconds.saturating_mul(1_000));
+            .saturating_add(wait_seconds.saturating_mul(1_000));
         self.post(&self.token_path, pairs, timeout)
     }
 
@@ -814,6 +842,33 @@ mod tests {
             panic!()
         };
         assert_eq!(reason(&r).1, "expired_token");
+    }
+
+    #[test]
+    fn a_deferred_retry_polls_once_at_once_without_wait() {
+        let a = authority(json!({"wait_seconds": 20})).unwrap();
+        let opened = crate::approval::handle::Opened {
+            auth_req_id: "req-9".into(),
+            expires_at: 2_000,
+        };
+        let mut p = Pending::resumed(opened, 5, 1_500_000);
+        assert_eq!(p.expires_at_ms, 2_000_000);
+        assert_eq!(p.expires_in(1_500_001), 500);
+        let call = a.poll_once(&mut p, 1_500_000);
+        assert_eq!(param(&call, "auth_req_id").as_deref(), Some("req-9"));
+        assert_eq!(param(&call, "wait"), None);
+        assert_eq!(call.timeout_ms, 5_000);
+        assert_eq!(
+            a.polled(
+                &mut p,
+                &answer(400, json!({"error": "authorization_pending"}))
+            ),
+            Polled::Pending
+        );
+        assert_eq!(
+            a.polled(&mut p, &answer(200, json!({"access_token": "t"}))),
+            Polled::Approved(Secret::new("t"))
+        );
     }
 
     #[test]

@@ -72,6 +72,22 @@ impl HandleError {
         }
     }
 
+    /// The answer to a retry with this handle: 403 `expired_token` for an
+    /// expired one, else 403 `access_denied` with the code as `reason`.
+    pub fn response(self) -> crate::response::LocalResponse {
+        match self {
+            HandleError::Expired => crate::response::LocalResponse::json(
+                403,
+                serde_json::json!({
+                    "error": "expired_token",
+                    "reason": self.code(),
+                    "error_description": self.description(),
+                }),
+            ),
+            _ => crate::response::access_denied(self.code(), self.description()),
+        }
+    }
+
     /// A description for the agent.
     pub fn description(self) -> &'static str {
         match self {
@@ -351,6 +367,14 @@ mod tests {
             HandleError::OtherRequest,
         ] {
             assert!(!e.code().is_empty() && !e.description().is_empty());
+            let answer = e.response();
+            assert_eq!(answer.status, 403);
+            let want = if e == HandleError::Expired {
+                "expired_token"
+            } else {
+                "access_denied"
+            };
+            assert!(answer.body.contains(want), "{e:?}");
         }
     }
 
