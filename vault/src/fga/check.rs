@@ -74,6 +74,32 @@ impl Tuples<'_> {
         Ok(ids)
     }
 
+    /// Whether any of `users` has `relation` on any object `object_type:id`
+    /// for `ids` (direct tuples only).
+    async fn any_exists(
+        &self,
+        object_type: &str,
+        ids: &[String],
+        relation: &str,
+        users: &[User],
+    ) -> Result<bool, FgaError> {
+        for t in self.contextual {
+            if t.object.type_name == object_type
+                && t.relation == relation
+                && users.contains(&t.user)
+                && ids.contains(&t.object.id)
+            {
+                return Ok(true);
+            }
+        }
+        for user in users {
+            if store::exists_any(self.db, self.store_id, object_type, ids, relation, user).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The ids of every object of `object_type` some tuple names.
     pub async fn object_ids(&self, object_type: &str) -> Result<Vec<String>, FgaError> {
         let mut ids = store::object_ids(self.db, self.store_id, object_type).await?;
@@ -373,6 +399,23 @@ impl<'a> Checker<'a> {
                 .tuples
                 .user_ids(object, relation, &r.type_name, Some(user_relation))
                 .await?;
+            if ids.is_empty() {
+                continue;
+            }
+            // Usersets whose relation only holds plain users: one query for
+            // all of them instead of one check each.
+            if depth < MAX_DEPTH {
+                if let Some(users) = self.leaf_users(&r.type_name, user_relation, user) {
+                    if self
+                        .tuples
+                        .any_exists(&r.type_name, &ids, user_relation, &users)
+                        .await?
+                    {
+                        return Ok(YES);
+                    }
+                    continue;
+                }
+            }
             for id in ids {
                 let set = Object {
                     type_name: r.type_name.clone(),
@@ -387,6 +430,36 @@ impl<'a> Checker<'a> {
             }
         }
         any.finish()
+    }
+}
+
+impl Checker<'_> {
+    /// When `type_name#relation` is directly assignable to plain users and
+    /// wildcards only (no usersets, no rewrite), the users whose tuple would
+    /// grant it to `user`: itself and its type's wildcard, as allowed.
+    fn leaf_users(&self, type_name: &str, relation: &str, user: &User) -> Option<Vec<User>> {
+        let rel = self.model.relation(type_name, relation)?;
+        if !matches!(rel.rewrite, Userset::This(_))
+            || rel.direct.iter().any(|r| r.relation.is_some())
+        {
+            return None;
+        }
+        if user.relation.is_some() {
+            return None;
+        }
+        let mut users = Vec::new();
+        if rel.direct.iter().any(|r| user.matches(r)) {
+            users.push(user.clone());
+        }
+        let wildcard = User {
+            type_name: user.type_name.clone(),
+            id: "*".to_string(),
+            relation: None,
+        };
+        if !user.is_wildcard() && rel.direct.iter().any(|r| wildcard.matches(r)) {
+            users.push(wildcard);
+        }
+        Some(users)
     }
 }
 

@@ -284,6 +284,39 @@ pub async fn exists(db: &Store, store_id: &str, t: &Tuple) -> Result<bool, FgaEr
     }))
 }
 
+/// Whether `user` has a direct tuple of `relation` on any `object_type:id`
+/// for `ids` (queried in chunks).
+pub async fn exists_any(
+    db: &Store,
+    store_id: &str,
+    object_type: &str,
+    ids: &[String],
+    relation: &str,
+    user: &User,
+) -> Result<bool, FgaError> {
+    for chunk in ids.chunks(500) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 7)).collect();
+        let sql = format!(
+            "SELECT 1 FROM fga_tuples WHERE store_id = $1 AND object_type = $2 AND relation = $3 \
+             AND user_type = $4 AND user_id = $5 AND user_relation = $6 AND object_id IN ({}) LIMIT 1",
+            marks.join(", ")
+        );
+        let found = with_pool!(db, pool => {
+            let mut q = sqlx::query(&sql)
+                .bind(store_id).bind(object_type).bind(relation)
+                .bind(&user.type_name).bind(&user.id).bind(user.relation.as_deref().unwrap_or(""));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.fetch_optional(pool).await?.is_some()
+        });
+        if found {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The users of `object#relation` of type `user_type` with relation
 /// `user_relation` (`""`: plain objects): their ids.
 pub async fn user_ids(
