@@ -39,13 +39,18 @@ async fn policies_answer_as_openfga_does_and_the_sdk_and_cli_work_unchanged() {
         &[("AGENTWARD_VAULT_FGA_PRESHARED_KEYS", FGA_KEY)],
     )
     .await;
+    // Another folder of `.fga.yaml` files (e.g. OpenFGA's own samples) can
+    // be run instead of `policies/`.
+    let policies = std::env::var_os("AGENTWARD_VAULT_FGA_TESTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("policies"));
     let vault_url = vault.url.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(venv.join("python"))
             .arg(root.join("vault/tests/fga/peer.py"))
             .arg(&vault_url)
             .arg(FGA_KEY)
-            .arg(root.join("policies"))
+            .arg(&policies)
             .arg(venv.join("fga"))
             .output()
             .unwrap()

@@ -1,4 +1,4 @@
-//! Authorization models, schema 1.1, in OpenFGA's JSON form (what
+//! Authorization models, schema 1.1 (and 1.2, its modular form), in OpenFGA's JSON form (what
 //! `fga model transform` writes from the `.fga` DSL), their validation, and
 //! the parsed tuple parts the evaluator works on.
 
@@ -205,11 +205,12 @@ impl Model {
     /// Validates `model` (schema 1.1: names, references, type restrictions,
     /// tuple-to-userset shape, entry points; no conditions) and indexes it.
     pub fn build(model: &AuthorizationModel) -> Result<Model, FgaError> {
-        if model.schema_version != "1.1" {
+        // 1.2 is 1.1 written in modules (`fga.mod`): the same semantics.
+        if model.schema_version != "1.1" && model.schema_version != "1.2" {
             return Err(FgaError::input(
                 "invalid_authorization_model",
                 format!(
-                    "invalid schema version {:?}: this server supports schema 1.1",
+                    "invalid schema version {:?}: this server supports schema 1.1 (and 1.2, modular)",
                     model.schema_version
                 ),
             ));

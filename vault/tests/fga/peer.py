@@ -109,38 +109,45 @@ def listed(entry, one, many):
 
 
 def conformance():
-    files = sorted(glob.glob(os.path.join(POLICIES, "*.fga.yaml")))
+    files = sorted(glob.glob(os.path.join(POLICIES, "**", "*.fga.yaml"), recursive=True))
     expect(len(files) >= 1, f"no .fga.yaml in {POLICIES}")
     for path in files:
-        name = os.path.basename(path)
-        base = os.path.dirname(path)
-        # 1. The real OpenFGA must agree with the file's assertions.
-        run = subprocess.run([FGA, "model", "test", "--tests", path], capture_output=True, text=True)
-        expect(run.returncode == 0, f"{name}: fga model test failed:\n{run.stdout}{run.stderr}")
-        spec = yaml.safe_load(open(path))
-        model = load_model(spec, base)
-        # 2. The vault must give the same answers: a store per test, as the CLI does.
-        for test in spec.get("tests", []):
-            label = f"{name} / {test.get('name', '?')}"
-            store = api("POST", "/stores", {"name": f"conformance {test.get('name', '')}"[:64]})["id"]
-            api("POST", f"/stores/{store}/authorization-models", model)
-            keys = tuples_of(spec, base) + tuples_of(test, base)
-            for i in range(0, len(keys), 100):
-                api("POST", f"/stores/{store}/write", {"writes": {"tuple_keys": keys[i:i + 100]}})
-            for c in test.get("check") or []:
-                for user in listed(c, "user", "users"):
-                    for obj in listed(c, "object", "objects"):
-                        for relation, want in c["assertions"].items():
-                            body = {"tuple_key": {"user": user, "relation": relation, "object": obj}}
-                            got = api("POST", f"/stores/{store}/check", body)["allowed"]
-                            expect(got == want, f"{label}: check {user} {relation} {obj}: OpenFGA {want}, vault {got}")
-            for lo in test.get("list_objects") or []:
-                for relation, want in lo["assertions"].items():
-                    body = {"type": lo["type"], "relation": relation, "user": lo["user"]}
-                    got = api("POST", f"/stores/{store}/list-objects", body)["objects"]
-                    expect(sorted(got) == sorted(want or []),
-                           f"{label}: list-objects {lo['user']} {relation} {lo['type']}: OpenFGA {sorted(want or [])}, vault {sorted(got)}")
-            api("DELETE", f"/stores/{store}")
+        try:
+            conformance_of(path)
+        except Exception as e:  # one file's error does not hide the others'
+            expect(False, f"{os.path.basename(path)}: {e!r}")
+
+
+def conformance_of(path):
+    name = os.path.basename(path)
+    base = os.path.dirname(path)
+    # 1. The real OpenFGA must agree with the file's assertions.
+    run = subprocess.run([FGA, "model", "test", "--tests", path], capture_output=True, text=True)
+    expect(run.returncode == 0, f"{name}: fga model test failed:\n{run.stdout}{run.stderr}")
+    spec = yaml.safe_load(open(path))
+    model = load_model(spec, base)
+    # 2. The vault must give the same answers: a store per test, as the CLI does.
+    for test in spec.get("tests", []):
+        label = f"{name} / {test.get('name', '?')}"
+        store = api("POST", "/stores", {"name": f"conformance {test.get('name', '')}"[:64]})["id"]
+        api("POST", f"/stores/{store}/authorization-models", model)
+        keys = tuples_of(spec, base) + tuples_of(test, base)
+        for i in range(0, len(keys), 100):
+            api("POST", f"/stores/{store}/write", {"writes": {"tuple_keys": keys[i:i + 100]}})
+        for c in test.get("check") or []:
+            for user in listed(c, "user", "users"):
+                for obj in listed(c, "object", "objects"):
+                    for relation, want in c["assertions"].items():
+                        body = {"tuple_key": {"user": user, "relation": relation, "object": obj}}
+                        got = api("POST", f"/stores/{store}/check", body)["allowed"]
+                        expect(got == want, f"{label}: check {user} {relation} {obj}: OpenFGA {want}, vault {got}")
+        for lo in test.get("list_objects") or []:
+            for relation, want in lo["assertions"].items():
+                body = {"type": lo["type"], "relation": relation, "user": lo["user"]}
+                got = api("POST", f"/stores/{store}/list-objects", body)["objects"]
+                expect(sorted(got) == sorted(want or []),
+                       f"{label}: list-objects {lo['user']} {relation} {lo['type']}: OpenFGA {sorted(want or [])}, vault {sorted(got)}")
+        api("DELETE", f"/stores/{store}")
 
 
 def sdk():
@@ -153,7 +160,7 @@ def sdk():
     from openfga_sdk.models.read_request_tuple_key import ReadRequestTupleKey
     from openfga_sdk.sync import OpenFgaClient
 
-    model_file = os.path.join(POLICIES, "stock-trade-rag.fga")
+    model_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../policies/stock-trade-rag.fga")
     model = json.loads(subprocess.run([FGA, "model", "transform", "--file", model_file],
                                       capture_output=True, text=True, check=True).stdout)
     config = ClientConfiguration(
@@ -209,7 +216,8 @@ def cli():
             raise RuntimeError(f"{' '.join(args)}: {run.stdout}{run.stderr}")
         return json.loads(run.stdout) if run.stdout.strip().startswith("{") else run.stdout
 
-    created = fga("store", "create", "--name", "fga-cli", "--model", os.path.join(POLICIES, "stock-trade-rag.fga"))
+    model_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../policies/stock-trade-rag.fga")
+    created = fga("store", "create", "--name", "fga-cli", "--model", model_file)
     store = created["store"]["id"]
     expect(len(created["model"]["authorization_model_id"]) == 26, f"cli: store create {created}")
     written = fga("tuple", "write", "user:alice", "viewer", "document:a", store=store)
