@@ -6,8 +6,8 @@
 //! filled refuses the request: it is never sent for approval half-filled,
 //! and never forwarded unapproved.
 
-use super::canonical::number_text;
-use super::field::{Facts, FieldRef};
+use crate::placeholder::{Facts, FieldRef};
+pub use crate::placeholder::{FillError, Template};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -20,122 +20,8 @@ pub fn binding_message_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || " +-_.,:#".contains(c)
 }
 
-/// A string with placeholders.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Field(FieldRef),
-}
-
-/// Why a template could not be filled for a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FillError {
-    /// The placeholder (`body.qty`), or `binding_message` for a message
-    /// that came out outside the character rule.
-    pub field: String,
-    /// What is wrong.
-    pub why: &'static str,
-}
-
+/// The binding message is approval's own use of a [`Template`].
 impl Template {
-    /// Parses a template; an unknown placeholder root, an empty or
-    /// unclosed placeholder and a lone `}` are errors.
-    pub fn parse(source: &str) -> Result<Template, String> {
-        let mut parts = Vec::new();
-        let mut text = String::new();
-        let mut chars = source.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '{' if chars.peek() == Some(&'{') => {
-                    chars.next();
-                    text.push('{');
-                }
-                '}' if chars.peek() == Some(&'}') => {
-                    chars.next();
-                    text.push('}');
-                }
-                '{' => {
-                    let mut name = String::new();
-                    loop {
-                        match chars.next() {
-                            Some('}') => break,
-                            Some('{') | None => {
-                                return Err("a `{` without its `}` (write `{{` for a brace)".into())
-                            }
-                            Some(c) => name.push(c),
-                        }
-                    }
-                    if !text.is_empty() {
-                        parts.push(Part::Text(std::mem::take(&mut text)));
-                    }
-                    parts.push(Part::Field(FieldRef::parse(name.trim())?));
-                }
-                '}' => return Err("a `}` without its `{` (write `}}` for a brace)".into()),
-                c => text.push(c),
-            }
-        }
-        if !text.is_empty() {
-            parts.push(Part::Text(text));
-        }
-        Ok(Template { parts })
-    }
-
-    /// The fields the template reads.
-    pub fn fields(&self) -> impl Iterator<Item = &FieldRef> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Field(f) => Some(f),
-            Part::Text(_) => None,
-        })
-    }
-
-    /// The literal text (placeholders left out).
-    pub fn literal_chars(&self) -> impl Iterator<Item = char> + '_ {
-        self.parts.iter().flat_map(|p| match p {
-            Part::Text(t) => t.chars(),
-            Part::Field(_) => "".chars(),
-        })
-    }
-
-    /// The one field, when the template is exactly one placeholder.
-    fn single_field(&self) -> Option<&FieldRef> {
-        match self.parts.as_slice() {
-            [Part::Field(f)] => Some(f),
-            _ => None,
-        }
-    }
-
-    /// Fills the placeholders with strings, numbers and booleans of the
-    /// request; an absent field, `null`, an object or an array is an error.
-    pub fn fill(&self, facts: &Facts<'_>) -> Result<String, FillError> {
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Field(field) => {
-                    let error = |why| FillError {
-                        field: field.to_string(),
-                        why,
-                    };
-                    match facts.lookup(field).as_deref() {
-                        None => return Err(error("the request has no such field")),
-                        Some(Value::String(s)) => out.push_str(s),
-                        Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
-                        Some(Value::Number(n)) => out.push_str(
-                            &number_text(n).ok_or_else(|| error("a number out of range"))?,
-                        ),
-                        Some(_) => return Err(error("not a string, number or boolean")),
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Fills a binding message and checks it: 1 to 64 characters of ASCII
     /// letters, digits, space and `+-_.,:#`.
     pub fn fill_binding_message(&self, facts: &Facts<'_>) -> Result<String, FillError> {
@@ -158,13 +44,6 @@ impl Template {
             ));
         }
         Ok(message)
-    }
-}
-
-impl<'de> Deserialize<'de> for Template {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Template, D::Error> {
-        let source = String::deserialize(deserializer)?;
-        Template::parse(&source).map_err(serde::de::Error::custom)
     }
 }
 
