@@ -166,6 +166,8 @@ pub struct CheckRun {
     order: Vec<usize>,
     in_flight: Vec<usize>,
     stop_at_denial: bool,
+    /// The cache is read once, at the first step.
+    cache_read: bool,
 }
 
 /// What a run needs next.
@@ -201,6 +203,7 @@ impl CheckRun {
             order,
             in_flight: Vec::new(),
             stop_at_denial,
+            cache_read: false,
         }
     }
 
@@ -232,8 +235,9 @@ impl CheckRun {
     /// Takes what the cache knows, then asks for the next batch of the
     /// rest, or says the run is done.
     pub fn next(&mut self, service: &FgaService, cache: &dyn DecisionCache, now_ms: u64) -> Next {
-        for (u, check) in self.unique.iter().enumerate() {
-            if self.allowed[u].is_none() {
+        if !self.cache_read {
+            self.cache_read = true;
+            for (u, check) in self.unique.iter().enumerate() {
                 self.allowed[u] = cached(service, cache, check, now_ms);
             }
         }

@@ -328,7 +328,8 @@ impl FilterRun {
     pub fn kept(&self) -> Option<Vec<bool>> {
         (0..self.items)
             .map(|i| {
-                (0..self.users).try_fold(true, |all, j| {
+                // No principal to check: nothing is shown.
+                (0..self.users).try_fold(self.users > 0, |all, j| {
                     Some(all && self.run.allowed(i * self.users + j)?)
                 })
             })
@@ -466,6 +467,17 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_with_no_principal_shows_nothing() {
+        let plan = FilterPlan::new(vec![], vec![]);
+        let mut run = rag().start(&plan, br#"{"results": [{"id": 1}]}"#).unwrap();
+        let (step, calls) = run_to_end(&mut run, |_, _| true);
+        assert_eq!(
+            (step, calls),
+            (BodyStep::Replace(br#"{"results":[]}"#.to_vec()), 0)
+        );
+    }
+
+    #[test]
     fn bodies_that_cannot_be_filtered_fail_closed() {
         let plan = FilterPlan::new(vec!["user:alice".into()], vec![]);
         let mut small = rag();
@@ -480,7 +492,7 @@ mod tests {
             (br#"{"results": {"id": "x"}}"#, Unfilterable::NoItems),
             (br#"{"items": []}"#, Unfilterable::NoItems),
             (br#"{"results": [{"name": "x"}]}"#, Unfilterable::BadId),
-            (br#"{"results": [{"id": "a:b"}]}"#, Unfilterable::BadId),
+            (br#"{"results": [{"id": "a#b"}]}"#, Unfilterable::BadId),
             (br#"{"results": [{"id": 1.5}]}"#, Unfilterable::BadId),
             (br#"{"results": [{"id": null}]}"#, Unfilterable::BadId),
             (

@@ -158,8 +158,15 @@ impl ListRun {
             let stream = sse::parse(body).ok_or(Unfilterable::NotJson)?;
             let mut lists = Vec::new();
             for (i, event) in stream.events.iter().enumerate() {
-                let Some(data) = event.data() else { continue };
+                // An event without data (a priming event with only an id) has no message.
+                let Some(data) = event.data().filter(|d| !d.trim().is_empty()) else {
+                    continue;
+                };
                 let message = parse_strict(data.as_bytes()).map_err(|_| Unfilterable::NotJson)?;
+                // A JSON-RPC batch could carry a list past the filter.
+                if !message.is_object() {
+                    return Err(Unfilterable::NoItems);
+                }
                 if entries_of(&message, kind).is_some() {
                     lists.push((i, message));
                 }
@@ -168,6 +175,9 @@ impl ListRun {
             Framing::Events(stream, lists)
         } else {
             let message = parse_strict(body).map_err(|_| Unfilterable::NotJson)?;
+            if !message.is_object() {
+                return Err(Unfilterable::NoItems);
+            }
             messages.push(message.clone());
             Framing::Json(message)
         };
@@ -360,19 +370,20 @@ mod tests {
     fn an_event_stream_list_is_cut_and_reframed() {
         let list = tools(&["get_quote", "place_order", "cancel_order"]).to_string();
         let body = format!(
-            "event: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{}}}}\n\nevent: message\nid: 7\ndata: {list}\n\n"
+            "id: 0\ndata:\n\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{}}}}\n\nevent: message\nid: 7\ndata: {list}\n\n"
         );
         let mut run = ListRun::start(ListKind::Tools, body.as_bytes(), true, by_policy).unwrap();
         let BodyStep::Replace(out) = finish(&mut run, |o| o == "tool:cancel_order") else {
             panic!()
         };
         let stream = sse::parse(&out).unwrap();
-        assert_eq!(stream.events.len(), 2);
-        assert!(stream.events[0]
+        assert_eq!(stream.events.len(), 3);
+        assert_eq!(stream.events[0].data().as_deref(), Some(""));
+        assert!(stream.events[1]
             .data()
             .unwrap()
             .contains("notifications/progress"));
-        let message: Value = serde_json::from_str(&stream.events[1].data().unwrap()).unwrap();
+        let message: Value = serde_json::from_str(&stream.events[2].data().unwrap()).unwrap();
         assert_eq!(names(&message), ["get_quote", "cancel_order"]);
         assert!(String::from_utf8(out).unwrap().contains("id: 7\n"));
     }
@@ -397,6 +408,14 @@ mod tests {
                 false,
             ),
             (b"data: {nope\n\n", true),
+            (
+                br#"[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"drop_tables"}]}}]"#,
+                false,
+            ),
+            (
+                b"data: [{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}]\n\n",
+                true,
+            ),
         ] {
             let e = ListRun::start(ListKind::Tools, body, sse, by_policy).unwrap_err();
             assert_eq!(

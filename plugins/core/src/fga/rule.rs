@@ -598,6 +598,20 @@ mod tests {
     }
 
     #[test]
+    fn users_of_several_issuers_are_told_apart_by_the_user_template() {
+        let mut s = service();
+        s.user = crate::placeholder::Template::parse("user:{issuer}|{sub}").unwrap();
+        s.validate().unwrap();
+        let r = rule(json!({"checks": [{"relation": "viewer", "object": "document:{path.id}"}]}))
+            .unwrap();
+        let mut a = r.authorize(&s, "https://api", &facts(), "").unwrap();
+        assert_eq!(
+            call_body(&a.step(&s, &NoCache, 0))["tuple_key"]["user"],
+            "user:https://idp.example.com/|alice"
+        );
+    }
+
+    #[test]
     fn requests_that_cannot_be_checked_are_refused() {
         let s = service();
         let r = rule(json!({"principal": "agent",

@@ -2,8 +2,8 @@
 //! (`{"user": "user:{sub}", "relation": "viewer", "object": "document:{path.id}"}`),
 //! and as they are sent once filled. The type of the user and of the object
 //! and the relation are always literal: a request's values only ever fill
-//! ids, and a value that would change the tuple's meaning (`:`, `#`, `@`,
-//! `*`, `%`, white space) is refused, never sent.
+//! ids, and a value that would change the tuple's meaning (`#`, `*`, `%`,
+//! white space) is refused, never sent.
 
 use crate::placeholder::{Facts, FieldRef, FillError, Piece, Template};
 use serde::{Deserialize, Serialize};
@@ -51,8 +51,11 @@ pub fn is_name(name: &str, max: usize) -> bool {
 }
 
 /// Checks one value a request puts into an id: not empty, at most 200
-/// bytes, visible characters, none of `:#@*%` (they would change the
-/// tuple's meaning or hide an encoding).
+/// bytes, no white space or control characters, none of `#*%` (`#` would
+/// turn a user into a userset, `*` into everyone, `%` hides an encoding
+/// the upstream may decode). `:` and `@` may stand in an id (the type is
+/// literal, before the first `:`): `user:{issuer}|{sub}`,
+/// `user:alice@example.com`.
 pub fn check_id_value(value: &str) -> Result<(), &'static str> {
     if value.is_empty() {
         return Err("empty, so it cannot name an object or user");
@@ -62,9 +65,9 @@ pub fn check_id_value(value: &str) -> Result<(), &'static str> {
     }
     if value
         .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || ":#@*%".contains(c))
+        .any(|c| c.is_whitespace() || c.is_control() || "#*%".contains(c))
     {
-        return Err("holds a character that cannot stand in an FGA id (`:#@*%`, space or control)");
+        return Err("holds a character that cannot stand in an FGA id (`#*%`, space or control)");
     }
     Ok(())
 }
@@ -234,7 +237,7 @@ mod tests {
 
     #[test]
     fn values_that_would_change_the_tuple_are_refused() {
-        let body = json!({"id": "7", "colon": "a:b", "hash": "7#owner", "star": "*",
+        let body = json!({"id": "7", "mail": "a@b.example", "hash": "7#owner", "star": "*",
                           "space": "a b", "pct": "a%3Ab", "n": 42, "empty": ""});
         let facts = Facts {
             body: Some(&body),
@@ -260,7 +263,14 @@ mod tests {
                 .object,
             "document:42"
         );
-        for field in ["colon", "hash", "star", "space", "pct", "empty", "missing"] {
+        assert_eq!(
+            tuple("document:{body.mail}")
+                .fill(&facts, None)
+                .unwrap()
+                .object,
+            "document:a@b.example"
+        );
+        for field in ["hash", "star", "space", "pct", "empty", "missing"] {
             let e = tuple(&format!("document:{{body.{field}}}"))
                 .fill(&facts, None)
                 .unwrap_err();
