@@ -1,11 +1,12 @@
-//! The jwt-identity decision: from a request's head to "forward with these
-//! identity headers", "answer this", or "wait for the issuer's keys"; plus
-//! the JWKS fetch schedule (periodic refresh, rate-limited refetch on an
-//! unknown `kid`). The host performs the I/O and feeds results back.
+//! The jwt-identity decision: from a request's head to a [`Step`]: go on
+//! with these identity headers, answer this, or hold until the issuer's
+//! keys arrive; plus the JWKS fetches ([`Callout`]s, on core's
+//! [`Schedule`]) whose [`Answer`]s the host feeds back.
 
+use crate::bearer;
 use crate::cache::TokenCache;
 use crate::identity::{identity_headers, HEADER_PREFIX, SCOPE};
-use crate::jwks::KeySet;
+use crate::jwks::{KeySet, Schedule};
 use crate::jwt::{self, Limits, Rejection, TrustStore};
 use crate::metadata;
 use crate::path::{self, RequestTarget};
@@ -14,7 +15,8 @@ use crate::proof::{self, ProofKey};
 use crate::response::{self, LocalResponse};
 use crate::scopes;
 use crate::signature::SignatureCheck;
-use std::rc::Rc;
+use crate::step::{Answer, Callout, Edits, SharedHeaders, Step};
+use std::sync::Arc;
 
 /// What a request carries that matters for authentication.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,34 +31,7 @@ pub struct RequestHead<'a> {
     pub token_header: Option<&'a str>,
 }
 
-/// Identity headers of a verified token, shared between cache and requests.
-pub type IdentityHeaders = Rc<Vec<(String, String)>>;
-
-/// What to do with a request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Remove inbound identity headers (see [`Authenticator::strips`]), set these, forward.
-    Forward {
-        /// Headers to set; empty for an anonymous request on a public route.
-        set: IdentityHeaders,
-        /// Also remove `authorization`.
-        remove_authorization: bool,
-        /// Also remove the configured `identity.token_header`.
-        remove_token_header: bool,
-        /// Replace `:path` with this: the normalised path the route was
-        /// matched on, without the token query parameter.
-        path: Option<String>,
-    },
-    /// Answer locally.
-    Respond(LocalResponse),
-    /// Hold the request until this issuer's keys arrive, then decide again.
-    Wait {
-        /// Issuer index.
-        issuer: usize,
-    },
-}
-
-/// Why the outcome is what it is, for metrics and logs.
+/// Why the step is what it is, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// A verified token; `cached` when the cache answered.
@@ -85,51 +60,50 @@ pub enum Verdict {
 /// One decision.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
-    /// What to do.
-    pub outcome: Outcome,
+    /// What to do: [`Step::Continue`] with the identity headers, the
+    /// token's removal and the `:path` rewrite (the inbound identity headers
+    /// are the host's to strip, see [`Authenticator::strips`]);
+    /// [`Step::Respond`]; or [`Step::Hold`] until the issuer's keys arrive.
+    pub step: Step,
     /// Why.
     pub verdict: Verdict,
+    /// The issuer whose keys a [`Step::Hold`] waits for.
+    pub waits_for: Option<usize>,
 }
 
-#[derive(Debug, Clone, Default)]
-struct JwksSchedule {
-    in_flight: bool,
-    failed: bool,
-    refetch_wanted: bool,
-    last_attempt_ms: Option<u64>,
-    /// When a token's unknown `kid` last caused a refetch (the rate limit).
-    last_refetch_ms: Option<u64>,
-    next_refresh_ms: u64,
+impl Decision {
+    fn respond(answer: LocalResponse, verdict: Verdict) -> Decision {
+        Decision {
+            step: Step::Respond(answer),
+            verdict,
+            waits_for: None,
+        }
+    }
 }
 
-/// A JWKS fetch to perform.
+/// The largest JWKS answer read; a larger one counts as a failed fetch.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// A JWKS fetch to perform; its [`Answer`] goes to
+/// [`Authenticator::jwks_fetched`] with the same issuer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwksFetch {
     /// Issuer index.
     pub issuer: usize,
-    /// Envoy cluster.
-    pub cluster: String,
-    /// `:authority` of the request.
-    pub authority: String,
-    /// `:path` of the request.
-    pub path: String,
-    /// Timeout in milliseconds.
-    pub timeout_ms: u64,
+    /// The call.
+    pub call: Callout,
 }
 
 /// The jwt-identity state of one VM: policy, keys, cache and fetch schedule.
 pub struct Authenticator {
     policy: Policy,
     trust: TrustStore,
-    cache: TokenCache<IdentityHeaders>,
-    schedule: Vec<JwksSchedule>,
-    anonymous: IdentityHeaders,
+    cache: TokenCache<SharedHeaders>,
+    schedule: Vec<Schedule>,
+    anonymous: SharedHeaders,
     /// Key of the `x-agentward-proof` added to verified identities.
     proof: Option<ProofKey>,
 }
-
-/// Retry delay after a failed JWKS fetch when no keys are loaded.
-const RETRY_MS: u64 = 2_000;
 
 impl Authenticator {
     /// Builds the state for a validated policy.
@@ -141,13 +115,13 @@ impl Authenticator {
         let trust =
             TrustStore::new(policy.issuers.clone(), policy.clock_skew_seconds).with_limits(limits);
         let cache = TokenCache::new(policy.identity.cache_max_entries);
-        let schedule = vec![JwksSchedule::default(); policy.issuers.len()];
+        let schedule = policy.issuers.iter().map(Schedule::of).collect();
         Authenticator {
             policy,
             trust,
             cache,
             schedule,
-            anonymous: Rc::new(Vec::new()),
+            anonymous: Arc::new(Vec::new()),
             proof: None,
         }
     }
@@ -193,33 +167,27 @@ impl Authenticator {
         let target = match path::normalize(head.path) {
             Ok(target) => target,
             Err(why) => {
-                return Decision {
-                    outcome: Outcome::Respond(response::invalid_request(
-                        "invalid_path",
-                        why.description(),
-                    )),
-                    verdict: Verdict::InvalidPath,
-                }
+                return Decision::respond(
+                    response::invalid_request("invalid_path", why.description()),
+                    Verdict::InvalidPath,
+                )
             }
         };
         if let Some(answer) = metadata::answer(&self.policy, head.method, &target.path) {
-            return Decision {
-                outcome: Outcome::Respond(answer),
-                verdict: Verdict::Metadata,
-            };
+            return Decision::respond(answer, Verdict::Metadata);
         }
         let route = self.policy.route(head.method, &target.path);
         let public = match route {
             Some(route) => route.public,
             None => match self.policy.unmatched {
                 Unmatched::Deny => {
-                    return Decision {
-                        outcome: Outcome::Respond(response::access_denied(
+                    return Decision::respond(
+                        response::access_denied(
                             "no_route",
                             "no route of the policy matches this request",
-                        )),
-                        verdict: Verdict::NoRoute,
-                    }
+                        ),
+                        Verdict::NoRoute,
+                    )
                 }
                 Unmatched::Authenticated => false,
                 Unmatched::Public => true,
@@ -230,10 +198,10 @@ impl Authenticator {
             return if public {
                 self.forward(self.anonymous.clone(), upstream, Verdict::Anonymous)
             } else {
-                Decision {
-                    outcome: Outcome::Respond(response::missing_token(&self.policy.resource)),
-                    verdict: Verdict::MissingToken,
-                }
+                Decision::respond(
+                    response::missing_token(&self.policy.resource),
+                    Verdict::MissingToken,
+                )
             };
         };
         let now = now_ms / 1000;
@@ -254,29 +222,32 @@ impl Authenticator {
                         if let Some(proof_key) = &self.proof {
                             proof::seal(proof_key, &mut headers, token);
                         }
-                        Rc::new(headers)
+                        Arc::new(headers)
                     }
                     Err(bad) => {
                         let answer = response::bad_claim(&self.policy.resource, &bad.description());
-                        return Decision {
-                            outcome: Outcome::Respond(answer),
-                            verdict: Verdict::Rejected(Rejection::BadClaim),
-                        };
+                        return Decision::respond(answer, Verdict::Rejected(Rejection::BadClaim));
                     }
                 };
                 let until = v.exp.saturating_add(self.policy.clock_skew_seconds);
                 self.cache.insert(key, until, headers.clone());
                 self.allow(route, headers, upstream, false)
             }
-            Err(Rejection::KeysUnavailable(issuer)) => self.keys_pending(issuer),
+            Err(Rejection::KeysUnavailable(issuer)) => self.keys_pending(issuer, now_ms),
             Err(Rejection::UnknownKid) => {
                 // The issuer's keys are loaded and lack this kid: refuse now
                 // (holding would let anyone with a made-up kid pin requests),
                 // and refetch in the background in case the key is new.
                 let issuer = jwt::peek_issuer_and_kid(token)
                     .and_then(|(iss, _)| self.trust.issuers().position(|i| i.issuer == iss));
-                if let Some(i) = issuer {
-                    self.want_refetch(i, now_ms);
+                let fetched = issuer.filter(|i| {
+                    self.policy
+                        .issuers
+                        .get(*i)
+                        .is_some_and(|i| i.jwks_uri.is_some())
+                });
+                if let Some(s) = fetched.and_then(|i| self.schedule.get_mut(i)) {
+                    s.unknown_kid(now_ms);
                 }
                 self.reject(Rejection::UnknownKid)
             }
@@ -289,7 +260,7 @@ impl Authenticator {
     fn allow(
         &self,
         route: Option<&Route>,
-        headers: IdentityHeaders,
+        headers: SharedHeaders,
         upstream: Upstream,
         cached: bool,
     ) -> Decision {
@@ -303,20 +274,14 @@ impl Authenticator {
             if !missing.is_empty() {
                 let answer =
                     response::insufficient_scope(&self.policy.resource, required, &missing);
-                return Decision {
-                    outcome: Outcome::Respond(answer),
-                    verdict: Verdict::InsufficientScope,
-                };
+                return Decision::respond(answer, Verdict::InsufficientScope);
             }
         }
         self.forward(headers, upstream, Verdict::Allowed { cached })
     }
 
     fn token<'a>(&self, head: &RequestHead<'a>) -> Option<&'a str> {
-        let from_authorization = head.authorization.and_then(|value| {
-            let (scheme, token) = value.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
+        let from_authorization = head.authorization.and_then(bearer::token);
         let from_header = head.token_header.map(str::trim);
         let from_query = self
             .policy
@@ -330,67 +295,54 @@ impl Authenticator {
             .filter(|t| !t.is_empty())
     }
 
-    fn forward(&self, set: IdentityHeaders, upstream: Upstream, verdict: Verdict) -> Decision {
+    fn forward(&self, set: SharedHeaders, upstream: Upstream, verdict: Verdict) -> Decision {
+        let mut edits = Edits {
+            set,
+            ..Edits::none()
+        };
+        if upstream.remove_authorization {
+            edits.remove.push("authorization".into());
+        }
+        if upstream.remove_token_header {
+            if let Some(name) = &self.policy.identity.token_header {
+                edits.remove.push(name.clone().into());
+            }
+        }
+        edits.set_one = upstream.path.map(|path| (":path", path));
         Decision {
-            outcome: Outcome::Forward {
-                set,
-                remove_authorization: upstream.remove_authorization,
-                remove_token_header: upstream.remove_token_header,
-                path: upstream.path,
-            },
+            step: Step::Continue(edits),
             verdict,
+            waits_for: None,
         }
     }
 
     fn reject(&self, why: Rejection) -> Decision {
-        Decision {
-            outcome: Outcome::Respond(response::invalid_token(&self.policy.resource, why)),
-            verdict: Verdict::Rejected(why),
-        }
+        Decision::respond(
+            response::invalid_token(&self.policy.resource, why),
+            Verdict::Rejected(why),
+        )
     }
 
-    fn keys_pending(&self, issuer: usize) -> Decision {
-        let failed = self
-            .schedule
-            .get(issuer)
-            .is_some_and(|s| s.failed && !s.in_flight);
-        let outcome = if failed {
-            Outcome::Respond(response::unavailable(
-                "jwks_unavailable",
-                "the token issuer's signing keys could not be fetched",
-            ))
-        } else {
-            Outcome::Wait { issuer }
-        };
+    /// Holds the request until the issuer's keys arrive or its fetch's
+    /// timeout (plus a second for the answer to be handled) passes; a
+    /// failed fetch with none under way is a 503 at once.
+    fn keys_pending(&self, issuer: usize, now_ms: u64) -> Decision {
+        let failed = self.schedule.get(issuer).is_some_and(Schedule::failed);
+        if failed {
+            return Decision::respond(
+                response::unavailable(
+                    "jwks_unavailable",
+                    "the token issuer's signing keys could not be fetched",
+                ),
+                Verdict::KeysPending,
+            );
+        }
         Decision {
-            outcome,
+            step: Step::Hold {
+                until_ms: now_ms.saturating_add(self.wait_limit_ms(issuer) + 1_000),
+            },
             verdict: Verdict::KeysPending,
-        }
-    }
-
-    /// Asks for a refetch of an issuer's keys because a token named an
-    /// unknown `kid`, at most once per `jwks_min_refetch_seconds`.
-    fn want_refetch(&mut self, issuer: usize, now_ms: u64) {
-        let Some(min_ms) = self
-            .policy
-            .issuers
-            .get(issuer)
-            .filter(|i| i.jwks_uri.is_some())
-            .map(|i| i.jwks_min_refetch_seconds.saturating_mul(1000))
-        else {
-            return;
-        };
-        let Some(s) = self.schedule.get_mut(issuer) else {
-            return;
-        };
-        if s.in_flight || s.refetch_wanted {
-            return;
-        }
-        if s.last_refetch_ms
-            .is_none_or(|last| now_ms >= last.saturating_add(min_ms))
-        {
-            s.refetch_wanted = true;
-            s.last_refetch_ms = Some(now_ms);
+            waits_for: Some(issuer),
         }
     }
 
@@ -404,44 +356,29 @@ impl Authenticator {
             let Some(s) = self.schedule.get_mut(i) else {
                 continue;
             };
-            if s.in_flight {
-                continue;
-            }
-            let has_keys = self.trust.keys(i).is_some();
-            let start = if !has_keys {
-                s.last_attempt_ms
-                    .is_none_or(|last| now_ms >= last.saturating_add(RETRY_MS))
-                    || s.refetch_wanted
-            } else {
-                s.refetch_wanted || now_ms >= s.next_refresh_ms
-            };
-            if start {
-                s.in_flight = true;
-                s.refetch_wanted = false;
-                s.last_attempt_ms = Some(now_ms);
+            if s.due(now_ms, self.trust.keys(i).is_some()) {
+                s.start(now_ms);
                 let (authority, path) = split_uri(uri);
-                due.push(JwksFetch {
-                    issuer: i,
-                    cluster: cluster.clone(),
-                    authority: authority.to_string(),
-                    path: path.to_string(),
-                    timeout_ms: issuer.jwks_timeout_ms,
-                });
+                let call = Callout::get(cluster, authority, path, "application/json")
+                    .timeout_ms(issuer.jwks_timeout_ms)
+                    .max_answer_bytes(MAX_JWKS_BYTES);
+                due.push(JwksFetch { issuer: i, call });
             }
         }
         due
     }
 
-    /// Feeds a fetch result back: `Some(body)` for a 200 answer, `None` for
-    /// a failure. Returns whether the issuer now has keys. Bad documents keep
-    /// the previous keys.
-    pub fn jwks_fetched(&mut self, issuer: usize, body: Option<&[u8]>, now_ms: u64) -> bool {
-        let refresh_ms = self
-            .policy
-            .issuers
-            .get(issuer)
-            .map_or(600_000, |i| i.jwks_refresh_seconds.saturating_mul(1000));
-        let parsed = body.and_then(|b| KeySet::parse(b).ok());
+    /// Feeds a fetch's answer back. Returns whether the issuer now has keys.
+    /// Only a 200 with a usable key set counts; anything else (a failure, a
+    /// bad document, an answer over [`MAX_JWKS_BYTES`]) keeps the previous
+    /// keys.
+    pub fn jwks_fetched(&mut self, issuer: usize, answer: &Answer, now_ms: u64) -> bool {
+        let parsed = match answer {
+            Answer::Response {
+                status: 200, body, ..
+            } => KeySet::parse(body).ok(),
+            _ => None,
+        };
         let ok = parsed.is_some();
         if let Some(keys) = parsed {
             if self.trust.keys(issuer) != Some(&keys) {
@@ -451,20 +388,14 @@ impl Authenticator {
             }
         }
         if let Some(s) = self.schedule.get_mut(issuer) {
-            s.in_flight = false;
-            s.failed = !ok;
-            s.next_refresh_ms = if ok {
-                now_ms.saturating_add(refresh_ms)
-            } else {
-                now_ms.saturating_add(RETRY_MS)
-            };
+            s.finished(ok, now_ms);
         }
         self.trust.keys(issuer).is_some()
     }
 
     /// Whether a fetch for this issuer is under way.
     pub fn fetch_in_flight(&self, issuer: usize) -> bool {
-        self.schedule.get(issuer).is_some_and(|s| s.in_flight)
+        self.schedule.get(issuer).is_some_and(Schedule::in_flight)
     }
 
     /// The 503 sent to a request whose wait for keys ran out.

@@ -9,6 +9,9 @@ use base64::Engine;
 use serde::Deserialize;
 use std::fmt;
 
+pub mod schedule;
+pub use schedule::Schedule;
+
 /// Most keys a JWKS may hold; more is refused (a fetch is untrusted input).
 pub const MAX_KEYS: usize = 64;
 

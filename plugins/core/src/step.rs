@@ -6,6 +6,7 @@
 //! carry steps out.
 
 use crate::response::LocalResponse;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Header values a decision sets, shared between a cache and the requests
@@ -15,8 +16,8 @@ pub type SharedHeaders = Arc<Vec<(String, String)>>;
 /// Header edits to make while the request's headers are held.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Edits {
-    /// Headers to remove (lower-case names).
-    pub remove: Vec<&'static str>,
+    /// Headers to remove (lower-case names; a configured name is owned).
+    pub remove: Vec<Cow<'static, str>>,
     /// Headers to set, replacing any value the request had.
     pub set: SharedHeaders,
     /// A header to set that is not shared (e.g. one request's `:path`).
@@ -35,6 +36,12 @@ impl Edits {
             set_one: Some((name, value)),
             ..Edits::default()
         }
+    }
+
+    /// Also removes this header.
+    pub fn removing(mut self, name: impl Into<Cow<'static, str>>) -> Edits {
+        self.remove.push(name.into());
+        self
     }
 
     /// Whether there is nothing to do.

@@ -3,9 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use agentward_core::authn::{Authenticator, Outcome, RequestHead, Verdict};
+use agentward_core::authn::{Authenticator, RequestHead, Verdict};
 use agentward_core::jwt::Rejection;
 use agentward_core::signature::PureRust;
+use agentward_core::step::{Answer, Edits, Step};
 use agentward_core::Policy;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -57,6 +58,14 @@ fn now_ms() -> u64 {
     Clock::now_since_epoch().as_millis()
 }
 
+fn ok(body: &[u8]) -> Answer {
+    Answer::Response {
+        status: 200,
+        headers: Vec::new(),
+        body: body.to_vec(),
+    }
+}
+
 fn head<'a>(path: &'a str, authorization: Option<&'a str>) -> RequestHead<'a> {
     RequestHead {
         method: "GET",
@@ -70,9 +79,10 @@ fn loaded(k: &ES256KeyPair) -> Authenticator {
     let mut a = Authenticator::new(policy());
     let due = a.fetches_due(now_ms());
     assert_eq!(due.len(), 1);
-    assert_eq!(due[0].authority, "idp.example.com");
-    assert_eq!(due[0].path, "/jwks.json");
-    assert!(a.jwks_fetched(0, Some(jwks(k, "k1").as_bytes()), now_ms()));
+    assert_eq!(due[0].call.authority, "idp.example.com");
+    assert_eq!(due[0].call.path, "/jwks.json");
+    assert_eq!(due[0].call.max_answer_bytes, 256 * 1024);
+    assert!(a.jwks_fetched(0, &ok(jwks(k, "k1").as_bytes()), now_ms()));
     a
 }
 
@@ -87,7 +97,7 @@ fn metadata_is_served_for_the_resource_and_suffixed_paths() {
         ),
     ] {
         let d = a.decide(&head(path, None), now_ms(), &PureRust);
-        let Outcome::Respond(r) = d.outcome else {
+        let Step::Respond(r) = d.step else {
             panic!("{d:?}")
         };
         assert_eq!(r.status, 200);
@@ -104,9 +114,7 @@ fn missing_token_gets_a_challenge_with_resource_metadata() {
     let mut a = Authenticator::new(policy());
     let d = a.decide(&head("/portfolio", None), now_ms(), &PureRust);
     assert_eq!(d.verdict, Verdict::MissingToken);
-    let Outcome::Respond(r) = d.outcome else {
-        panic!()
-    };
+    let Step::Respond(r) = d.step else { panic!() };
     assert_eq!(r.status, 401);
     let challenge = &r
         .headers
@@ -144,7 +152,7 @@ fn verified_token_is_cached_and_sets_identity() {
     let t = format!("Bearer {}", token(&k));
     let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
     assert_eq!(d.verdict, Verdict::Allowed { cached: false });
-    let Outcome::Forward { set, .. } = d.outcome else {
+    let Step::Continue(Edits { set, .. }) = d.step else {
         panic!()
     };
     let get = |n: &str| set.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
@@ -166,14 +174,13 @@ fn requests_wait_for_the_first_jwks_then_503_if_it_fails() {
     let mut a = Authenticator::new(policy());
     let t = format!("Bearer {}", token(&k));
     let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
-    assert_eq!(d.outcome, Outcome::Wait { issuer: 0 });
+    assert!(matches!(d.step, Step::Hold { until_ms } if until_ms > now_ms()));
+    assert_eq!(d.waits_for, Some(0));
     assert_eq!(a.fetches_due(now_ms()).len(), 1);
     assert!(a.fetches_due(now_ms()).is_empty(), "one fetch at a time");
-    assert!(!a.jwks_fetched(0, None, now_ms()));
+    assert!(!a.jwks_fetched(0, &Answer::Failed, now_ms()));
     let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
-    let Outcome::Respond(r) = d.outcome else {
-        panic!()
-    };
+    let Step::Respond(r) = d.step else { panic!() };
     assert_eq!(r.status, 503);
     assert!(r.body.contains("jwks_unavailable"));
     // The retry comes after a pause, not at once.
@@ -193,7 +200,7 @@ fn unknown_kid_refetches_once_then_is_rate_limited() {
     assert_eq!(d.verdict, Verdict::Rejected(Rejection::UnknownKid));
     assert_eq!(a.fetches_due(t0).len(), 1);
     // The rotated set arrives: the token now passes.
-    assert!(a.jwks_fetched(0, Some(jwks(&k2, "k2").as_bytes()), t0));
+    assert!(a.jwks_fetched(0, &ok(jwks(&k2, "k2").as_bytes()), t0));
     let d = a.decide(&head("/portfolio", Some(&t)), t0, &PureRust);
     assert_eq!(d.verdict, Verdict::Allowed { cached: false });
     // Another unknown kid within the refetch window is refused at once.
@@ -223,9 +230,7 @@ fn a_token_is_checked_against_the_scopes_of_each_route_even_from_the_cache() {
     // /portfolio needs portfolio:read, which the cached token lacks.
     let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
     assert_eq!(d.verdict, Verdict::InsufficientScope);
-    let Outcome::Respond(r) = d.outcome else {
-        panic!()
-    };
+    let Step::Respond(r) = d.step else { panic!() };
     assert_eq!(r.status, 403);
     assert!(r.body.contains("portfolio:read"));
 }
@@ -234,7 +239,7 @@ fn a_token_is_checked_against_the_scopes_of_each_route_even_from_the_cache() {
 fn a_bad_jwks_document_keeps_the_old_keys() {
     let k = ES256KeyPair::generate().with_key_id("k1");
     let mut a = loaded(&k);
-    assert!(a.jwks_fetched(0, Some(b"<html>oops</html>"), now_ms()));
+    assert!(a.jwks_fetched(0, &ok(b"<html>oops</html>"), now_ms()));
     let t = format!("Bearer {}", token(&k));
     let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
     assert_eq!(d.verdict, Verdict::Allowed { cached: false });
@@ -249,12 +254,12 @@ fn a_refresh_keeps_the_cache_unless_keys_change() {
     // Same keys at the periodic refresh: still cached.
     let later = now_ms() + 601_000;
     assert_eq!(a.fetches_due(later).len(), 1);
-    a.jwks_fetched(0, Some(jwks(&k1, "k1").as_bytes()), later);
+    a.jwks_fetched(0, &ok(jwks(&k1, "k1").as_bytes()), later);
     let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
     assert_eq!(d.verdict, Verdict::Allowed { cached: true });
     // k1 withdrawn: its tokens are no longer accepted from the cache.
     let k2 = ES256KeyPair::generate().with_key_id("k2");
-    a.jwks_fetched(0, Some(jwks(&k2, "k2").as_bytes()), later);
+    a.jwks_fetched(0, &ok(jwks(&k2, "k2").as_bytes()), later);
     let d = a.decide(&head("/portfolio", Some(&t)), now_ms() + 1_000, &PureRust);
     assert!(
         matches!(
@@ -263,4 +268,75 @@ fn a_refresh_keeps_the_cache_unless_keys_change() {
         ),
         "{d:?}"
     );
+}
+
+#[test]
+fn a_jwks_fetch_is_a_bounded_callout_and_only_a_usable_200_counts() {
+    let k = ES256KeyPair::generate().with_key_id("k1");
+    let mut a = Authenticator::new(policy());
+    let due = a.fetches_due(now_ms());
+    let call = &due[0].call;
+    assert_eq!(
+        (call.cluster.as_str(), call.method, call.timeout_ms),
+        ("idp", "GET", 5_000)
+    );
+    // An answer over the bound is never read: a failed fetch, retried later.
+    let too_large = Answer::TooLarge {
+        status: 200,
+        size: 300_000,
+    };
+    assert!(!a.jwks_fetched(0, &too_large, now_ms()));
+    assert!(a.fetches_due(now_ms()).is_empty());
+    let later = now_ms() + 2_500;
+    assert_eq!(a.fetches_due(later).len(), 1);
+    // A 404 carrying a valid key set is not a key set either.
+    let not_found = Answer::Response {
+        status: 404,
+        headers: Vec::new(),
+        body: jwks(&k, "k1").into_bytes(),
+    };
+    assert!(!a.jwks_fetched(0, &not_found, later));
+    assert_eq!(a.fetches_due(later + 2_500).len(), 1);
+    assert!(a.jwks_fetched(0, &ok(jwks(&k, "k1").as_bytes()), later + 2_500));
+}
+
+#[test]
+fn a_verified_request_goes_on_with_identity_set_and_the_token_removed() {
+    let k = ES256KeyPair::generate().with_key_id("k1");
+    let mut a = loaded(&k);
+    let t = format!("Bearer {}", token(&k));
+    let d = a.decide(&head("/portfolio", Some(&t)), now_ms(), &PureRust);
+    let Step::Continue(edits) = d.step else {
+        panic!("{d:?}")
+    };
+    assert_eq!(edits.remove, ["authorization"]);
+    assert_eq!(edits.set_one, None);
+    assert!(edits
+        .set
+        .iter()
+        .any(|(n, v)| n == "x-agentward-sub" && v == "alice"));
+    assert_eq!(d.waits_for, None);
+    // The token query parameter leaves the path.
+    let path = format!("/portfolio?access_token={}&x=1", token(&k));
+    let d = a.decide(&head(&path, None), now_ms(), &PureRust);
+    let Step::Continue(edits) = d.step else {
+        panic!("{d:?}")
+    };
+    assert_eq!(edits.set_one, Some((":path", "/portfolio?x=1".to_string())));
+}
+
+#[test]
+fn authorization_is_read_by_the_one_bearer_parser() {
+    let k = ES256KeyPair::generate().with_key_id("k1");
+    let mut a = loaded(&k);
+    let t = token(&k);
+    for value in [format!("bearer   {t}"), format!("  BEARER\t{t} ")] {
+        let d = a.decide(&head("/portfolio", Some(&value)), now_ms(), &PureRust);
+        assert!(matches!(d.verdict, Verdict::Allowed { .. }), "{value:?}");
+    }
+    // Not a bearer credential: as if no token came.
+    for value in [format!("Bearer {t} x"), format!("Basic {t}")] {
+        let d = a.decide(&head("/portfolio", Some(&value)), now_ms(), &PureRust);
+        assert_eq!(d.verdict, Verdict::MissingToken, "{value:?}");
+    }
 }

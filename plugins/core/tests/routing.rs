@@ -4,8 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use agentward_core::authn::{Authenticator, Decision, Outcome, RequestHead, Verdict};
+use agentward_core::authn::{Authenticator, Decision, RequestHead, Verdict};
 use agentward_core::signature::PureRust;
+use agentward_core::step::Step;
 use agentward_core::Policy;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -66,25 +67,26 @@ fn decide(a: &mut Authenticator, method: &str, path: &str, bearer: Option<&str>)
 
 /// The forwarded request: (remove_authorization, remove_token_header, new :path, identity set).
 fn forwarded(d: Decision) -> (bool, bool, Option<String>, bool) {
-    match d.outcome {
-        Outcome::Forward {
-            set,
-            remove_authorization,
-            remove_token_header,
-            path,
-        } => (
-            remove_authorization,
-            remove_token_header,
-            path,
-            !set.is_empty(),
-        ),
+    match d.step {
+        Step::Continue(edits) => {
+            let removes = |name: &str| edits.remove.iter().any(|n| n == name);
+            (
+                removes("authorization"),
+                removes("x-access-token"),
+                edits.set_one.map(|(name, path)| {
+                    assert_eq!(name, ":path");
+                    path
+                }),
+                !edits.set.is_empty(),
+            )
+        }
         other => panic!("not forwarded: {other:?}"),
     }
 }
 
 fn answered(d: &Decision) -> (u32, Value) {
-    match &d.outcome {
-        Outcome::Respond(r) => (r.status, serde_json::from_str(&r.body).unwrap()),
+    match &d.step {
+        Step::Respond(r) => (r.status, serde_json::from_str(&r.body).unwrap()),
         other => panic!("not answered: {other:?}"),
     }
 }

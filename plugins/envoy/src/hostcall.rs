@@ -201,12 +201,19 @@ impl Headers {
 
 /// The current request's headers, in one host call.
 pub fn request_headers() -> Result<Headers, Status> {
+    header_map(MapType::HttpRequestHeaders)
+}
+
+/// The current callout answer's headers (`:status` included), in one host call.
+pub fn http_call_response_headers() -> Result<Headers, Status> {
+    header_map(MapType::HttpCallResponseHeaders)
+}
+
+fn header_map(map: MapType) -> Result<Headers, Status> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the host writes a pointer and length into our two locals.
-    check(unsafe {
-        proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size)
-    })?;
+    check(unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) })?;
     // SAFETY: the host returned these bytes for this call.
     Ok(unsafe { returned(data, size) }.map_or_else(Headers::default, Headers::from_serialized))
 }

@@ -3,9 +3,11 @@
 //! and a panic in Envoy kills the worker's VM: the calls a request path makes
 //! go through [`hostcall`], which returns the status instead.
 
+pub mod held;
 pub mod hostcall;
 pub mod metrics;
 pub mod proof;
+pub mod step;
 pub mod verify;
 
 pub use metrics::{Counter, Metrics};

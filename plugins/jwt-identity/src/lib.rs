@@ -3,14 +3,16 @@
 //! `agentward_core::authn`; this file is the proxy-wasm glue: read the
 //! request, ask core, apply the answer, fetch JWKS when core says so.
 
-use agentward_core::authn::{Authenticator, Decision, JwksFetch, Outcome, RequestHead, Verdict};
+use agentward_core::authn::{Authenticator, Decision, JwksFetch, RequestHead, Verdict};
 use agentward_core::held::HeldQueue;
 use agentward_core::jwt::Rejection;
 use agentward_core::response;
+use agentward_core::step::{Answer, Edits, Step};
+use agentward_envoy::held::{self, Released};
 use agentward_envoy::hostcall::{self, Headers};
 use agentward_envoy::{clock_unavailable, log, now_ms, respond, EnvoyVerifier, Metrics};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -26,9 +28,6 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|id| Box::new(Root::new(id)));
 }}
-
-/// The largest JWKS answer read; a larger one counts as a failed fetch.
-const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// Ticks start JWKS fetches (first, periodic, refetch on unknown `kid`) and
 /// time out held requests.
@@ -92,60 +91,52 @@ impl State {
         self.metrics.inc(name);
     }
 
-    /// Applies a decision to the current context. Returns whether the
-    /// request may continue.
-    fn apply(&self, outcome: &Outcome, current: &Headers) -> bool {
-        match outcome {
-            Outcome::Forward {
-                set,
-                remove_authorization,
-                remove_token_header,
-                path,
-            } => {
-                let mut ok = true;
-                for (name, _) in current.pairs() {
-                    let Ok(name) = std::str::from_utf8(name) else {
-                        continue;
-                    };
-                    if self.auth.strips(name) {
-                        ok &= hostcall::remove_request_header(name).is_ok();
-                    }
-                }
-                if *remove_authorization {
-                    ok &= hostcall::remove_request_header("authorization").is_ok();
-                }
-                let token_header = self.auth.policy().identity.token_header.as_deref();
-                if let Some(name) = token_header.filter(|_| *remove_token_header) {
-                    ok &= hostcall::remove_request_header(name).is_ok();
-                }
-                if let Some(path) = path {
-                    ok &= hostcall::set_request_header(":path", path).is_ok();
-                }
-                for (name, value) in set.iter() {
-                    ok &= hostcall::set_request_header(name, value).is_ok();
-                }
-                if !ok {
+    /// Carries a decision out on the current context (its headers held):
+    /// on going on, the inbound identity headers are stripped first.
+    /// Returns whether the request may continue.
+    fn apply(&self, step: &Step, current: &Headers) -> bool {
+        match step {
+            Step::Continue(edits) => {
+                if !self.strip_inbound(current) {
                     // Never forward a request whose identity headers are half set.
                     respond(&response::unavailable(
                         "header_edit_failed",
                         "the gateway could not set the identity headers",
                     ));
+                    return false;
                 }
-                ok
+                agentward_envoy::step::edit_request(edits)
             }
-            Outcome::Respond(answer) => {
+            Step::Respond(answer) => {
                 respond(answer);
                 false
             }
-            Outcome::Wait { .. } => false,
+            // jwt-identity decides on headers alone and calls out from the
+            // root only; a hold is queued by the caller.
+            Step::Hold { .. } | Step::Call(_) | Step::ReadBody { .. } => false,
         }
+    }
+
+    /// Removes every inbound header [`Authenticator::strips`] names.
+    fn strip_inbound(&self, current: &Headers) -> bool {
+        let mut ok = true;
+        for (name, _) in current.pairs() {
+            let Ok(name) = std::str::from_utf8(name) else {
+                continue;
+            };
+            if self.auth.strips(name) {
+                ok &= hostcall::remove_request_header(name).is_ok();
+            }
+        }
+        ok
     }
 }
 
 struct Root {
     id: u32,
     state: Option<Rc<RefCell<State>>>,
-    fetches: HashMap<u32, usize>,
+    /// Callouts under way: token → (issuer, largest answer read).
+    fetches: HashMap<u32, (usize, usize)>,
 }
 
 impl Root {
@@ -171,16 +162,10 @@ impl Root {
     }
 
     fn dispatch(&mut self, state: &Rc<RefCell<State>>, fetch: JwksFetch, now: u64) {
-        let headers = [
-            (":method", "GET"),
-            (":path", fetch.path.as_str()),
-            (":authority", fetch.authority.as_str()),
-            ("accept", "application/json"),
-        ];
-        let timeout = Duration::from_millis(fetch.timeout_ms);
-        match hostcall::dispatch_http_call(&fetch.cluster, &headers, None, timeout) {
+        match agentward_envoy::step::dispatch(&fetch.call) {
             Ok(token) => {
-                self.fetches.insert(token, fetch.issuer);
+                self.fetches
+                    .insert(token, (fetch.issuer, fetch.call.max_answer_bytes));
             }
             Err(status) => {
                 // Typical on Envoy's base VM, which cannot call out; retried on tick.
@@ -188,11 +173,11 @@ impl Root {
                     LogLevel::Debug,
                     &format!(
                         "agentward: JWKS fetch from cluster `{}` not dispatched: {status:?}",
-                        fetch.cluster
+                        fetch.call.cluster
                     ),
                 );
                 let mut s = state.borrow_mut();
-                s.auth.jwks_fetched(fetch.issuer, None, now);
+                s.auth.jwks_fetched(fetch.issuer, &Answer::Failed, now);
                 s.metrics.inc("agentward.jwt.jwks_fetch_failed");
             }
         }
@@ -212,88 +197,86 @@ impl Root {
             .held
             .take(now, |w| issuer == Some(w.issuer));
         for h in due {
-            if hostcall::set_effective_context(h.id).is_err() {
-                continue; // the client went away
-            }
-            let mut s = state.borrow_mut();
-            let decision = if now >= h.deadline_ms {
-                let answer = if clock.is_ok() {
-                    s.auth.wait_timed_out()
+            let (id, root) = (h.id, self.id);
+            let released = held::within(id, root, || {
+                let mut s = state.borrow_mut();
+                let decision = if now >= h.deadline_ms {
+                    let answer = if clock.is_ok() {
+                        s.auth.wait_timed_out()
+                    } else {
+                        clock_unavailable()
+                    };
+                    Decision {
+                        step: Step::Respond(answer),
+                        verdict: Verdict::KeysPending,
+                        waits_for: None,
+                    }
                 } else {
-                    clock_unavailable()
+                    let w = &h.item;
+                    s.decide(
+                        &RequestHead {
+                            method: &w.method,
+                            path: &w.path,
+                            authorization: w.authorization.as_deref(),
+                            token_header: w.token_header.as_deref(),
+                        },
+                        now,
+                    )
                 };
-                Decision {
-                    outcome: Outcome::Respond(answer),
-                    verdict: Verdict::KeysPending,
-                }
-            } else {
-                let w = &h.item;
-                s.decide(
-                    &RequestHead {
-                        method: &w.method,
-                        path: &w.path,
-                        authorization: w.authorization.as_deref(),
-                        token_header: w.token_header.as_deref(),
-                    },
-                    now,
-                )
-            };
-            match decision.outcome {
-                // Still waiting (a retry is under way): keep holding.
-                Outcome::Wait { issuer } if now < h.deadline_ms => {
-                    let waiting = Waiting { issuer, ..h.item };
-                    if s.held.hold(h.id, h.deadline_ms, waiting).is_err() {
-                        respond(&response::too_many_held(KEYS_FETCHED));
+                match (&decision.step, decision.waits_for) {
+                    // Still waiting (a retry is under way): keep holding, to
+                    // the first deadline.
+                    (Step::Hold { .. }, Some(issuer)) if now < h.deadline_ms => {
+                        let waiting = Waiting { issuer, ..h.item };
+                        if s.held.hold(id, h.deadline_ms, waiting).is_err() {
+                            respond(&response::too_many_held(KEYS_FETCHED));
+                        }
+                        Released::Done
+                    }
+                    (Step::Hold { .. }, _) => {
+                        respond(&s.auth.wait_timed_out());
+                        Released::Done
+                    }
+                    (step, _) => {
+                        let current = hostcall::request_headers().unwrap_or_default();
+                        if !s.apply(step, &current) {
+                            return Released::Done; // answered
+                        }
+                        held::resume_current(&Edits::none())
                     }
                 }
-                Outcome::Wait { .. } => respond(&s.auth.wait_timed_out()),
-                outcome => {
-                    let current = hostcall::request_headers().unwrap_or_default();
-                    if s.apply(&outcome, &current) && hostcall::resume_request().is_err() {
-                        log(LogLevel::Warn, "agentward: could not resume a held request");
-                    }
-                }
+            });
+            if released == Some(Released::Failed) {
+                log(LogLevel::Warn, "agentward: could not resume a held request");
             }
         }
-        let _ = hostcall::set_effective_context(self.id);
     }
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
-        let Some(issuer) = self.fetches.remove(&token) else {
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
+        let Some((issuer, max_bytes)) = self.fetches.remove(&token) else {
             return;
         };
         let Some(state) = self.state.clone() else {
             return;
         };
-        let status = hostcall::http_call_response_header(":status")
-            .ok()
-            .flatten();
-        // An answer over the bound is never read: the fetch counts as failed.
-        let too_big = body_size > MAX_JWKS_BYTES;
-        let body = if status.as_deref() == Some("200") && !too_big {
-            hostcall::buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
-        if too_big {
+        let answer = agentward_envoy::step::read_answer(headers, body_size, max_bytes);
+        if let Answer::TooLarge { size, .. } = answer {
             log(
                 LogLevel::Warn,
                 &format!(
-                    "agentward: JWKS answer for issuer {issuer} is {body_size} bytes, over the {MAX_JWKS_BYTES}-byte limit"
+                    "agentward: JWKS answer for issuer {issuer} is {size} bytes, over the {max_bytes}-byte limit"
                 ),
             );
         }
         let ok = {
             let mut s = state.borrow_mut();
-            let had = body.is_some();
             // Without a clock the keys are kept and refreshed on the next tick.
             let now = now_ms().unwrap_or(0);
-            let ok = s.auth.jwks_fetched(issuer, body.as_deref(), now);
-            s.metrics.inc(if had && ok {
+            let ok = s.auth.jwks_fetched(issuer, &answer, now);
+            let read = matches!(answer, Answer::Response { status: 200, .. });
+            s.metrics.inc(if read && ok {
                 "agentward.jwt.jwks_fetch_ok"
             } else {
                 "agentward.jwt.jwks_fetch_failed"
@@ -301,13 +284,12 @@ impl Context for Root {
             ok
         };
         if !ok {
+            let status = answer
+                .status()
+                .map_or("none".to_string(), |s| s.to_string());
             log(
                 LogLevel::Warn,
-                &format!(
-                    "agentward: JWKS fetch for issuer {} failed (status {})",
-                    issuer,
-                    status.as_deref().unwrap_or("none")
-                ),
+                &format!("agentward: JWKS fetch for issuer {issuer} failed (status {status})"),
             );
         }
         self.release(Some(issuer));
@@ -420,18 +402,18 @@ impl HttpContext for Request {
             return Action::Pause;
         };
         let headers = hostcall::request_headers().unwrap_or_default();
-        let get = |name: &str| headers.get(name);
+        let [method, path, authorization] = headers.get_many([":method", ":path", "authorization"]);
         let mut s = state.borrow_mut();
         let token_header = s.auth.policy().identity.token_header.clone();
         let head = RequestHead {
-            method: get(":method").unwrap_or("GET"),
-            path: get(":path").unwrap_or("/"),
-            authorization: get("authorization"),
-            token_header: token_header.as_deref().and_then(get),
+            method: method.unwrap_or("GET"),
+            path: path.unwrap_or("/"),
+            authorization,
+            token_header: token_header.as_deref().and_then(|name| headers.get(name)),
         };
         let decision = s.decide(&head, now);
-        if let Outcome::Wait { issuer } = decision.outcome {
-            let deadline_ms = now.saturating_add(s.auth.wait_limit_ms(issuer) + 1_000);
+        if let (Step::Hold { until_ms }, Some(issuer)) = (&decision.step, decision.waits_for) {
+            let deadline_ms = *until_ms;
             let waiting = Waiting {
                 issuer,
                 method: head.method.to_string(),
@@ -447,7 +429,7 @@ impl HttpContext for Request {
             // would answer to this request's context, which may go away.
             return Action::Pause;
         }
-        if s.apply(&decision.outcome, &headers) {
+        if s.apply(&decision.step, &headers) {
             Action::Continue
         } else {
             Action::Pause
