@@ -96,7 +96,7 @@ def prepare(out: Path, vault_port: int, peer_url: str) -> None:
     if not routes:
         sys.exit("policy.json has no GET /portfolio route")
     for route in routes:
-        route["connection"] = CONNECTION
+        route["exchange"] = {"connection": CONNECTION}
     policy["vault"] = {"cluster": "vault", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
     (out / "exchange-policy.json").write_text(json.dumps(policy, indent=2))
 

@@ -70,6 +70,14 @@ def _policy_blocks(lines: list[str]):
             i += 1
 
 
+def policy_file(path: Path) -> dict:
+    """A shipped policy document without its `$schema` (a pointer for
+    editors, which the inline copies in the Envoy configs leave out)."""
+    policy = json.loads(path.read_text())
+    policy.pop("$schema", None)
+    return policy
+
+
 def embedded_policies(config: str) -> list[dict]:
     """The policy documents inside a config, in order."""
     lines = config.split("\n")

@@ -27,6 +27,7 @@ from stack import (
     default_ports,
     embedded_policies,
     free_port,
+    policy_file,
     render,
     shipped_configs,
     validate,
@@ -124,7 +125,7 @@ def test_gateway_configs_start_without_envoy_warnings_and_hide_the_secret(config
 
 
 def test_embedded_policy_is_the_stock_trade_policy():
-    shipped = json.loads((ROOT / "policies/stock-trade.json").read_text())
+    shipped = policy_file(ROOT / "policies/stock-trade.json")
     assert embedded_policies(JWT_IDENTITY_CONFIG.read_text()) == [shipped]
 
 

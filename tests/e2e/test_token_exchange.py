@@ -49,12 +49,11 @@ AUTH0_TOKEN_TYPE = "http://auth0.com/oauth/token-type/federated-connection-acces
 def test_chain_config_carries_the_chain_policy():
     policy = chain_policy()
     assert embedded_policies(CHAIN_CONFIG.read_text()) == [policy, policy], "one policy for both filters"
-    route = next(r for r in policy["routes"] if r.get("connection"))
+    route = next(r for r in policy["routes"] if r.get("exchange"))
     assert route == {
         "match": {"methods": ["GET"], "path": "/broker/portfolio"},
         "scopes": ["portfolio:read"],
-        "connection": "stocktrade",
-        "upstream_scopes": ["stocks:read"],
+        "exchange": {"connection": "stocktrade", "scopes": ["stocks:read"]},
     }
     assert policy["vault"]["cluster"] == "vault"
 

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 
 import requests
 
-from stack import CHAIN_CONFIG, CONVENTIONAL_PORTS, ROOT, Envoy, embedded_policies, free_port, render
+from stack import CHAIN_CONFIG, CONVENTIONAL_PORTS, ROOT, Envoy, embedded_policies, free_port, policy_file, render
 
 PROVIDER_DIR = ROOT / "examples/stock-trade/provider"
 VAULT_BIN = ROOT / "target/debug/agentward-vault"
@@ -324,7 +324,7 @@ class VaultTap:
 
 
 def chain_policy() -> dict:
-    return json.loads(CHAIN_POLICY.read_text())
+    return policy_file(CHAIN_POLICY)
 
 
 def chain_config(ports: dict[str, int], policy: dict, vault_ports: list[int]) -> str:

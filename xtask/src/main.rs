@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod demo;
+mod schema;
 mod setup;
 mod stack;
 mod test;
@@ -24,6 +25,8 @@ commands:
   build              the wasm plugins (release, wasm32-wasip1), the host-test probe and the vault
   demo               setup + build, then the stock-trade agent through Envoy, step by step
   test               setup + build + cargo test + fmt + clippy + the Python end-to-end suite
+  schema [--check]   policies/agentward.schema.json from the policy's Rust types;
+                     --check: fail when the file is stale (cargo test checks it too)
   bench [--rounds N] [--window SECONDS] [--tokens N] [--only a,b] [--instructions N]
                      side by side: bare Envoy, native jwt_authn (with and without cache),
                      jwt-identity (fresh and repeated tokens), jwt-identity + token-exchange
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(),
         Some("test") => test::run(),
         Some("bench") => bench::Options::parse(&args[1..]).and_then(bench::run),
+        Some("schema") => schema::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -432,7 +432,7 @@ struct Upstream {
 
 impl Upstream {
     /// The token goes on only where the route asks (`forward_token`);
-    /// `Authorization` also stays for a `connection` route, where
+    /// `Authorization` also stays for an `exchange` route, where
     /// token-exchange replaces it. The token query parameter leaves the
     /// path, and a path that was not normal is replaced by its normal form.
     fn of(
@@ -442,7 +442,7 @@ impl Upstream {
         target: &RequestTarget<'_>,
     ) -> Upstream {
         let forward = route.is_some_and(|r| r.forward_token);
-        let exchange = route.is_some_and(|r| r.connection.is_some());
+        let exchange = route.is_some_and(|r| r.exchange.is_some());
         let query = match (&policy.identity.token_query_param, target.query) {
             (Some(param), Some(query)) if !forward => path::without_query_param(query, param),
             _ => None,

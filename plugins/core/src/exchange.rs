@@ -36,12 +36,13 @@ pub struct ExchangeTarget {
 }
 
 impl ExchangeTarget {
-    /// The target of a route, if it has a connection.
+    /// The target of a route, if it has an `exchange` section.
     pub fn of(route: &Route) -> Option<ExchangeTarget> {
+        let exchange = route.exchange.as_ref()?;
         Some(ExchangeTarget {
-            connection: route.connection.clone()?,
-            audience: route.audience.clone(),
-            scope: route.upstream_scopes.join(" "),
+            connection: exchange.connection.clone(),
+            audience: exchange.audience.clone(),
+            scope: exchange.scopes.join(" "),
         })
     }
 

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod identity_value;
 pub mod jwks;
 pub mod jwt;
+pub mod mcp;
 pub mod metadata;
 pub mod path;
 pub mod placeholder;

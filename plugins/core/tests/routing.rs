@@ -36,7 +36,7 @@ fn policy(extra: Value) -> Policy {
             {"match": {"methods": ["GET"], "path_prefix": "/prices"}, "public": true},
             {"match": {"methods": ["GET"], "path": "/portfolio"}},
             {"match": {"methods": ["POST"], "path": "/trades"}},
-            {"match": {"methods": ["GET"], "path": "/broker/portfolio"}, "connection": "stocktrade"},
+            {"match": {"methods": ["GET"], "path": "/broker/portfolio"}, "exchange": {"connection": "stocktrade"}},
             {"match": {"methods": ["GET"], "path": "/legacy"}, "forward_token": true}
         ]
     });

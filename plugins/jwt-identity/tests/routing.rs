@@ -23,7 +23,7 @@ fn routed_policy() -> Value {
         {"match": {"methods": ["GET"], "path_prefix": "/prices"}, "public": true},
         {"match": {"methods": ["GET"], "path": "/portfolio"}, "scopes": ["portfolio:read"]},
         {"match": {"methods": ["POST"], "path": "/trades"}, "scopes": ["trade"]},
-        {"match": {"methods": ["GET"], "path": "/broker/portfolio"}, "connection": "stocktrade"},
+        {"match": {"methods": ["GET"], "path": "/broker/portfolio"}, "exchange": {"connection": "stocktrade"}},
         {"match": {"methods": ["GET"], "path": "/legacy"}, "forward_token": true}
     ]);
     p["vault"] = json!({"cluster": "vault", "client_id": "gateway", "client_secret": "s"});

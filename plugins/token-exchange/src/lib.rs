@@ -1,4 +1,4 @@
-//! token-exchange: for routes with a `connection`, swaps the user's bearer
+//! token-exchange: for routes with an `exchange`, swaps the user's bearer
 //! token for an upstream access token from the vault (RFC 8693 or Auth0
 //! Token Vault dialect), caches it in shared data across worker VMs until
 //! shortly before expiry, and sends it upstream in `Authorization`. The

@@ -135,14 +135,15 @@ fn policy_with(dialect: &str) -> Value {
             {"match": {"methods": ["GET"], "path": "/health"}},
             {
                 "match": {"path_prefix": "/portfolio"},
-                "connection": "stocktrade",
-                "upstream_scopes": ["portfolio:read", "stocks:read"]
+                "exchange": {"connection": "stocktrade", "scopes": ["portfolio:read", "stocks:read"]}
             },
             {
                 "match": {"methods": ["POST"], "path": "/trades"},
-                "connection": "stocktrade",
-                "audience": "https://stocks.example.com",
-                "upstream_scopes": ["trade"]
+                "exchange": {
+                    "connection": "stocktrade",
+                    "audience": "https://stocks.example.com",
+                    "scopes": ["trade"]
+                }
             }
         ],
         "vault": vault(dialect)
@@ -1247,7 +1248,7 @@ fn policy_without_vault_is_refused_naming_vault() {
     let mut p = policy();
     p.as_object_mut().unwrap().remove("vault");
     for route in p["routes"].as_array_mut().unwrap() {
-        route.as_object_mut().unwrap().remove("connection");
+        route.as_object_mut().unwrap().remove("exchange");
     }
     assert_eq!(host.configure(p.to_string()), Ok(false));
     assert!(host.logged("`vault`"), "{:?}", host.logs());
@@ -1257,14 +1258,19 @@ fn policy_without_vault_is_refused_naming_vault() {
 }
 
 #[test]
-fn route_with_a_connection_but_no_vault_is_refused_naming_the_route() {
+fn route_with_an_exchange_but_no_vault_is_refused_naming_the_route() {
     let Some(path) = wasm() else { return };
     let host = Host::load(path, options()).unwrap();
     let mut p = policy();
     p.as_object_mut().unwrap().remove("vault");
-    p["routes"] = json!([{"match": {"path": "/portfolio"}, "connection": "stocktrade"}]);
+    p["routes"] =
+        json!([{"match": {"path": "/portfolio"}, "exchange": {"connection": "stocktrade"}}]);
     assert_eq!(host.configure(p.to_string()), Ok(false));
-    assert!(host.logged("routes[0].connection"), "{:?}", host.logs());
+    assert!(
+        host.logged("routes[0].exchange.connection"),
+        "{:?}",
+        host.logs()
+    );
     assert!(!host.is_broken());
 }
 

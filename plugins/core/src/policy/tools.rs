@@ -1,0 +1,250 @@
+//! A route's `mcp` section: the MCP tools its endpoint serves, by name, with
+//! the scopes each needs, and what a tool the policy does not list gets.
+//! Which tool a request calls is [`crate::mcp`]'s business.
+
+use super::{invalid, PolicyError};
+use crate::response::{access_denied, LocalResponse};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// MCP tools served on a route (a Streamable HTTP endpoint), by name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct McpRoute {
+    /// Tools by name (1 to 128 of `A-Z a-z 0-9 _ - .`), each with what it
+    /// needs on top of the route's own scopes.
+    #[serde(default)]
+    pub tools: Tools,
+    /// What a call of a tool `tools` does not name gets: `deny` (403) or
+    /// `allow` (the route's scopes suffice).
+    #[serde(default)]
+    pub unlisted_tools: UnlistedTools,
+}
+
+/// Tools by name; a name given twice is an error, not a silent override.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tools(pub BTreeMap<String, McpTool>);
+
+/// What calling one tool needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct McpTool {
+    /// Scopes a token needs to call the tool, besides the route's.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(inner(regex(pattern = r#"^[!#-\[\]-~]+$"#)))
+    )]
+    pub scopes: Vec<String>,
+}
+
+/// What a call of a tool the policy does not list gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum UnlistedTools {
+    /// 403 `access_denied`: only listed tools can be called.
+    #[default]
+    Deny,
+    /// The route's scopes suffice.
+    Allow,
+}
+
+/// A tool call the route's `mcp` section does not let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolRefusal {
+    /// The tool is not listed and `unlisted_tools` is `deny`.
+    Unlisted,
+}
+
+impl ToolRefusal {
+    /// The answer: 403 `access_denied`, reason `tool_not_allowed` (the tool's
+    /// name is not echoed).
+    pub fn response(self) -> LocalResponse {
+        match self {
+            ToolRefusal::Unlisted => access_denied(
+                "tool_not_allowed",
+                "the policy does not list this tool for this endpoint",
+            ),
+        }
+    }
+}
+
+impl McpRoute {
+    /// Scopes calling tool `name` needs besides the route's: the tool's own
+    /// when listed, none when unlisted tools are allowed.
+    pub fn tool_scopes(&self, name: &str) -> Result<&[String], ToolRefusal> {
+        match (self.tools.0.get(name), self.unlisted_tools) {
+            (Some(tool), _) => Ok(&tool.scopes),
+            (None, UnlistedTools::Allow) => Ok(&[]),
+            (None, UnlistedTools::Deny) => Err(ToolRefusal::Unlisted),
+        }
+    }
+
+    /// Checks names and scopes; `at` is the section's field path, `public`
+    /// whether the route takes requests without a token.
+    pub(super) fn validate(&self, at: &str, public: bool) -> Result<(), PolicyError> {
+        for (name, tool) in &self.tools.0 {
+            if !is_tool_name(name) {
+                return Err(invalid(
+                    format!("{at}.tools"),
+                    format!(
+                        "tool names are 1 to 128 of `A-Z a-z 0-9 _ - .`; `{}` is not",
+                        name.escape_default()
+                    ),
+                ));
+            }
+            if public && !tool.scopes.is_empty() {
+                return Err(invalid(
+                    format!("{at}.tools.{name}.scopes"),
+                    "a public route takes requests without a token, so its tools cannot require scopes",
+                ));
+            }
+            if let Some(j) = tool
+                .scopes
+                .iter()
+                .position(|s| !crate::scopes::is_scope_token(s))
+            {
+                return Err(invalid(
+                    format!("{at}.tools.{name}.scopes[{j}]"),
+                    "a scope token (RFC 6749 §3.3): printable ASCII without space, `\"` or `\\`",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// MCP's tool names (2025-11-25): 1 to 128 of `A-Z a-z 0-9 _ - .`.
+pub fn is_tool_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl<'de> Deserialize<'de> for Tools {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ToolsVisitor;
+        impl<'de> Visitor<'de> for ToolsVisitor {
+            type Value = Tools;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of tools by name")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tools, A::Error> {
+                let mut tools = BTreeMap::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if tools.contains_key(&name) {
+                        return Err(serde::de::Error::custom(format!(
+                            "tool `{}` is listed twice",
+                            name.escape_default()
+                        )));
+                    }
+                    let tool = map.next_value::<McpTool>()?;
+                    tools.insert(name, tool);
+                }
+                Ok(Tools(tools))
+            }
+        }
+        deserializer.deserialize_map(ToolsVisitor)
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Tools {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Tools".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "propertyNames": {"pattern": "^[A-Za-z0-9_.-]{1,128}$"},
+            "additionalProperties": generator.subschema_for::<McpTool>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{base, parse};
+    use super::*;
+    use serde_json::json;
+
+    fn with_mcp(mcp: serde_json::Value, public: bool) -> serde_json::Value {
+        let mut v = base();
+        v["routes"] =
+            json!([{"match": {"methods": ["POST"], "path": "/mcp"}, "public": public, "mcp": mcp}]);
+        v
+    }
+
+    #[test]
+    fn listed_tools_need_their_scopes_and_unlisted_ones_are_denied_by_default() {
+        let p = parse(with_mcp(
+            json!({"tools": {"place_order": {"scopes": ["trade"]}, "get_quote": {}}}),
+            false,
+        ))
+        .unwrap();
+        let route = &p.routes[0];
+        assert_eq!(
+            route.tool_scopes("place_order"),
+            Ok(&["trade".to_string()][..])
+        );
+        assert_eq!(route.tool_scopes("get_quote"), Ok(&[][..]));
+        assert_eq!(route.tool_scopes("drop_tables"), Err(ToolRefusal::Unlisted));
+        let answer = ToolRefusal::Unlisted.response();
+        assert_eq!(answer.status, 403);
+        assert!(!answer.body.contains("drop_tables"));
+    }
+
+    #[test]
+    fn unlisted_tools_may_be_allowed_explicitly() {
+        let p = parse(with_mcp(json!({"unlisted_tools": "allow"}), false)).unwrap();
+        assert_eq!(p.routes[0].tool_scopes("anything"), Ok(&[][..]));
+        let e = parse(with_mcp(json!({"unlisted_tools": "maybe"}), false)).unwrap_err();
+        assert_eq!(e.field, "routes[0].mcp.unlisted_tools");
+    }
+
+    #[test]
+    fn a_route_without_an_mcp_section_adds_no_tool_rule() {
+        let mut v = base();
+        v["routes"] = json!([{"match": {"path": "/mcp"}}]);
+        assert_eq!(parse(v).unwrap().routes[0].tool_scopes("x"), Ok(&[][..]));
+    }
+
+    #[test]
+    fn bad_mcp_sections_are_refused_with_the_field_named() {
+        for (mcp, public, field) in [
+            (json!({"tools": {"a b": {}}}), false, "routes[0].mcp.tools"),
+            (
+                json!({"tools": {"t": {"scopes": ["a b"]}}}),
+                false,
+                "routes[0].mcp.tools.t.scopes[0]",
+            ),
+            (
+                json!({"tools": {"t": {"scopes": ["x"]}}}),
+                true,
+                "routes[0].mcp.tools.t.scopes",
+            ),
+            (
+                json!({"tools": {"t": {"approval": {}}}}),
+                false,
+                "routes[0].mcp.tools.t.approval",
+            ),
+            (json!({"tool": {}}), false, "routes[0].mcp.tool"),
+        ] {
+            let e = parse(with_mcp(mcp.clone(), public)).unwrap_err();
+            assert_eq!(e.field, field, "{mcp}: {e}");
+        }
+        let twice = base().to_string().replace(
+            "\"resource\"",
+            r#""routes": [{"match": {"path": "/mcp"}, "mcp": {"tools": {"t": {"scopes": ["a"]}, "t": {}}}}], "resource""#,
+        );
+        let e = crate::Policy::parse(twice.as_bytes()).unwrap_err();
+        assert!(e.message.contains("listed twice"), "{e}");
+    }
+}
