@@ -12,26 +12,36 @@ use serde::Deserialize;
 /// How the gateway reaches the CIBA authority.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Authority {
     /// Envoy cluster of the authority.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub cluster: String,
     /// `:authority` of the callouts (defaults to the cluster name).
     #[serde(default)]
     pub authority: Option<String>,
     /// The backchannel authentication endpoint's path.
     #[serde(default = "default_bc_authorize_path")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^/")))]
     pub bc_authorize_path: String,
     /// The token endpoint's path.
     #[serde(default = "default_token_path")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^/")))]
     pub token_path: String,
     /// The gateway's client id at the authority.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub client_id: String,
     /// The client secret inline (demos only: Envoy's `/config_dump` shows it).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub client_secret: Secret,
     /// The VM environment variable holding the client secret; exactly one
     /// of this and `client_secret`.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))
+    )]
     pub client_secret_env: Option<String>,
     /// `client_secret_basic` (HTTP Basic) or `client_secret_post` (in the form).
     #[serde(default)]
@@ -49,6 +59,7 @@ pub struct Authority {
     /// Long-poll: seconds the token endpoint may wait for the decision (the
     /// vault's `wait`; at most 60); 0 polls plainly every `interval`.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = 60)))]
     pub wait_seconds: u64,
     /// Send agentward's `request_digest` and `agent_id` (the vault shows
     /// the agent and copies both into the token); off for other providers.
@@ -60,11 +71,16 @@ pub struct Authority {
     pub token_header: Option<String>,
     /// Callout timeout (a long-poll's is this plus `wait_seconds`).
     #[serde(default = "default_timeout_ms")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub timeout_ms: u64,
     /// The VM environment variable holding the key deferred approval ids
     /// are sealed with (base64url of 32 random bytes, the same on every
     /// replica); needed by `deferred` rules and MCP tools.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))
+    )]
     pub handle_key_env: Option<String>,
     /// Where a user sees and decides their pending approvals (shown to MCP
     /// clients as the URL elicitation's `url`); the authority's notification
@@ -79,6 +95,7 @@ pub struct Authority {
 /// Client authentication at the authority.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ClientAuth {
     /// HTTP Basic with the form-url-encoded id and secret (RFC 6749 §2.3.1).
     #[default]
@@ -90,6 +107,7 @@ pub enum ClientAuth {
 /// How `login_hint` names the user.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum LoginHintFormat {
     /// The plain `sub` (an authority with one issuer).
     #[default]

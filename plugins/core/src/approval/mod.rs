@@ -15,6 +15,8 @@ pub mod handle;
 pub mod mcp;
 pub mod predicate;
 pub mod rule;
+#[cfg(feature = "schema")]
+mod schema;
 pub mod template;
 
 pub use authority::Authority;

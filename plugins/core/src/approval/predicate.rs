@@ -51,6 +51,10 @@ pub enum Op {
     Present(bool),
 }
 
+// Predicates come from JSON, which has no NaN: equality is total.
+impl Eq for Predicate {}
+impl Eq for Op {}
+
 /// A field of the wrong type for its comparison: the request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrongType {

@@ -26,8 +26,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// When a request needs the user's approval, and how it is described.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApprovalRule {
     /// Which requests need approval (absent: every request of the route or
     /// tool); see [`Predicate`].
@@ -45,15 +46,18 @@ pub struct ApprovalRule {
     pub mode: Mode,
     /// The largest body read to decide (413 beyond).
     #[serde(default = "default_max_body_bytes")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 8388608)))]
     pub max_body_bytes: usize,
     /// `requested_expiry`: how long the user has to decide, in seconds.
     #[serde(default = "default_expiry_seconds")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 604800)))]
     pub expiry_seconds: u64,
 }
 
 /// What happens to a request while the user decides.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Mode {
     /// Held (paused) until approved, denied or expired: seconds to minutes.
     #[default]

@@ -52,7 +52,7 @@ impl Template {
 /// string that is exactly one placeholder (`"{body.qty}"`) becomes the
 /// field's JSON value (a number stays a number); other strings are filled
 /// as text. Object keys are taken as written.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DetailsTemplate(Value);
 
 impl DetailsTemplate {

@@ -70,6 +70,10 @@ pub struct Policy {
     /// How the gateway reaches the vault (token exchange).
     #[serde(default)]
     pub vault: Option<VaultClient>,
+    /// ciba-hold: how the gateway reaches the CIBA authority that asks
+    /// users to approve (the vault, or any OpenID CIBA provider).
+    #[serde(default)]
+    pub approval: Option<crate::approval::Authority>,
 }
 
 /// The route a request matched: its index in `routes`, the route, and the
@@ -151,6 +155,27 @@ impl Policy {
         }
         if let Some(vault) = &self.vault {
             vault.validate()?;
+        }
+        if let Some(approval) = &self.approval {
+            approval.validate("approval")?;
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            for (field, rule) in route.approvals(&format!("routes[{i}]")) {
+                let Some(authority) = &self.approval else {
+                    return Err(invalid(
+                        field,
+                        "an approval rule needs the top-level `approval` section",
+                    ));
+                };
+                let deferred =
+                    rule.mode == crate::approval::Mode::Deferred || field.contains(".mcp.tools.");
+                if deferred && authority.handle_key_env.is_none() {
+                    return Err(invalid(
+                        format!("{field}.mode"),
+                        "deferred approvals (and MCP tools') need `approval.handle_key_env`, the key of approval ids",
+                    ));
+                }
+            }
         }
         Ok(())
     }

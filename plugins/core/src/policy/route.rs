@@ -6,6 +6,7 @@
 use super::template::{check_prefix, Params, PathTemplate};
 use super::tools::{McpRoute, ToolRefusal};
 use super::{invalid, PolicyError};
+use crate::approval::ApprovalRule;
 use serde::Deserialize;
 
 /// A route and what it requires.
@@ -38,6 +39,10 @@ pub struct Route {
     /// The MCP tools this route's endpoint serves.
     #[serde(default)]
     pub mcp: Option<McpRoute>,
+    /// ciba-hold: the user approves requests of this route (those `when`
+    /// selects) before they go on; needs the top-level `approval` section.
+    #[serde(default)]
+    pub approval: Option<ApprovalRule>,
 }
 
 /// token-exchange on a route: which vault connection's upstream token
@@ -202,6 +207,43 @@ impl Route {
         if let Some(mcp) = &self.mcp {
             mcp.validate(&format!("{at}.mcp"), self.public)?;
         }
+        self.validate_approvals(at)
+    }
+
+    /// Every approval rule of the route, with its field path: the route's
+    /// own and its MCP tools'.
+    pub fn approvals(&self, at: &str) -> Vec<(String, &ApprovalRule)> {
+        let mut out = Vec::new();
+        if let Some(rule) = &self.approval {
+            out.push((format!("{at}.approval"), rule));
+        }
+        if let Some(mcp) = &self.mcp {
+            for (name, tool) in &mcp.tools.0 {
+                if let Some(rule) = &tool.approval {
+                    out.push((format!("{at}.mcp.tools.{name}.approval"), rule));
+                }
+            }
+        }
+        out
+    }
+
+    fn validate_approvals(&self, at: &str) -> Result<(), PolicyError> {
+        // `{name}` segments of the route's path template.
+        let template = self.matcher.path.as_ref().map(|t| t.as_str()).unwrap_or("");
+        let has_param = |name: &str| {
+            template
+                .split('/')
+                .any(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) == Some(name))
+        };
+        for (field, rule) in self.approvals(at) {
+            if self.public {
+                return Err(invalid(
+                    field,
+                    "a public route takes requests without a token: nobody to ask for approval",
+                ));
+            }
+            rule.validate(&field, has_param)?;
+        }
         Ok(())
     }
 }
@@ -313,13 +355,7 @@ mod tests {
 
     #[test]
     fn the_old_flat_exchange_fields_and_unknown_plugin_sections_are_refused() {
-        for field in [
-            "connection",
-            "upstream_scopes",
-            "audience",
-            "fga",
-            "approval",
-        ] {
+        for field in ["connection", "upstream_scopes", "audience", "fga"] {
             let mut v = base();
             v["vault"] = vault();
             v["routes"] = json!([{"match": {"path": "/p"}, field: "x"}]);

@@ -40,6 +40,10 @@ pub struct McpTool {
         schemars(inner(regex(pattern = r#"^[!#-\[\]-~]+$"#)))
     )]
     pub scopes: Vec<String>,
+    /// ciba-hold: the user approves calls of this tool (those `when`
+    /// selects; `body.` names the call's `arguments`).
+    #[serde(default)]
+    pub approval: Option<crate::approval::ApprovalRule>,
 }
 
 /// What a call of a tool the policy does not list gets.
