@@ -218,7 +218,15 @@ fn broken_policies_fail_the_schema_and_the_parser() {
         ),
         (
             "unknown route field",
-            with("/routes/0/fga", Some(json!({}))),
+            with("/routes/0/relationships", Some(json!({}))),
+        ),
+        (
+            "an fga rule's unknown principal",
+            with("/routes/0/fga", Some(json!({"principal": "nobody"}))),
+        ),
+        (
+            "an fga section without a store",
+            with("/fga", Some(json!({"cluster": "vault"}))),
         ),
         (
             "old flat connection",
@@ -396,6 +404,10 @@ fn parser_only_rules_are_refused_by_the_parser() {
         (
             "jwks and jwks_uri",
             with("/issuers/0/jwks", Some(json!({"keys": []}))),
+        ),
+        (
+            "an fga rule without the fga section",
+            with("/routes/0/fga", Some(json!({}))),
         ),
         (
             "neither jwks nor jwks_uri",

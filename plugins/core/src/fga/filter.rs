@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 /// Which items of a response are checked, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ResultFilter {
     /// Dotted path of the array of items in the response (`results`,
     /// `data.hits`); empty: the response is the array.
@@ -90,6 +91,21 @@ impl ObjectPattern {
         check_id_value(id).ok()?;
         let object = format!("{}{id}{}", self.prefix, self.suffix);
         (object.len() <= MAX_OBJECT_BYTES).then_some(object)
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for ObjectPattern {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ObjectPattern".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "The object an item's id names: a literal type, `:`, and one `{id}` (`document:{id}`).",
+            "type": "string",
+            "pattern": r"^[^:#@*\s{}]+:[^:#@*\s{}]*\{id\}[^:#@*\s{}]*$",
+        })
     }
 }
 

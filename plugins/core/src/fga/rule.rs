@@ -32,8 +32,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// Relationship checks and required scopes of a route or an MCP tool.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FgaRule {
     /// Scopes the token needs: `{"all": […]}` or `{"any": […]}`.
     #[serde(default)]
@@ -67,6 +68,7 @@ pub const MAX_TUPLES: usize = 100;
 /// Required scopes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ScopeRule {
     /// Every one.
     All(Vec<String>),
@@ -102,6 +104,7 @@ impl ScopeRule {
 /// Whom a rule's checks are made for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Principal {
     /// The user (`sub`).
     #[default]

@@ -20,6 +20,7 @@ use serde::Deserialize;
 /// How scope-fga reaches its FGA service.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FgaService {
     /// The Envoy cluster of the FGA API.
     pub cluster: String,
@@ -35,6 +36,7 @@ pub struct FgaService {
     /// `/config_dump` shows plugin configurations). After
     /// [`FgaService::resolve_key`], the key in use.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub preshared_key: Secret,
     /// The VM environment variable that holds the preshared key (sent as
     /// `Authorization: Bearer <key>`); at most one of this and

@@ -31,6 +31,7 @@ pub struct TupleKey {
 /// (the user, the agent, or both).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TupleTemplate {
     /// `user:{sub}`, `agent:{agent}`, `group:{path.team}#member`, `user:*`.
     #[serde(default)]

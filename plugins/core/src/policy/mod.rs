@@ -74,6 +74,9 @@ pub struct Policy {
     /// users to approve (the vault, or any OpenID CIBA provider).
     #[serde(default)]
     pub approval: Option<crate::approval::Authority>,
+    /// How scope-fga reaches its OpenFGA-compatible API.
+    #[serde(default)]
+    pub fga: Option<crate::fga::FgaService>,
 }
 
 /// The route a request matched: its index in `routes`, the route, and the
@@ -151,7 +154,11 @@ impl Policy {
         }
         self.identity.validate()?;
         for (i, route) in self.routes.iter().enumerate() {
-            route.validate(&format!("routes[{i}]"), self.vault.is_some())?;
+            route.validate(
+                &format!("routes[{i}]"),
+                self.vault.is_some(),
+                self.fga.is_some(),
+            )?;
         }
         if let Some(vault) = &self.vault {
             vault.validate()?;
@@ -176,6 +183,9 @@ impl Policy {
                     ));
                 }
             }
+        }
+        if let Some(fga) = &self.fga {
+            fga.validate()?;
         }
         Ok(())
     }

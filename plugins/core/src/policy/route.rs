@@ -7,6 +7,7 @@ use super::template::{check_prefix, Params, PathTemplate};
 use super::tools::{McpRoute, ToolRefusal};
 use super::{invalid, PolicyError};
 use crate::approval::ApprovalRule;
+use crate::fga::FgaRule;
 use serde::Deserialize;
 
 /// A route and what it requires.
@@ -43,6 +44,10 @@ pub struct Route {
     /// selects) before they go on; needs the top-level `approval` section.
     #[serde(default)]
     pub approval: Option<ApprovalRule>,
+    /// scope-fga: required scopes and relationship checks (needs the `fga`
+    /// section).
+    #[serde(default)]
+    pub fga: Option<FgaRule>,
 }
 
 /// token-exchange on a route: which vault connection's upstream token
@@ -157,9 +162,23 @@ impl Route {
         }
     }
 
+    /// Whether the route's path template captures parameter `name`.
+    pub fn has_param(&self, name: &str) -> bool {
+        self.matcher
+            .path
+            .as_ref()
+            .is_some_and(|t| t.has_param(name))
+    }
+
     /// Checks what the types cannot; `at` is the route's field path
-    /// (`routes[2]`), `has_vault` whether the policy has a `vault` section.
-    pub(super) fn validate(&self, at: &str, has_vault: bool) -> Result<(), PolicyError> {
+    /// (`routes[2]`), `has_vault` and `has_fga` whether the policy has a
+    /// `vault` and an `fga` section.
+    pub(super) fn validate(
+        &self,
+        at: &str,
+        has_vault: bool,
+        has_fga: bool,
+    ) -> Result<(), PolicyError> {
         crate::scopes::validate_route(self).map_err(|(f, m)| invalid(format!("{at}.{f}"), m))?;
         let m = &self.matcher;
         if let Some(prefix) = &m.path_prefix {
@@ -204,8 +223,25 @@ impl Route {
                 ));
             }
         }
+        if let Some(rule) = &self.fga {
+            if !has_fga {
+                return Err(invalid(
+                    format!("{at}.fga"),
+                    "relationship checks need the `fga` section",
+                ));
+            }
+            if self.public {
+                return Err(invalid(
+                    format!("{at}.fga"),
+                    "a public route takes requests without a token, so it cannot check who sends them",
+                ));
+            }
+            rule.validate(&format!("{at}.fga"), |p| self.has_param(p), false)?;
+        }
         if let Some(mcp) = &self.mcp {
-            mcp.validate(&format!("{at}.mcp"), self.public)?;
+            mcp.validate(&format!("{at}.mcp"), self.public, has_fga, |p| {
+                self.has_param(p)
+            })?;
         }
         self.validate_approvals(at)
     }
@@ -355,7 +391,7 @@ mod tests {
 
     #[test]
     fn the_old_flat_exchange_fields_and_unknown_plugin_sections_are_refused() {
-        for field in ["connection", "upstream_scopes", "audience", "fga"] {
+        for field in ["connection", "upstream_scopes", "audience"] {
             let mut v = base();
             v["vault"] = vault();
             v["routes"] = json!([{"match": {"path": "/p"}, field: "x"}]);

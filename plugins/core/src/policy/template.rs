@@ -103,6 +103,13 @@ impl PathTemplate {
         !self.segments.is_empty()
     }
 
+    /// Whether the template names parameter `name`.
+    pub fn has_param(&self, name: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Param(p) if p == name))
+    }
+
     /// Whether a normalised path (query excluded) matches, with or without
     /// one trailing `/`. Allocates nothing.
     pub fn matches(&self, path: &str) -> bool {

@@ -44,6 +44,10 @@ pub struct McpTool {
     /// selects; `body.` names the call's `arguments`).
     #[serde(default)]
     pub approval: Option<crate::approval::ApprovalRule>,
+    /// scope-fga: the tool's required scopes and relationship checks
+    /// (`{tool}` is its name; `body` its call's `arguments`).
+    #[serde(default)]
+    pub fga: Option<crate::fga::FgaRule>,
 }
 
 /// What a call of a tool the policy does not list gets.
@@ -91,8 +95,27 @@ impl McpRoute {
 
     /// Checks names and scopes; `at` is the section's field path, `public`
     /// whether the route takes requests without a token.
-    pub(super) fn validate(&self, at: &str, public: bool) -> Result<(), PolicyError> {
+    pub(super) fn validate(
+        &self,
+        at: &str,
+        public: bool,
+        has_fga: bool,
+        has_param: impl Fn(&str) -> bool,
+    ) -> Result<(), PolicyError> {
         for (name, tool) in &self.tools.0 {
+            if let Some(rule) = &tool.fga {
+                let field = format!("{at}.tools.{name}.fga");
+                if !has_fga {
+                    return Err(invalid(field, "relationship checks need the `fga` section"));
+                }
+                if public {
+                    return Err(invalid(
+                        field,
+                        "a public route takes requests without a token, so its tools cannot check who calls them",
+                    ));
+                }
+                rule.validate(&field, &has_param, true)?;
+            }
             if !is_tool_name(name) {
                 return Err(invalid(
                     format!("{at}.tools"),
