@@ -41,13 +41,11 @@ fn random_b64(bytes: usize) -> Result<String, OAuthError> {
     Ok(B64.encode(buf))
 }
 
-/// The bearer token of a request, if any.
+/// The bearer token of a request, if any (read as every agentward
+/// component reads it: `agentward_core::bearer::token`).
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
+    agentward_core::bearer::token(value)
 }
 
 /// The signed-in user (issuer and subject), from a bearer JWT issued for

@@ -1,10 +1,12 @@
 //! Verification of subject tokens (the user's JWT, passed by the gateway in a
 //! token exchange or by the user as a bearer token) with `agentward-core`'s
 //! verifier, plus the I/O it leaves to its host: fetching each issuer's JWKS
-//! over HTTP, keeping it fresh, and refetching once on an unknown `kid`.
+//! over HTTP when core's schedule (`agentward_core::jwks::Schedule`, the
+//! plugins' too) says so: the first keys, periodic refreshes, a
+//! rate-limited refetch on an unknown `kid`.
 
 use agentward_core::cache::TokenCache;
-use agentward_core::jwks::KeySet;
+use agentward_core::jwks::{KeySet, Schedule};
 use agentward_core::jwt::{self, Rejection, TrustStore};
 use agentward_core::policy::Issuer;
 use agentward_core::signature::PureRust;
@@ -67,10 +69,13 @@ pub enum SubjectError {
     KeysUnavailable,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct FetchState {
-    last_attempt: Option<Instant>,
-    last_success: Option<Instant>,
+/// Why a JWKS fetch is considered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// Keys missing or stale.
+    Due,
+    /// A token named a `kid` the loaded keys lack.
+    UnknownKid,
 }
 
 /// Largest JWKS document read from a `jwks_uri`.
@@ -102,7 +107,10 @@ struct VerifiedCache {
 pub struct SubjectVerifier {
     trust: RwLock<TrustStore>,
     issuers: Vec<Issuer>,
-    fetches: Mutex<Vec<FetchState>>,
+    /// Each issuer's fetch schedule; held across a fetch, so one runs at a time.
+    fetches: Mutex<Vec<Schedule>>,
+    /// The origin of the schedules' monotonic milliseconds.
+    started: Instant,
     http: reqwest::Client,
     clock_skew_seconds: u64,
     verified: std::sync::Mutex<VerifiedCache>,
@@ -122,11 +130,12 @@ impl SubjectVerifier {
         clock_skew_seconds: u64,
         http: reqwest::Client,
     ) -> SubjectVerifier {
-        let fetches = Mutex::new(vec![FetchState::default(); issuers.len()]);
+        let fetches = Mutex::new(issuers.iter().map(Schedule::of).collect());
         SubjectVerifier {
             trust: RwLock::new(TrustStore::new(issuers.clone(), clock_skew_seconds)),
             issuers,
             fetches,
+            started: Instant::now(),
             http,
             clock_skew_seconds,
             verified: std::sync::Mutex::new(VerifiedCache {
@@ -157,13 +166,24 @@ impl SubjectVerifier {
     /// Fetches every issuer's JWKS that is missing or stale (best effort).
     pub async fn refresh_stale(&self) {
         for index in 0..self.issuers.len() {
-            self.fetch(index, false).await;
+            self.fetch(index, Want::Due).await;
         }
     }
 
-    /// Fetches issuer `index`'s JWKS if it is due; `kid_miss` asks for an
-    /// early refetch, rate-limited by `jwks_min_refetch_seconds`.
-    async fn fetch(&self, index: usize, kid_miss: bool) {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn has_keys(&self, index: usize) -> bool {
+        self.trust
+            .read()
+            .is_ok_and(|trust| trust.keys(index).is_some())
+    }
+
+    /// Fetches issuer `index`'s JWKS if the schedule says so; an unknown
+    /// `kid` asks for an early refetch, rate-limited by
+    /// `jwks_min_refetch_seconds`.
+    async fn fetch(&self, index: usize, want: Want) {
         let Some(issuer) = self.issuers.get(index) else {
             return;
         };
@@ -171,24 +191,17 @@ impl SubjectVerifier {
             return;
         };
         let mut fetches = self.fetches.lock().await;
-        let Some(state) = fetches.get_mut(index) else {
+        let Some(schedule) = fetches.get_mut(index) else {
             return;
         };
-        let now = Instant::now();
-        let since = |t: Option<Instant>| t.map(|t| now.duration_since(t));
-        let fresh = since(state.last_success)
-            .is_some_and(|d| d < Duration::from_secs(issuer.jwks_refresh_seconds));
-        let recently_tried = since(state.last_attempt)
-            .is_some_and(|d| d < Duration::from_secs(issuer.jwks_min_refetch_seconds.max(1)));
-        let due = if kid_miss {
-            !recently_tried
-        } else {
-            !fresh && !recently_tried
-        };
-        if !due {
+        let now = self.now_ms();
+        if want == Want::UnknownKid {
+            schedule.unknown_kid(now);
+        }
+        if !schedule.due(now, self.has_keys(index)) {
             return;
         }
-        state.last_attempt = Some(now);
+        schedule.start(now);
         let timeout = Duration::from_millis(issuer.jwks_timeout_ms.max(100));
         let fetched = async {
             let response = self
@@ -212,9 +225,9 @@ impl SubjectVerifier {
             KeySet::parse(&body).map_err(|e| format!("not a usable JWKS: {e}"))
         }
         .await;
+        schedule.finished(fetched.is_ok(), self.now_ms());
         match fetched {
             Ok(keys) => {
-                state.last_success = Some(now);
                 let changed = match self.trust.write() {
                     Ok(mut trust) => {
                         let changed = trust.keys(index) != Some(&keys);
@@ -263,7 +276,7 @@ impl SubjectVerifier {
         if let Some(hit) = cached {
             // Keep the keys as fresh as an uncached verification would; a
             // refetch that changes them empties the cache.
-            self.fetch(hit.issuer, false).await;
+            self.fetch(hit.issuer, Want::Due).await;
             let still = self.verified_cache().tokens.get(&key, now_unix());
             if let Some(hit) = still {
                 return Ok(hit.subject.clone());
@@ -271,12 +284,12 @@ impl SubjectVerifier {
         }
         let generation = self.verified_cache().generation;
         if let Some(index) = self.issuer_index(token) {
-            self.fetch(index, false).await;
+            self.fetch(index, Want::Due).await;
         }
         let verified = match self.check(token) {
-            Err(Rejection::UnknownKid) | Err(Rejection::KeysUnavailable(_)) => {
+            Err(Rejection::UnknownKid) => {
                 if let Some(index) = self.issuer_index(token) {
-                    self.fetch(index, true).await;
+                    self.fetch(index, Want::UnknownKid).await;
                 }
                 self.check(token)
             }
