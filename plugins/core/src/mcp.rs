@@ -227,7 +227,8 @@ impl Mismatch {
     }
 }
 
-fn json_rpc_error(status: u32, id: Option<&Value>, code: i64, message: &str) -> LocalResponse {
+/// A JSON-RPC error answer with this HTTP status (`id` `null` when unknown).
+pub fn json_rpc_error(status: u32, id: Option<&Value>, code: i64, message: &str) -> LocalResponse {
     LocalResponse::json(
         status,
         json!({

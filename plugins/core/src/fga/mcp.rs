@@ -17,7 +17,7 @@ use crate::approval::canonical::parse_strict;
 use crate::placeholder::{Facts, Root};
 use crate::response::LocalResponse;
 use crate::step::{Answer, BodyStep};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// A list method whose result is filtered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,14 +96,7 @@ impl FgaRule {
 /// what a server answers for a tool it does not have (JSON-RPC `-32602`),
 /// so a hidden tool is not told apart from a missing one.
 pub fn hidden_tool_call(id: Option<&Value>) -> LocalResponse {
-    LocalResponse::json(
-        200,
-        json!({
-            "jsonrpc": "2.0",
-            "id": id.cloned().unwrap_or(Value::Null),
-            "error": {"code": -32602, "message": "Unknown tool"},
-        }),
-    )
+    crate::mcp::json_rpc_error(200, id, crate::mcp::INVALID_PARAMS, "Unknown tool")
 }
 
 /// Where the list sits in the answer.
@@ -303,6 +296,7 @@ mod tests {
     use super::super::check::tests::{check, ok, service};
     use super::super::check::NoCache;
     use super::*;
+    use serde_json::json;
 
     fn tools(names: &[&str]) -> Value {
         let tools: Vec<Value> = names
