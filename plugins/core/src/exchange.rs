@@ -1,629 +1,483 @@
-//! Token exchange towards the vault (RFC 8693, or Auth0 Token Vault's
-//! federated-connection dialect): the request a gateway sends, the answer it
-//! reads, the cache entry it keeps, and the errors an agent gets.
+//! token-exchange's decisions, sans-IO: from a request's head to "go on with
+//! the upstream token in `Authorization`", "answer this", or "ask the vault
+//! and feed its answer back" ([`Exchanger`]); the messages of the exchange
+//! itself are in [`vault`]. A host reads the request, carries out the
+//! [`Step`], and counts the [`Verdict`]; it decides nothing.
+//!
+//! The order of a decision: the path must be in normal form; a route with
+//! a connection names the target; the request must carry a bearer token and
+//! `x-agentward-sub`; this instance's own memory of that bearer token (the
+//! identity headers and proof it checked) answers first; otherwise the
+//! identity is proven ([`crate::identity::ReceivedIdentity::verify`]), then
+//! the [`SharedCache`] (all workers, or a Spin key-value store) answers, and
+//! only then the vault is asked.
 
+pub mod vault;
+
+pub use vault::{
+    read_answer, token_request, unavailable, ExchangeResult, ExchangeTarget, UpstreamToken,
+    ACCESS_TOKEN_TYPE, AUTH0_FEDERATED_TOKEN_TYPE, GRANT_AUTH0_FEDERATED, GRANT_TOKEN_EXCHANGE,
+    MAX_ANSWER_BYTES,
+};
+
+use crate::bearer;
 use crate::cache::{TokenCache, TokenKey};
-use crate::identity::{ISSUER, SUB};
-use crate::policy::{ExchangeDialect, Route, VaultClient};
+use crate::clock::TickClock;
+use crate::identity::{ReceivedIdentity, VerifiedIdentity};
+use crate::path;
+use crate::policy::{Policy, PolicyError, VaultClient};
 use crate::proof::{self, ProofKey};
-use crate::response::LocalResponse;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use crate::response::{self, LocalResponse};
+use crate::shared_cache::SharedCache;
+use crate::step::{Answer, Edits, SharedHeaders, Step};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
-/// RFC 8693 grant type.
-pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-/// Auth0 Token Vault grant type.
-pub const GRANT_AUTH0_FEDERATED: &str =
-    "urn:auth0:params:oauth:grant-type:token-exchange:federated-connection-access-token";
-/// Auth0 Token Vault requested token type.
-pub const AUTH0_FEDERATED_TOKEN_TYPE: &str =
-    "http://auth0.com/oauth/token-type/federated-connection-access-token";
-/// RFC 8693 access token type.
-pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
-
-/// What is exchanged for what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExchangeTarget {
-    /// Vault connection (e.g. `stocktrade`).
-    pub connection: String,
-    /// Requested audience, if the route names one.
-    pub audience: Option<String>,
-    /// Requested scopes, space-separated (empty: the connection's defaults).
-    pub scope: String,
+/// What a request carries that matters for the exchange.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestHead<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    /// `:path`, as received.
+    pub path: &'a str,
+    /// `authorization`.
+    pub authorization: Option<&'a str>,
+    /// The identity headers, as received.
+    pub identity: ReceivedIdentity<'a>,
 }
 
-impl ExchangeTarget {
-    /// The target of a route, if it has an `exchange` section.
-    pub fn of(route: &Route) -> Option<ExchangeTarget> {
-        let exchange = route.exchange.as_ref()?;
-        Some(ExchangeTarget {
-            connection: exchange.connection.clone(),
-            audience: exchange.audience.clone(),
-            scope: exchange.scopes.join(" "),
+/// Why a decision is what it is: one counter each (see [`Verdict::metric`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No connection on the request's route (or no route): untouched.
+    NotExchanged,
+    /// Served from this instance's memory or the shared cache.
+    CacheHit,
+    /// The vault is asked.
+    VaultCall,
+    /// The vault answered with a token.
+    VaultOk,
+    /// The vault refused (the user must link the account, or the gateway's
+    /// credentials are wrong).
+    Refused,
+    /// The vault is down, slow or answered nonsense.
+    VaultUnavailable,
+    /// No bearer token or no user, an unproven identity, or no proof key.
+    NoIdentity,
+    /// The path is not in normal form (400).
+    InvalidPath,
+    /// The host's clock cannot be read (503).
+    ClockUnavailable,
+}
+
+impl Verdict {
+    /// The verdicts that have a counter.
+    pub const COUNTED: [Verdict; 6] = [
+        Verdict::CacheHit,
+        Verdict::VaultCall,
+        Verdict::VaultOk,
+        Verdict::Refused,
+        Verdict::VaultUnavailable,
+        Verdict::NoIdentity,
+    ];
+
+    /// The counter this verdict adds to (`agentward.exchange.…`), if any.
+    pub fn metric(self) -> Option<&'static str> {
+        Some(match self {
+            Verdict::CacheHit => "agentward.exchange.cache_hit",
+            Verdict::VaultCall => "agentward.exchange.vault_call",
+            Verdict::VaultOk => "agentward.exchange.vault_ok",
+            Verdict::Refused => "agentward.exchange.refused",
+            Verdict::VaultUnavailable => "agentward.exchange.vault_unavailable",
+            Verdict::NoIdentity => "agentward.exchange.no_identity",
+            Verdict::NotExchanged | Verdict::InvalidPath | Verdict::ClockUnavailable => {
+                return None
+            }
+        })
+    }
+}
+
+/// One decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// What to do.
+    pub step: Step,
+    /// Why.
+    pub verdict: Verdict,
+    /// With a [`Step::Call`]: what to hand back to [`Exchanger::on_answer`]
+    /// with the call's answer.
+    pub pending: Option<Pending>,
+    /// A line for the host's log (warning level); never holds a token.
+    pub warning: Option<String>,
+}
+
+impl Decision {
+    fn new(step: Step, verdict: Verdict) -> Decision {
+        Decision {
+            step,
+            verdict,
+            pending: None,
+            warning: None,
+        }
+    }
+
+    fn respond(answer: LocalResponse, verdict: Verdict) -> Decision {
+        Decision::new(Step::Respond(answer), verdict)
+    }
+
+    fn warn(mut self, warning: String) -> Decision {
+        self.warning = Some(warning);
+        self
+    }
+}
+
+/// An exchange waiting for the vault's answer: what the host keeps for the
+/// request meanwhile. Serialisable, so a host may keep it anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Index of the route in the policy.
+    route: usize,
+    /// The shared-cache key of the user's upstream token.
+    cache_key: String,
+    /// This instance's key for the bearer token and target.
+    local_key: TokenKey,
+    /// The proven issuer.
+    issuer: String,
+    /// The proven user.
+    subject: String,
+    /// The proof that was checked.
+    proof: String,
+}
+
+/// What an instance remembers of one bearer token's exchange for one
+/// target: whose token it is (from the identity headers its proof covered),
+/// that proof, and the `Authorization` to send. A repeated request then
+/// skips the MAC, hashing the shared key and reading the shared cache.
+#[derive(Debug)]
+struct Remembered {
+    issuer: String,
+    subject: String,
+    proof: String,
+    authorization: SharedHeaders,
+}
+
+impl Remembered {
+    /// Whether a request with these identity headers may be served: the
+    /// proof checked for this entry, and headers that name its user. (The
+    /// entry is found by the bearer token's signature, which that proof
+    /// names.) Otherwise the request's proof is checked in full.
+    fn serves(&self, identity: &ReceivedIdentity<'_>) -> bool {
+        identity.sub() == Some(self.subject.as_str())
+            && identity.issuer() == Some(self.issuer.as_str())
+            && identity
+                .proof()
+                .is_some_and(|p| proof::same(p.as_bytes(), self.proof.as_bytes()))
+    }
+}
+
+/// The token-exchange state of one instance (an Envoy VM, a Spin
+/// instance): the policy's routes and vault, this instance's memory of
+/// exchanges, its clock and the proof key.
+pub struct Exchanger {
+    policy: Policy,
+    vault: VaultClient,
+    /// Each route's target (by index in `policy.routes`).
+    targets: Vec<Option<ExchangeTarget>>,
+    /// Exchanges by bearer token and target, bounded by
+    /// `identity.cache_max_entries`.
+    local: TokenCache<Arc<Remembered>>,
+    clock: TickClock,
+    /// The key of jwt-identity's proofs, once read from the shared cache.
+    proof_key: Option<ProofKey>,
+}
+
+impl Exchanger {
+    /// How often a host should call [`Exchanger::tick`]: expiries are
+    /// checked against the last tick's time plus this.
+    pub const TICK_SECONDS: u64 = 1;
+
+    /// The exchanger for a validated policy; `env` reads the environment
+    /// the vault's client secret may come from. Fails naming the field
+    /// when there is no `vault` or its secret cannot be read.
+    pub fn new(
+        mut policy: Policy,
+        env: impl FnOnce(&str) -> Option<String>,
+    ) -> Result<Exchanger, PolicyError> {
+        let Some(mut vault) = policy.vault.take() else {
+            return Err(PolicyError {
+                field: "vault".into(),
+                message: "the token-exchange plugin needs the `vault` section".into(),
+            });
+        };
+        vault.resolve_secret(env)?;
+        let targets = policy.routes.iter().map(ExchangeTarget::of).collect();
+        Ok(Exchanger {
+            local: TokenCache::new(policy.identity.cache_max_entries),
+            policy,
+            vault,
+            targets,
+            clock: TickClock::new(Self::TICK_SECONDS),
+            proof_key: None,
         })
     }
 
-    /// Shared-data key of the cached upstream token for a user (`sub` is
-    /// unique only within its issuer, so both count): a hash, so the key
-    /// names neither the user nor the token.
-    pub fn cache_key(&self, issuer: &str, subject: &str) -> String {
-        let digest = self.digest(&[issuer, subject]);
-        let mut key = String::with_capacity(24 + 40);
-        key.push_str("agentward.upstream_token.");
-        for b in &digest[..20] {
-            key.push(char::from(HEX[usize::from(b >> 4)]));
-            key.push(char::from(HEX[usize::from(b & 0xf)]));
+    /// On the host's tick: `now` is its clock (Unix seconds).
+    pub fn tick(&self, now: u64) {
+        self.clock.tick(now);
+    }
+
+    /// Decides a request. `clock` reads the host's clock (Unix seconds,
+    /// `None` when it cannot): called only when the tick's time is not
+    /// enough. The shared cache holds the users' upstream tokens and
+    /// jwt-identity's proof key.
+    pub fn decide(
+        &mut self,
+        head: &RequestHead<'_>,
+        clock: impl FnOnce() -> Option<u64>,
+        cache: &mut impl SharedCache,
+    ) -> Decision {
+        let path = match path::normalize(head.path) {
+            // Matching a path other than the one the upstream gets would let
+            // `//broker/portfolio` skip the exchange: jwt-identity (or Envoy's
+            // normalize_path and merge_slashes) puts it in normal form first.
+            Ok(target) if target.was_normal() => target.path,
+            Ok(_) => {
+                let answer = response::invalid_request(
+                    "invalid_path",
+                    "the request path is not in normal form (jwt-identity must run before token-exchange)",
+                );
+                return Decision::respond(answer, Verdict::InvalidPath);
+            }
+            Err(why) => {
+                let answer = response::invalid_request("invalid_path", why.description());
+                return Decision::respond(answer, Verdict::InvalidPath);
+            }
+        };
+        let route = self.policy.route_index(head.method, &path);
+        let Some((route, target)) = route.and_then(|i| Some((i, self.targets.get(i)?.as_ref()?)))
+        else {
+            return Decision::new(Step::Continue(Edits::none()), Verdict::NotExchanged);
+        };
+        let bearer = head.authorization.and_then(bearer::token);
+        let (Some(subject), Some(bearer)) = (head.identity.sub(), bearer) else {
+            let answer = response::missing_token(&self.policy.resource);
+            return Decision::respond(answer, Verdict::NoIdentity);
+        };
+        // A clock that cannot be read before the first tick gives 0: no
+        // expiry can be checked, so the request fails closed.
+        let now = self.clock.now(|| clock().unwrap_or(0));
+        if now == 0 {
+            return Decision::respond(response::clock_unavailable(), Verdict::ClockUnavailable);
         }
-        key
-    }
-
-    /// Key of a gateway VM's own cache of [`LocalExchange`]s: the bearer
-    /// token's signature and this target (the cache holds no bearer
-    /// tokens). The signature alone tells verified tokens apart (two tokens
-    /// with one signature would need a hash collision) and is a fraction of
-    /// the token to hash; an entry is only ever made from the token that
-    /// carried the signature, and [`LocalExchange::for_identity`] still
-    /// checks the identity headers against it.
-    pub fn local_key<V: Clone>(&self, cache: &TokenCache<V>, bearer: &str) -> TokenKey {
-        let signature = bearer.rsplit_once('.').map_or(bearer, |(_, s)| s);
-        cache.key(&[
-            signature,
-            &self.connection,
-            &self.scope,
-            self.audience.as_deref().unwrap_or(""),
-        ])
-    }
-
-    /// SHA-256 of `first` then this target, each part length-prefixed so no
-    /// choice of values collides with another.
-    fn digest(&self, first: &[&str]) -> [u8; 32] {
-        let mut h = Sha256::new();
-        let target = [
-            self.connection.as_str(),
-            self.scope.as_str(),
-            self.audience.as_deref().unwrap_or(""),
-        ];
-        for part in first.iter().chain(target.iter()) {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
-        }
-        h.finalize().into()
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// What a gateway VM remembers of one bearer token's exchange for one
-/// target: whose token it is (from the identity headers its proof
-/// covered), that proof, and the upstream token. A repeated request then
-/// skips the MAC, hashing the shared key and reading shared data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalExchange {
-    /// `iss` of the bearer token.
-    pub issuer: String,
-    /// `sub` of the bearer token.
-    pub subject: String,
-    /// The `x-agentward-proof` checked when the entry was made.
-    pub proof: String,
-    /// The upstream token.
-    pub token: UpstreamToken,
-}
-
-impl LocalExchange {
-    /// The upstream token, when the request carries the proof checked for
-    /// this entry and identity headers that name its user. (The entry is
-    /// found by the bearer token's signature, which that proof names.)
-    /// Otherwise the request's proof must be checked in full, with
-    /// [`proven_identity`].
-    pub fn for_identity(
-        &self,
-        sub_header: &str,
-        issuer_header: Option<&str>,
-        proof_header: Option<&str>,
-    ) -> Option<&UpstreamToken> {
-        let same = self.subject == sub_header
-            && issuer_header == Some(self.issuer.as_str())
-            && proof_header.is_some_and(|p| proof::same(p.as_bytes(), self.proof.as_bytes()));
-        same.then_some(&self.token)
-    }
-
-    /// Until when (Unix seconds) the entry may be served: as long as
-    /// [`UpstreamToken::usable`] holds with `margin`.
-    pub fn valid_until(&self, margin: u64) -> u64 {
-        self.token
-            .expires_at
-            .saturating_sub(margin.saturating_add(1))
-    }
-}
-
-/// The `(iss, sub)` a token exchange is made for: those of the identity
-/// headers (`header` looks one up by name), when `proof_header` proves them
-/// for the bearer token `bearer` under `key`. Nothing of the token itself
-/// is read: only jwt-identity, which verified it, can make the proof, so a
-/// spoofed `x-agentward-sub` never selects another user's cached upstream
-/// token, whatever the chain in front.
-pub fn proven_identity<'a>(
-    key: &ProofKey,
-    header: impl Fn(&str) -> Option<&'a str>,
-    proof_header: Option<&str>,
-    bearer: &str,
-) -> Option<(String, String)> {
-    let proof_header = proof_header?;
-    if !key.check(proof_header, &header, bearer) {
-        return None;
-    }
-    let issuer = header(ISSUER)?;
-    let subject = header(SUB)?;
-    Some((issuer.to_string(), subject.to_string()))
-}
-
-/// An HTTP request to make (the host performs it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Callout {
-    /// Headers, pseudo-headers included.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: String,
-}
-
-/// The token request for `subject_token` (the user's verified bearer token).
-pub fn token_request(vault: &VaultClient, target: &ExchangeTarget, subject_token: &str) -> Callout {
-    let mut form = Form::default();
-    match vault.dialect {
-        ExchangeDialect::Rfc8693 => {
-            form.add("grant_type", GRANT_TOKEN_EXCHANGE);
-            form.add("subject_token", subject_token);
-            form.add("subject_token_type", ACCESS_TOKEN_TYPE);
-            form.add("requested_token_type", ACCESS_TOKEN_TYPE);
-            form.add("resource", &target.connection);
-            if let Some(audience) = &target.audience {
-                form.add("audience", audience);
+        let local_key = target.local_key(&self.local, bearer);
+        if let Some(entry) = self.local.get(&local_key, now) {
+            if entry.serves(&head.identity) {
+                let edits = authorization_edits(&entry.authorization);
+                return Decision::new(Step::Continue(edits), Verdict::CacheHit);
             }
         }
-        ExchangeDialect::Auth0 => {
-            form.add("grant_type", GRANT_AUTH0_FEDERATED);
-            form.add("client_id", &vault.client_id);
-            form.add("client_secret", vault.client_secret.expose());
-            form.add("subject_token", subject_token);
-            form.add("subject_token_type", ACCESS_TOKEN_TYPE);
-            form.add("requested_token_type", AUTH0_FEDERATED_TOKEN_TYPE);
-            form.add("connection", &target.connection);
+        let Some(key) = read_proof_key(&mut self.proof_key, cache, false) else {
+            return Decision::respond(proof::key_missing(), Verdict::NoIdentity);
+        };
+        let proven = head.identity.verify(&key, bearer).or_else(|unproven| {
+            // The key this instance read may have lost the race to be the
+            // one (two VMs that start at once may both write one).
+            match read_proof_key(&mut self.proof_key, cache, true) {
+                Some(newer) if newer != key => head.identity.verify(&newer, bearer),
+                _ => Err(unproven),
+            }
+        });
+        let Ok(identity) = proven else {
+            let answer = proof::unproven(&self.policy.resource);
+            return Decision::respond(answer, Verdict::NoIdentity);
+        };
+        let cache_key = target.cache_key(identity.issuer, subject);
+        let margin = self.vault.expiry_margin_seconds;
+        let shared = cache
+            .get(&cache_key)
+            .and_then(|bytes| serde_json::from_slice::<UpstreamToken>(&bytes).ok())
+            .filter(|token| token.usable(now, margin));
+        if let Some(token) = shared {
+            let authorization = self.remember(local_key, &identity, subject, &token);
+            return Decision::new(
+                Step::Continue(authorization_edits(&authorization)),
+                Verdict::CacheHit,
+            );
+        }
+        let call = token_request(&self.vault, target, bearer);
+        Decision {
+            pending: Some(Pending {
+                route,
+                cache_key,
+                local_key,
+                issuer: identity.issuer.to_string(),
+                subject: subject.to_string(),
+                proof: identity.proof.to_string(),
+            }),
+            ..Decision::new(Step::Call(call), Verdict::VaultCall)
         }
     }
-    if !target.scope.is_empty() {
-        form.add("scope", &target.scope);
-    }
-    let authority = vault
-        .authority
-        .clone()
-        .unwrap_or_else(|| vault.cluster.clone());
-    let mut headers = vec![
-        (":method".to_string(), "POST".to_string()),
-        (":path".to_string(), vault.token_path.clone()),
-        (":authority".to_string(), authority),
-        (
-            "content-type".to_string(),
-            "application/x-www-form-urlencoded".to_string(),
-        ),
-        ("accept".to_string(), "application/json".to_string()),
-    ];
-    if vault.dialect == ExchangeDialect::Rfc8693 {
-        // RFC 6749 §2.3.1: each part form-encoded, then base64.
-        let credentials = format!(
-            "{}:{}",
-            Form::encode(&vault.client_id),
-            Form::encode(vault.client_secret.expose())
-        );
-        headers.push((
-            "authorization".to_string(),
-            format!("Basic {}", STANDARD.encode(credentials)),
-        ));
-    }
-    Callout {
-        headers,
-        body: form.0,
-    }
-}
 
-/// An upstream access token with its expiry, as cached in shared data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpstreamToken {
-    /// The upstream access token.
-    pub access_token: String,
-    /// Expiry, Unix seconds (for the gateway: see [`UpstreamToken::cap_lifetime`]).
-    pub expires_at: u64,
-}
-
-impl UpstreamToken {
-    /// Shortens its expiry so that, fetched at `now`, it is served for at
-    /// most `vault.max_cache_seconds` (with the margin it is usable until).
-    pub fn cap_lifetime(&mut self, now: u64, vault: &VaultClient) {
-        let cap = now
-            .saturating_add(vault.max_cache_seconds)
-            .saturating_add(vault.expiry_margin_seconds);
-        self.expires_at = self.expires_at.min(cap);
-    }
-
-    /// Whether it can still be used at `now` with `margin` seconds to spare.
-    pub fn usable(&self, now: u64, margin: u64) -> bool {
-        now.saturating_add(margin) < self.expires_at
-    }
-}
-
-#[derive(Deserialize)]
-struct TokenAnswer {
-    access_token: String,
-    #[serde(default)]
-    token_type: Option<String>,
-    #[serde(default)]
-    expires_in: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    error: String,
-    #[serde(default)]
-    error_description: Option<String>,
-    #[serde(default)]
-    connect_url: Option<String>,
-}
-
-/// What the vault's answer means for the held request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExchangeResult {
-    /// Use this token upstream (and cache it).
-    Token(UpstreamToken),
-    /// Answer the agent.
-    Refuse(LocalResponse),
-}
-
-/// Vault errors that only the user can resolve (by linking or consenting).
-const USER_ACTION_ERRORS: [&str; 5] = [
-    "federated_connection_refresh_token_not_found",
-    "invalid_grant",
-    "consent_required",
-    "interaction_required",
-    "login_required",
-];
-
-/// Upstream tokens without `expires_in` are kept this long.
-const DEFAULT_LIFETIME: u64 = 300;
-
-/// Reads the vault's answer (`status` None: no answer, timeout or reset).
-pub fn read_answer(status: Option<u32>, body: &[u8], now: u64, connection: &str) -> ExchangeResult {
-    match status {
-        Some(200) => match serde_json::from_slice::<TokenAnswer>(body) {
-            Ok(a)
-                if !a.access_token.is_empty()
-                    && a.token_type
-                        .as_deref()
-                        .is_none_or(|t| t.eq_ignore_ascii_case("bearer"))
-                    && !a.access_token.chars().any(|c| c.is_control()) =>
-            {
-                ExchangeResult::Token(UpstreamToken {
-                    access_token: a.access_token,
-                    expires_at: now.saturating_add(a.expires_in.unwrap_or(DEFAULT_LIFETIME)),
-                })
+    /// Decides on the vault's answer to the call a [`Decision`] asked for
+    /// (`answer`: [`Answer::Failed`] when the call could not even be made).
+    /// `now` is the host's clock (Unix seconds, `None` when it cannot be
+    /// read). A token is capped to `max_cache_seconds`, written to the
+    /// shared cache and remembered here, and goes upstream.
+    pub fn on_answer(
+        &mut self,
+        pending: Pending,
+        answer: Answer,
+        now: Option<u64>,
+        cache: &mut impl SharedCache,
+    ) -> Decision {
+        let connection = match self.targets.get(pending.route) {
+            Some(Some(target)) => target.connection.as_str(),
+            _ => {
+                let answer = unavailable("the exchange's route is gone");
+                return Decision::respond(answer, Verdict::VaultUnavailable);
             }
-            _ => ExchangeResult::Refuse(unavailable("the vault answered with an unusable token")),
-        },
-        Some(429) => ExchangeResult::Refuse(unavailable("the vault is rate-limiting the gateway")),
-        Some(400..=499) => match serde_json::from_slice::<ErrorAnswer>(body) {
-            Ok(e) if e.connect_url.is_some() || USER_ACTION_ERRORS.contains(&e.error.as_str()) => {
-                // The user must (re)link the account: say where.
-                let description = e.error_description.unwrap_or_else(|| {
-                    format!("the user has not linked the `{connection}` connection")
-                });
-                let mut body = json!({
-                    "error": e.error,
-                    "error_description": description,
-                    "connection": connection,
-                });
-                if let Some(url) = e.connect_url {
-                    body["connect_url"] = json!(url);
+        };
+        let Some(now) = now.filter(|now| *now > 0) else {
+            return Decision::respond(response::clock_unavailable(), Verdict::VaultUnavailable);
+        };
+        let (status, body) = match &answer {
+            Answer::Response { status, body, .. } => (Some(u32::from(*status)), body.as_slice()),
+            Answer::Failed => (None, &[][..]),
+            Answer::TooLarge { size, .. } => {
+                // Never read: an answer this big is not a token response.
+                let warning = format!(
+                    "agentward: vault answer for connection `{connection}` is {size} bytes, over the {MAX_ANSWER_BYTES}-byte limit"
+                );
+                let answer = unavailable("the vault's answer was too large");
+                return Decision::respond(answer, Verdict::VaultUnavailable).warn(warning);
+            }
+        };
+        match read_answer(status, body, now, connection) {
+            ExchangeResult::Token(mut token) => {
+                token.cap_lifetime(now, &self.vault);
+                if let Ok(json) = serde_json::to_vec(&token) {
+                    // A lost race with another worker only costs a later exchange.
+                    cache.set(&pending.cache_key, &json);
                 }
-                ExchangeResult::Refuse(LocalResponse::json(403, body))
+                let authorization = authorization_header(&token);
+                let until = valid_until(&token, self.vault.expiry_margin_seconds);
+                let remembered = Remembered {
+                    issuer: pending.issuer,
+                    subject: pending.subject,
+                    proof: pending.proof,
+                    authorization: authorization.clone(),
+                };
+                self.local
+                    .insert(pending.local_key, until, Arc::new(remembered));
+                let edits = authorization_edits(&authorization);
+                Decision::new(Step::Continue(edits), Verdict::VaultOk)
             }
-            // Wrong credentials, dialect or connection name: an operator problem.
-            _ => ExchangeResult::Refuse(LocalResponse::json(
-                502,
-                json!({
-                    "error": "server_error",
-                    "reason": "vault_refused_gateway",
-                    "error_description": "the vault refused the gateway's token request",
-                }),
-            )),
-        },
-        _ => ExchangeResult::Refuse(unavailable("the vault could not be reached")),
-    }
-}
-
-/// 503 for a vault that is down or slow.
-pub fn unavailable(description: &str) -> LocalResponse {
-    crate::response::unavailable("vault_unavailable", description)
-}
-
-/// `application/x-www-form-urlencoded` body builder.
-#[derive(Default)]
-struct Form(String);
-
-impl Form {
-    fn add(&mut self, name: &str, value: &str) {
-        if !self.0.is_empty() {
-            self.0.push('&');
-        }
-        self.0.push_str(&Form::encode(name));
-        self.0.push('=');
-        self.0.push_str(&Form::encode(value));
-    }
-
-    fn encode(s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        for b in s.bytes() {
-            match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                    out.push(b as char)
+            ExchangeResult::Refuse(refusal) => {
+                let verdict = if refusal.status == 503 {
+                    Verdict::VaultUnavailable
+                } else {
+                    Verdict::Refused
+                };
+                let failed = refusal.status >= 500;
+                let decision = Decision::respond(refusal, verdict);
+                if !failed {
+                    return decision;
                 }
-                b' ' => out.push('+'),
-                _ => out.push_str(&format!("%{b:02X}")),
+                let status = status.map_or("none".to_string(), |s| s.to_string());
+                decision.warn(format!(
+                    "agentward: token exchange for connection `{connection}` failed: vault status {status}"
+                ))
             }
         }
-        out
     }
+
+    /// Remembers an upstream token from the shared cache for this bearer
+    /// token and target; the `Authorization` to send.
+    fn remember(
+        &mut self,
+        key: TokenKey,
+        identity: &VerifiedIdentity<'_>,
+        subject: &str,
+        token: &UpstreamToken,
+    ) -> SharedHeaders {
+        let authorization = authorization_header(token);
+        let until = valid_until(token, self.vault.expiry_margin_seconds);
+        let remembered = Remembered {
+            issuer: identity.issuer.to_string(),
+            subject: subject.to_string(),
+            proof: identity.proof.to_string(),
+            authorization: authorization.clone(),
+        };
+        self.local.insert(key, until, Arc::new(remembered));
+        authorization
+    }
+}
+
+/// The proof key: the one read before, or (`reread`, or none yet) the one
+/// in the shared cache now.
+fn read_proof_key(
+    known: &mut Option<ProofKey>,
+    cache: &impl SharedCache,
+    reread: bool,
+) -> Option<ProofKey> {
+    match *known {
+        Some(key) if !reread => Some(key),
+        before => {
+            let stored = cache.get(proof::KEY_NAME);
+            let key = stored
+                .and_then(|bytes| ProofKey::from_bytes(&bytes))
+                .or(before);
+            *known = key;
+            key
+        }
+    }
+}
+
+/// `Authorization: Bearer <upstream token>`, shared by the memory and the
+/// requests it serves.
+fn authorization_header(token: &UpstreamToken) -> SharedHeaders {
+    let value = bearer::header_value(&token.access_token);
+    Arc::new(vec![("authorization".to_string(), value)])
+}
+
+fn authorization_edits(authorization: &SharedHeaders) -> Edits {
+    Edits {
+        set: authorization.clone(),
+        ..Edits::default()
+    }
+}
+
+/// Until when (Unix seconds) this instance may serve a token: as long as
+/// [`UpstreamToken::usable`] holds with `margin`.
+fn valid_until(token: &UpstreamToken, margin: u64) -> u64 {
+    token.expires_at.saturating_sub(margin.saturating_add(1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn vault(dialect: ExchangeDialect) -> VaultClient {
-        VaultClient {
-            cluster: "vault".into(),
-            authority: None,
-            token_path: "/oauth/token".into(),
-            client_id: "gateway".into(),
-            client_secret: "s3cr:t".into(),
-            client_secret_env: None,
-            dialect,
-            timeout_ms: 2000,
-            expiry_margin_seconds: 30,
-            max_cache_seconds: 300,
+    #[test]
+    fn served_from_memory_exactly_while_usable_with_the_margin() {
+        let token = UpstreamToken {
+            access_token: "up".into(),
+            expires_at: 1000,
+        };
+        let until = valid_until(&token, 30);
+        assert!(token.usable(until, 30) && !token.usable(until + 1, 30));
+    }
+
+    #[test]
+    fn only_the_counted_verdicts_have_metrics() {
+        for v in Verdict::COUNTED {
+            assert!(v.metric().unwrap().starts_with("agentward.exchange."));
         }
-    }
-
-    fn target() -> ExchangeTarget {
-        ExchangeTarget {
-            connection: "stocktrade".into(),
-            audience: None,
-            scope: "portfolio:read".into(),
-        }
-    }
-
-    #[test]
-    fn rfc8693_request_uses_basic_auth_and_resource() {
-        let c = token_request(&vault(ExchangeDialect::Rfc8693), &target(), "eyJ.a.b");
-        assert!(c
-            .body
-            .starts_with("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&"));
-        assert!(c.body.contains("&resource=stocktrade"));
-        assert!(c.body.contains("&scope=portfolio%3Aread"));
-        assert!(!c.body.contains("client_secret"));
-        let auth = &c
-            .headers
-            .iter()
-            .find(|(n, _)| n == "authorization")
-            .unwrap()
-            .1;
-        assert_eq!(
-            auth,
-            &format!("Basic {}", STANDARD.encode("gateway:s3cr%3At"))
-        );
-    }
-
-    #[test]
-    fn auth0_request_names_the_connection() {
-        let c = token_request(&vault(ExchangeDialect::Auth0), &target(), "tok");
-        assert!(c.body.contains("connection=stocktrade"));
-        assert!(c.body.contains("requested_token_type=http%3A%2F%2Fauth0.com%2Foauth%2Ftoken-type%2Ffederated-connection-access-token"));
-        assert!(c.body.contains("client_id=gateway"));
-        assert!(c.headers.iter().all(|(n, _)| n != "authorization"));
-    }
-
-    #[test]
-    fn answers_map_to_token_link_error_or_503() {
-        let ok = read_answer(
-            Some(200),
-            br#"{"access_token":"up","token_type":"Bearer","expires_in":60}"#,
-            1000,
-            "c",
-        );
-        assert_eq!(
-            ok,
-            ExchangeResult::Token(UpstreamToken {
-                access_token: "up".into(),
-                expires_at: 1060
-            })
-        );
-        let link = read_answer(
-            Some(400),
-            br#"{"error":"federated_connection_refresh_token_not_found","connect_url":"http://v/connect/c?ticket=x"}"#,
-            0,
-            "c",
-        );
-        let ExchangeResult::Refuse(r) = link else {
-            panic!()
-        };
-        assert_eq!(r.status, 403);
-        assert!(r.body.contains("connect_url"));
-        let ExchangeResult::Refuse(r) = read_answer(None, b"", 0, "c") else {
-            panic!()
-        };
-        assert_eq!(r.status, 503);
-        let ExchangeResult::Refuse(r) = read_answer(Some(500), b"oops", 0, "c") else {
-            panic!()
-        };
-        assert_eq!(r.status, 503);
-        for (status, body) in [
-            (401, r#"{"error":"invalid_client"}"#),
-            (400, r#"{"error":"invalid_target"}"#),
-            (400, r#"{"error":"unsupported_grant_type"}"#),
+        for v in [
+            Verdict::NotExchanged,
+            Verdict::InvalidPath,
+            Verdict::ClockUnavailable,
         ] {
-            let ExchangeResult::Refuse(r) = read_answer(Some(status), body.as_bytes(), 0, "c")
-            else {
-                panic!()
-            };
-            assert_eq!(r.status, 502, "{body}");
+            assert_eq!(v.metric(), None);
         }
-        let ExchangeResult::Refuse(r) = read_answer(Some(429), b"", 0, "c") else {
-            panic!()
-        };
-        assert_eq!(r.status, 503);
-    }
-
-    #[test]
-    fn cache_keys_separate_users_and_targets() {
-        let t = target();
-        assert_ne!(t.cache_key("idp", "alice"), t.cache_key("idp", "bob"));
-        assert_ne!(t.cache_key("idp-a", "alice"), t.cache_key("idp-b", "alice"));
-        let mut other = t.clone();
-        other.scope = "trade".into();
-        assert_ne!(t.cache_key("idp", "alice"), other.cache_key("idp", "alice"));
-        assert!(!t.cache_key("idp", "alice").contains("alice"));
-        // The shared key is stable across releases: workers of an Envoy being
-        // upgraded share entries.
-        assert_eq!(
-            t.cache_key("idp", "alice"),
-            "agentward.upstream_token.".to_string()
-                + &{
-                    let mut h = Sha256::new();
-                    for part in ["idp", "alice", &t.connection, &t.scope, ""] {
-                        h.update((part.len() as u64).to_be_bytes());
-                        h.update(part.as_bytes());
-                    }
-                    h.finalize()[..20]
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                }
-        );
-    }
-
-    #[test]
-    fn local_entries_are_per_bearer_and_target_and_check_the_identity() {
-        let t = target();
-        let cache: TokenCache<()> = TokenCache::new(8);
-        assert_eq!(
-            t.local_key(&cache, "token-a"),
-            t.local_key(&cache, "token-a")
-        );
-        assert_ne!(
-            t.local_key(&cache, "token-a"),
-            t.local_key(&cache, "token-b")
-        );
-        // A JWT is told apart by its signature.
-        assert_ne!(
-            t.local_key(&cache, "h.p.sig-1"),
-            t.local_key(&cache, "h.p.sig-2")
-        );
-        assert_eq!(
-            t.local_key(&cache, "h.p.sig-1"),
-            t.local_key(&cache, "other.p.sig-1")
-        );
-        let mut other = t.clone();
-        other.connection = "google".into();
-        assert_ne!(
-            t.local_key(&cache, "token-a"),
-            other.local_key(&cache, "token-a")
-        );
-        // Another VM's cache draws another secret.
-        let elsewhere: TokenCache<()> = TokenCache::new(8);
-        assert_ne!(
-            t.local_key(&cache, "token-a"),
-            t.local_key(&elsewhere, "token-a")
-        );
-
-        let entry = LocalExchange {
-            issuer: "https://idp/".into(),
-            subject: "bob".into(),
-            proof: "proof-of-bob".into(),
-            token: UpstreamToken {
-                access_token: "up".into(),
-                expires_at: 1000,
-            },
-        };
-        let served = |sub, iss, proof| entry.for_identity(sub, iss, proof).is_some();
-        assert!(served("bob", Some("https://idp/"), Some("proof-of-bob")));
-        assert!(!served("bob", None, Some("proof-of-bob")));
-        assert!(!served("alice", Some("https://idp/"), Some("proof-of-bob")));
-        assert!(!served("bob", Some("https://other/"), Some("proof-of-bob")));
-        assert!(!served("bob", Some("https://idp/"), Some("proof-of-bo")));
-        assert!(!served("bob", Some("https://idp/"), None));
-        // Served exactly while the token is usable with the margin.
-        let until = entry.valid_until(30);
-        assert!(entry.token.usable(until, 30) && !entry.token.usable(until + 1, 30));
-    }
-
-    #[test]
-    fn the_exchange_is_for_the_proven_identity_only() {
-        let key = ProofKey::from_bytes(&[3; 16]).unwrap();
-        let token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln";
-        let bob = |n: &str| match n {
-            SUB => Some("bob"),
-            ISSUER => Some("https://idp/"),
-            _ => None,
-        };
-        let proof = key.prove(bob, token);
-        assert_eq!(
-            proven_identity(&key, bob, Some(&proof), token),
-            Some(("https://idp/".into(), "bob".into()))
-        );
-        // No proof, a proof for other headers, or for another token.
-        assert_eq!(proven_identity(&key, bob, None, token), None);
-        let alice = |n: &str| if n == SUB { Some("alice") } else { bob(n) };
-        assert_eq!(proven_identity(&key, alice, Some(&proof), token), None);
-        assert_eq!(
-            proven_identity(&key, bob, Some(&proof), "x.y.b3RoZXI"),
-            None
-        );
-        // A proof without an issuer header names no one to exchange for.
-        let no_issuer = |n: &str| if n == SUB { Some("bob") } else { None };
-        let proof = key.prove(no_issuer, token);
-        assert_eq!(proven_identity(&key, no_issuer, Some(&proof), token), None);
-    }
-
-    #[test]
-    fn usable_until_the_margin() {
-        let t = UpstreamToken {
-            access_token: "x".into(),
-            expires_at: 100,
-        };
-        assert!(t.usable(69, 30));
-        assert!(!t.usable(70, 30));
-    }
-
-    #[test]
-    fn served_for_at_most_max_cache_seconds() {
-        let mut v = vault(ExchangeDialect::Rfc8693);
-        let mut t = UpstreamToken {
-            access_token: "x".into(),
-            expires_at: 1000 + 3600,
-        };
-        t.cap_lifetime(1000, &v);
-        assert!(t.usable(1000 + 299, v.expiry_margin_seconds));
-        assert!(!t.usable(1000 + 300, v.expiry_margin_seconds));
-        // A token that expires sooner keeps its own expiry.
-        let mut short = UpstreamToken {
-            access_token: "x".into(),
-            expires_at: 1000 + 60,
-        };
-        short.cap_lifetime(1000, &v);
-        assert_eq!(short.expires_at, 1060);
-        // 0: never served from the cache.
-        v.max_cache_seconds = 0;
-        t.cap_lifetime(1000, &v);
-        assert!(!t.usable(1000, v.expiry_margin_seconds));
     }
 }

@@ -1,4 +1,10 @@
-//! The verified identity, as the headers later plugins and upstreams trust.
+//! The verified identity, as the headers later plugins and upstreams trust:
+//! jwt-identity writes them ([`identity_headers`]), every later filter reads
+//! them back through [`ReceivedIdentity::verify`].
+
+mod verified;
+
+pub use verified::{Principal, ReceivedIdentity, Unproven, VerifiedIdentity};
 
 use crate::identity_value::is_fit;
 use crate::policy::ClaimToHeader;

@@ -24,6 +24,7 @@ pub mod proof;
 pub mod response;
 pub mod scopes;
 pub mod secret;
+pub mod shared_cache;
 pub mod signature;
 pub mod step;
 

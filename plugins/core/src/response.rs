@@ -182,6 +182,12 @@ pub fn unavailable(reason: &str, description: &str) -> LocalResponse {
     .with_header("retry-after", "5".into())
 }
 
+/// 503 when the host's clock cannot be read: expiry cannot be checked, so
+/// nothing is let through.
+pub fn clock_unavailable() -> LocalResponse {
+    unavailable("clock_unavailable", "the gateway could not read its clock")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,10 +7,12 @@ pub mod held;
 pub mod hostcall;
 pub mod metrics;
 pub mod proof;
+pub mod shared_data;
 pub mod step;
 pub mod verify;
 
 pub use metrics::{Counter, Metrics};
+pub use shared_data::SharedData;
 pub use verify::EnvoyVerifier;
 
 use agentward_core::response::LocalResponse;
@@ -65,10 +67,7 @@ pub fn now_ms() -> Result<u64, Status> {
 /// The answer to a request when the host's clock cannot be read: expiry
 /// cannot be checked, so nothing is let through.
 pub fn clock_unavailable() -> LocalResponse {
-    agentward_core::response::unavailable(
-        "clock_unavailable",
-        "the gateway could not read its clock",
-    )
+    agentward_core::response::clock_unavailable()
 }
 
 /// Logs, ignoring a host that refuses (there is nothing better to do).

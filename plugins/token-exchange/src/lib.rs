@@ -3,21 +3,18 @@
 //! Token Vault dialect), caches it in shared data across worker VMs until
 //! shortly before expiry, and sends it upstream in `Authorization`. The
 //! agent's token never reaches the upstream; the upstream token never
-//! reaches the agent. Messages and decisions live in `agentward_core::exchange`.
+//! reaches the agent. Decisions live in `agentward_core::exchange`; this
+//! file is the proxy-wasm glue: read the request, ask the exchanger, carry
+//! out its steps, dispatch its calls, count its verdicts.
 
-use agentward_core::cache::{TokenCache, TokenKey};
-use agentward_core::clock::TickClock;
-use agentward_core::exchange::{
-    proven_identity, read_answer, token_request, ExchangeResult, ExchangeTarget, LocalExchange,
-    UpstreamToken,
-};
-use agentward_core::identity::{ISSUER, SUB};
-use agentward_core::proof::{self, ProofKey, PROOF};
+use agentward_core::exchange::{Decision, Exchanger, Pending, RequestHead, Verdict};
+use agentward_core::identity::ReceivedIdentity;
 use agentward_core::response;
-use agentward_core::Policy;
-use agentward_envoy::{clock_unavailable, hostcall, log, now_ms, respond, Counter};
+use agentward_core::step::{Answer, Step};
+use agentward_envoy::step::{self, Carried, Phase};
+use agentward_envoy::{hostcall, log, now_ms, respond, Counter, SharedData};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
@@ -28,108 +25,56 @@ agentward_envoy::callbacks!(
     "proxy_on_tick"
 );
 
-/// The largest vault answer read; a larger one is a vault failure (503).
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// How often a VM reads the clock and adds its cache hits to the counter:
-/// a cached request then makes neither host call.
-const TICK: Duration = Duration::from_secs(1);
-
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| Box::new(Root::default()));
 }}
 
-/// The plugin's counters, defined once per VM.
-struct Counters {
-    cache_hit: Counter,
-    vault_call: Counter,
-    vault_ok: Counter,
-    refused: Counter,
-    vault_unavailable: Counter,
-    no_identity: Counter,
-}
-
-impl Counters {
-    fn define() -> Counters {
-        Counters {
-            cache_hit: Counter::define("agentward.exchange.cache_hit"),
-            vault_call: Counter::define("agentward.exchange.vault_call"),
-            vault_ok: Counter::define("agentward.exchange.vault_ok"),
-            refused: Counter::define("agentward.exchange.refused"),
-            vault_unavailable: Counter::define("agentward.exchange.vault_unavailable"),
-            no_identity: Counter::define("agentward.exchange.no_identity"),
-        }
-    }
-}
+/// The request headers the exchanger reads, in one pass over the map.
+const HEAD: [&str; 11] = {
+    let id = ReceivedIdentity::HEADERS;
+    [
+        ":method",
+        ":path",
+        "authorization",
+        id[0],
+        id[1],
+        id[2],
+        id[3],
+        id[4],
+        id[5],
+        id[6],
+        id[7],
+    ]
+};
 
 struct Plugin {
-    policy: Policy,
-    /// Each route's exchange target (by index in `policy.routes`).
-    targets: Vec<Option<ExchangeTarget>>,
-    counters: Counters,
-    /// This VM's exchanges by bearer token and target, in front of the
-    /// shared-data cache (bounded by `identity.cache_max_entries`).
-    local: RefCell<TokenCache<Rc<Remembered>>>,
-    /// Cache hits not yet added to `counters.cache_hit` (added on tick).
+    exchanger: RefCell<Exchanger>,
+    /// The counters of [`Verdict::COUNTED`], in that order.
+    counters: [Counter; 6],
+    /// Cache hits not yet added to their counter: a cached request then
+    /// makes no metric call (added on tick).
     hits: Cell<u64>,
-    /// The clock the caches are checked against, read on tick.
-    clock: TickClock,
-    /// The key of jwt-identity's `x-agentward-proof`, once read from shared data.
-    proof_key: Cell<Option<ProofKey>>,
 }
 
 impl Plugin {
-    /// Counts a request served from the caches (published on tick).
-    fn hit(&self) {
-        self.hits.set(self.hits.get() + 1);
+    fn counter(&self, verdict: Verdict) -> Counter {
+        let i = Verdict::COUNTED.iter().position(|v| *v == verdict);
+        i.map_or(Counter::default(), |i| self.counters[i])
     }
 
-    /// Reads the clock and publishes the cache hits counted since the last tick.
-    fn tick(&self) {
-        if let Ok(now) = now_ms() {
-            self.clock.tick(now / 1000);
-        }
-        self.counters.cache_hit.add(self.hits.replace(0));
-    }
-
-    /// The proof key: the one read before, or (`reread`, or none yet) the
-    /// one in shared data now.
-    fn proof_key(&self, reread: bool) -> Option<ProofKey> {
-        match self.proof_key.get() {
-            Some(key) if !reread => Some(key),
-            known => {
-                let key = agentward_envoy::proof::shared_key().or(known);
-                self.proof_key.set(key);
-                key
-            }
+    fn count(&self, verdict: Verdict) {
+        if verdict == Verdict::CacheHit {
+            self.hits.set(self.hits.get() + 1);
+        } else {
+            self.counter(verdict).inc();
         }
     }
 
-    /// Remembers an exchange in this VM's cache, while the shared entry
-    /// would be served too.
-    fn remember(&self, key: TokenKey, entry: LocalExchange) {
-        let margin = self
-            .policy
-            .vault
-            .as_ref()
-            .map_or(0, |v| v.expiry_margin_seconds);
-        let until = entry.valid_until(margin);
-        let authorization = bearer_value(&entry.token.access_token);
-        let remembered = Remembered {
-            exchange: entry,
-            authorization,
-        };
-        self.local
-            .borrow_mut()
-            .insert(key, until, Rc::new(remembered));
+    /// The host's clock in Unix seconds, `None` when it cannot be read.
+    fn clock() -> Option<u64> {
+        now_ms().ok().map(|ms| ms / 1000)
     }
-}
-
-/// An exchange this VM remembers, with the `Authorization` value it sends.
-struct Remembered {
-    exchange: LocalExchange,
-    authorization: String,
 }
 
 #[derive(Default)]
@@ -141,33 +86,24 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
-        let Some(mut policy) = agentward_envoy::configured_policy() else {
-            return false;
-        };
-        let Some(vault) = policy.vault.as_mut() else {
-            log(
-                LogLevel::Error,
-                "agentward: invalid policy at `vault`: the token-exchange plugin needs the `vault` section",
-            );
+        let Some(policy) = agentward_envoy::configured_policy() else {
             return false;
         };
         // The VM's environment (Envoy: vm_config.environment_variables).
-        if let Err(e) = vault.resolve_secret(|name| std::env::var(name).ok()) {
-            log(LogLevel::Error, &format!("agentward: {e}"));
-            return false;
-        }
-        let local = RefCell::new(TokenCache::new(policy.identity.cache_max_entries));
-        let targets = policy.routes.iter().map(ExchangeTarget::of).collect();
+        let exchanger = match Exchanger::new(policy, |name| std::env::var(name).ok()) {
+            Ok(exchanger) => exchanger,
+            Err(e) => {
+                log(LogLevel::Error, &format!("agentward: {e}"));
+                return false;
+            }
+        };
+        let counters = Verdict::COUNTED.map(|v| Counter::define(v.metric().unwrap_or_default()));
         self.plugin = Some(Rc::new(Plugin {
-            policy,
-            targets,
-            counters: Counters::define(),
-            local,
+            exchanger: RefCell::new(exchanger),
+            counters,
             hits: Cell::new(0),
-            clock: TickClock::new(TICK.as_secs()),
-            proof_key: Cell::new(agentward_envoy::proof::shared_key()),
         }));
-        if hostcall::set_tick_period(TICK).is_err() {
+        if hostcall::set_tick_period(Duration::from_secs(Exchanger::TICK_SECONDS)).is_err() {
             log(
                 LogLevel::Warn,
                 "agentward: no tick period: the clock is read on every request",
@@ -178,7 +114,12 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(plugin) = &self.plugin {
-            plugin.tick();
+            if let Some(now) = Plugin::clock() {
+                plugin.exchanger.borrow().tick(now);
+            }
+            plugin
+                .counter(Verdict::CacheHit)
+                .add(plugin.hits.replace(0));
         }
     }
 
@@ -194,145 +135,57 @@ impl RootContext for Root {
     }
 }
 
-/// An exchange under way for this request.
-struct Pending {
-    target: ExchangeTarget,
-    cache_key: String,
-    local_key: TokenKey,
-    issuer: String,
-    subject: String,
-    proof: String,
-}
-
 struct Request {
     plugin: Option<Rc<Plugin>>,
-    pending: Option<Pending>,
+    /// The exchange waiting for the vault's answer, and the largest answer read.
+    pending: Option<(Pending, usize)>,
 }
 
 impl Request {
-    fn count(&self, counter: fn(&Counters) -> Counter) {
-        if let Some(p) = &self.plugin {
-            counter(&p.counters).inc();
+    /// Logs, counts and carries out a decision; a call that cannot be
+    /// dispatched is decided again as a failed one.
+    fn carry_out(&mut self, plugin: &Plugin, decision: Decision, phase: Phase) -> Action {
+        if let Some(warning) = &decision.warning {
+            log(LogLevel::Warn, warning);
+        }
+        match step::carry_out(&decision.step, phase) {
+            Carried::CallFailed(_) => {
+                let Some(pending) = decision.pending else {
+                    return Action::Pause;
+                };
+                let failed = plugin.exchanger.borrow_mut().on_answer(
+                    pending,
+                    Answer::Failed,
+                    Plugin::clock(),
+                    &mut SharedData,
+                );
+                self.carry_out(plugin, failed, phase)
+            }
+            carried => {
+                plugin.count(decision.verdict);
+                if let (Carried::Called(_), Step::Call(call)) = (carried, &decision.step) {
+                    self.pending = decision.pending.map(|p| (p, call.max_answer_bytes));
+                }
+                carried.action()
+            }
         }
     }
-}
-
-/// `Bearer <token>`.
-fn bearer_value(token: &str) -> String {
-    let mut value = String::with_capacity("Bearer ".len() + token.len());
-    value.push_str("Bearer ");
-    value.push_str(token);
-    value
-}
-
-/// Puts the upstream token in `Authorization`; false (and a 503 sent) if the host refuses.
-fn use_upstream_token(token: &str) -> bool {
-    set_authorization(&bearer_value(token))
-}
-
-/// Sets `Authorization` to `value`; false (and a 503 sent) if the host refuses.
-fn set_authorization(value: &str) -> bool {
-    if hostcall::set_request_header("authorization", value).is_ok() {
-        return true;
-    }
-    respond(&response::unavailable(
-        "header_edit_failed",
-        "the gateway could not set the upstream credentials",
-    ));
-    false
-}
-
-fn cached(key: &str, now: u64, margin: u64) -> Option<UpstreamToken> {
-    // A host that cannot answer is a miss: the vault is asked instead.
-    let (bytes, _) = hostcall::shared_data(key).ok()??;
-    let token: UpstreamToken = serde_json::from_slice(&bytes).ok()?;
-    token.usable(now, margin).then_some(token)
 }
 
 impl Context for Request {
     fn on_http_call_response(&mut self, _: u32, num_headers: usize, body_size: usize, _: usize) {
-        let Some(pending) = self.pending.take() else {
+        let (Some(plugin), Some((pending, max_bytes))) = (self.plugin.clone(), self.pending.take())
+        else {
             return;
         };
-        let status = if num_headers == 0 {
-            None
-        } else {
-            hostcall::http_call_response_header(":status")
-                .ok()
-                .flatten()
-                .and_then(|s| s.parse().ok())
-        };
-        let Ok(now) = now_ms() else {
-            self.count(|c| c.vault_unavailable);
-            respond(&clock_unavailable());
-            return;
-        };
-        let now = now / 1000;
-        if body_size > MAX_ANSWER_BYTES {
-            // Never read: an answer this big is not a token response.
-            self.count(|c| c.vault_unavailable);
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "agentward: vault answer for connection `{}` is {body_size} bytes, over the {MAX_ANSWER_BYTES}-byte limit",
-                    pending.target.connection
-                ),
-            );
-            respond(&agentward_core::exchange::unavailable(
-                "the vault's answer was too large",
-            ));
-            return;
-        }
-        let body = hostcall::buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        match read_answer(status, &body, now, &pending.target.connection) {
-            ExchangeResult::Token(mut token) => {
-                self.count(|c| c.vault_ok);
-                if let Some(vault) = self.plugin.as_ref().and_then(|p| p.policy.vault.as_ref()) {
-                    token.cap_lifetime(now, vault);
-                }
-                if let Ok(json) = serde_json::to_vec(&token) {
-                    // A lost race with another worker only costs a later exchange.
-                    let _ = hostcall::set_shared_data(&pending.cache_key, &json, 0);
-                }
-                let accepted = use_upstream_token(&token.access_token);
-                if let Some(plugin) = &self.plugin {
-                    let entry = LocalExchange {
-                        issuer: pending.issuer,
-                        subject: pending.subject,
-                        proof: pending.proof,
-                        token,
-                    };
-                    plugin.remember(pending.local_key, entry);
-                }
-                if accepted && hostcall::resume_request().is_err() {
-                    log(
-                        LogLevel::Warn,
-                        "agentward: could not resume the request after the exchange",
-                    );
-                }
-            }
-            ExchangeResult::Refuse(answer) => {
-                self.count(if answer.status == 503 {
-                    |c| c.vault_unavailable
-                } else {
-                    |c| c.refused
-                });
-                if answer.status >= 500 {
-                    log(
-                        LogLevel::Warn,
-                        &format!(
-                            "agentward: token exchange for connection `{}` failed: vault status {}",
-                            pending.target.connection,
-                            status.map_or("none".to_string(), |s: u32| s.to_string())
-                        ),
-                    );
-                }
-                respond(&answer);
-            }
-        }
+        let answer = step::read_answer(num_headers, body_size, max_bytes);
+        let decision = plugin.exchanger.borrow_mut().on_answer(
+            pending,
+            answer,
+            Plugin::clock(),
+            &mut SharedData,
+        );
+        self.carry_out(&plugin, decision, Phase::Held);
     }
 }
 
@@ -346,153 +199,17 @@ impl HttpContext for Request {
             return Action::Pause;
         };
         let headers = hostcall::request_headers().unwrap_or_default();
-        let [method, path, authorization, subject, issuer, proof_header] =
-            headers.get_many([":method", ":path", "authorization", SUB, ISSUER, PROOF]);
-        let method = method.unwrap_or_default();
-        let path = match agentward_core::path::normalize(path.unwrap_or_default()) {
-            // Matching a path other than the one the upstream gets would let
-            // `//broker/portfolio` skip the exchange: jwt-identity (or Envoy's
-            // normalize_path and merge_slashes) puts it in normal form first.
-            Ok(target) if target.was_normal() => target.path,
-            Ok(_) => {
-                respond(&response::invalid_request(
-                    "invalid_path",
-                    "the request path is not in normal form (jwt-identity must run before token-exchange)",
-                ));
-                return Action::Pause;
-            }
-            Err(why) => {
-                respond(&response::invalid_request(
-                    "invalid_path",
-                    why.description(),
-                ));
-                return Action::Pause;
-            }
+        let [method, path, authorization, id @ ..] = headers.get_many(HEAD);
+        let head = RequestHead {
+            method: method.unwrap_or_default(),
+            path: path.unwrap_or_default(),
+            authorization,
+            identity: ReceivedIdentity::from_values(id),
         };
-        let Some(target) = plugin
-            .policy
-            .route_index(method, &path)
-            .and_then(|i| plugin.targets.get(i)?.as_ref())
-        else {
-            return Action::Continue;
-        };
-        let Some(vault) = plugin.policy.vault.as_ref() else {
-            return Action::Continue;
-        };
-        // Only the identity jwt-identity verified is trusted: the one its
-        // proof covers, for this very bearer token.
-        let bearer = authorization.and_then(|a| {
-            let (scheme, token) = a.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-        let (Some(subject_header), Some(bearer)) = (subject, bearer) else {
-            self.count(|c| c.no_identity);
-            respond(&response::missing_token(&plugin.policy.resource));
-            return Action::Pause;
-        };
-        let refuse = |request: &Request, answer| {
-            request.count(|c| c.no_identity);
-            respond(&answer);
-            Action::Pause
-        };
-        let use_cached = |token: &UpstreamToken| {
-            plugin.hit();
-            if use_upstream_token(&token.access_token) {
-                Action::Continue
-            } else {
-                Action::Pause
-            }
-        };
-        let margin = vault.expiry_margin_seconds;
-        // A clock that cannot be read before the first tick gives 0: no
-        // expiry can be checked, so the request fails closed.
-        let now = plugin.clock.now(|| now_ms().map_or(0, |ms| ms / 1000));
-        if now == 0 {
-            respond(&clock_unavailable());
-            return Action::Pause;
-        }
-        let mut cache = plugin.local.borrow_mut();
-        let local_key = target.local_key(&cache, bearer);
-        let local = cache.get(&local_key, now);
-        drop(cache);
-        let remembered = local.filter(|entry| {
-            entry
-                .exchange
-                .for_identity(subject_header, issuer, proof_header)
-                .is_some()
-        });
-        if let Some(entry) = remembered {
-            plugin.hit();
-            return if set_authorization(&entry.authorization) {
-                Action::Continue
-            } else {
-                Action::Pause
-            };
-        }
-        let Some(key) = plugin.proof_key(false) else {
-            return refuse(self, proof::key_missing());
-        };
-        let header = |name: &str| headers.get(name);
-        let proven = proven_identity(&key, header, proof_header, bearer).or_else(|| {
-            // The key this VM read may have lost the race to be the one (see agentward_envoy::proof).
-            let newer = plugin.proof_key(true).filter(|k| *k != key)?;
-            proven_identity(&newer, header, proof_header, bearer)
-        });
-        let Some((issuer, subject)) = proven else {
-            return refuse(self, proof::unproven(&plugin.policy.resource));
-        };
-        let proof = proof_header.unwrap_or_default().to_string();
-        let cache_key = target.cache_key(&issuer, &subject);
-        if let Some(token) = cached(&cache_key, now, margin) {
-            let action = use_cached(&token);
-            let entry = LocalExchange {
-                issuer,
-                subject,
-                proof,
-                token,
-            };
-            plugin.remember(local_key, entry);
-            return action;
-        }
-        let callout = token_request(vault, target, bearer);
-        let headers: Vec<(&str, &str)> = callout
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let timeout = Duration::from_millis(vault.timeout_ms);
-        match hostcall::dispatch_http_call(
-            &vault.cluster,
-            &headers,
-            Some(callout.body.as_bytes()),
-            timeout,
-        ) {
-            Ok(_) => {
-                self.count(|c| c.vault_call);
-                self.pending = Some(Pending {
-                    target: target.clone(),
-                    cache_key,
-                    local_key,
-                    issuer,
-                    subject,
-                    proof,
-                });
-                Action::Pause
-            }
-            Err(status) => {
-                self.count(|c| c.vault_unavailable);
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "agentward: cannot call the vault cluster `{}`: {status:?}",
-                        vault.cluster
-                    ),
-                );
-                respond(&agentward_core::exchange::unavailable(
-                    "the vault cluster is not reachable",
-                ));
-                Action::Pause
-            }
-        }
+        let decision = plugin
+            .exchanger
+            .borrow_mut()
+            .decide(&head, Plugin::clock, &mut SharedData);
+        self.carry_out(&plugin, decision, Phase::Headers)
     }
 }
