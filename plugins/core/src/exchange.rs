@@ -221,6 +221,13 @@ impl Exchanger {
         })
     }
 
+    /// Reads jwt-identity's proof key from the shared cache now (a host
+    /// does at start, so a cache that fails later still has the key);
+    /// whether there is one. Requests read it too while there is none.
+    pub fn read_proof_key(&mut self, cache: &impl SharedCache) -> bool {
+        read_proof_key(&mut self.proof_key, cache, true).is_some()
+    }
+
     /// On the host's tick: `now` is its clock (Unix seconds).
     pub fn tick(&self, now: u64) {
         self.clock.tick(now);

@@ -593,6 +593,15 @@ fn without_a_proof_key_the_exchange_answers_503_until_jwt_identity_stores_one() 
 }
 
 #[test]
+fn a_proof_key_read_at_start_serves_when_the_shared_cache_fails_later() {
+    let mut ex = exchanger();
+    assert!(ex.read_proof_key(&shared()));
+    let mut g = Gateway::with(ex, MemoryCache::new());
+    call(&g.decide(&Request::portfolio("alice", ALICE_TOKEN)));
+    assert!(!exchanger().read_proof_key(&MemoryCache::new()));
+}
+
+#[test]
 fn a_proof_key_replaced_in_the_shared_cache_is_read_again_before_a_proof_is_refused() {
     let mut g = Gateway::new();
     g.exchange_for_alice();

@@ -90,13 +90,14 @@ impl RootContext for Root {
             return false;
         };
         // The VM's environment (Envoy: vm_config.environment_variables).
-        let exchanger = match Exchanger::new(policy, |name| std::env::var(name).ok()) {
+        let mut exchanger = match Exchanger::new(policy, |name| std::env::var(name).ok()) {
             Ok(exchanger) => exchanger,
             Err(e) => {
                 log(LogLevel::Error, &format!("agentward: {e}"));
                 return false;
             }
         };
+        exchanger.read_proof_key(&SharedData);
         let counters = Verdict::COUNTED.map(|v| Counter::define(v.metric().unwrap_or_default()));
         self.plugin = Some(Rc::new(Plugin {
             exchanger: RefCell::new(exchanger),
