@@ -1094,6 +1094,18 @@ fn jwks_uri_without_jwks_cluster_is_refused_naming_the_field() {
     refused_naming(&p, "issuers[0].jwks_cluster");
 }
 
+/// A rule no plugin of this build enforces yet would let every request it
+/// describes through unchecked: the filter refuses to start instead.
+#[test]
+fn mcp_tool_rules_no_plugin_enforces_yet_are_refused_naming_the_route() {
+    let mut p = fetched_policy();
+    p["routes"] = json!([
+        {"match": {"path": "/stocks"}, "scopes": ["stocks:read"]},
+        {"match": {"path": "/mcp"}, "mcp": {"tools": {"place_order": {"scopes": ["trade"]}}}}
+    ]);
+    refused_naming(&p, "routes[1].mcp");
+}
+
 #[test]
 fn policy_that_is_not_json_is_refused() {
     let Some(host) = load(true) else {

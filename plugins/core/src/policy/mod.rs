@@ -256,6 +256,28 @@ fn is_header_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
 }
 
+impl Policy {
+    /// The first part of the policy that no plugin of this release enforces
+    /// yet, by field path: a route's `mcp` tool rules, `approval` and `fga`
+    /// rules (their plugins are in progress). A plugin refuses to start on
+    /// such a policy rather than let the requests it describes through
+    /// unchecked.
+    pub fn unenforced(&self) -> Option<String> {
+        self.routes.iter().enumerate().find_map(|(i, route)| {
+            let section = if route.mcp.is_some() {
+                "mcp"
+            } else if route.approval.is_some() {
+                "approval"
+            } else if route.fga.is_some() {
+                "fga"
+            } else {
+                return None;
+            };
+            Some(format!("routes[{i}].{section}"))
+        })
+    }
+}
+
 fn default_clock_skew() -> u64 {
     30
 }
@@ -291,6 +313,20 @@ mod testing {
 mod tests {
     use super::testing::{base, parse};
     use serde_json::json;
+
+    #[test]
+    fn rules_no_plugin_enforces_yet_are_named() {
+        assert_eq!(parse(base()).unwrap().unenforced(), None);
+        let mut p = base();
+        p["routes"] = json!([
+            {"match": {"path": "/a"}},
+            {"match": {"path": "/mcp"}, "mcp": {"tools": {"t": {"scopes": ["x"]}}}}
+        ]);
+        assert_eq!(
+            parse(p).unwrap().unenforced().as_deref(),
+            Some("routes[1].mcp")
+        );
+    }
 
     #[test]
     fn minimal_policy_gets_safe_defaults() {
