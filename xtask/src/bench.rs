@@ -10,6 +10,7 @@
 //! need the real vault with an account linked at a real OpenID provider:
 //! bench/vault.rs starts those (only when `--only` selects one of them).
 
+mod fga;
 mod instructions;
 mod paced;
 mod vault;
@@ -169,8 +170,17 @@ pub fn run(options: Options) -> Result {
     let setups: Vec<&Setup> = SETUPS.iter().filter(|s| selected(s.name)).collect();
     // The vault's own figures are req/s and latency only.
     let vault_bench = selected(VAULT) && options.instructions == 0;
+    let fga_bench = selected(fga::NAME) && options.instructions == 0;
     if setups.is_empty() && !vault_bench {
-        let names: Vec<&str> = SETUPS.iter().map(|s| s.name).chain([VAULT]).collect();
+        if fga_bench {
+            // The vault's FGA API alone: no gateway, no setup.
+            return fga::run(options.rounds, options.window_secs, &Pinning::detect());
+        }
+        let names: Vec<&str> = SETUPS
+            .iter()
+            .map(|s| s.name)
+            .chain([VAULT, fga::NAME])
+            .collect();
         return Err(format!(
             "--only names none of the configurations: {}",
             names.join(", ")
@@ -228,6 +238,10 @@ pub fn run(options: Options) -> Result {
         vault::report(&runs);
     }
     drop(vault_stack);
+    if fga_bench {
+        println!();
+        fga::run(options.rounds, options.window_secs, &pin)?;
+    }
 
     if setups.is_empty() {
         return Ok(());

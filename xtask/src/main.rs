@@ -31,6 +31,8 @@ commands:
                      side by side: bare Envoy, native jwt_authn (with and without cache),
                      jwt-identity (fresh and repeated tokens), jwt-identity + token-exchange
                      (warm cache), and the vault's exchange endpoint (needs wrk);
+                     --only fga-vault: the vault's FGA check, batch-check and
+                     list-objects over 100,000 tuples (SQLite, and PostgreSQL if local);
                      --instructions N: instead of req/s, CPU instructions per request over
                      N requests, counted by callgrind (needs valgrind; repeatable to 0.1%)";
 

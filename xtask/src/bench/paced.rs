@@ -117,7 +117,7 @@ fn connection(
 
 /// `taskset` on this thread's id (from `/proc/thread-self`), so only the load
 /// threads move, not the whole xtask.
-fn pin_this_thread(cpu: u32) -> io::Result<()> {
+pub(super) fn pin_this_thread(cpu: u32) -> io::Result<()> {
     let link = std::fs::read_link("/proc/thread-self")?;
     let tid = link
         .file_name()
@@ -137,15 +137,16 @@ fn pin_this_thread(cpu: u32) -> io::Result<()> {
     }
 }
 
-fn open(addr: SocketAddr) -> io::Result<TcpStream> {
+pub(super) fn open(addr: SocketAddr) -> io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     Ok(stream)
 }
 
-/// Reads one response with a `content-length` body; returns its status.
-fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<u16> {
+/// Reads one response with a `content-length` body into `buf`; returns its
+/// status.
+pub(super) fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<u16> {
     buf.clear();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
