@@ -865,6 +865,393 @@ async fn bulk_import_writes_many_tuples_in_one_call() {
     );
 }
 
+/// user → `group#member` → `team#member` → `org#member` → `document`
+/// viewer: three levels of usersets (the bench's model).
+fn orgs_model() -> Value {
+    let member = |set: Option<&str>| {
+        let mut types = vec![json!({"type": "user"})];
+        if let Some(set) = set {
+            types.push(json!({"type": set, "relation": "member"}));
+        }
+        json!({"relations": {"member": {"this": {}}},
+               "metadata": {"relations": {"member": {"directly_related_user_types": types}}}})
+    };
+    let mut group = member(None);
+    group["type"] = json!("group");
+    let mut team = member(Some("group"));
+    team["type"] = json!("team");
+    let mut org = member(Some("team"));
+    org["type"] = json!("org");
+    json!({
+      "schema_version": "1.1",
+      "type_definitions": [
+        {"type": "user"}, group, team, org,
+        {"type": "document", "relations": {"viewer": {"this": {}}},
+         "metadata": {"relations": {"viewer": {"directly_related_user_types": [
+            {"type": "user"}, {"type": "org", "relation": "member"}]}}}}
+      ]
+    })
+}
+
+const ORG_TUPLES: &[(&str, &str, &str)] = &[
+    ("user:anne", "member", "group:eng"),
+    ("user:bob", "member", "group:ops"),
+    ("group:eng#member", "member", "team:core"),
+    ("group:ops#member", "member", "team:core"),
+    ("team:core#member", "member", "org:acme"),
+    ("org:acme#member", "viewer", "document:plan"),
+    ("user:carl", "viewer", "document:plan"),
+];
+
+impl Fga {
+    async fn batch(&self, store: &str, checks: &[(&str, &str, &str)]) -> Vec<bool> {
+        let items: Vec<Value> = checks
+            .iter()
+            .enumerate()
+            .map(|(i, (u, r, o))| {
+                json!({"tuple_key": {"user": u, "relation": r, "object": o},
+                       "correlation_id": format!("c{i}")})
+            })
+            .collect();
+        let (status, body) = self
+            .post(
+                &format!("/stores/{store}/batch-check"),
+                json!({"checks": items}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        (0..checks.len())
+            .map(|i| {
+                body["result"][format!("c{i}")]["allowed"]
+                    .as_bool()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    async fn delete(&self, store: &str, tuples: &[(&str, &str, &str)]) {
+        let keys: Vec<Value> = tuples
+            .iter()
+            .map(|(u, r, o)| json!({"user": u, "relation": r, "object": o}))
+            .collect();
+        let (status, body) = self
+            .post(
+                &format!("/stores/{store}/write"),
+                json!({"deletes": {"tuple_keys": keys}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    async fn import(&self, store: &str, tuples: &[(&str, &str, &str)]) {
+        let keys: Vec<Value> = tuples
+            .iter()
+            .map(|(u, r, o)| json!({"user": u, "relation": r, "object": o}))
+            .collect();
+        let (status, body) = self
+            .post(
+                &format!("/stores/{store}/import"),
+                json!({"tuple_keys": keys}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    async fn documents(&self, store: &str, user: &str) -> Value {
+        let (status, body) = self
+            .post(
+                &format!("/stores/{store}/list-objects"),
+                json!({"type": "document", "relation": "viewer", "user": user}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["objects"].clone()
+    }
+}
+
+#[tokio::test]
+async fn answers_follow_every_write_delete_and_import_at_each_level_of_usersets() {
+    let (vault, _dir) = start_sqlite("fga-cache-writes").await;
+    let fga = Fga::new(&vault.url);
+    let (store, _) = fga.store_with(orgs_model()).await;
+    fga.write(&store, ORG_TUPLES).await;
+    let anne = ("user:anne", "viewer", "document:plan");
+    // Asked twice: the second answer comes from what the first loaded.
+    for _ in 0..2 {
+        assert!(fga.allowed(&store, anne.0, anne.1, anne.2).await);
+        assert!(
+            !fga.allowed(&store, "user:dan", "viewer", "document:plan")
+                .await
+        );
+    }
+    assert_eq!(
+        fga.documents(&store, "user:anne").await,
+        json!(["document:plan"])
+    );
+
+    // Each level's tuple deleted, then written back: the next check sees it.
+    for link in [
+        ("user:anne", "member", "group:eng"),
+        ("group:eng#member", "member", "team:core"),
+        ("team:core#member", "member", "org:acme"),
+        ("org:acme#member", "viewer", "document:plan"),
+    ] {
+        fga.delete(&store, &[link]).await;
+        assert!(
+            !fga.allowed(&store, anne.0, anne.1, anne.2).await,
+            "{link:?} deleted"
+        );
+        assert_eq!(
+            fga.batch(&store, &[anne, ("user:bob", "viewer", "document:plan")])
+                .await,
+            [false, matches!(link.2, "group:eng" | "team:core")],
+            "{link:?} deleted"
+        );
+        assert_eq!(
+            fga.documents(&store, "user:anne").await,
+            json!([]),
+            "{link:?} deleted"
+        );
+        fga.write(&store, &[link]).await;
+        assert!(
+            fga.allowed(&store, anne.0, anne.1, anne.2).await,
+            "{link:?} written back"
+        );
+    }
+
+    // A new member, by write and by import, at the deepest level.
+    assert!(
+        !fga.allowed(&store, "user:dan", "viewer", "document:plan")
+            .await
+    );
+    fga.write(&store, &[("user:dan", "member", "group:ops")])
+        .await;
+    assert!(
+        fga.allowed(&store, "user:dan", "viewer", "document:plan")
+            .await
+    );
+    assert!(
+        !fga.allowed(&store, "user:erin", "viewer", "document:plan")
+            .await
+    );
+    fga.import(&store, &[("user:erin", "member", "group:eng")])
+        .await;
+    assert!(
+        fga.allowed(&store, "user:erin", "viewer", "document:plan")
+            .await
+    );
+    assert_eq!(
+        fga.documents(&store, "user:erin").await,
+        json!(["document:plan"])
+    );
+
+    // A write that fails changes nothing, and answers stay right after it.
+    let (status, _) = fga
+        .post(&format!("/stores/{store}/write"),
+              json!({"writes": {"tuple_keys": [{"user": "user:fay", "relation": "member", "object": "group:eng"},
+                                               {"user": "user:anne", "relation": "member", "object": "group:eng"}]}}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        !fga.allowed(&store, "user:fay", "viewer", "document:plan")
+            .await
+    );
+    assert!(fga.allowed(&store, anne.0, anne.1, anne.2).await);
+
+    // A deleted store's cached tuples do not leak into a new one.
+    let (status, _) = fga
+        .http
+        .delete(format!("{}/stores/{store}", fga.url))
+        .bearer_auth(FGA_KEY)
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 204);
+    let (store, _) = fga.store_with(orgs_model()).await;
+    assert!(!fga.allowed(&store, anne.0, anne.1, anne.2).await);
+}
+
+#[tokio::test]
+async fn contextual_tuples_count_for_their_check_only() {
+    let (vault, _dir) = start_sqlite("fga-cache-context").await;
+    let fga = Fga::new(&vault.url);
+    let (store, _) = fga.store_with(orgs_model()).await;
+    fga.write(&store, ORG_TUPLES).await;
+    let check = format!("/stores/{store}/check");
+    let dan_in = |object: &str| {
+        json!({"tuple_key": {"user": "user:dan", "relation": "viewer", "object": "document:plan"},
+               "contextual_tuples": {"tuple_keys": [{"user": "user:dan", "relation": "member", "object": object}]}})
+    };
+    // Before and after the stored tuples are loaded: the same answers.
+    for _ in 0..2 {
+        for object in ["group:eng", "team:core", "org:acme"] {
+            let (status, body) = fga.post(&check, dan_in(object)).await;
+            assert_eq!((status, &body["allowed"]), (200, &json!(true)), "{object}");
+            assert!(
+                !fga.allowed(&store, "user:dan", "viewer", "document:plan")
+                    .await
+            );
+        }
+    }
+    // A contextual tuple that duplicates a stored one, and one that grants
+    // through a level that is stored: nothing of it stays.
+    let (status, body) = fga
+        .post(
+            &check,
+            json!({
+        "tuple_key": {"user": "user:dan", "relation": "viewer", "object": "document:new"},
+        "contextual_tuples": {"tuple_keys": [
+            {"user": "org:acme#member", "relation": "viewer", "object": "document:new"},
+            {"user": "user:dan", "relation": "member", "object": "group:ops"}]}}),
+        )
+        .await;
+    assert_eq!((status, &body["allowed"]), (200, &json!(true)));
+    assert!(
+        !fga.allowed(&store, "user:dan", "viewer", "document:new")
+            .await
+    );
+    assert!(
+        !fga.allowed(&store, "user:anne", "viewer", "document:new")
+            .await
+    );
+    assert_eq!(fga.documents(&store, "user:dan").await, json!([]));
+}
+
+#[tokio::test]
+async fn a_new_model_answers_at_once_and_a_named_model_keeps_its_answers() {
+    let (vault, _dir) = start_sqlite("fga-cache-models").await;
+    let fga = Fga::new(&vault.url);
+    let (store, first) = fga.store_with(orgs_model()).await;
+    fga.write(&store, ORG_TUPLES).await;
+    assert!(
+        fga.allowed(&store, "user:anne", "viewer", "document:plan")
+            .await
+    );
+    // The second model lets only users be viewers: org members no longer are.
+    let mut only_users = orgs_model();
+    only_users["type_definitions"][4]["metadata"]["relations"]["viewer"]
+        ["directly_related_user_types"] = json!([{"type": "user"}]);
+    let (status, body) = fga
+        .post(&format!("/stores/{store}/authorization-models"), only_users)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        !fga.allowed(&store, "user:anne", "viewer", "document:plan")
+            .await
+    );
+    assert!(
+        fga.allowed(&store, "user:carl", "viewer", "document:plan")
+            .await
+    );
+    let (status, body) = fga
+        .post(
+            &format!("/stores/{store}/check"),
+            json!({
+            "authorization_model_id": first,
+            "tuple_key": {"user": "user:anne", "relation": "viewer", "object": "document:plan"}}),
+        )
+        .await;
+    assert_eq!((status, &body["allowed"]), (200, &json!(true)), "{body}");
+}
+
+#[tokio::test]
+async fn a_write_through_another_vault_on_the_same_database_is_seen_at_once() {
+    let (a, dir) = start_sqlite("fga-cache-replicas").await;
+    let db = format!("sqlite://{}", dir.join("vault.db").display());
+    let other_dir = temp_dir("fga-cache-replicas-b");
+    let b = VaultProcess::start_with_env(
+        settings(&other_dir, free_port(), db, None),
+        "",
+        "",
+        &[("AGENTWARD_VAULT_FGA_PRESHARED_KEYS", FGA_KEY)],
+    )
+    .await;
+    let (fa, fb) = (Fga::new(&a.url), Fga::new(&b.url));
+    let (store, _) = fa.store_with(orgs_model()).await;
+    fa.write(&store, ORG_TUPLES).await;
+    let anne = ("user:anne", "viewer", "document:plan");
+    assert!(fa.allowed(&store, anne.0, anne.1, anne.2).await);
+    assert!(fb.allowed(&store, anne.0, anne.1, anne.2).await);
+    fb.delete(&store, &[("group:eng#member", "member", "team:core")])
+        .await;
+    assert!(
+        !fa.allowed(&store, anne.0, anne.1, anne.2).await,
+        "a's cache knew the old tuple"
+    );
+    fb.write(&store, &[("group:eng#member", "member", "team:core")])
+        .await;
+    assert!(fa.allowed(&store, anne.0, anne.1, anne.2).await);
+    fa.delete(&store, &[("user:anne", "member", "group:eng")])
+        .await;
+    assert!(
+        !fb.allowed(&store, anne.0, anne.1, anne.2).await,
+        "b's cache knew the old tuple"
+    );
+}
+
+#[tokio::test]
+async fn a_userset_with_more_members_than_a_cache_entry_holds_is_answered_by_the_database() {
+    let (vault, _dir) = start_sqlite("fga-cache-many").await;
+    let fga = Fga::new(&vault.url);
+    let (store, _) = fga.store_with(orgs_model()).await;
+    fga.write(&store, ORG_TUPLES).await;
+    let users: Vec<String> = (0..1500).map(|i| format!("user:u{i}")).collect();
+    let mut tuples: Vec<(&str, &str, &str)> = users
+        .iter()
+        .map(|u| (u.as_str(), "member", "group:big"))
+        .collect();
+    tuples.push(("group:big#member", "member", "team:core"));
+    tuples.extend(
+        users
+            .iter()
+            .map(|u| (u.as_str(), "viewer", "document:wide")),
+    );
+    fga.import(&store, &tuples).await;
+    for _ in 0..2 {
+        assert!(
+            fga.allowed(&store, "user:u1499", "viewer", "document:plan")
+                .await
+        );
+        assert!(
+            fga.allowed(&store, "user:u7", "viewer", "document:wide")
+                .await
+        );
+        assert!(
+            !fga.allowed(&store, "user:x", "viewer", "document:plan")
+                .await
+        );
+        assert!(
+            !fga.allowed(&store, "user:x", "viewer", "document:wide")
+                .await
+        );
+    }
+    fga.delete(
+        &store,
+        &[
+            ("user:u1499", "member", "group:big"),
+            ("user:u7", "viewer", "document:wide"),
+        ],
+    )
+    .await;
+    assert!(
+        !fga.allowed(&store, "user:u1499", "viewer", "document:plan")
+            .await
+    );
+    assert!(
+        !fga.allowed(&store, "user:u7", "viewer", "document:wide")
+            .await
+    );
+    assert!(
+        fga.allowed(&store, "user:u1498", "viewer", "document:plan")
+            .await
+    );
+    assert_eq!(
+        fga.documents(&store, "user:u3").await,
+        json!(["document:plan", "document:wide"])
+    );
+}
+
 #[tokio::test]
 async fn the_same_answers_from_postgresql() {
     let mut url = None;
@@ -933,6 +1320,37 @@ async fn the_same_answers_from_postgresql() {
         (status, body["code"].as_str()),
         (400, Some("write_failed_due_to_invalid_input"))
     );
+    // A second replica on the same database: each sees the other's writes
+    // at once, whatever its tuple cache holds.
+    let other_dir = temp_dir("fga-pg-b");
+    let replica = VaultProcess::start_with_env(
+        settings(&other_dir, free_port(), url.clone(), Some(schema.clone())),
+        "",
+        "",
+        &[("AGENTWARD_VAULT_FGA_PRESHARED_KEYS", FGA_KEY)],
+    )
+    .await;
+    let other = Fga::new(&replica.url);
+    assert!(
+        other
+            .allowed(&store, "user:anne", "can_read", "document:1")
+            .await
+    );
+    fga.delete(&store, &[("user:anne", "member", "group:eng")])
+        .await;
+    assert!(
+        !other
+            .allowed(&store, "user:anne", "can_read", "document:1")
+            .await
+    );
+    other
+        .write(&store, &[("user:anne", "member", "group:eng")])
+        .await;
+    assert!(
+        fga.allowed(&store, "user:anne", "can_read", "document:1")
+            .await
+    );
+    drop(replica);
     drop(vault);
     let admin = sqlx::PgPool::connect(&url).await.unwrap();
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))

@@ -1,6 +1,7 @@
 //! The HTTP handlers, at OpenFGA's paths with OpenFGA's bodies, error codes
 //! and limits, behind its preshared-key authentication.
 
+use super::cache::View;
 use super::check::{Checker, Tuples};
 use super::errors::FgaError;
 use super::model::{
@@ -288,19 +289,53 @@ async fn model_for(
     store_id: &str,
     model_id: Option<&str>,
 ) -> Result<Arc<Model>, FgaError> {
-    let id = match model_id.filter(|id| !id.is_empty()) {
-        Some(id) => {
-            if id.len() != 26 {
-                return Err(FgaError::validation(format!(
-                    "invalid authorization_model_id: {id:?} is not a ULID"
-                )));
-            }
-            id.to_string()
-        }
+    let id = match named_model(model_id)? {
+        Some(id) => id.to_string(),
         None => store::latest_model_id(&vault.store, store_id)
             .await?
             .ok_or_else(|| FgaError::no_model(store_id))?,
     };
+    load_model(vault, fga, store_id, id).await
+}
+
+/// The model id a request names, checked; `None`: the latest.
+fn named_model(model_id: Option<&str>) -> Result<Option<&str>, FgaError> {
+    match model_id.filter(|id| !id.is_empty()) {
+        Some(id) if id.len() != 26 => Err(FgaError::validation(format!(
+            "invalid authorization_model_id: {id:?} is not a ULID"
+        ))),
+        named => Ok(named),
+    }
+}
+
+/// What a check, batch-check or list-objects runs against: the store's
+/// model (named or latest) and the tuple cache at the store's revision,
+/// both from one query.
+async fn check_scope<'v>(
+    vault: &'v Vault,
+    store_id: &str,
+    model_id: Option<&str>,
+) -> Result<(Arc<Model>, Option<View<'v>>), FgaError> {
+    let context = store::check_context(&vault.store, store_id)
+        .await?
+        .ok_or_else(FgaError::store_not_found)?;
+    let id = match named_model(model_id)? {
+        Some(id) => id.to_string(),
+        None => context
+            .latest_model
+            .ok_or_else(|| FgaError::no_model(store_id))?,
+    };
+    let model = load_model(vault, &vault.fga, store_id, id).await?;
+    Ok((model, vault.fga.tuples.view(store_id, context.revision)))
+}
+
+/// Model `id` of the store, parsed (cached).
+async fn load_model(
+    vault: &Vault,
+    fga: &Fga,
+    store_id: &str,
+    id: String,
+) -> Result<Arc<Model>, FgaError> {
     if let Some(model) = fga.cached(store_id, &id) {
         return Ok(model);
     }
@@ -407,7 +442,7 @@ async fn write(
             ));
         }
     }
-    store::write(
+    let revision = store::write(
         &vault.store,
         &store_id,
         &parsed_deletes,
@@ -416,6 +451,12 @@ async fn write(
         now_ms(),
     )
     .await?;
+    written(
+        &vault.fga,
+        &store_id,
+        revision,
+        parsed_deletes.iter().chain(&parsed_writes),
+    );
     ok(StatusCode::OK, json!({}))
 }
 
@@ -463,8 +504,24 @@ async fn import(
         ignore_duplicates: true,
         ignore_missing: false,
     };
-    store::write(&vault.store, &store_id, &[], &tuples, mode, now_ms()).await?;
+    let revision = store::write(&vault.store, &store_id, &[], &tuples, mode, now_ms()).await?;
+    written(&vault.fga, &store_id, revision, tuples.iter());
     ok(StatusCode::OK, json!({"imported": tuples.len()}))
+}
+
+/// Tells the tuple cache what a committed write changed.
+fn written<'t>(fga: &Fga, store_id: &str, revision: i64, tuples: impl Iterator<Item = &'t Tuple>) {
+    fga.tuples.written(
+        store_id,
+        revision,
+        tuples.map(|t| {
+            (
+                t.object.type_name.as_str(),
+                t.object.id.as_str(),
+                t.relation.as_str(),
+            )
+        }),
+    );
 }
 
 #[derive(Deserialize)]
@@ -586,7 +643,7 @@ fn question(model: &Model, k: &TupleKey) -> Result<(Object, String, User), FgaEr
 async fn run_check(
     vault: &Vault,
     store_id: &str,
-    model: &Model,
+    (model, cache): (&Model, Option<View<'_>>),
     key: &TupleKey,
     ctx: Option<&Contextual>,
 ) -> Result<bool, FgaError> {
@@ -598,6 +655,7 @@ async fn run_check(
             db: &vault.store,
             store_id,
             contextual: &contextual,
+            cache,
         },
         deadline: None,
     };
@@ -610,18 +668,12 @@ async fn check(
     body: Bytes,
 ) -> Answer {
     let req: CheckRequest = parse(&body)?;
-    known_store(&vault, &store_id).await?;
-    let model = model_for(
-        &vault,
-        &vault.fga,
-        &store_id,
-        req.authorization_model_id.as_deref(),
-    )
-    .await?;
+    let (model, cache) =
+        check_scope(&vault, &store_id, req.authorization_model_id.as_deref()).await?;
     let allowed = run_check(
         &vault,
         &store_id,
-        &model,
+        (&model, cache),
         &req.tuple_key,
         req.contextual_tuples.as_ref(),
     )
@@ -689,20 +741,14 @@ async fn batch_check(
             )));
         }
     }
-    known_store(&vault, &store_id).await?;
-    let model = model_for(
-        &vault,
-        &vault.fga,
-        &store_id,
-        req.authorization_model_id.as_deref(),
-    )
-    .await?;
+    let (model, cache) =
+        check_scope(&vault, &store_id, req.authorization_model_id.as_deref()).await?;
     let mut result = BTreeMap::new();
     for item in &req.checks {
         let answer = match run_check(
             &vault,
             &store_id,
-            &model,
+            (&model, cache),
             &item.tuple_key,
             item.contextual_tuples.as_ref(),
         )
@@ -745,14 +791,8 @@ async fn list_objects(
 ) -> Answer {
     let started = Instant::now();
     let req: ListObjectsRequest = parse(&body)?;
-    known_store(&vault, &store_id).await?;
-    let model = model_for(
-        &vault,
-        &vault.fga,
-        &store_id,
-        req.authorization_model_id.as_deref(),
-    )
-    .await?;
+    let (model, cache) =
+        check_scope(&vault, &store_id, req.authorization_model_id.as_deref()).await?;
     if req.type_name.is_empty() || req.relation.is_empty() || req.user.is_empty() {
         return Err(FgaError::validation("type, relation and user are required"));
     }
@@ -767,11 +807,16 @@ async fn list_objects(
             db: &vault.store,
             store_id: &store_id,
             contextual: &contextual,
+            cache,
         },
         deadline: Some(deadline),
     };
     let mut objects = Vec::new();
-    for id in checker.tuples.object_ids(&req.type_name).await? {
+    let ids = checker.tuples.object_ids(&req.type_name).await?;
+    checker
+        .prefetch(&req.type_name, &ids, &req.relation)
+        .await?;
+    for id in ids {
         if objects.len() >= MAX_LIST_OBJECTS {
             break;
         }

@@ -12,10 +12,12 @@
 //! (`authorization_model_resolution_too_complex`), as the `fga` CLI's
 //! embedded OpenFGA answers (25 levels pass, 26 fail).
 
+use super::cache::{StoredUser, Users, View, MAX_ENTRY_USERS, MAX_LOAD_ROWS};
 use super::errors::FgaError;
 use super::model::{Model, Object, Tuple, User, Userset};
 use super::store;
 use crate::store::Store;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
@@ -35,14 +37,104 @@ pub struct Tuples<'a> {
     pub store_id: &'a str,
     /// The request's contextual tuples (already validated).
     pub contextual: &'a [Tuple],
+    /// The tuple cache at the revision the request read; `None`: every
+    /// lookup asks the database.
+    pub cache: Option<View<'a>>,
 }
 
 impl Tuples<'_> {
+    /// The stored users of `object#relation`: from the cache, or loaded into
+    /// it; [`Users::Many`] (ask the database) when too many or uncached.
+    async fn users(&self, object: &Object, relation: &str) -> Result<Users, FgaError> {
+        let Some(view) = self.cache else {
+            return Ok(Users::Many);
+        };
+        if let Some(users) = view.get(&object.type_name, &object.id, relation) {
+            return Ok(users);
+        }
+        let rows = store::object_users(
+            self.db,
+            self.store_id,
+            &object.type_name,
+            &object.id,
+            relation,
+            MAX_ENTRY_USERS + 1,
+        )
+        .await?;
+        let users = Users::from_rows(rows);
+        view.put(
+            self.store_id,
+            &object.type_name,
+            &object.id,
+            relation,
+            users.clone(),
+        );
+        Ok(users)
+    }
+
+    /// Loads the entries of `relation` on the objects `object_type:id` for
+    /// `ids` that the cache lacks, in one query per 500 objects, so that
+    /// evaluating them one by one finds them in memory.
+    pub async fn prefetch(
+        &self,
+        object_type: &str,
+        ids: &[String],
+        relation: &str,
+    ) -> Result<(), FgaError> {
+        let Some(view) = self.cache else {
+            return Ok(());
+        };
+        if ids.len() < 2 {
+            return Ok(());
+        }
+        let missing = view.missing(object_type, ids, relation);
+        if missing.len() < 2 {
+            return Ok(());
+        }
+        for chunk in missing.chunks(500) {
+            let rows = store::objects_users(
+                self.db,
+                self.store_id,
+                object_type,
+                chunk,
+                relation,
+                MAX_LOAD_ROWS + 1,
+            )
+            .await?;
+            if rows.len() > MAX_LOAD_ROWS {
+                // Too much at once: one by one, as they are needed.
+                return Ok(());
+            }
+            let mut by_object: HashMap<String, Vec<StoredUser>> =
+                chunk.iter().map(|id| (id.clone(), Vec::new())).collect();
+            for (id, user) in rows {
+                if let Some(users) = by_object.get_mut(&id) {
+                    users.push(user);
+                }
+            }
+            for (id, users) in by_object {
+                view.put(
+                    self.store_id,
+                    object_type,
+                    &id,
+                    relation,
+                    Users::from_rows(users),
+                );
+            }
+        }
+        Ok(())
+    }
+
     async fn exists(&self, t: &Tuple) -> Result<bool, FgaError> {
         if self.contextual.contains(t) {
             return Ok(true);
         }
-        store::exists(self.db, self.store_id, t).await
+        let users = self.users(&t.object, &t.relation).await?;
+        let relation = t.user.relation.as_deref().unwrap_or("");
+        match users.contains(&t.user.type_name, &t.user.id, relation) {
+            Some(found) => Ok(found),
+            None => store::exists(self.db, self.store_id, t).await,
+        }
     }
 
     async fn user_ids(
@@ -52,15 +144,21 @@ impl Tuples<'_> {
         user_type: &str,
         user_relation: Option<&str>,
     ) -> Result<Vec<String>, FgaError> {
-        let mut ids = store::user_ids(
-            self.db,
-            self.store_id,
-            object,
-            relation,
-            user_type,
-            user_relation.unwrap_or(""),
-        )
-        .await?;
+        let users = self.users(object, relation).await?;
+        let mut ids = match users.ids(user_type, user_relation.unwrap_or("")) {
+            Some(ids) => ids,
+            None => {
+                store::user_ids(
+                    self.db,
+                    self.store_id,
+                    object,
+                    relation,
+                    user_type,
+                    user_relation.unwrap_or(""),
+                )
+                .await?
+            }
+        };
         for t in self.contextual {
             if &t.object == object
                 && t.relation == relation
@@ -92,8 +190,44 @@ impl Tuples<'_> {
                 return Ok(true);
             }
         }
+        let mut uncached = Vec::new();
+        if self.cache.is_some() {
+            self.prefetch(object_type, ids, relation).await?;
+            for id in ids {
+                let object = Object {
+                    type_name: object_type.to_string(),
+                    id: id.clone(),
+                };
+                let listed = self.users(&object, relation).await?;
+                for user in users {
+                    let user_relation = user.relation.as_deref().unwrap_or("");
+                    match listed.contains(&user.type_name, &user.id, user_relation) {
+                        Some(true) => return Ok(true),
+                        Some(false) => {}
+                        None => {
+                            uncached.push(id.clone());
+                            break;
+                        }
+                    }
+                }
+            }
+        } else {
+            uncached.extend_from_slice(ids);
+        }
+        if uncached.is_empty() {
+            return Ok(false);
+        }
         for user in users {
-            if store::exists_any(self.db, self.store_id, object_type, ids, relation, user).await? {
+            if store::exists_any(
+                self.db,
+                self.store_id,
+                object_type,
+                &uncached,
+                relation,
+                user,
+            )
+            .await?
+            {
                 return Ok(true);
             }
         }
@@ -258,6 +392,8 @@ impl<'a> Checker<'a> {
                             .tuples
                             .user_ids(object, &ttu.tupleset.relation, &r.type_name, None)
                             .await?;
+                        self.prefetch(&r.type_name, &ids, &ttu.computed.relation)
+                            .await?;
                         for id in ids {
                             if id == "*" {
                                 continue;
@@ -402,6 +538,7 @@ impl<'a> Checker<'a> {
             if ids.is_empty() {
                 continue;
             }
+            self.prefetch(&r.type_name, &ids, user_relation).await?;
             // Usersets whose relation only holds plain users: one query for
             // all of them instead of one check each.
             if depth < MAX_DEPTH {
@@ -434,6 +571,22 @@ impl<'a> Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// Loads the tuples of `type_name:id#relation` for `ids` at once when
+    /// the relation is directly assignable (the evaluator reads them next).
+    pub async fn prefetch(
+        &self,
+        type_name: &str,
+        ids: &[String],
+        relation: &str,
+    ) -> Result<(), FgaError> {
+        match self.model.relation(type_name, relation) {
+            Some(rel) if !rel.direct.is_empty() => {
+                self.tuples.prefetch(type_name, ids, relation).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// When `type_name#relation` is directly assignable to plain users and
     /// wildcards only (no usersets, no rewrite), the users whose tuple would
     /// grant it to `user`: itself and its type's wildcard, as allowed.

@@ -5,12 +5,14 @@
 //! It is on only when preshared keys are configured.
 
 pub mod api;
+pub mod cache;
 pub mod check;
 pub mod errors;
 pub mod model;
 pub mod store;
 
 use crate::secret::Secret;
+use cache::TupleCache;
 use model::{AuthorizationModel, Model};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -22,13 +24,30 @@ use std::sync::{Arc, Mutex};
 pub const KEYS_ENV: &str = "AGENTWARD_VAULT_FGA_PRESHARED_KEYS";
 
 /// The `[fga]` section of the configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FgaConfig {
     /// Bearer keys that may call the FGA API; none: the API is off.
     /// [`KEYS_ENV`] replaces them.
     #[serde(default)]
     pub preshared_keys: Vec<Secret>,
+    /// Tuples the check cache keeps in memory at most (default
+    /// [`cache::DEFAULT_CACHED_TUPLES`]); 0 turns it off.
+    #[serde(default = "default_cached_tuples")]
+    pub cached_tuples: usize,
+}
+
+fn default_cached_tuples() -> usize {
+    cache::DEFAULT_CACHED_TUPLES
+}
+
+impl Default for FgaConfig {
+    fn default() -> FgaConfig {
+        FgaConfig {
+            preshared_keys: Vec::new(),
+            cached_tuples: cache::DEFAULT_CACHED_TUPLES,
+        }
+    }
 }
 
 impl FgaConfig {
@@ -49,11 +68,13 @@ impl FgaConfig {
 /// How many parsed models are kept in memory.
 const MODEL_CACHE: usize = 256;
 
-/// The engine's state: the keys' digests and parsed models.
+/// The engine's state: the keys' digests, parsed models and the tuple cache.
 pub struct Fga {
     key_digests: Vec<[u8; 32]>,
     models: Mutex<HashMap<(String, String), Arc<Model>>>,
     last_id: Mutex<(u64, u128)>,
+    /// Stored tuples in memory (see [`cache`]).
+    pub tuples: TupleCache,
 }
 
 impl std::fmt::Debug for Fga {
@@ -75,6 +96,7 @@ impl Fga {
                 .collect(),
             models: Mutex::default(),
             last_id: Mutex::default(),
+            tuples: TupleCache::new(config.cached_tuples),
         }
     }
 
@@ -148,6 +170,7 @@ impl Fga {
         if let Ok(mut cache) = self.models.lock() {
             cache.retain(|(s, _), _| s != store_id);
         }
+        self.tuples.forget_store(store_id);
     }
 
     /// Parses a stored model (validated when written).

@@ -5,6 +5,7 @@
 //! parents of an object) by primary-key prefix; a second index by user
 //! serves reads by user.
 
+use super::cache::StoredUser;
 use super::errors::FgaError;
 use super::model::{Object, Tuple, User};
 use crate::store::Store;
@@ -160,6 +161,7 @@ pub async fn delete_store(db: &Store, id: &str) -> Result<bool, FgaError> {
         let mut tx = pool.begin().await?;
         sqlx::query("DELETE FROM fga_tuples WHERE store_id = $1").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM fga_models WHERE store_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM fga_revisions WHERE store_id = $1").bind(id).execute(&mut *tx).await?;
         let gone = sqlx::query("DELETE FROM fga_stores WHERE id = $1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         gone.rows_affected() > 0
@@ -236,7 +238,12 @@ fn write_failed(what: &str, t: &Tuple) -> FgaError {
     )
 }
 
-/// Deletes then writes, in one transaction: all or nothing.
+/// Bumps the store's revision (`fga_revisions`): the new one.
+const BUMP_REVISION: &str = "INSERT INTO fga_revisions (store_id, revision) VALUES ($1, 1) \
+     ON CONFLICT (store_id) DO UPDATE SET revision = fga_revisions.revision + 1 RETURNING revision";
+
+/// Deletes then writes, in one transaction: all or nothing. The store's
+/// revision moves on in the same transaction; the new one is returned.
 pub async fn write(
     db: &Store,
     store_id: &str,
@@ -244,9 +251,13 @@ pub async fn write(
     writes: &[Tuple],
     mode: WriteMode,
     now: i64,
-) -> Result<(), FgaError> {
-    with_pool!(db, pool => {
+) -> Result<i64, FgaError> {
+    Ok(with_pool!(db, pool => {
         let mut tx = pool.begin().await?;
+        // First: on PostgreSQL the row lock orders concurrent writers of a
+        // store, so revisions follow commit order.
+        let revision: i64 = sqlx::query(BUMP_REVISION).bind(store_id)
+            .fetch_one(&mut *tx).await?.try_get("revision")?;
         for t in deletes {
             let done = sqlx::query(DELETE_TUPLE)
                 .bind(store_id).bind(&t.object.type_name).bind(&t.object.id).bind(&t.relation)
@@ -267,8 +278,89 @@ pub async fn write(
             }
         }
         tx.commit().await?;
-    });
-    Ok(())
+        revision
+    }))
+}
+
+/// What a check needs of its store, read in one query before any tuple: the
+/// revision (0 before the first write) and the latest model's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckContext {
+    /// The revision (see [`write`]).
+    pub revision: i64,
+    /// The latest model, if any.
+    pub latest_model: Option<String>,
+}
+
+/// The store's [`CheckContext`]; `None`: no such store.
+pub async fn check_context(db: &Store, store_id: &str) -> Result<Option<CheckContext>, FgaError> {
+    let sql = "SELECT COALESCE((SELECT revision FROM fga_revisions WHERE store_id = s.id), 0) AS revision, \
+               (SELECT id FROM fga_models WHERE store_id = s.id ORDER BY id DESC LIMIT 1) AS latest_model \
+               FROM fga_stores s WHERE s.id = $1";
+    Ok(with_pool!(db, pool => {
+        match sqlx::query(sql).bind(store_id).fetch_optional(pool).await? {
+            Some(r) => Some(CheckContext {
+                revision: r.try_get("revision")?,
+                latest_model: r.try_get("latest_model")?,
+            }),
+            None => None,
+        }
+    }))
+}
+
+fn stored_user(r: &impl RowLike) -> Result<StoredUser, sqlx::Error> {
+    Ok(StoredUser {
+        type_name: r.text("user_type")?.into(),
+        relation: r.text("user_relation")?.into(),
+        id: r.text("user_id")?.into(),
+    })
+}
+
+/// The users of `object_type:object_id#relation`, at most `limit`.
+pub async fn object_users(
+    db: &Store,
+    store_id: &str,
+    object_type: &str,
+    object_id: &str,
+    relation: &str,
+    limit: usize,
+) -> Result<Vec<StoredUser>, FgaError> {
+    let sql = "SELECT user_type, user_relation, user_id FROM fga_tuples WHERE store_id = $1 \
+               AND object_type = $2 AND object_id = $3 AND relation = $4 LIMIT $5";
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Ok(with_pool!(db, pool => {
+        sqlx::query(sql).bind(store_id).bind(object_type).bind(object_id).bind(relation).bind(limit)
+            .fetch_all(pool).await?
+            .iter().map(stored_user).collect::<Result<Vec<_>, _>>()?
+    }))
+}
+
+/// The users of `relation` on the objects `object_type:id` for `ids`, at
+/// most `limit` rows in all: (object id, user).
+pub async fn objects_users(
+    db: &Store,
+    store_id: &str,
+    object_type: &str,
+    ids: &[String],
+    relation: &str,
+    limit: usize,
+) -> Result<Vec<(String, StoredUser)>, FgaError> {
+    let marks: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 5)).collect();
+    let sql = format!(
+        "SELECT object_id, user_type, user_relation, user_id FROM fga_tuples WHERE store_id = $1 \
+         AND object_type = $2 AND relation = $3 AND object_id IN ({}) LIMIT $4",
+        marks.join(", ")
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Ok(with_pool!(db, pool => {
+        let mut q = sqlx::query(&sql).bind(store_id).bind(object_type).bind(relation).bind(limit);
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(pool).await?
+            .iter().map(|r| Ok((r.text("object_id")?, stored_user(r)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?
+    }))
 }
 
 /// Whether the tuple is stored.

@@ -123,6 +123,12 @@ pub const SQLITE: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS fga_tuples_user ON fga_tuples \
      (store_id, user_type, user_id, user_relation, relation, object_type)",
+    // Bumped by every tuple write in its transaction: the FGA tuple cache's
+    // revision (`crate::fga::cache`); no row yet reads as 0.
+    "CREATE TABLE IF NOT EXISTS fga_revisions (
+        store_id TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL
+    )",
 ];
 
 /// PostgreSQL tables.
@@ -241,6 +247,12 @@ pub const POSTGRES: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS fga_tuples_user ON fga_tuples \
      (store_id, user_type, user_id, user_relation, relation, object_type)",
+    // Bumped by every tuple write in its transaction: the FGA tuple cache's
+    // revision (`crate::fga::cache`); no row yet reads as 0.
+    "CREATE TABLE IF NOT EXISTS fga_revisions (
+        store_id TEXT PRIMARY KEY,
+        revision BIGINT NOT NULL
+    )",
 ];
 
 /// How many tables named `$1` this SQLite database has (0 or 1).
