@@ -8,6 +8,7 @@ gateway forwarded.
     GET  /prices/{ticker}    public: a price
     GET  /portfolio          private: the caller's positions
     POST /trades             private: place a trade ({"ticker", "qty", "side"})
+    POST /orders             the same (the route envoy/ciba-hold.yaml defers for approval)
     GET  /broker/portfolio   the user's account at the broker: trusts no
                              gateway header, only an access token issued by
                              the broker's OAuth provider (provider/), checked
@@ -177,7 +178,7 @@ class StockTradeHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
         body = self._read_body()
-        if path != "/trades":
+        if path not in ("/trades", "/orders"):
             self._answer(404, {"error": "not_found"})
             return
         try:

@@ -37,7 +37,11 @@ WASM_DIR = ROOT / "target/wasm32-wasip1/release"
 # (`vault.client_secret_env`); the demo's is examples/stock-trade/vault.toml's.
 VAULT_SECRET_ENV = "AGENTWARD_VAULT_CLIENT_SECRET"
 DEMO_VAULT_SECRET = "gateway-demo-secret"
-ENVOY_ENV = dict(os.environ, **{VAULT_SECRET_ENV: DEMO_VAULT_SECRET})
+# envoy/ciba-hold.yaml reads the key of deferred approval ids there too
+# (`approval.handle_key_env`: base64url of 32 bytes, the same on every replica).
+APPROVAL_KEY_ENV = "AGENTWARD_APPROVAL_HANDLE_KEY"
+DEMO_APPROVAL_KEY = base64.urlsafe_b64encode(b"agentward demo approval id key!!").decode().rstrip("=")
+ENVOY_ENV = dict(os.environ, **{VAULT_SECRET_ENV: DEMO_VAULT_SECRET, APPROVAL_KEY_ENV: DEMO_APPROVAL_KEY})
 
 CONVENTIONAL_PORTS = {"listener": 10000, "admin": 9901, "upstream": 8080, "idp": 8081, "provider": 8082, "vault": 8787}
 

@@ -103,6 +103,8 @@ pub fn run() -> Result {
             "-p",
             "token-exchange",
             "-p",
+            "ciba-hold",
+            "-p",
             "agentward-envoy",
             "--",
             "-D",

@@ -103,6 +103,10 @@ pub struct Authenticator {
     anonymous: SharedHeaders,
     /// Key of the `x-agentward-proof` added to verified identities.
     proof: Option<ProofKey>,
+    /// A route has an approval rule: the agent's `x-agentward-approval`
+    /// (a deferred retry's approval id) goes on to ciba-hold, which reads
+    /// and removes it.
+    approvals: bool,
 }
 
 impl Authenticator {
@@ -116,7 +120,9 @@ impl Authenticator {
             TrustStore::new(policy.issuers.clone(), policy.clock_skew_seconds).with_limits(limits);
         let cache = TokenCache::new(policy.identity.cache_max_entries);
         let schedule = policy.issuers.iter().map(Schedule::of).collect();
+        let approvals = policy.routes.iter().any(|r| r.approval.is_some());
         Authenticator {
+            approvals,
             policy,
             trust,
             cache,
@@ -143,8 +149,13 @@ impl Authenticator {
     /// Whether an inbound header must be removed before identity is set:
     /// every `x-agentward-*` header and every `claim_to_headers` target,
     /// whatever the case and whether words are separated by `-`, `_` or `.`
-    /// (CGI, WSGI and PHP read `x_agentward_sub` as `x-agentward-sub`).
+    /// (CGI, WSGI and PHP read `x_agentward_sub` as `x-agentward-sub`);
+    /// but `x-agentward-approval`, spelled so, when a route has an approval
+    /// rule (ciba-hold reads it and removes it from every request).
     pub fn strips(&self, name: &str) -> bool {
+        if self.approvals && name == crate::approval::rule::APPROVAL_HEADER {
+            return false;
+        }
         let name = name.as_bytes();
         let prefix = HEADER_PREFIX.as_bytes();
         name.get(..prefix.len())

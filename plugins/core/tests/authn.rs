@@ -24,23 +24,23 @@ fn jwks(k: &ES256KeyPair, kid: &str) -> String {
 }
 
 fn policy() -> Policy {
-    Policy::parse(
-        json!({
-            "resource": AUD,
-            "authorization_servers": [ISS],
-            "issuers": [{"issuer": ISS, "audiences": [AUD],
-                "jwks_uri": "https://idp.example.com/jwks.json", "jwks_cluster": "idp",
-                "jwks_min_refetch_seconds": 30}],
-            "identity": {"claim_to_headers": [{"claim": "org", "header": "x-org"}],
-                "token_query_param": "access_token"},
-            "routes": [{"match": {"path_prefix": "/prices"}, "public": true},
-                       {"match": {"path": "/portfolio"}, "scopes": ["portfolio:read"]}],
-            "unmatched": "authenticated"
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .unwrap()
+    Policy::parse(policy_json().as_bytes()).unwrap()
+}
+
+fn policy_json() -> String {
+    json!({
+        "resource": AUD,
+        "authorization_servers": [ISS],
+        "issuers": [{"issuer": ISS, "audiences": [AUD],
+            "jwks_uri": "https://idp.example.com/jwks.json", "jwks_cluster": "idp",
+            "jwks_min_refetch_seconds": 30}],
+        "identity": {"claim_to_headers": [{"claim": "org", "header": "x-org"}],
+            "token_query_param": "access_token"},
+        "routes": [{"match": {"path_prefix": "/prices"}, "public": true},
+                   {"match": {"path": "/portfolio"}, "scopes": ["portfolio:read"]}],
+        "unmatched": "authenticated"
+    })
+    .to_string()
 }
 
 fn token(k: &ES256KeyPair) -> String {
@@ -166,6 +166,27 @@ fn verified_token_is_cached_and_sets_identity() {
     let d = a.decide(&head(&path, None), now_ms(), &PureRust);
     assert!(matches!(d.verdict, Verdict::Allowed { .. }));
     assert!(a.strips("x-agentward-anything") && a.strips("x-org") && !a.strips("x-other"));
+    assert!(
+        a.strips("x-agentward-approval"),
+        "no approval rule: nobody reads it"
+    );
+}
+
+#[test]
+fn a_deferred_retrys_approval_id_goes_on_to_ciba_hold_only_where_approvals_exist() {
+    let mut v: serde_json::Value = serde_json::from_str(&policy_json()).unwrap();
+    v["routes"][1]["approval"] = json!({"binding_message": "Read portfolio"});
+    v["approval"] = json!({"cluster": "vault", "client_id": "g", "client_secret": "s"});
+    let a = Authenticator::new(Policy::parse(v.to_string().as_bytes()).unwrap());
+    assert!(!a.strips("x-agentward-approval"));
+    // Other spellings and every other identity header are still removed.
+    for name in [
+        "x_agentward_approval",
+        "X-Agentward-Approval-Token",
+        "x-agentward-sub",
+    ] {
+        assert!(a.strips(name), "{name}");
+    }
 }
 
 #[test]

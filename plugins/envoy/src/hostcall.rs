@@ -54,6 +54,13 @@ extern "C" {
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
     ) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> u32;
     fn proxy_get_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -318,6 +325,13 @@ pub fn buffer(kind: BufferType, start: usize, max_size: usize) -> Result<Option<
     }
     // SAFETY: the host returned these bytes for this call.
     Ok(unsafe { returned(data, size) })
+}
+
+/// Replaces `size` bytes of a buffer from `start` with `bytes` (Envoy:
+/// `start` 0 and `size` at least the buffer's length replace it all).
+pub fn set_buffer(kind: BufferType, start: usize, size: usize, bytes: &[u8]) -> Result<(), Status> {
+    // SAFETY: pointer and length describe a live slice.
+    check(unsafe { proxy_set_buffer_bytes(kind as u32, start, size, bytes.as_ptr(), bytes.len()) })
 }
 
 /// Writes a line to the host's log.

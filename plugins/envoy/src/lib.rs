@@ -7,6 +7,7 @@ pub mod held;
 pub mod hostcall;
 pub mod metrics;
 pub mod proof;
+pub mod request_body;
 pub mod shared_data;
 pub mod step;
 pub mod verify;

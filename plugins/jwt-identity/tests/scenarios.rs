@@ -1106,6 +1106,23 @@ fn mcp_tool_rules_no_plugin_enforces_yet_are_refused_naming_the_route() {
     refused_naming(&p, "routes[1].mcp");
 }
 
+/// A route's `approval` is ciba-hold's to enforce: the filter starts, and
+/// lets a deferred retry's `x-agentward-approval` through to it.
+#[test]
+fn route_approval_rules_start_and_the_approval_id_goes_on_to_ciba_hold() {
+    let mut p = fetched_policy();
+    p["routes"] = json!([
+        {"match": {"methods": ["POST"], "path": "/trades"}, "forward_token": true,
+         "approval": {"binding_message": "Trade", "mode": "hold"}}
+    ]);
+    p["approval"] = json!({"cluster": "vault", "client_id": "gateway", "client_secret": "s"});
+    let Some(host) = load(true) else {
+        return;
+    };
+    assert_eq!(host.configure(p.to_string()), Ok(true), "{:?}", host.logs());
+    assert_healthy(&host);
+}
+
 #[test]
 fn policy_that_is_not_json_is_refused() {
     let Some(host) = load(true) else {

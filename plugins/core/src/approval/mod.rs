@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod client;
 pub mod digest;
 pub mod field;
+pub mod gate;
 pub mod handle;
 pub mod mcp;
 pub mod predicate;

@@ -258,16 +258,15 @@ fn is_header_name(s: &str) -> bool {
 
 impl Policy {
     /// The first part of the policy that no plugin of this release enforces
-    /// yet, by field path: a route's `mcp` tool rules, `approval` and `fga`
-    /// rules (their plugins are in progress). A plugin refuses to start on
+    /// yet, by field path: a route's `mcp` tool rules and `fga` rules
+    /// (their plugins are in progress). A plugin refuses to start on
     /// such a policy rather than let the requests it describes through
     /// unchecked.
     pub fn unenforced(&self) -> Option<String> {
         self.routes.iter().enumerate().find_map(|(i, route)| {
+            // A route's `approval` is ciba-hold's (an MCP tool's is not yet).
             let section = if route.mcp.is_some() {
                 "mcp"
-            } else if route.approval.is_some() {
-                "approval"
             } else if route.fga.is_some() {
                 "fga"
             } else {

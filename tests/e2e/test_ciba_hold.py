@@ -1,0 +1,211 @@
+"""Human approval end to end, with real processes: Envoy on
+envoy/ciba-hold.yaml (jwt-identity → ciba-hold, the real .wasm files), the
+real vault (target/debug/agentward-vault, SQLite) as the CIBA authority, the
+stock-trade API as the upstream. The user decides on the vault's approval
+page, fetched and posted as a browser would (the page's CSRF token and
+cookie); the link comes from the vault's log notifier.
+
+Hold mode: a large trade waits in the gateway until alice approves, then
+reaches the API; a denied one gets 403 access_denied; an expired one 403
+expired_token. Deferred mode: 202 with an approval id; the same retry goes
+through once the user approved, once; a changed amount or a replay is
+refused. A binding message that would carry markup is refused at the
+gateway; details holding a script show as text on the page."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from html import unescape
+
+import pytest
+import requests
+
+from stack import ENVOY_DIR, ROOT, WASM_DIR, Envoy, default_ports, embedded_policies, free_port, policy_file, render
+from vault_stack import Database, Vault, missing_pieces
+
+CONFIG = ENVOY_DIR / "ciba-hold.yaml"
+POLICY = ROOT / "policies/stock-trade-approval.json"
+
+
+def test_the_config_carries_the_approval_policy_and_bounds_holds():
+    policy = policy_file(POLICY)
+    text = CONFIG.read_text()
+    assert embedded_policies(text) == [policy, policy], "one policy for both filters"
+    assert text.count("failure_policy: FAIL_CLOSED") == 2
+    assert text.count("vm_id: agentward") == 2
+    hold = max(r["approval"]["expiry_seconds"] for r in policy["routes"] if r.get("approval", {}).get("mode") == "hold")
+    idle = int(re.search(r"stream_idle_timeout: (\d+)s", text).group(1))
+    route_idle = int(re.search(r"idle_timeout: (\d+)s }", text).group(1))
+    assert idle > hold and route_idle > hold, "a hold must end before Envoy's idle timeouts"
+
+
+@pytest.fixture(scope="module")
+def stack(idp, upstream_port, tmp_path_factory):
+    missing = missing_pieces()
+    if missing or not (WASM_DIR / "ciba_hold.wasm").exists():
+        pytest.skip("missing: " + ", ".join(missing or ["ciba_hold.wasm (cargo xtask build)"]))
+    workdir = tmp_path_factory.mktemp("ciba")
+    vault_port = free_port()
+    ports = default_ports(upstream=upstream_port, idp=idp.port, vault=vault_port)
+    database = Database.sqlite(workdir)
+    key = "k1:" + base64.b64encode(b"0" * 32).decode()
+    vault = Vault("vault", workdir, vault_port, ports, database, 30, key)
+    policy = json.loads(render(json.dumps(policy_file(POLICY)), ports))
+    # Test-only routes: a short expiry, and details that carry what the
+    # binding message cannot (to see the page escape them).
+    quick = copy.deepcopy(policy["routes"][2])
+    quick["match"]["path"] = "/quick-trades"
+    quick["approval"]["expiry_seconds"] = 2
+    noted = copy.deepcopy(policy["routes"][3])
+    noted["match"]["path"] = "/noted-orders"
+    noted["approval"]["authorization_details"][0]["note"] = "{body.note}"
+    policy["routes"] += [quick, noted]
+    envoy = Envoy("ciba-hold", render(CONFIG.read_text(), ports, policy), workdir, ports, concurrency=2)
+    try:
+        envoy.start()
+    except BaseException:
+        vault.stop()
+        raise
+    yield Stack(idp, envoy, vault, policy)
+    envoy.stop()
+    vault.stop()
+    database.drop()
+
+
+class Stack:
+    def __init__(self, idp, envoy: Envoy, vault: Vault, policy: dict):
+        self.idp, self.envoy, self.vault, self.policy = idp, envoy, vault, policy
+        self.seen_links: set[str] = set()
+
+    def token(self, sub: str = "alice") -> str:
+        return self.idp.idp.mint(
+            {"sub": sub, "aud": self.policy["issuers"][0]["audiences"][0], "azp": "stock-agent", "scope": "trade portfolio:read"}
+        )
+
+    def post(self, path: str, order: dict, sub: str = "alice", timeout: float = 60, **headers) -> requests.Response:
+        headers["authorization"] = f"Bearer {self.token(sub)}"
+        return requests.post(self.envoy.url + path, json=order, headers=headers, timeout=timeout)
+
+    def link(self, message: str, timeout: float = 20) -> str:
+        """The approval link the vault sent the user for `message` (its log
+        notifier), one not seen before."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.vault.log().splitlines():
+                if "log notifier" in line and message in line:
+                    m = re.search(r"approval_url=(\S+)", line)
+                    if m and m.group(1) not in self.seen_links:
+                        self.seen_links.add(m.group(1))
+                        return m.group(1).strip('"')
+            time.sleep(0.1)
+        raise TimeoutError(f"no approval link for {message!r}:\n{self.vault.log()[-3000:]}")
+
+    def decide(self, link: str, decision: str) -> requests.Response:
+        """What the user's browser does: open the page, post its form."""
+        browser = requests.Session()
+        page = browser.get(link, timeout=10)
+        assert page.status_code == 200, page.text
+        form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page.text))
+        form = {k: unescape(v) for k, v in form.items()}
+        action = unescape(re.search(r'<form method="post" action="([^"]+)"', page.text).group(1))
+        url = requests.compat.urljoin(link, action)
+        return browser.post(url, data=dict(form, decision=decision), timeout=10)
+
+
+def json_error(r: requests.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    return r.json()
+
+
+def in_background(fn, *args, **kwargs):
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(fn, *args, **kwargs)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_a_small_trade_goes_through_without_asking(stack):
+    r = stack.post("/trades", {"ticker": "ACME", "qty": 5})
+    assert r.status_code == 201, r.text
+    assert r.json()["owner"] == "alice"
+
+
+def test_a_held_trade_reaches_the_api_when_alice_approves_on_the_page(stack):
+    held = in_background(stack.post, "/trades", {"ticker": "ACME", "qty": 50})
+    link = stack.link("Buy 50 ACME")
+    assert not held.done(), "held while alice decides"
+    page = requests.get(link, timeout=10).text
+    assert "Buy 50 ACME" in page and "stock-agent" in page and "alice" in page
+    decided = stack.decide(link, "approve")
+    assert decided.status_code == 200, decided.text
+    r = held.result(timeout=30)
+    assert r.status_code == 201, r.text
+    trade = r.json()
+    assert (trade["ticker"], trade["qty"], trade["owner"]) == ("ACME", 50, "alice")
+    assert stack.envoy.counter("agentward.approval.approved") >= 1
+
+
+def test_a_denied_trade_is_403_access_denied(stack):
+    held = in_background(stack.post, "/trades", {"ticker": "GLOBEX", "qty": 40})
+    assert stack.decide(stack.link("Buy 40 GLOBEX"), "deny").status_code == 200
+    body = json_error(held.result(timeout=30), 403)
+    assert body["error"] == "access_denied" and body["reason"] == "approval_denied"
+
+
+def test_a_trade_nobody_decides_expires_with_403_expired_token(stack):
+    r = stack.post("/quick-trades", {"ticker": "ACME", "qty": 60})
+    body = json_error(r, 403)
+    assert body["error"] == "expired_token"
+
+
+def test_markup_in_the_binding_message_is_refused_before_anyone_is_asked(stack):
+    r = stack.post("/trades", {"ticker": "<script>alert(1)</script>", "qty": 50})
+    body = json_error(r, 400)
+    assert body["reason"] == "approval_template"
+    assert "<script>" not in r.text
+
+
+def test_a_script_in_the_details_shows_as_text_on_the_page(stack):
+    order = {"ticker": "ACME", "qty": 11, "note": "<script>alert('x')</script>"}
+    r = stack.post("/noted-orders", order)
+    assert json_error(r, 202)["status"] == "approval_pending"
+    page = requests.get(stack.link("Order 11 ACME"), timeout=10).text
+    assert "<script>" not in page
+    assert "&lt;script&gt;" in page
+
+
+def test_deferred_202_then_the_same_retry_goes_through_once(stack):
+    order = {"ticker": "ACME", "qty": 20}
+    first = stack.post("/orders", order)
+    pending = json_error(first, 202)
+    assert pending["status"] == "approval_pending"
+    assert int(first.headers["retry-after"]) == pending["interval"]
+    approval = {"x-agentward-approval": pending["approval_id"]}
+    # Retried before alice decided: still pending, the same id.
+    again = stack.post("/orders", order, **approval)
+    assert json_error(again, 202)["approval_id"] == pending["approval_id"]
+    # A changed amount is another request.
+    changed = stack.post("/orders", dict(order, qty=200), **approval)
+    assert json_error(changed, 403)["reason"] == "approval_other_request"
+    # Another user cannot use alice's approval.
+    bob = stack.post("/orders", order, sub="bob", **approval)
+    assert json_error(bob, 403)["reason"] == "approval_other_principal"
+    assert stack.decide(stack.link("Order 20 ACME"), "approve").status_code == 200
+    # Key order and spacing do not matter: the digest is over canonical JSON.
+    done = requests.post(
+        stack.envoy.url + "/orders",
+        data='{"qty":20,  "ticker":"ACME"}',
+        headers=dict(approval, authorization=f"Bearer {stack.token()}", **{"content-type": "application/json"}),
+        timeout=30,
+    )
+    assert done.status_code == 201, done.text
+    assert "x-agentward-approval" not in done.json()["seen_headers"]
+    replay = stack.post("/orders", order, **approval)
+    assert json_error(replay, 403)["reason"] == "approval_used"
