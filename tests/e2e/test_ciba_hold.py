@@ -2,7 +2,9 @@
 envoy/ciba-hold.yaml (jwt-identity → ciba-hold, the real .wasm files), the
 real vault (target/debug/agentward-vault, SQLite) as the CIBA authority, the
 stock-trade API as the upstream. The user decides on the vault's approval
-page, fetched and posted as a browser would (the page's CSRF token and
+page in headless Chromium (Debian's `chromium`, npm `playwright-core`,
+tests/e2e/browser; one browser for the session), or, for the deferred
+retries, with plain HTTP as a browser would (the page's CSRF token and
 cookie); the link comes from the vault's log notifier.
 
 Hold mode: a large trade waits in the gateway until alice approves, then
@@ -18,6 +20,8 @@ import base64
 import copy
 import json
 import re
+import shutil
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +35,46 @@ from vault_stack import Database, Vault, missing_pieces
 
 CONFIG = ENVOY_DIR / "ciba-hold.yaml"
 POLICY = ROOT / "policies/stock-trade-approval.json"
+BROWSER_DIR = ROOT / "tests/e2e/browser"
+
+
+class Browser:
+    """tests/e2e/browser/browser.mjs: one headless Chromium, one page (and
+    fresh cookies) per `visit`."""
+
+    def __init__(self):
+        self.process = subprocess.Popen(
+            ["node", str(BROWSER_DIR / "browser.mjs")],
+            cwd=BROWSER_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        hello = json.loads(self.process.stdout.readline() or "{}")
+        assert hello.get("ready"), hello
+
+    def visit(self, url: str, decision: str | None = None) -> dict:
+        self.process.stdin.write(json.dumps({"url": url, "decision": decision}) + "\n")
+        self.process.stdin.flush()
+        answer = json.loads(self.process.stdout.readline())
+        assert "error" not in answer, answer["error"]
+        return answer
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not shutil.which("chromium") or not (BROWSER_DIR / "node_modules/playwright-core").exists():
+        pytest.skip("headless Chromium is not installed (cargo xtask setup)")
+    b = Browser()
+    yield b
+    b.close()
 
 
 def test_the_config_carries_the_approval_policy_and_bounds_holds():
@@ -137,14 +181,18 @@ def test_a_small_trade_goes_through_without_asking(stack):
     assert r.json()["owner"] == "alice"
 
 
-def test_a_held_trade_reaches_the_api_when_alice_approves_on_the_page(stack):
+def test_a_held_trade_reaches_the_api_when_alice_approves_in_the_browser(stack, browser):
     held = in_background(stack.post, "/trades", {"ticker": "ACME", "qty": 50})
     link = stack.link("Buy 50 ACME")
     assert not held.done(), "held while alice decides"
-    page = requests.get(link, timeout=10).text
-    assert "Buy 50 ACME" in page and "stock-agent" in page and "alice" in page
-    decided = stack.decide(link, "approve")
-    assert decided.status_code == 200, decided.text
+    # Opening the link decides nothing.
+    seen = browser.visit(link)
+    assert seen["message"] == "Buy 50 ACME"
+    assert "stock-agent" in seen["details_text"] and "alice" in seen["details_text"]
+    assert not held.done()
+    decided = browser.visit(link, "approve")
+    assert decided["status"] == 200, decided
+    assert "approved" in decided["outcome"].lower(), decided["outcome"]
     r = held.result(timeout=30)
     assert r.status_code == 201, r.text
     trade = r.json()
@@ -152,9 +200,9 @@ def test_a_held_trade_reaches_the_api_when_alice_approves_on_the_page(stack):
     assert stack.envoy.counter("agentward.approval.approved") >= 1
 
 
-def test_a_denied_trade_is_403_access_denied(stack):
+def test_a_denied_trade_is_403_access_denied(stack, browser):
     held = in_background(stack.post, "/trades", {"ticker": "GLOBEX", "qty": 40})
-    assert stack.decide(stack.link("Buy 40 GLOBEX"), "deny").status_code == 200
+    assert browser.visit(stack.link("Buy 40 GLOBEX"), "deny")["status"] == 200
     body = json_error(held.result(timeout=30), 403)
     assert body["error"] == "access_denied" and body["reason"] == "approval_denied"
 
@@ -172,13 +220,16 @@ def test_markup_in_the_binding_message_is_refused_before_anyone_is_asked(stack):
     assert "<script>" not in r.text
 
 
-def test_a_script_in_the_details_shows_as_text_on_the_page(stack):
-    order = {"ticker": "ACME", "qty": 11, "note": "<script>alert('x')</script>"}
-    r = stack.post("/noted-orders", order)
+def test_a_script_in_the_details_shows_as_text_on_the_page(stack, browser):
+    note = "<script>alert('x')</script><img src=x onerror=alert(2)>"
+    r = stack.post("/noted-orders", {"ticker": "ACME", "qty": 11, "note": note})
     assert json_error(r, 202)["status"] == "approval_pending"
-    page = requests.get(stack.link("Order 11 ACME"), timeout=10).text
-    assert "<script>" not in page
-    assert "&lt;script&gt;" in page
+    link = stack.link("Order 11 ACME")
+    page = requests.get(link, timeout=10).text
+    assert "<script>" not in page and "<img" not in page
+    seen = browser.visit(link)
+    assert note in seen["details_text"], "shown as text"
+    assert not seen["scripts_run"]
 
 
 def test_deferred_202_then_the_same_retry_goes_through_once(stack):

@@ -2,7 +2,8 @@
 //! toolchain and Python 3 needs, installed idempotently. What is already there
 //! is checked, not reinstalled. Node.js peers (npm `oidc-provider`: the demo's
 //! broker provider and the vault tests' upstream) come from their lockfiles
-//! with `npm ci`.
+//! with `npm ci`; the end-to-end tests' browser is Debian's `chromium`
+//! driven by npm `playwright-core`.
 
 use crate::{root, run_quiet, venv_bin, Result};
 use std::process::Command;
@@ -22,8 +23,13 @@ const PIP_PACKAGES: &[&str] = &[
 ];
 
 /// npm projects installed with `npm ci`: the stock-trade broker's OAuth
-/// provider (demo, end-to-end tests) and the vault tests' upstream peer.
-const NPM_PROJECTS: &[&str] = &["examples/stock-trade/provider", "vault/tests/peers"];
+/// provider (demo, end-to-end tests), the vault tests' upstream peer, and
+/// `playwright-core` for the end-to-end tests' browser.
+const NPM_PROJECTS: &[&str] = &[
+    "examples/stock-trade/provider",
+    "vault/tests/peers",
+    "tests/e2e/browser",
+];
 
 /// Tools only some commands need.
 #[derive(Debug, Default, Clone, Copy)]
@@ -43,6 +49,7 @@ pub fn run(extras: Extras) -> Result {
     for dir in NPM_PROJECTS {
         npm_project(dir)?;
     }
+    chromium()?;
     if extras.wrk {
         wrk()?;
     }
@@ -168,6 +175,18 @@ fn npm_project(dir: &str) -> Result {
         }
         run_quiet(&mut npm)?;
         Ok(" (npm ci)".into())
+    })
+}
+
+/// Headless Chromium (Debian's `chromium`), the end-to-end tests' browser
+/// (driven by npm `playwright-core`, `executablePath: /usr/bin/chromium`).
+fn chromium() -> Result {
+    step("chromium", || {
+        if Command::new("chromium").arg("--version").output().is_ok() {
+            return Ok(String::new());
+        }
+        apt_install(&["chromium"])?;
+        Ok(" (installed with apt)".into())
     })
 }
 
