@@ -9,6 +9,11 @@ gateway forwarded.
     GET  /portfolio          private: the caller's positions
     POST /trades             private: place a trade ({"ticker", "qty", "side"})
     POST /orders             the same (the route envoy/ciba-hold.yaml defers for approval)
+    POST /research/search    the research notes index (RAG): every note that
+                             matches {"query"}, whoever asks; the gateway's
+                             scope-fga filter cuts the answer to the notes
+                             the user (and the agent) may read
+    GET  /research/{id}      one note
     GET  /broker/portfolio   the user's account at the broker: trusts no
                              gateway header, only an access token issued by
                              the broker's OAuth provider (provider/), checked
@@ -32,6 +37,32 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import requests
 
 _trade_ids = itertools.count(1)
+
+
+# The research notes (policies/stock-trade-rag.fga names their folders and
+# readers); the index knows nothing of who may read them.
+NOTES = [
+    {"id": "nvda-note", "title": "NVDA: Q4 position note", "folder": "research-2026-q4"},
+    {"id": "outlook", "title": "2026 market outlook", "folder": "research-2026"},
+    {"id": "methodology", "title": "Research methodology", "folder": "research"},
+    {"id": "prices-faq", "title": "How prices are quoted", "folder": "public"},
+    {"id": "board-minutes", "title": "Board minutes, November", "folder": None},
+    {"id": "alice-draft", "title": "Alice's draft on chip supply", "folder": None},
+    {"id": "bob-draft", "title": "Bob's draft on rates", "folder": None},
+    {"id": "merger-memo", "title": "Merger memo (restricted)", "folder": None},
+    {"id": "hr-review", "title": "HR review notes", "folder": None},
+    {"id": "trading-book", "title": "Trading desk book", "folder": None},
+]
+
+
+def search_notes(query: str) -> list[dict]:
+    """Every note, best match first (a stand-in for a vector search)."""
+    words = [w for w in query.lower().split() if w]
+    scored = []
+    for i, note in enumerate(NOTES):
+        hits = sum(w in note["title"].lower() for w in words)
+        scored.append((-hits, i, dict(note, score=round(1 - i / 20 + hits, 3))))
+    return [n for _, _, n in sorted(scored, key=lambda t: (t[0], t[1]))]
 
 
 def price_of(ticker: str) -> float:
@@ -168,6 +199,12 @@ class StockTradeHandler(BaseHTTPRequestHandler):
             self._answer(200, {"ticker": ticker, "price": price_of(ticker), "currency": "USD"})
         elif path == "/broker/portfolio":
             self._broker_portfolio()
+        elif path.startswith("/research/") and path.count("/") == 2:
+            note = next((n for n in NOTES if n["id"] == path[len("/research/"):]), None)
+            if note is None:
+                self._answer(404, {"error": "not_found"})
+            else:
+                self._answer(200, dict(note, text=f"The full text of {note['title']}."))
         elif path == "/portfolio":
             owner = self.headers.get("x-agentward-sub")
             positions = [{"ticker": "ACME", "qty": 10}, {"ticker": "GLOBEX", "qty": 3}]
@@ -178,6 +215,14 @@ class StockTradeHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
         body = self._read_body()
+        if path == "/research/search":
+            try:
+                query = str(json.loads(body or b"{}").get("query", ""))
+            except (ValueError, AttributeError):
+                self._answer(400, {"error": "bad_query"})
+                return
+            self._answer(200, {"query": query, "results": search_notes(query)})
+            return
         if path not in ("/trades", "/orders"):
             self._answer(404, {"error": "not_found"})
             return

@@ -41,7 +41,14 @@ DEMO_VAULT_SECRET = "gateway-demo-secret"
 # (`approval.handle_key_env`: base64url of 32 bytes, the same on every replica).
 APPROVAL_KEY_ENV = "AGENTWARD_APPROVAL_HANDLE_KEY"
 DEMO_APPROVAL_KEY = base64.urlsafe_b64encode(b"agentward demo approval id key!!").decode().rstrip("=")
-ENVOY_ENV = dict(os.environ, **{VAULT_SECRET_ENV: DEMO_VAULT_SECRET, APPROVAL_KEY_ENV: DEMO_APPROVAL_KEY})
+# envoy/scope-fga.yaml reads the FGA preshared key the same way
+# (`fga.preshared_key_env`); the demo's vault is started with it.
+FGA_KEY_ENV = "AGENTWARD_FGA_KEY"
+DEMO_FGA_KEY = "fga-demo-key"
+ENVOY_ENV = dict(
+    os.environ,
+    **{VAULT_SECRET_ENV: DEMO_VAULT_SECRET, APPROVAL_KEY_ENV: DEMO_APPROVAL_KEY, FGA_KEY_ENV: DEMO_FGA_KEY},
+)
 
 CONVENTIONAL_PORTS = {"listener": 10000, "admin": 9901, "upstream": 8080, "idp": 8081, "provider": 8082, "vault": 8787}
 

@@ -105,6 +105,8 @@ pub fn run() -> Result {
             "-p",
             "ciba-hold",
             "-p",
+            "scope-fga",
+            "-p",
             "agentward-envoy",
             "--",
             "-D",

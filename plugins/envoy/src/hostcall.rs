@@ -435,6 +435,66 @@ pub fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
     check(unsafe { proxy_increment_metric(id, offset) })
 }
 
+// The response side (scope-fga's response filtering): its own block of
+// imports, so the request side can grow without touching it.
+#[allow(clashing_extern_declarations)]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    #[link_name = "proxy_continue_stream"]
+    fn proxy_continue_stream_response(stream_type: u32) -> u32;
+    #[link_name = "proxy_remove_header_map_value"]
+    fn proxy_remove_response_header(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    #[link_name = "proxy_set_buffer_bytes"]
+    fn proxy_set_response_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        data: *const u8,
+        data_size: usize,
+    ) -> u32;
+}
+
+const HTTP_RESPONSE_STREAM: u32 = 1;
+
+/// The current response's headers (`:status` included), in one host call.
+pub fn response_headers() -> Result<Headers, Status> {
+    header_map(MapType::HttpResponseHeaders)
+}
+
+/// Removes a response header on the current context (only while the
+/// response headers are held: in `on_http_response_headers`).
+pub fn remove_response_header(name: &str) -> Result<(), Status> {
+    // SAFETY: pointer and length describe a live string.
+    check(unsafe {
+        proxy_remove_response_header(
+            MapType::HttpResponseHeaders as u32,
+            name.as_ptr(),
+            name.len(),
+        )
+    })
+}
+
+/// Replaces the whole buffered response body of the current context.
+pub fn replace_response_body(body: &[u8]) -> Result<(), Status> {
+    // SAFETY: pointer and length describe a live buffer. Start 0 with a
+    // size of at least the buffer's length replaces all of it.
+    check(unsafe {
+        proxy_set_response_buffer_bytes(
+            BufferType::HttpResponseBody as u32,
+            0,
+            usize::MAX >> 1,
+            body.as_ptr(),
+            body.len(),
+        )
+    })
+}
+
+/// Resumes the current (held) HTTP response.
+pub fn resume_response() -> Result<(), Status> {
+    // SAFETY: plain value arguments.
+    check(unsafe { proxy_continue_stream_response(HTTP_RESPONSE_STREAM) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod hostcall;
 pub mod metrics;
 pub mod proof;
 pub mod request_body;
+pub mod response_body;
 pub mod shared_data;
 pub mod step;
 pub mod verify;

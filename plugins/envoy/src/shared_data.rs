@@ -18,3 +18,14 @@ impl SharedCache for SharedData {
         crate::hostcall::set_shared_data(key, value, 0).is_ok()
     }
 }
+
+/// The same store holds scope-fga's decisions.
+impl agentward_core::fga::DecisionCache for SharedData {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        SharedCache::get(self, key)
+    }
+
+    fn set(&mut self, key: &str, value: &[u8]) -> bool {
+        SharedCache::set(self, key, value)
+    }
+}

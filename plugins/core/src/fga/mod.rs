@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod filter;
+pub mod gate;
 pub mod mcp;
 pub mod rule;
 pub mod service;

@@ -258,8 +258,8 @@ fn is_header_name(s: &str) -> bool {
 
 impl Policy {
     /// The first part of the policy that no plugin of this release enforces
-    /// yet, by field path: a route's `mcp` tool rules and `fga` rules
-    /// (their plugins are in progress). A plugin refuses to start on
+    /// yet, by field path: a route's `mcp` tool rules (their plugins are in
+    /// progress; a route's `approval` is ciba-hold's, its `fga` scope-fga's). A plugin refuses to start on
     /// such a policy rather than let the requests it describes through
     /// unchecked.
     pub fn unenforced(&self) -> Option<String> {
@@ -267,8 +267,6 @@ impl Policy {
             // A route's `approval` is ciba-hold's (an MCP tool's is not yet).
             let section = if route.mcp.is_some() {
                 "mcp"
-            } else if route.fga.is_some() {
-                "fga"
             } else {
                 return None;
             };

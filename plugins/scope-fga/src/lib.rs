@@ -1,0 +1,355 @@
+//! scope-fga: for routes with an `fga` rule, the token's scopes (all or
+//! any) and OpenFGA relationship checks for the user, the agent or both,
+//! against an OpenFGA-compatible API (the vault's, or an OpenFGA server),
+//! decisions cached in shared data; for routes with a `filter`, the JSON
+//! response cut to the items the user (and the agent) may see before the
+//! agent gets it. Decisions live in `agentward_core::fga::gate`; this file
+//! is the proxy-wasm glue: read the request, ask the gate, carry out its
+//! steps (`agentward_envoy::step`, `agentward_envoy::response_body`),
+//! dispatch its calls, count its verdicts.
+
+use agentward_core::fga::gate::{
+    Decision, Gate, Pending, RequestHead, ResponsePlan, ResponseRun, Verdict,
+};
+use agentward_core::identity::ReceivedIdentity;
+use agentward_core::mcp::{self, McpHeaders};
+use agentward_core::response;
+use agentward_core::step::{Answer, BodyStep};
+use agentward_envoy::response_body::{self, Chunk, Rewrite};
+use agentward_envoy::step::{self, Carried, Phase};
+use agentward_envoy::{hostcall, log, now_ms, respond, Counter, SharedData};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+agentward_envoy::callbacks!(
+    "proxy_on_request_headers",
+    "proxy_on_response_headers",
+    "proxy_on_response_body",
+    "proxy_on_response_trailers",
+    "proxy_on_http_call_response"
+);
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| Box::new(Root::default()));
+}}
+
+/// The request headers the gate reads, in one pass over the map.
+const HEAD: [&str; 13] = {
+    let id = ReceivedIdentity::HEADERS;
+    [
+        ":method",
+        ":path",
+        "authorization",
+        mcp::METHOD_HEADER,
+        mcp::NAME_HEADER,
+        id[0],
+        id[1],
+        id[2],
+        id[3],
+        id[4],
+        id[5],
+        id[6],
+        id[7],
+    ]
+};
+
+struct Plugin {
+    gate: RefCell<Gate>,
+    /// The counters of [`Verdict::COUNTED`], in that order.
+    counters: [Counter; 9],
+    /// Responses cut, and responses that could not be (replaced by a refusal).
+    filtered: Counter,
+    filter_refused: Counter,
+}
+
+impl Plugin {
+    fn count(&self, verdict: Verdict) {
+        if let Some(i) = Verdict::COUNTED.iter().position(|v| *v == verdict) {
+            self.counters[i].inc();
+        }
+    }
+}
+
+/// The host's clock in Unix milliseconds; 0 when it cannot be read (no
+/// cached decision is then fresh: the service is asked).
+fn clock() -> u64 {
+    now_ms().unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Root {
+    plugin: Option<Rc<Plugin>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let Some(policy) = agentward_envoy::configured_policy() else {
+            return false;
+        };
+        // The VM's environment (Envoy: vm_config.environment_variables).
+        let mut gate = match Gate::new(policy, |name| std::env::var(name).ok()) {
+            Ok(gate) => gate,
+            Err(e) => {
+                log(LogLevel::Error, &format!("agentward: {e}"));
+                return false;
+            }
+        };
+        gate.read_proof_key(&SharedData);
+        self.plugin = Some(Rc::new(Plugin {
+            gate: RefCell::new(gate),
+            counters: Verdict::COUNTED.map(|v| Counter::define(v.metric())),
+            filtered: Counter::define("agentward.fga.filtered"),
+            filter_refused: Counter::define("agentward.fga.filter_refused"),
+        }));
+        true
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request {
+            plugin: self.plugin.clone(),
+            waiting: Waiting::Nothing,
+            plan: None,
+            rewrite: None,
+            event_stream: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// What a call's answer is for, with the largest answer read.
+enum Waiting {
+    Nothing,
+    /// The request's checks.
+    Request(Pending, usize),
+    /// The response's checks.
+    Response(ResponseRun, usize),
+}
+
+struct Request {
+    plugin: Option<Rc<Plugin>>,
+    waiting: Waiting,
+    /// How the response is to be cut, once the request went on.
+    plan: Option<ResponsePlan>,
+    rewrite: Option<Rewrite>,
+    /// The response is `text/event-stream`.
+    event_stream: bool,
+}
+
+impl Request {
+    /// Counts and carries out a decision on the request; a call that
+    /// cannot be dispatched is decided again as a failed one.
+    fn carry_out(&mut self, plugin: &Plugin, decision: Decision, phase: Phase) -> Action {
+        plugin.count(decision.verdict);
+        if let agentward_core::step::Step::ReadBody { .. } = decision.step {
+            // MCP routes are refused at start until this build reads bodies.
+            respond(&response::unavailable(
+                "not_supported",
+                "scope-fga cannot read this request's body",
+            ));
+            return Action::Pause;
+        }
+        match step::carry_out(&decision.step, phase) {
+            Carried::CallFailed(_) => {
+                let Some(pending) = decision.pending else {
+                    return Action::Pause;
+                };
+                let failed = plugin.gate.borrow().answered(
+                    pending,
+                    &Answer::Failed,
+                    &mut SharedData,
+                    clock(),
+                );
+                self.carry_out(plugin, failed, phase)
+            }
+            Carried::Called(_) => {
+                if let (Some(pending), agentward_core::step::Step::Call(call)) =
+                    (decision.pending, &decision.step)
+                {
+                    self.waiting = Waiting::Request(pending, call.max_answer_bytes);
+                }
+                Action::Pause
+            }
+            carried => {
+                if carried == Carried::Continue {
+                    self.plan = decision.response;
+                }
+                carried.action()
+            }
+        }
+    }
+
+    /// Carries out a decision on the response body.
+    fn carry_out_body(
+        &mut self,
+        plugin: &Plugin,
+        step: BodyStep,
+        run: Option<ResponseRun>,
+        phase: Phase,
+    ) -> Action {
+        match (&step, response_body::carry_out(&step, phase)) {
+            (_, Carried::CallFailed(_)) => {
+                let Some(mut run) = run else {
+                    return Action::Continue;
+                };
+                let next = plugin.gate.borrow().response_answered(
+                    &mut run,
+                    &Answer::Failed,
+                    &mut SharedData,
+                    clock(),
+                );
+                self.carry_out_body(plugin, next, Some(run), phase)
+            }
+            (BodyStep::Call(call), Carried::Called(_)) => {
+                if let Some(run) = run {
+                    self.waiting = Waiting::Response(run, call.max_answer_bytes);
+                }
+                Action::Pause
+            }
+            (BodyStep::Replace(_), carried) => {
+                plugin.filtered.inc();
+                carried.action()
+            }
+            (BodyStep::Respond(_), carried) => {
+                plugin.filter_refused.inc();
+                carried.action()
+            }
+            (_, carried) => carried.action(),
+        }
+    }
+}
+
+impl Context for Request {
+    fn on_http_call_response(&mut self, _: u32, num_headers: usize, body_size: usize, _: usize) {
+        let Some(plugin) = self.plugin.clone() else {
+            return;
+        };
+        match std::mem::replace(&mut self.waiting, Waiting::Nothing) {
+            Waiting::Nothing => {}
+            Waiting::Request(pending, max_bytes) => {
+                let answer = step::read_answer(num_headers, body_size, max_bytes);
+                let decision =
+                    plugin
+                        .gate
+                        .borrow()
+                        .answered(pending, &answer, &mut SharedData, clock());
+                self.carry_out(&plugin, decision, Phase::Held);
+            }
+            Waiting::Response(mut run, max_bytes) => {
+                let answer = step::read_answer(num_headers, body_size, max_bytes);
+                let next = plugin.gate.borrow().response_answered(
+                    &mut run,
+                    &answer,
+                    &mut SharedData,
+                    clock(),
+                );
+                self.carry_out_body(&plugin, next, Some(run), Phase::Held);
+            }
+        }
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let Some(plugin) = self.plugin.clone() else {
+            respond(&response::unavailable(
+                "not_configured",
+                "the scope-fga filter has no valid policy",
+            ));
+            return Action::Pause;
+        };
+        let headers = hostcall::request_headers().unwrap_or_default();
+        let [method, path, authorization, mcp_method, mcp_name, id @ ..] = headers.get_many(HEAD);
+        let head = RequestHead {
+            method: method.unwrap_or_default(),
+            path: path.unwrap_or_default(),
+            authorization,
+            identity: ReceivedIdentity::from_values(id),
+            mcp: McpHeaders {
+                method: mcp_method,
+                name: mcp_name,
+            },
+        };
+        let decision = plugin
+            .gate
+            .borrow_mut()
+            .decide(&head, &SharedData, &SharedData, clock());
+        self.carry_out(&plugin, decision, Phase::Headers)
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        let (Some(plugin), Some(plan)) = (self.plugin.clone(), self.plan.as_ref()) else {
+            return Action::Continue;
+        };
+        if end_of_stream {
+            return Action::Continue; // no body: nothing to cut
+        }
+        let headers = hostcall::response_headers().unwrap_or_default();
+        let [status, content_type] = headers.get_many([":status", "content-type"]);
+        let status = status.and_then(|s| s.parse::<u16>().ok());
+        self.event_stream = content_type.is_some_and(|t| {
+            t.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
+        // Only a success carries the items; an error passes as it came.
+        if !matches!(status, Some(200..=299)) {
+            self.plan = None;
+            return Action::Continue;
+        }
+        let bound = plugin.gate.borrow().response_bound(plan);
+        match Rewrite::begin(bound) {
+            Ok(rewrite) => {
+                self.rewrite = Some(rewrite);
+                Action::Continue
+            }
+            Err(answer) => {
+                plugin.filter_refused.inc();
+                respond(&answer);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(plugin), Some(rewrite)) = (self.plugin.clone(), self.rewrite.as_mut()) else {
+            return Action::Continue;
+        };
+        let too_large = plugin.gate.borrow().too_large();
+        match rewrite.on_body(body_size, end_of_stream, &too_large) {
+            Chunk::Wait => Action::Pause,
+            Chunk::Replaced => Action::Continue,
+            Chunk::Complete(body) => {
+                let Some(plan) = self.plan.take() else {
+                    return Action::Continue;
+                };
+                let (step, run) = plugin.gate.borrow().filter_response(
+                    &plan,
+                    self.event_stream,
+                    &body,
+                    &SharedData,
+                    clock(),
+                );
+                self.carry_out_body(&plugin, step, run, Phase::Headers)
+            }
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _: usize) -> Action {
+        let (Some(plugin), Some(rewrite)) = (self.plugin.clone(), self.rewrite.as_mut()) else {
+            return Action::Continue;
+        };
+        if !rewrite.is_done() {
+            plugin.filter_refused.inc();
+        }
+        let refusal = plugin.gate.borrow().too_large();
+        rewrite.on_trailers(&refusal)
+    }
+}

@@ -1,0 +1,182 @@
+"""scope-fga end to end: real Envoy on envoy/scope-fga.yaml (jwt-identity →
+scope-fga → the stock-trade upstream), the real vault's OpenFGA-compatible
+API as the FGA server, seeded through that API with
+policies/stock-trade-rag.fga and the tuples of its model test."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+
+import pytest
+import requests
+
+from fga_stack import FgaVault, gateway, missing_pieces, shipped_policy
+from stack import ROOT, default_ports, free_port, render
+
+sys.path.insert(0, str(ROOT / "examples/stock-trade"))
+
+import upstream as upstream_module  # noqa: E402
+
+ISSUER = "https://idp.stock-trade.example/"
+
+
+@pytest.fixture(scope="module")
+def fga_vault(tmp_path_factory):
+    missing = missing_pieces()
+    if missing:
+        pytest.skip("missing: " + ", ".join(missing))
+    vault = FgaVault(tmp_path_factory.mktemp("fga-vault"))
+    yield vault
+    vault.stop()
+
+
+@pytest.fixture(scope="module")
+def store(fga_vault):
+    return fga_vault.seed()
+
+
+class Gateway:
+    def __init__(self, envoy, policy, idp):
+        self.envoy = envoy
+        self.policy = policy
+        self.idp = idp
+
+    @property
+    def url(self) -> str:
+        return self.envoy.url
+
+    def token(self, **claims) -> str:
+        base = {
+            "iss": ISSUER,
+            "sub": "alice",
+            "aud": self.policy["issuers"][0]["audiences"][0],
+            "azp": "copilot",
+            "scope": "research:read tools",
+        }
+        base.update(claims)
+        return self.idp.mint(base)
+
+    def call(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        return requests.request(method, self.url + path, headers=headers, timeout=15, **kwargs)
+
+
+def _policy(ports: dict, store: str, vault_port: int) -> dict:
+    policy = copy.deepcopy(shipped_policy())
+    policy = json.loads(render(json.dumps(policy), ports))
+    policy["fga"]["store_id"] = store
+    return policy
+
+
+@pytest.fixture(scope="module")
+def fga_gateway(idp, upstream_port, fga_vault, store, tmp_path_factory):
+    assert idp.idp.issuer == ISSUER, "the test IdP's issuer is the shipped policy's"
+    ports = default_ports(upstream=upstream_port, idp=idp.port, vault=fga_vault.port)
+    policy = _policy(ports, store, fga_vault.port)
+    envoy = gateway("scope-fga", tmp_path_factory.mktemp("scope-fga"), ports, policy, concurrency=2)
+    yield Gateway(envoy, policy, idp.idp)
+    envoy.stop()
+
+
+def test_a_reader_gets_a_note_they_may_read(fga_gateway, fga_vault, store):
+    assert fga_vault.check(store, "user:alice", "can_read", "document:nvda-note")
+    r = fga_gateway.call("GET", "/research/nvda-note", fga_gateway.token())
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == "nvda-note"
+
+
+def test_a_missing_scope_gets_the_step_up_challenge(fga_gateway):
+    r = fga_gateway.call("GET", "/research/nvda-note", fga_gateway.token(scope="tools"))
+    assert r.status_code == 403, r.text
+    assert r.json()["error"] == "insufficient_scope"
+    challenge = r.headers["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="research:read"' in challenge
+
+
+def test_fga_denial_names_the_relation_not_the_note(fga_gateway):
+    # alice is blocked on the outlook (a viewer, but `can_read` is `viewer but not blocked`).
+    r = fga_gateway.call("GET", "/research/outlook", fga_gateway.token())
+    assert r.status_code == 403, r.text
+    body = r.json()
+    assert body["error"] == "access_denied" and body["relation"] == "can_read"
+    assert "outlook" not in r.text and "alice" not in r.text
+    r = fga_gateway.call("GET", "/research/board-minutes", fga_gateway.token())
+    assert r.status_code == 403
+
+
+def test_the_agent_is_denied_where_the_user_is_allowed(fga_gateway, fga_vault, store):
+    # alice may use wire-funds; the copilot agent is blocked on it.
+    assert fga_vault.check(store, "user:alice", "can_use", "tool:wire-funds")
+    assert not fga_vault.check(store, "agent:copilot", "can_use", "tool:wire-funds")
+    ok = fga_gateway.call("POST", "/tools/place-trade", fga_gateway.token(), json={})
+    assert ok.status_code != 403, ok.text
+    r = fga_gateway.call("POST", "/tools/wire-funds", fga_gateway.token(), json={})
+    assert r.status_code == 403, r.text
+    assert r.json()["principal"] == "agent" and r.json()["relation"] == "can_use"
+    # An agent her company forbids (acme blocks `rogue`), on a tool she may use.
+    r = fga_gateway.call("POST", "/tools/get-quote", fga_gateway.token(azp="rogue"), json={})
+    assert r.status_code == 403 and r.json()["principal"] == "agent"
+
+
+def test_a_rag_search_of_ten_notes_gives_exactly_the_four_alice_may_read(fga_gateway):
+    everything = upstream_module.search_notes("chip research")
+    assert len(everything) == 10
+    r = fga_gateway.call("POST", "/research/search", fga_gateway.token(), json={"query": "chip research"})
+    assert r.status_code == 200, r.text
+    assert "content-length" not in {k.lower() for k in r.headers} or int(r.headers["content-length"]) == len(r.content)
+    ids = [n["id"] for n in r.json()["results"]]
+    assert ids == ["methodology", "alice-draft", "nvda-note", "prices-faq"]
+    # bob sees other notes (his group edits the Q4 folder; his own draft is blocked for his group).
+    r = fga_gateway.call("POST", "/research/search", fga_gateway.token(sub="bob"), json={"query": ""})
+    ids = {n["id"] for n in r.json()["results"]}
+    assert ids == {"nvda-note", "prices-faq"}
+    assert fga_gateway.envoy.counter("agentward.fga.filtered") >= 2
+
+
+def test_a_path_normalisation_bypass_is_refused(fga_gateway):
+    token = fga_gateway.token()
+    for path in ["/research/x/../outlook", "/research/%2e%2e/outlook", "//research/outlook", "/research/./outlook"]:
+        r = requests.get(
+            fga_gateway.url + path, headers={"authorization": f"Bearer {token}"}, timeout=10, allow_redirects=False
+        )
+        assert r.status_code in (400, 403, 404), (path, r.status_code, r.text)
+        assert "The full text" not in r.text, path
+
+
+def test_a_forged_identity_header_does_not_pass(fga_gateway):
+    token = fga_gateway.token(sub="mallory")
+    r = fga_gateway.call("GET", "/research/nvda-note", token, headers={"x-agentward-sub": "alice"})
+    assert r.status_code == 403, r.text
+
+
+def test_the_fga_service_down_is_503_never_forwarded(idp, upstream_port, tmp_path_factory, store):
+    ports = default_ports(upstream=upstream_port, idp=idp.port, vault=free_port())
+    envoy = gateway("scope-fga-down", tmp_path_factory.mktemp("fga-down"), ports, _policy(ports, store, 0))
+    try:
+        g = Gateway(envoy, _policy(ports, store, 0), idp.idp)
+        r = g.call("GET", "/research/nvda-note", g.token())
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "temporarily_unavailable"
+        r = g.call("POST", "/research/search", g.token(), json={"query": ""})
+        assert r.status_code == 200
+        # Envoy answers a call to a cluster with no live endpoint itself (503).
+        assert r.json()["reason"] in ("fga_unavailable", "fga_error") and "results" not in r.json()
+        # Public routes need no check.
+        assert g.call("GET", "/prices/ACME").status_code == 200
+    finally:
+        envoy.stop()
+
+
+def test_both_filters_read_the_same_policy_and_the_key_comes_from_the_environment():
+    from fga_stack import SCOPE_FGA_CONFIG
+    from stack import embedded_policies
+
+    text = SCOPE_FGA_CONFIG.read_text()
+    jwt, fga = embedded_policies(text)
+    assert jwt == fga
+    assert fga["fga"]["preshared_key_env"] == "AGENTWARD_FGA_KEY" and "preshared_key" not in fga["fga"]
+    assert "host_env_keys: [AGENTWARD_FGA_KEY]" in text
