@@ -9,7 +9,14 @@ broker access token at the vault; the agent never sees it. Until the user
 links the account, the agent gets 403 with a `connect_url` to show the user.
 Each step prints what happened.
 
-    python agent.py --gateway http://localhost:10000 --idp http://127.0.0.1:8081
+With `--approval-gateway` (envoy/ciba-hold.yaml) and the vault's log, the
+agent then places orders that need alice's approval: a large buy is held by
+the gateway until alice approves it on the vault's approval page (the link
+"her phone" got: the demo vault's log notifier), a larger one she denies,
+and a deferred order the agent retries with its approval id.
+
+    python agent.py --gateway http://localhost:10000 --idp http://127.0.0.1:8081 \
+        [--approval-gateway http://127.0.0.1:10001 --vault-log .demo/vault.log]
 
 Steps are a list: add one with the @step decorator, in order.
 """
@@ -29,14 +36,15 @@ import requests
 import user
 
 STEPS: list[tuple[str, int, Callable[["Agent"], requests.Response]]] = []
+APPROVAL_STEPS: list[tuple[str, int, Callable[["Agent"], requests.Response]]] = []
 
 
-def step(title: str, expect: int):
+def step(title: str, expect: int, steps: list = STEPS):
     """Registers a step: it makes one call and returns the response; the
     status it should get is `expect`."""
 
     def register(fn):
-        STEPS.append((title, expect, fn))
+        steps.append((title, expect, fn))
         return fn
 
     return register
@@ -51,6 +59,9 @@ class Agent:
         self.token: str | None = None
         self.connect_url: str | None = None
         self.notes: list[tuple[str, object]] = []
+        self.approval_gateway: str | None = None
+        self.vault_log: str | None = None
+        self.links_seen: set[str] = set()
 
     def note(self, label: str, value) -> None:
         """A detail printed under the current step's status line."""
@@ -188,6 +199,64 @@ def audit_trail(agent: Agent) -> requests.Response:
     return r
 
 
+def order_through_approvals(agent: Agent, path: str, order: dict, **headers) -> requests.Response:
+    headers["authorization"] = f"Bearer {agent.token}"
+    return agent.http.post(agent.approval_gateway + path, json=order, headers=headers, timeout=60)
+
+
+def held_order_decided(agent: Agent, order: dict, message: str, decision: str) -> requests.Response:
+    """Places `order` through the approval gateway (held), lets alice decide
+    on the link her phone got, and returns what the agent finally got."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    held = pool.submit(order_through_approvals, agent, "/trades", order)
+    link = user.approval_link(agent.vault_log, message, agent.links_seen)
+    agent.note("alice's phone got", f"{message!r} from stock-agent: {link.split('?')[0]}?ticket=…")
+    agent.note("the agent's request meanwhile", "held in the gateway" if not held.done() else "answered already")
+    shown, answer = user.decide_approval(link, decision)
+    agent.note(f"alice opens the page, reads {shown!r} and clicks", f"{decision} → {answer.status_code}")
+    r = held.result(timeout=60)
+    pool.shutdown()
+    return r
+
+
+@step("a large order (50 ACME): the gateway holds it and asks alice; she approves", expect=201, steps=APPROVAL_STEPS)
+def large_order_approved(agent: Agent) -> requests.Response:
+    r = held_order_decided(agent, {"ticker": "ACME", "qty": 50}, "Buy 50 ACME", "approve")
+    if r.status_code == 201:
+        trade = r.json()
+        agent.note("the order went through", {k: trade[k] for k in ("trade_id", "ticker", "qty", "owner")})
+    else:
+        agent.note("body", r.text)
+    return r
+
+
+@step("a larger order (500 ACME): alice denies it", expect=403, steps=APPROVAL_STEPS)
+def larger_order_denied(agent: Agent) -> requests.Response:
+    r = held_order_decided(agent, {"ticker": "ACME", "qty": 500}, "Buy 500 ACME", "deny")
+    agent.note("the agent got", r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text)
+    return r
+
+
+@step("a deferred order: 202 with an approval id, alice approves later, the agent retries", expect=201, steps=APPROVAL_STEPS)
+def deferred_order(agent: Agent) -> requests.Response:
+    order = {"ticker": "GLOBEX", "qty": 20}
+    first = order_through_approvals(agent, "/orders", order)
+    if first.status_code != 202:
+        agent.note("body", first.text)
+        return first
+    pending = first.json()
+    agent.note("first answer", f"202 approval_pending, Retry-After {first.headers.get('retry-after')} s, approval_id {pending['approval_id'][:16]}…")
+    link = user.approval_link(agent.vault_log, "Order 20 GLOBEX", agent.links_seen)
+    shown, answer = user.decide_approval(link, "approve")
+    agent.note(f"alice approves {shown!r}", answer.status_code)
+    retry = order_through_approvals(agent, "/orders", order, **{"x-agentward-approval": pending["approval_id"]})
+    replay = order_through_approvals(agent, "/orders", order, **{"x-agentward-approval": pending["approval_id"]})
+    agent.note("the same retry again", f"{replay.status_code} {replay.json().get('reason')}: an approval is used once")
+    return retry
+
+
 def print_notes(notes) -> None:
     for label, value in notes:
         text = value if isinstance(value, str) else json.dumps(value, indent=2)
@@ -204,10 +273,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gateway", default="http://localhost:10000")
     parser.add_argument("--idp", default="http://127.0.0.1:8081")
+    parser.add_argument("--approval-gateway", help="the gateway with ciba-hold (envoy/ciba-hold.yaml)")
+    parser.add_argument("--vault-log", help="the vault's log: its log notifier is alice's phone")
     args = parser.parse_args()
     agent = Agent(args.gateway, args.idp)
+    agent.approval_gateway, agent.vault_log = args.approval_gateway, args.vault_log
+    steps = STEPS + (APPROVAL_STEPS if args.approval_gateway and args.vault_log else [])
     failed = []
-    for n, (title, expect, run) in enumerate(STEPS, 1):
+    for n, (title, expect, run) in enumerate(steps, 1):
         agent.notes = []
         try:
             status = run(agent).status_code
@@ -222,7 +295,7 @@ def main() -> int:
     if failed:
         print(f"\nsteps {', '.join(failed)} did not go as expected")
         return 1
-    print(f"\nall {len(STEPS)} steps went as expected")
+    print(f"\nall {len(steps)} steps went as expected")
     return 0
 
 

@@ -95,6 +95,39 @@ def link_account(connect_url: str, login: str, password: str = "demo", allow: bo
     return linking
 
 
+def approval_link(vault_log: str, message: str, seen: set[str], timeout: float = 20) -> str:
+    """The approval link the vault sent the user for `message` (the demo's
+    vault has no webhook: its log notifier is "alice's phone"), one not in
+    `seen`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(vault_log, errors="replace") as log:
+            for line in log:
+                if "log notifier" in line and message in line:
+                    m = re.search(r"approval_url=(\S+)", line)
+                    if m and m.group(1) not in seen:
+                        seen.add(m.group(1))
+                        return m.group(1).strip('"')
+        time.sleep(0.1)
+    raise requests.RequestException(f"the vault sent no approval link for {message!r}")
+
+
+def decide_approval(link: str, decision: str, timeout: float = 15) -> tuple[str, requests.Response]:
+    """What the user's browser does with an approval link: opens the page
+    (which decides nothing), reads it, and posts its form with `decision`
+    (`approve` or `deny`). Returns the page's message and the vault's answer."""
+    browser = requests.Session()
+    page = browser.get(link, timeout=timeout)
+    page.raise_for_status()
+    message = re.search(r'id="binding-message">([^<]*)<', page.text)
+    form = {name: html.unescape(value) for name, value in re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page.text)}
+    action = html.unescape(_form_action(page.text, "approve"))
+    answer = browser.post(requests.compat.urljoin(link, action), data=dict(form, decision=decision), timeout=timeout)
+    return html.unescape(message.group(1)) if message else "", answer
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -165,7 +165,31 @@ struct Sample {
     failed: u64,
 }
 
+/// ciba-hold's figures (`--only` these names): approve → resumed latency
+/// with long-poll and with plain polling, and requests held at once on one
+/// worker; measured by bench/approval.py with real processes.
+const APPROVAL: &[&str] = &["approval-longpoll", "approval-polling", "approval-held"];
+
 pub fn run(options: Options) -> Result {
+    let approvals: Vec<&str> = APPROVAL
+        .iter()
+        .copied()
+        .filter(|n| options.only.iter().any(|o| o == n))
+        .collect();
+    if !approvals.is_empty() {
+        if approvals.len() != options.only.len() {
+            return Err(format!(
+                "run {} on their own (--only {})",
+                APPROVAL.join(", "),
+                approvals.join(",")
+            ));
+        }
+        setup::run(setup::Extras::default())?;
+        build::run()?; // the plugins and the vault
+        return crate::run_visible(
+            stack::python("xtask/src/bench/approval.py").args(["--only", &approvals.join(",")]),
+        );
+    }
     let selected = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
     let setups: Vec<&Setup> = SETUPS.iter().filter(|s| selected(s.name)).collect();
     // The vault's own figures are req/s and latency only.
@@ -180,6 +204,7 @@ pub fn run(options: Options) -> Result {
             .iter()
             .map(|s| s.name)
             .chain([VAULT, fga::NAME])
+            .chain(APPROVAL.iter().copied())
             .collect();
         return Err(format!(
             "--only names none of the configurations: {}",

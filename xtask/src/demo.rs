@@ -104,6 +104,32 @@ pub fn run() -> Result {
     let mut envoy = Service::spawn("envoy", &mut stack::envoy(&config, admin, 1), &dir)?;
     envoy.wait_ready(admin, "/ready", ready)?;
 
+    // The gateway with human approval (jwt-identity → ciba-hold), in front of
+    // the same API for the same resource: rendered with the chain's ports,
+    // then given a listener and admin port of its own.
+    let approval_listener = stack::free_port()?;
+    let approval_admin = stack::free_port()?;
+    let shipped = root().join("envoy/ciba-hold.yaml");
+    let template =
+        std::fs::read_to_string(&shipped).map_err(|e| format!("{}: {e}", shipped.display()))?;
+    let text = stack::render(&template, &ports, None)
+        .replace(
+            &format!("port_value: {listener} }}"),
+            &format!("port_value: {approval_listener} }}"),
+        )
+        .replace(
+            &format!("port_value: {admin} }}"),
+            &format!("port_value: {approval_admin} }}"),
+        );
+    let approval_config = dir.join("envoy-approval.yaml");
+    std::fs::write(&approval_config, text).map_err(|e| e.to_string())?;
+    let mut approval_envoy = Service::spawn(
+        "envoy-approval",
+        &mut stack::envoy(&approval_config, approval_admin, 1),
+        &dir,
+    )?;
+    approval_envoy.wait_ready(approval_admin, "/ready", ready)?;
+
     println!(
         "\n[demo] gateway   http://localhost:{listener}  (Envoy {}, envoy/chain.yaml: jwt_identity.wasm → token_exchange.wasm)",
         setup::envoy_version()?
@@ -116,14 +142,21 @@ pub fn run() -> Result {
     println!(
         "[demo] vault     http://127.0.0.1:{vault_port}  (agentward-vault, SQLite .demo/vault.db)"
     );
+    println!(
+        "[demo] approvals http://127.0.0.1:{approval_listener}  (envoy/ciba-hold.yaml: jwt_identity.wasm → ciba_hold.wasm, the vault as CIBA authority)"
+    );
     println!("[demo] logs and configs in .demo/\n");
     let agent = crate::run_visible(stack::python("examples/stock-trade/agent.py").args([
         "--gateway",
         &format!("http://localhost:{listener}"),
         "--idp",
         &format!("http://127.0.0.1:{idp_port}"),
+        "--approval-gateway",
+        &format!("http://127.0.0.1:{approval_listener}"),
+        "--vault-log",
+        &vault.log.display().to_string(),
     ]));
-    drop((envoy, vault, upstream, provider, idp));
+    drop((approval_envoy, envoy, vault, upstream, provider, idp));
     agent.map_err(|_| "the demo did not go as expected; see above and .demo/*.log".to_string())
 }
 

@@ -206,11 +206,21 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 pub const DEMO_VAULT_CLIENT_SECRET: (&str, &str) =
     ("AGENTWARD_VAULT_CLIENT_SECRET", "gateway-demo-secret");
 
+/// The demo's key of deferred approval ids (envoy/ciba-hold.yaml's
+/// `approval.handle_key_env`: base64url of 32 bytes; a deployment draws its
+/// own, the same on every replica).
+pub const DEMO_APPROVAL_HANDLE_KEY: (&str, &str) = (
+    "AGENTWARD_APPROVAL_HANDLE_KEY",
+    "YWdlbnR3YXJkIGRlbW8gYXBwcm92YWwgaWQga2V5ISE",
+);
+
 /// `envoy -c config` with a base id of its own so several run side by side,
-/// and the demo's vault client secret in its environment.
+/// and the demo's vault client secret and approval id key in its environment.
 pub fn envoy(config: &Path, base_id: u16, concurrency: u32) -> Command {
     let mut cmd = Command::new(venv_bin("envoy"));
     let (name, value) = DEMO_VAULT_CLIENT_SECRET;
+    cmd.env(name, value);
+    let (name, value) = DEMO_APPROVAL_HANDLE_KEY;
     cmd.env(name, value);
     cmd.arg("-c")
         .arg(config)
