@@ -1095,15 +1095,24 @@ fn jwks_uri_without_jwks_cluster_is_refused_naming_the_field() {
 }
 
 /// A rule no plugin of this build enforces yet would let every request it
-/// describes through unchecked: the filter refuses to start instead.
+/// describes through unchecked: the filter refuses to start instead. (MCP
+/// tools, their scopes and `fga` rules are scope-fga's: they start.)
 #[test]
-fn mcp_tool_rules_no_plugin_enforces_yet_are_refused_naming_the_route() {
+fn mcp_tool_approvals_no_plugin_enforces_yet_are_refused_naming_the_tool() {
     let mut p = fetched_policy();
     p["routes"] = json!([
         {"match": {"path": "/stocks"}, "scopes": ["stocks:read"]},
         {"match": {"path": "/mcp"}, "mcp": {"tools": {"place_order": {"scopes": ["trade"]}}}}
     ]);
-    refused_naming(&p, "routes[1].mcp");
+    let Some(host) = load(true) else {
+        return;
+    };
+    assert_eq!(host.configure(p.to_string()), Ok(true), "{:?}", host.logs());
+    p["routes"][1]["mcp"]["tools"]["place_order"]["approval"] =
+        json!({"binding_message": "Place an order"});
+    p["approval"] = json!({"cluster": "vault", "client_id": "gateway", "client_secret": "s",
+                           "handle_key_env": "APPROVAL_KEY"});
+    refused_naming(&p, "routes[1].mcp.tools.place_order.approval");
 }
 
 /// A route's `approval` is ciba-hold's to enforce: the filter starts, and

@@ -9,12 +9,13 @@
 //! dispatch its calls, count its verdicts.
 
 use agentward_core::fga::gate::{
-    Decision, Gate, Pending, RequestHead, ResponsePlan, ResponseRun, Verdict,
+    BodyPlan, Decision, Gate, Pending, RequestHead, ResponsePlan, ResponseRun, Verdict,
 };
 use agentward_core::identity::ReceivedIdentity;
 use agentward_core::mcp::{self, McpHeaders};
 use agentward_core::response;
-use agentward_core::step::{Answer, BodyStep};
+use agentward_core::step::{Answer, BodyStep, Step};
+use agentward_envoy::request_body::{self, BodyRead, Started};
 use agentward_envoy::response_body::{self, Chunk, Rewrite};
 use agentward_envoy::step::{self, Carried, Phase};
 use agentward_envoy::{hostcall, log, now_ms, respond, Counter, SharedData};
@@ -25,6 +26,8 @@ use std::rc::Rc;
 
 agentward_envoy::callbacks!(
     "proxy_on_request_headers",
+    "proxy_on_request_body",
+    "proxy_on_request_trailers",
     "proxy_on_response_headers",
     "proxy_on_response_body",
     "proxy_on_response_trailers",
@@ -116,6 +119,8 @@ impl RootContext for Root {
             plan: None,
             rewrite: None,
             event_stream: false,
+            reading: None,
+            headers_only: false,
         }))
     }
 
@@ -141,6 +146,10 @@ struct Request {
     rewrite: Option<Rewrite>,
     /// The response is `text/event-stream`.
     event_stream: bool,
+    /// An MCP request's body being read, and what to decide on it with.
+    reading: Option<(BodyRead, BodyPlan)>,
+    /// `end_of_stream` came with the request headers.
+    headers_only: bool,
 }
 
 impl Request {
@@ -148,13 +157,19 @@ impl Request {
     /// cannot be dispatched is decided again as a failed one.
     fn carry_out(&mut self, plugin: &Plugin, decision: Decision, phase: Phase) -> Action {
         plugin.count(decision.verdict);
-        if let agentward_core::step::Step::ReadBody { .. } = decision.step {
-            // MCP routes are refused at start until this build reads bodies.
-            respond(&response::unavailable(
-                "not_supported",
-                "scope-fga cannot read this request's body",
-            ));
-            return Action::Pause;
+        if let Step::ReadBody { edits, max_bytes } = &decision.step {
+            let Some(plan) = decision.body else {
+                return Action::Continue;
+            };
+            return match request_body::start(edits, *max_bytes, self.headers_only) {
+                Started::Read(reader) => {
+                    self.reading = Some((reader, plan));
+                    Action::Continue
+                }
+                // Ended with its headers: decided now, headers still held.
+                Started::Whole => self.decide_body(plugin, &plan, &[], 0),
+                Started::Answered => Action::Pause,
+            };
         }
         match step::carry_out(&decision.step, phase) {
             Carried::CallFailed(_) => {
@@ -170,9 +185,63 @@ impl Request {
                 self.carry_out(plugin, failed, phase)
             }
             Carried::Called(_) => {
-                if let (Some(pending), agentward_core::step::Step::Call(call)) =
-                    (decision.pending, &decision.step)
-                {
+                if let (Some(pending), Step::Call(call)) = (decision.pending, &decision.step) {
+                    self.waiting = Waiting::Request(pending, call.max_answer_bytes);
+                }
+                Action::Pause
+            }
+            carried => {
+                if carried == Carried::Continue {
+                    self.plan = decision.response;
+                }
+                carried.action()
+            }
+        }
+    }
+
+    /// Decides an MCP request on its whole body and carries it out in the
+    /// body callback (`body_size`: the buffered body's).
+    fn decide_body(
+        &mut self,
+        plugin: &Plugin,
+        plan: &BodyPlan,
+        body: &[u8],
+        body_size: usize,
+    ) -> Action {
+        let decision = plugin
+            .gate
+            .borrow()
+            .decide_body(plan, body, &SharedData, clock());
+        self.carry_out_on_body(plugin, decision, body_size)
+    }
+
+    fn carry_out_on_body(
+        &mut self,
+        plugin: &Plugin,
+        decision: Decision,
+        body_size: usize,
+    ) -> Action {
+        plugin.count(decision.verdict);
+        let step = match &decision.step {
+            Step::Call(call) => BodyStep::Call(call.clone()),
+            Step::Respond(answer) => BodyStep::Respond(answer.clone()),
+            _ => BodyStep::Keep,
+        };
+        match request_body::carry_out(&step, body_size) {
+            Carried::CallFailed(_) => {
+                let Some(pending) = decision.pending else {
+                    return Action::Pause;
+                };
+                let failed = plugin.gate.borrow().answered(
+                    pending,
+                    &Answer::Failed,
+                    &mut SharedData,
+                    clock(),
+                );
+                self.carry_out_on_body(plugin, failed, body_size)
+            }
+            Carried::Called(_) => {
+                if let (Some(pending), BodyStep::Call(call)) = (decision.pending, &step) {
                     self.waiting = Waiting::Request(pending, call.max_answer_bytes);
                 }
                 Action::Pause
@@ -257,7 +326,8 @@ impl Context for Request {
 }
 
 impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        self.headers_only = end_of_stream;
         let Some(plugin) = self.plugin.clone() else {
             respond(&response::unavailable(
                 "not_configured",
@@ -282,6 +352,38 @@ impl HttpContext for Request {
             .borrow_mut()
             .decide(&head, &SharedData, &SharedData, clock());
         self.carry_out(&plugin, decision, Phase::Headers)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(plugin) = self.plugin.clone() else {
+            return Action::Continue;
+        };
+        let Some((reader, _)) = &self.reading else {
+            return Action::Continue;
+        };
+        match reader.on_body(body_size, end_of_stream) {
+            request_body::Chunk::More | request_body::Chunk::Answered => Action::Pause,
+            request_body::Chunk::Whole(body) => {
+                let Some((_, plan)) = self.reading.take() else {
+                    return Action::Pause;
+                };
+                self.decide_body(&plugin, &plan, &body, body_size)
+            }
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        let (Some(plugin), Some((reader, plan))) = (self.plugin.clone(), self.reading.take())
+        else {
+            return Action::Continue;
+        };
+        match reader.on_trailers() {
+            request_body::Chunk::Whole(body) => {
+                let size = body.len();
+                self.decide_body(&plugin, &plan, &body, size)
+            }
+            _ => Action::Pause,
+        }
     }
 
     fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {

@@ -67,7 +67,17 @@ fn policy() -> Value {
                      "contextual_tuples": [{"user": "agent:{agent}", "relation": "acts_for", "object": "user:{sub}"}]}},
             {"match": {"methods": ["POST"], "path": "/rag/search"},
              "fga": {"filter": {"items": "results", "id": "id", "object": "document:{id}",
-                                "relation": "viewer", "max_body_bytes": 4096}}}
+                                "relation": "viewer", "max_body_bytes": 4096}}},
+            {"match": {"methods": ["POST"], "path": "/mcp"},
+             "mcp": {"tools": {
+                "get_quote": {},
+                "place_order": {"scopes": ["trade"], "fga": {"principal": "both",
+                    "checks": [{"relation": "can_use", "object": "tool:{tool}"}]}},
+                "wire_funds": {"fga": {"principal": "both",
+                    "checks": [{"relation": "can_use", "object": "tool:{tool}"},
+                               {"relation": "owner", "object": "account:{body.account}"}]}},
+                "admin_reset": {"scopes": ["admin"]}
+             }}}
         ],
         "fga": {"cluster": "vault", "authority": "vault.local", "store_id": "01STORE",
                 "authorization_model_id": "01MODEL", "preshared_key": "fga-key",
@@ -451,4 +461,220 @@ fn a_policy_without_the_fga_section_is_refused() {
     let host = Host::load(path, options()).unwrap();
     assert_eq!(host.configure(p.to_string()), Ok(false));
     assert!(host.logged("fga"));
+}
+
+/// An MCP POST through the plugin: headers (with `Mcp-Method` and
+/// `Mcp-Name` when given), then the JSON-RPC body.
+fn mcp_request(host: &Host, body: &Value, method: Option<&str>, name: Option<&str>) -> HttpContext {
+    let req = host.http_context().expect("an HTTP context");
+    let issuer = "https://idp.example.com/";
+    let who = ALICE;
+    let proof = ProofKey::from_bytes(&PROOF_KEY).unwrap().prove(
+        |n| match n {
+            "x-agentward-sub" => Some(who.sub),
+            "x-agentward-agent" => Some(who.agent),
+            "x-agentward-scope" => Some(who.scope),
+            "x-agentward-issuer" => Some(issuer),
+            _ => None,
+        },
+        TOKEN,
+    );
+    let authorization = format!("Bearer {TOKEN}");
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", "/mcp"),
+        ("content-type", "application/json"),
+        ("authorization", authorization.as_str()),
+        ("x-agentward-sub", who.sub),
+        ("x-agentward-agent", who.agent),
+        ("x-agentward-scope", who.scope),
+        ("x-agentward-issuer", issuer),
+        (PROOF, proof.as_str()),
+    ];
+    if let Some(m) = method {
+        headers.push(("mcp-method", m));
+    }
+    if let Some(n) = name {
+        headers.push(("mcp-name", n));
+    }
+    assert_eq!(
+        req.request_headers(&headers, false).unwrap(),
+        Action::Continue,
+        "the body is read"
+    );
+    req.request_body(body.to_string().as_bytes(), true).unwrap();
+    req
+}
+
+fn tools_answer(names: &[&str]) -> String {
+    let tools: Vec<Value> = names
+        .iter()
+        .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
+        .collect();
+    json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}}).to_string()
+}
+
+fn listed(body: &[u8]) -> Vec<String> {
+    let v: Value = serde_json::from_slice(body).unwrap();
+    v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const ALL_TOOLS: [&str; 5] = [
+    "get_quote",
+    "place_order",
+    "wire_funds",
+    "admin_reset",
+    "drop_tables",
+];
+
+#[test]
+fn tools_list_keeps_only_the_tools_the_user_and_the_agent_may_use() {
+    let Some(host) = plugin() else { return };
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let req = mcp_request(&host, &list, Some("tools/list"), None);
+    assert!(req.record().sent_upstream());
+    req.response_headers(
+        &[(":status", "200"), ("content-type", "application/json")],
+        false,
+    )
+    .unwrap();
+    req.response_body(tools_answer(&ALL_TOOLS).as_bytes(), true)
+        .unwrap();
+    let call = pending_call(&host, &req);
+    let asked: Vec<String> = call_body(&call)["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["tuple_key"]["user"].as_str().unwrap(),
+                c["tuple_key"]["object"].as_str().unwrap()
+            )
+        })
+        .collect();
+    // The owner check needs a call's arguments: not asked for the list.
+    assert_eq!(
+        asked,
+        [
+            "user:alice tool:place_order",
+            "agent:bot tool:place_order",
+            "user:alice tool:wire_funds",
+            "agent:bot tool:wire_funds"
+        ]
+    );
+    // The agent may not use wire_funds (dual authorization).
+    answer_checks(&host, &call, |user, object| {
+        !(user == "agent:bot" && object == "tool:wire_funds")
+    });
+    assert_eq!(
+        listed(&req.record().response_body),
+        ["get_quote", "place_order"]
+    );
+}
+
+#[test]
+fn an_event_stream_list_is_cut_too() {
+    let Some(host) = plugin() else { return };
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let req = mcp_request(&host, &list, None, None);
+    req.response_headers(
+        &[(":status", "200"), ("content-type", "text/event-stream")],
+        false,
+    )
+    .unwrap();
+    let stream = format!(
+        "event: message\ndata: {}\n\n",
+        tools_answer(&["get_quote", "drop_tables", "admin_reset"])
+    );
+    req.response_body(stream.as_bytes(), true).unwrap();
+    let out = String::from_utf8(req.record().response_body).unwrap();
+    let data = out.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    assert_eq!(listed(data.as_bytes()), ["get_quote"]);
+    assert!(out.starts_with("event: message\n"));
+}
+
+#[test]
+fn a_hidden_or_unlisted_tool_is_refused_at_tools_call() {
+    let Some(host) = plugin() else { return };
+    for tool in ["drop_tables", "admin_reset"] {
+        let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                          "params": {"name": tool, "arguments": {}}});
+        let req = mcp_request(&host, &call, Some("tools/call"), Some(tool));
+        let record = req.record();
+        assert!(!record.sent_upstream());
+        let answer = record.local_response.expect("answered");
+        let body: Value = serde_json::from_str(&answer.body_text()).unwrap();
+        if tool == "drop_tables" {
+            assert_eq!(
+                (answer.status, body["error"]["code"].as_i64()),
+                (200, Some(-32602))
+            );
+            assert_eq!(body["id"], 7);
+        } else {
+            assert_eq!(answer.status, 403);
+            assert_eq!(body["error"], "insufficient_scope");
+        }
+    }
+}
+
+#[test]
+fn a_tool_call_is_checked_with_its_arguments_and_may_go_on() {
+    let Some(host) = plugin() else { return };
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                      "params": {"name": "wire_funds", "arguments": {"account": "acc-9", "amount": 5}}});
+    let req = mcp_request(&host, &call, Some("tools/call"), Some("wire_funds"));
+    let fga = pending_call(&host, &req);
+    let objects: Vec<String> = call_body(&fga)["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["tuple_key"]["object"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        objects.contains(&"account:acc-9".to_string()),
+        "{objects:?}"
+    );
+    answer_checks(&host, &fga, |_, _| true);
+    assert!(req.record().sent_upstream());
+    assert_eq!(req.record().request_body, call.to_string().as_bytes());
+
+    // Another account: can_use is cached now, the owner checks are asked.
+    let other = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                       "params": {"name": "wire_funds", "arguments": {"account": "acc-10"}}});
+    let req = mcp_request(&host, &other, Some("tools/call"), Some("wire_funds"));
+    let fga = pending_call(&host, &req);
+    answer_checks(&host, &fga, |user, object| {
+        !(user == "agent:bot" && object == "account:acc-10")
+    });
+    let body = local_json(&req, 403);
+    assert_eq!(
+        (body["relation"].as_str(), body["principal"].as_str()),
+        (Some("owner"), Some("agent"))
+    );
+}
+
+#[test]
+fn headers_that_disagree_with_the_body_get_32020() {
+    let Some(host) = plugin() else { return };
+    let call = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                      "params": {"name": "drop_tables", "arguments": {}}});
+    // Decided as the harmless get_quote from the header, the body calls another.
+    let req = mcp_request(&host, &call, Some("tools/call"), Some("get_quote"));
+    let record = req.record();
+    let answer = record.local_response.expect("answered");
+    assert_eq!(answer.status, 400);
+    let body: Value = serde_json::from_str(&answer.body_text()).unwrap();
+    assert_eq!(body["error"]["code"], -32020);
+    // A list header over a call body.
+    let req = mcp_request(&host, &call, Some("tools/list"), None);
+    assert_eq!(req.record().local_response.unwrap().status, 400);
+    // Not JSON-RPC at all.
+    let req = mcp_request(&host, &json!([call]), None, None);
+    assert_eq!(req.record().local_response.unwrap().status, 400);
 }

@@ -258,19 +258,15 @@ fn is_header_name(s: &str) -> bool {
 
 impl Policy {
     /// The first part of the policy that no plugin of this release enforces
-    /// yet, by field path: a route's `mcp` tool rules (their plugins are in
-    /// progress; a route's `approval` is ciba-hold's, its `fga` scope-fga's). A plugin refuses to start on
-    /// such a policy rather than let the requests it describes through
-    /// unchecked.
+    /// yet, by field path: an MCP tool's `approval` (a route's `approval` is
+    /// ciba-hold's; a route's `fga`, its `mcp` tools, their scopes and
+    /// `fga` are scope-fga's). A plugin refuses to start on such a policy
+    /// rather than let the requests it describes through unchecked.
     pub fn unenforced(&self) -> Option<String> {
         self.routes.iter().enumerate().find_map(|(i, route)| {
-            // A route's `approval` is ciba-hold's (an MCP tool's is not yet).
-            let section = if route.mcp.is_some() {
-                "mcp"
-            } else {
-                return None;
-            };
-            Some(format!("routes[{i}].{section}"))
+            let mcp = route.mcp.as_ref()?;
+            let (name, _) = mcp.tools.0.iter().find(|(_, t)| t.approval.is_some())?;
+            Some(format!("routes[{i}].mcp.tools.{name}.approval"))
         })
     }
 }
@@ -319,9 +315,14 @@ mod tests {
             {"match": {"path": "/a"}},
             {"match": {"path": "/mcp"}, "mcp": {"tools": {"t": {"scopes": ["x"]}}}}
         ]);
+        // MCP tools and their scopes are scope-fga's.
+        assert_eq!(parse(p.clone()).unwrap().unenforced(), None);
+        p["routes"][1]["mcp"]["tools"]["u"] = json!({"approval": {"binding_message": "Call u"}});
+        p["approval"] = json!({"cluster": "vault", "client_id": "g", "client_secret": "s",
+                               "handle_key_env": "K"});
         assert_eq!(
             parse(p).unwrap().unenforced().as_deref(),
-            Some("routes[1].mcp")
+            Some("routes[1].mcp.tools.u.approval")
         );
     }
 
