@@ -14,6 +14,10 @@ gateway forwarded.
                              scope-fga filter cuts the answer to the notes
                              the user (and the agent) may read
     GET  /research/{id}      one note
+    POST /mcp                a minimal MCP server (JSON-RPC over Streamable
+                             HTTP, plain JSON answers): tools/list lists
+                             every tool, tools/call runs one; the gateway's
+                             scope-fga cuts the list and refuses hidden tools
     GET  /broker/portfolio   the user's account at the broker: trusts no
                              gateway header, only an access token issued by
                              the broker's OAuth provider (provider/), checked
@@ -53,6 +57,30 @@ NOTES = [
     {"id": "hr-review", "title": "HR review notes", "folder": None},
     {"id": "trading-book", "title": "Trading desk book", "folder": None},
 ]
+
+
+# The MCP tools (policies/stock-trade-rag.fga names who may use them).
+MCP_TOOLS = ["get-quote", "place-trade", "wire-funds", "prices", "admin-reset"]
+
+
+def mcp_answer(message: dict) -> dict:
+    """A JSON-RPC answer to one MCP request (no sessions: stateless)."""
+    method, rid = message.get("method"), message.get("id")
+    if method == "initialize":
+        result = {
+            "protocolVersion": message.get("params", {}).get("protocolVersion", "2025-11-25"),
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "stock-trade-tools", "version": "1.0"},
+        }
+    elif method == "tools/list":
+        result = {"tools": [{"name": t, "description": f"the {t} tool", "inputSchema": {"type": "object"}}
+                            for t in MCP_TOOLS]}
+    elif method == "tools/call" and message.get("params", {}).get("name") in MCP_TOOLS:
+        name = message["params"]["name"]
+        result = {"content": [{"type": "text", "text": f"{name}: done"}], "isError": False}
+    else:
+        return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": "Unknown tool"}}
+    return {"jsonrpc": "2.0", "id": rid, "result": result}
 
 
 def search_notes(query: str) -> list[dict]:
@@ -215,6 +243,24 @@ class StockTradeHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
         body = self._read_body()
+        if path == "/mcp":
+            try:
+                message = json.loads(body or b"{}")
+            except ValueError:
+                self._answer(400, {"error": "bad_request"})
+                return
+            if "id" not in message:  # a notification
+                self.send_response(202)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
+            data = json.dumps(mcp_answer(message)).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if path == "/research/search":
             try:
                 query = str(json.loads(body or b"{}").get("query", ""))

@@ -180,3 +180,22 @@ def test_both_filters_read_the_same_policy_and_the_key_comes_from_the_environmen
     assert jwt == fga
     assert fga["fga"]["preshared_key_env"] == "AGENTWARD_FGA_KEY" and "preshared_key" not in fga["fga"]
     assert "host_env_keys: [AGENTWARD_FGA_KEY]" in text
+
+
+def test_the_demo_s_research_steps_go_as_expected(fga_gateway, idp):
+    """examples/stock-trade/research.py run: what `cargo xtask demo` shows."""
+    import subprocess
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples/stock-trade/research.py"),
+            "run",
+            "--gateway", fga_gateway.url,
+            "--idp", idp.url,
+            "--resource", fga_gateway.policy["issuers"][0]["audiences"][0],
+        ],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "alice gets 4" in result.stdout and "listed: get-quote, place-trade" in result.stdout

@@ -91,7 +91,8 @@ pub fn run() -> Result {
             .arg("--config")
             .arg(&vault_config)
             .args(["--database-url", &database])
-            .env("AGENTWARD_VAULT_KEY", format!("k1:{}", random_key()?)),
+            .env("AGENTWARD_VAULT_KEY", format!("k1:{}", random_key()?))
+            .env("AGENTWARD_VAULT_FGA_PRESHARED_KEYS", stack::DEMO_FGA_KEY.1),
         &dir,
     )?;
     vault.wait_ready(vault_port, "/healthz", ready)?;
@@ -130,6 +131,50 @@ pub fn run() -> Result {
     )?;
     approval_envoy.wait_ready(approval_admin, "/ready", ready)?;
 
+    // Fine-grained authorization (jwt-identity → scope-fga) against the
+    // vault's FGA API: a store seeded from policies/stock-trade-rag.fga, a
+    // third Envoy with that store's id and its own listener and admin port.
+    let seeded = stack::python("examples/stock-trade/research.py")
+        .args([
+            "seed",
+            "--vault",
+            &format!("http://127.0.0.1:{vault_port}"),
+            "--key",
+            stack::DEMO_FGA_KEY.1,
+        ])
+        .output()
+        .map_err(|e| format!("research.py seed: {e}"))?;
+    if !seeded.status.success() {
+        return Err(format!(
+            "seeding the FGA store failed: {}",
+            String::from_utf8_lossy(&seeded.stderr)
+        ));
+    }
+    let store = String::from_utf8_lossy(&seeded.stdout).trim().to_string();
+    let fga_listener = stack::free_port()?;
+    let fga_admin = stack::free_port()?;
+    let shipped = root().join("envoy/scope-fga.yaml");
+    let template =
+        std::fs::read_to_string(&shipped).map_err(|e| format!("{}: {e}", shipped.display()))?;
+    let text = stack::render(&template, &ports, None)
+        .replace(
+            &format!("port_value: {listener} }}"),
+            &format!("port_value: {fga_listener} }}"),
+        )
+        .replace(
+            &format!("port_value: {admin} }}"),
+            &format!("port_value: {fga_admin} }}"),
+        )
+        .replace("01STOREFROMTHEDEMO000000000", &store);
+    let fga_config = dir.join("envoy-fga.yaml");
+    std::fs::write(&fga_config, text).map_err(|e| e.to_string())?;
+    let mut fga_envoy = Service::spawn(
+        "envoy-fga",
+        &mut stack::envoy(&fga_config, fga_admin, 1),
+        &dir,
+    )?;
+    fga_envoy.wait_ready(fga_admin, "/ready", ready)?;
+
     println!(
         "\n[demo] gateway   http://localhost:{listener}  (Envoy {}, envoy/chain.yaml: jwt_identity.wasm → token_exchange.wasm)",
         setup::envoy_version()?
@@ -145,6 +190,9 @@ pub fn run() -> Result {
     println!(
         "[demo] approvals http://127.0.0.1:{approval_listener}  (envoy/ciba-hold.yaml: jwt_identity.wasm → ciba_hold.wasm, the vault as CIBA authority)"
     );
+    println!(
+        "[demo] research  http://127.0.0.1:{fga_listener}  (envoy/scope-fga.yaml: jwt_identity.wasm → scope_fga.wasm, the vault's FGA API, store {store})"
+    );
     println!("[demo] logs and configs in .demo/\n");
     let agent = crate::run_visible(stack::python("examples/stock-trade/agent.py").args([
         "--gateway",
@@ -156,8 +204,27 @@ pub fn run() -> Result {
         "--vault-log",
         &vault.log.display().to_string(),
     ]));
-    drop((approval_envoy, envoy, vault, upstream, provider, idp));
-    agent.map_err(|_| "the demo did not go as expected; see above and .demo/*.log".to_string())
+    let research = crate::run_visible(stack::python("examples/stock-trade/research.py").args([
+        "run",
+        "--gateway",
+        &format!("http://127.0.0.1:{fga_listener}"),
+        "--idp",
+        &format!("http://127.0.0.1:{idp_port}"),
+        "--resource",
+        &format!("http://localhost:{listener}"),
+    ]));
+    drop((
+        fga_envoy,
+        approval_envoy,
+        envoy,
+        vault,
+        upstream,
+        provider,
+        idp,
+    ));
+    agent
+        .and(research)
+        .map_err(|_| "the demo did not go as expected; see above and .demo/*.log".to_string())
 }
 
 /// 32 random bytes, base64: the vault's data-encryption key for this run.

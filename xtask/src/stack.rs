@@ -206,6 +206,10 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 pub const DEMO_VAULT_CLIENT_SECRET: (&str, &str) =
     ("AGENTWARD_VAULT_CLIENT_SECRET", "gateway-demo-secret");
 
+/// envoy/scope-fga.yaml's FGA preshared key (`fga.preshared_key_env`); the
+/// demo's vault is started with it (`AGENTWARD_VAULT_FGA_PRESHARED_KEYS`).
+pub const DEMO_FGA_KEY: (&str, &str) = ("AGENTWARD_FGA_KEY", "fga-demo-key");
+
 /// The demo's key of deferred approval ids (envoy/ciba-hold.yaml's
 /// `approval.handle_key_env`: base64url of 32 bytes; a deployment draws its
 /// own, the same on every replica).
@@ -221,6 +225,8 @@ pub fn envoy(config: &Path, base_id: u16, concurrency: u32) -> Command {
     let (name, value) = DEMO_VAULT_CLIENT_SECRET;
     cmd.env(name, value);
     let (name, value) = DEMO_APPROVAL_HANDLE_KEY;
+    cmd.env(name, value);
+    let (name, value) = DEMO_FGA_KEY;
     cmd.env(name, value);
     cmd.arg("-c")
         .arg(config)
