@@ -52,6 +52,10 @@ enum Key {
     /// The bench policy plus a `vault` section and a `connection` on the
     /// route is every plugin's configuration; needs the bench vault.
     Exchange,
+    /// The bench policy plus an `fga` section and a check on the route
+    /// (envoy/bench/fga.py prepare); the FGA stand-in allows, once: later
+    /// requests are decided from scope-fga's shared-data cache.
+    Fga,
 }
 
 const SETUPS: &[Setup] = &[
@@ -93,6 +97,14 @@ const SETUPS: &[Setup] = &[
         key: Key::Exchange,
         tokens: Tokens::Repeated,
     },
+    // jwt-identity → scope-fga, the decision in the shared-data cache after
+    // the first request's check.
+    Setup {
+        name: "scope-fga-cached",
+        config: "envoy/bench/scope-fga.yaml",
+        key: Key::Fga,
+        tokens: Tokens::Repeated,
+    },
 ];
 
 /// `--only` name of the vault's own exchange throughput (not a gateway).
@@ -107,6 +119,7 @@ const RATIOS: &[(&str, &str, Option<f64>)] = &[
     ("jwt-identity-fresh", "native", None),
     ("jwt-identity-repeated", "native-cache", None),
     ("token-exchange-warm", "jwt-identity-repeated", Some(0.9)),
+    ("scope-fga-cached", "jwt-identity-repeated", Some(0.9)),
 ];
 
 /// Envoy workers per gateway (`--concurrency`).
@@ -225,7 +238,21 @@ pub fn run(options: Options) -> Result {
     };
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let material = bench_material(&dir, options.tokens)?;
+    let mut material = bench_material(&dir, options.tokens)?;
+    // The FGA stand-in scope-fga asks once (its decisions are then cached).
+    let _fga_stub = if setups.iter().any(|s| s.key == Key::Fga) {
+        let port = stack::free_port()?;
+        let mut stub = Service::spawn(
+            "fga-stub",
+            stack::python("envoy/bench/fga.py").args(["serve", "--port", &port.to_string()]),
+            &dir,
+        )?;
+        stub.wait_ready(port, "/healthz", Duration::from_secs(30))?;
+        material.fga_port = port;
+        Some(stub)
+    } else {
+        None
+    };
     let pin = Pinning::detect();
 
     let vault_stack = match &vault_binary {
@@ -313,8 +340,8 @@ fn measure_gateways<'a>(
     let mut offsets: HashMap<&str, u64> = HashMap::new();
     for (s, ports, service) in &mut gateways {
         service.wait_ready(ports[&stack::ADMIN], "/ready", Duration::from_secs(60))?;
-        if s.key == Key::Exchange {
-            // One request first: exactly one exchange fills the cache.
+        if matches!(s.key, Key::Exchange | Key::Fga) {
+            // One request first: exactly one exchange (check) fills the cache.
             let (status, body) = vault::prime(ports[&stack::LISTENER], PATH, &material.token)
                 .map_err(|e| format!("{}: first request: {e}", s.name))?;
             if status != 200 {
@@ -458,6 +485,10 @@ fn gateway<'a>(
             Some(Configuration::Policy(&v.policy))
         }
         (Key::Exchange, None) => return Err(format!("{}: needs the vault", s.name)),
+        (Key::Fga, _) => {
+            ports.insert(vault::CONVENTIONAL_PORT, material.fga_port);
+            Some(Configuration::Policy(&material.fga_policy))
+        }
         (Key::Policy, _) => Some(Configuration::Policy(&material.policy)),
         (Key::LocalJwks, _) => Some(Configuration::LocalJwks(&material.jwks)),
         (Key::None, _) => None,
@@ -507,6 +538,9 @@ fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
 struct Material {
     jwks: String,
     policy: String,
+    /// The bench policy with scope-fga's check, and the FGA stand-in's port.
+    fga_policy: String,
+    fga_port: u16,
     tokens_file: PathBuf,
     token: String,
     lua: PathBuf,
@@ -549,9 +583,16 @@ fn bench_material(dir: &Path, count: usize) -> Result<Material> {
     let token = tokens.lines().next().unwrap_or_default().to_string();
     let lua = dir.join("fresh-tokens.lua");
     std::fs::write(&lua, FRESH_TOKENS_LUA).map_err(|e| e.to_string())?;
+    run_quiet(stack::python("envoy/bench/fga.py").args([
+        "prepare",
+        "--dir",
+        &dir.display().to_string(),
+    ]))?;
     Ok(Material {
         jwks: read("jwks.json")?,
         policy: read("policy.json")?,
+        fga_policy: read("fga-policy.json")?,
+        fga_port: 0,
         tokens_file,
         token,
         lua,

@@ -62,7 +62,7 @@ pub fn run(
     for (s, ports, service, out) in &mut gateways {
         service.wait_ready(ports[&stack::ADMIN], "/ready", Duration::from_secs(900))?;
         let port = ports[&stack::LISTENER];
-        if s.key == super::Key::Exchange {
+        if matches!(s.key, super::Key::Exchange | super::Key::Fga) {
             prime(s.name, port, &material.token)?;
         }
         let pick = |i: usize| match s.tokens {
