@@ -33,6 +33,8 @@ commands:
                      (warm cache), and the vault's exchange endpoint (needs wrk);
                      --only fga-vault: the vault's FGA check, batch-check and
                      list-objects over 100,000 tuples (SQLite, and PostgreSQL if local);
+                     --only approval-longpoll,approval-polling: ciba-hold's approve → resumed
+                     latency; --only approval-held: 1,000 requests held on one worker;
                      --instructions N: instead of req/s, CPU instructions per request over
                      N requests, counted by callgrind (needs valgrind; repeatable to 0.1%)";
 

@@ -85,7 +85,9 @@ def open_page(link: str) -> tuple[requests.Session, str, dict]:
 
 
 class Gateway:
-    def __init__(self, name: str, workdir: Path, issuer, idp_port: int, upstream_port: int, wait_seconds: int):
+    def __init__(
+        self, name: str, workdir: Path, issuer, idp_port: int, upstream_port: int, wait_seconds: int, timeout_ms: int = 3000
+    ):
         self.workdir = workdir
         vault_port = free_port()
         self.ports = default_ports(upstream=upstream_port, idp=idp_port, vault=vault_port)
@@ -95,6 +97,7 @@ class Gateway:
         policy = json.loads(render(json.dumps(policy_file(POLICY)), self.ports))
         policy["approval"]["wait_seconds"] = wait_seconds
         policy["approval"]["max_held_requests"] = 2000
+        policy["approval"]["timeout_ms"] = timeout_ms
         self.policy = policy
         self.issuer = issuer
         config = render(CONFIG.read_text(), self.ports, policy)
@@ -173,7 +176,13 @@ def held_at_once(gw: Gateway, count: int) -> dict:
 
     deciders = ThreadPoolExecutor(max_workers=16)
     pages = list(deciders.map(approve, subs))
-    statuses = [f.result(timeout=120).status_code for f in futures.values()]
+    answers = [f.result(timeout=120) for f in futures.values()]
+    statuses = [a.status_code for a in answers]
+    reasons = {}
+    for a in answers:
+        if a.status_code != 201:
+            key = f"{a.status_code} {a.json().get('reason') if a.headers.get('content-type', '').startswith('application/json') else a.text[:60]}"
+            reasons[key] = reasons.get(key, 0) + 1
     pool.shutdown()
     deciders.shutdown()
     return {
@@ -182,6 +191,7 @@ def held_at_once(gw: Gateway, count: int) -> dict:
         "answered_before_approval": len(early),
         "errors": sum(1 for s in statuses if s != 201),
         "statuses": {str(k): statuses.count(k) for k in sorted(set(statuses))},
+        "refusals": reasons,
         "page_errors": sum(1 for p in pages if p != 200),
         "envoy_rss_before_kb": before,
         "envoy_rss_held_kb": with_held,
@@ -197,11 +207,23 @@ def main() -> int:
     parser.add_argument("--workdir", default=str(ROOT / "target/bench-approval"))
     args = parser.parse_args()
     only = set(args.only.split(","))
-    workdir = Path(args.workdir)
+    # A fresh folder per run: the vault's log (where approval links are
+    # read) is appended to.
+    workdir = Path(args.workdir) / time.strftime("run-%Y%m%d-%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
     issuer = idp_module.Idp()
     idp_server = issuer.serve(0)
-    upstream = upstream_module.make_server(0, quiet=True)
+    # The stock-trade API with a listen backlog for 1,000 held requests: each
+    # held request with a body has its upstream request open already (its
+    # headers went on before the body was read; README, ciba-hold).
+    from http.server import ThreadingHTTPServer
+
+    class Upstream(ThreadingHTTPServer):
+        request_queue_size = 4096
+        daemon_threads = True
+
+    handler = type("Handler", (upstream_module.StockTradeHandler,), {"quiet": True, "broker": None})
+    upstream = Upstream(("127.0.0.1", 0), handler)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     results = {}
     for name, wait in [("approval-longpoll", 20), ("approval-polling", 0)]:
