@@ -260,3 +260,53 @@ def test_deferred_202_then_the_same_retry_goes_through_once(stack):
     assert "x-agentward-approval" not in done.json()["seen_headers"]
     replay = stack.post("/orders", order, **approval)
     assert json_error(replay, 403)["reason"] == "approval_used"
+
+
+# -- two vault replicas on one PostgreSQL -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def replicas(idp, upstream_port, tmp_path_factory):
+    """Two vaults on one PostgreSQL schema; Envoy asks and long-polls
+    replica B only, the user decides on replica A."""
+    missing = missing_pieces()
+    if missing or not (WASM_DIR / "ciba_hold.wasm").exists():
+        pytest.skip("missing: " + ", ".join(missing or ["ciba_hold.wasm (cargo xtask build)"]))
+    database = Database.postgres()
+    if database is None:
+        pytest.skip("no PostgreSQL answers on 127.0.0.1:5432")
+    workdir = tmp_path_factory.mktemp("ciba-replicas")
+    port_a, port_b = free_port(), free_port()
+    ports = default_ports(upstream=upstream_port, idp=idp.port, vault=port_b)
+    key = "k1:" + base64.b64encode(b"1" * 32).decode()
+    started = []
+    try:
+        vault_a = Vault("vault-a", workdir, port_a, ports, database, 30, key)
+        started.append(vault_a)
+        vault_b = Vault("vault-b", workdir, port_b, ports, database, 30, key)
+        started.append(vault_b)
+        policy = json.loads(render(json.dumps(policy_file(POLICY)), ports))
+        envoy = Envoy("ciba-replicas", render(CONFIG.read_text(), ports, policy), workdir, ports)
+        started.append(envoy)
+        envoy.start()
+    except BaseException:
+        for piece in reversed(started):
+            piece.stop()
+        database.drop()
+        raise
+    yield Stack(idp, envoy, vault_b, policy), vault_a
+    for piece in reversed(started):
+        piece.stop()
+    database.drop()
+
+
+def test_a_decision_on_one_replica_resumes_the_long_poll_held_by_another(replicas, browser):
+    stack, vault_a = replicas
+    held = in_background(stack.post, "/trades", {"ticker": "ACME", "qty": 70})
+    link_b = stack.link("Buy 70 ACME")  # replica B took the request and notified
+    link_a = re.sub(r"^http://127\.0\.0\.1:\d+", vault_a.url, link_b)
+    assert link_a != link_b
+    assert browser.visit(link_a, "approve")["status"] == 200
+    r = held.result(timeout=30)
+    assert r.status_code == 201, r.text
+    assert stack.envoy.counter("agentward.approval.approved") == 1
