@@ -36,6 +36,7 @@ mod hostcalls;
 mod http_call;
 mod metrics;
 mod record;
+pub mod serve;
 mod shared;
 mod state;
 mod wasi;

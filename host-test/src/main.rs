@@ -1,4 +1,5 @@
 //! `host-test run`: one request through a plugin, printed as JSON.
+//! `host-test serve`: wasi:http components (the Spin build) on a local port.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -16,7 +17,15 @@ const USAGE: &str = "usage: host-test run --wasm FILE [--config FILE] [--vm-conf
                      [--no-verify-signature]
 
 Loads the plugin, configures it, sends one request through it (callouts to
---cluster names go to that local server) and prints what the plugin did.";
+--cluster names go to that local server) and prints what the plugin did.
+
+       host-test serve --component [NAME=]FILE... [--policy FILE] [--var NAME=VALUE]...
+                       [--upstream URL] [--listen 127.0.0.1:3000]
+
+Serves the first wasi:http component on --listen, a fresh instance per request.
+Each component gets the variables (--policy is the `policy` variable; a random
+`proof_key` unless one is given) and `next`: http://NAME.spin.internal of the
+component after it (served in process), or --upstream for the last one.";
 
 #[derive(Default)]
 struct Run {
@@ -32,6 +41,9 @@ struct Run {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve") {
+        return serve(&args[1..]);
+    }
     let run = match parse(&args) {
         Ok(run) => run,
         Err(message) => {
@@ -253,4 +265,106 @@ fn log_json(entry: &LogEntry) -> Value {
         "source": format!("{:?}", entry.source),
         "message": entry.message,
     })
+}
+
+/// `host-test serve`.
+fn serve(args: &[String]) -> ExitCode {
+    let (options, listen) = match parse_serve(args) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("{message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("host-test serve: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = runtime.block_on(async {
+        let runner = host_test::serve::Runner::load(&options)?;
+        host_test::serve::serve(runner, listen, |address| {
+            use std::io::Write;
+            println!("host-test serve: listening on http://{address}");
+            let _ = std::io::stdout().flush();
+        })
+        .await
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("host-test serve: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_serve(args: &[String]) -> Result<(host_test::serve::ServeOptions, SocketAddr), String> {
+    let mut options = host_test::serve::ServeOptions::default();
+    let mut listen: SocketAddr = ([127, 0, 0, 1], 3000).into();
+    let mut rest = args;
+    while let Some((flag, tail)) = rest.split_first() {
+        let (value, tail) = tail
+            .split_first()
+            .ok_or_else(|| format!("{flag} needs a value"))?;
+        rest = tail;
+        match flag.as_str() {
+            "--component" => {
+                let (name, file) = match value.split_once('=') {
+                    Some((name, file)) => (name.to_string(), file.to_string()),
+                    None => {
+                        let stem = std::path::Path::new(value)
+                            .file_stem()
+                            .and_then(|s| s.to_str())
+                            .unwrap_or("app");
+                        (stem.replace('_', "-"), value.clone())
+                    }
+                };
+                options.components.push((name, file));
+            }
+            "--policy" => {
+                let policy = std::fs::read_to_string(value)
+                    .map_err(|e| format!("cannot read {value}: {e}"))?;
+                options.variables.insert("policy".into(), policy);
+            }
+            "--var" => {
+                let (name, value) = value
+                    .split_once('=')
+                    .ok_or_else(|| format!("--var {value}: expected NAME=VALUE"))?;
+                options.variables.insert(name.into(), value.into());
+            }
+            "--upstream" => options.upstream = Some(value.trim_end_matches('/').to_string()),
+            "--listen" => {
+                listen = value
+                    .parse()
+                    .map_err(|e| format!("--listen {value}: {e}"))?;
+            }
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if options.components.is_empty() {
+        return Err("--component is required".into());
+    }
+    options
+        .variables
+        .entry("proof_key".into())
+        .or_insert_with(random_hex_key);
+    Ok((options, listen))
+}
+
+/// 32 hex digits from the process's random hasher keys.
+fn random_hex_key() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    (0..2u8)
+        .map(|i| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u8(i);
+            format!("{:016x}", h.finish())
+        })
+        .collect()
 }

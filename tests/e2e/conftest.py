@@ -13,7 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from stack import JWT_IDENTITY_CONFIG, ROOT, WASM_DIR, Envoy, default_ports, embedded_policies, render
+from stack import (
+    HOST_TEST,
+    JWT_IDENTITY_CONFIG,
+    ROOT,
+    SPIN_WASM_DIR,
+    WASM_DIR,
+    Envoy,
+    Spin,
+    default_ports,
+    embedded_policies,
+    render,
+)
 
 sys.path.insert(0, str(ROOT / "examples/stock-trade"))
 
@@ -60,9 +71,15 @@ def shipped_policy() -> dict:
 
 @dataclass
 class Gateway:
-    envoy: Envoy
+    envoy: Envoy | Spin
     policy: dict
     idp: idp_module.Idp
+    host: str = "envoy"
+
+    @property
+    def counts(self) -> bool:
+        """Whether the host keeps counters (Envoy does, Spin does not)."""
+        return self.host == "envoy"
 
     @property
     def url(self) -> str:
@@ -111,12 +128,19 @@ def start_gateway(idp, upstream_port, workdir):
         concurrency: int = 1,
         upstream: int | None = None,
         edit=None,
+        host: str = "envoy",
     ) -> Gateway:
         ports = default_ports(upstream=upstream or upstream_port, idp=idp_port or idp.port)
         policy = copy.deepcopy(shipped_policy())
         policy = json.loads(render(json.dumps(policy), ports))  # resource/audience follow the port
         if adjust:
             adjust(policy)
+        if host == "spin":
+            variables = {"cluster_idp": f"http://127.0.0.1:{ports['idp']}"}
+            spin = Spin(name, ["jwt-identity"], policy, workdir, ports, variables)
+            started.append(spin)
+            spin.start()
+            return Gateway(spin, policy, idp.idp, host="spin")
         config = render(JWT_IDENTITY_CONFIG.read_text(), ports, policy)
         if edit:
             config = edit(config)
@@ -136,9 +160,32 @@ def _fast_refetch(policy: dict) -> None:
 
 
 @pytest.fixture(scope="session")
-def gateway(start_gateway) -> Gateway:
+def envoy_gateway(start_gateway) -> Gateway:
     """The shipped stock-trade gateway, two workers."""
     return start_gateway("stock-trade", _fast_refetch, concurrency=2)
+
+
+@pytest.fixture(scope="session")
+def gateway(envoy_gateway) -> Gateway:
+    """The shipped stock-trade gateway in Envoy (see `hosted_gateway` for
+    the scenarios that run in both hosts)."""
+    return envoy_gateway
+
+
+def _spin_built() -> bool:
+    return HOST_TEST.exists() and (SPIN_WASM_DIR / "spin_jwt_identity.wasm").exists()
+
+
+@pytest.fixture(scope="session", params=["envoy", "spin"])
+def hosted_gateway(request, start_gateway) -> Gateway:
+    """The shipped stock-trade gateway in each host: Envoy (two workers)
+    and the Spin component in `host-test serve`. A scenario that passes in
+    one and fails in the other is a bug."""
+    if request.param == "spin":
+        if not _spin_built():
+            pytest.fail("the Spin build is missing: run `cargo xtask build`")
+        return start_gateway("stock-trade-spin", _fast_refetch, host="spin")
+    return request.getfixturevalue("envoy_gateway")
 
 
 @pytest.fixture(scope="session")

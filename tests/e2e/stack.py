@@ -233,3 +233,76 @@ def default_ports(**given: int) -> dict[str, int]:
 def decode_claims_header(value: str) -> dict:
     """`x-agentward-claims`: base64url (no padding) of the claims JSON."""
     return json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+
+
+# The Spin build: wasi:http components run by `host-test serve` (the
+# wasmtime runner in host-test/), built by `cargo xtask build`.
+HOST_TEST = ROOT / "target/debug/host-test"
+SPIN_WASM_DIR = ROOT / "target/wasm32-wasip2/release"
+
+
+class Spin:
+    """The Spin components of a chain, served by `host-test serve` on a
+    rendered policy; the same interface as Envoy where it makes sense
+    (`url`, `start`, `stop`, `log`). A Spin host has no counters."""
+
+    counts = False
+
+    def __init__(
+        self,
+        name: str,
+        components: list[str],
+        policy: dict,
+        workdir: Path,
+        ports: dict[str, int],
+        variables: dict[str, str] | None = None,
+    ):
+        self.name = name
+        self.ports = ports
+        self.components = components
+        self.policy_path = workdir / f"{name}.spin-policy.json"
+        self.log_path = workdir / f"{name}.spin.log"
+        self.policy_path.write_text(json.dumps(policy))
+        self.variables = dict(variables or {})
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['listener']}"
+
+    def command(self) -> list[str]:
+        cmd = [str(HOST_TEST), "serve", "--policy", str(self.policy_path)]
+        for component in self.components:
+            cmd += ["--component", f"{component}={SPIN_WASM_DIR / ('spin_' + component.replace('-', '_') + '.wasm')}"]
+        cmd += ["--upstream", f"http://127.0.0.1:{self.ports['upstream']}"]
+        cmd += ["--listen", f"127.0.0.1:{self.ports['listener']}"]
+        for name, value in self.variables.items():
+            cmd += ["--var", f"{name}={value}"]
+        return cmd
+
+    def start(self, timeout: float = 60) -> "Spin":
+        log = open(self.log_path, "w")
+        self.process = subprocess.Popen(self.command(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"host-test serve {self.name} exited:\n{self.log()}")
+            if "listening on" in self.log():
+                return self
+            time.sleep(0.1)
+        raise TimeoutError(f"host-test serve {self.name} not ready after {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def counter(self, name: str) -> int:
+        raise NotImplementedError("a Spin host has no counters")

@@ -7,6 +7,12 @@ import requests
 from stack import decode_claims_header
 
 
+
+@pytest.fixture
+def gateway(hosted_gateway):
+    """Every scenario here runs in both hosts: Envoy and Spin."""
+    return hosted_gateway
+
 def get(gateway, path, token=None, headers=None, **kw):
     headers = dict(headers or {})
     if token:

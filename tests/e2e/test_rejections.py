@@ -13,6 +13,12 @@ import requests
 import idp as idp_module
 
 
+
+@pytest.fixture
+def gateway(hosted_gateway):
+    """Every scenario here runs in both hosts: Envoy and Spin."""
+    return hosted_gateway
+
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -140,7 +146,7 @@ def test_bad_claim_names_the_claim_and_not_its_value(gateway):
 
 
 def test_token_without_the_routes_scope_gets_403_insufficient_scope(gateway):
-    before = gateway.counter("agentward.jwt.rejected.insufficient_scope")
+    before = gateway.counter("agentward.jwt.rejected.insufficient_scope") if gateway.counts else 0
     token = gateway.token(scope="portfolio:read")
     r = requests.post(
         gateway.url + "/trades",
@@ -161,10 +167,13 @@ def test_token_without_the_routes_scope_gets_403_insufficient_scope(gateway):
     # The same token, now cached, still reads the portfolio it has the scope for.
     r = requests.get(gateway.url + "/portfolio", headers={"authorization": f"Bearer {token}"}, timeout=15)
     assert r.status_code == 200, r.text
-    assert gateway.counter("agentward.jwt.rejected.insufficient_scope") == before + 1
+    if gateway.counts:
+        assert gateway.counter("agentward.jwt.rejected.insufficient_scope") == before + 1
 
 
 def test_rejections_are_counted_by_reason(gateway):
+    if not gateway.counts:
+        pytest.skip("a Spin host has no counters")
     before = gateway.counter("agentward.jwt.rejected.expired")
     requests.get(gateway.url + "/portfolio", headers={"authorization": f"Bearer {expired(gateway)}"}, timeout=15)
     assert gateway.counter("agentward.jwt.rejected.expired") == before + 1

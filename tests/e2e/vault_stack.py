@@ -30,7 +30,18 @@ from urllib.parse import parse_qsl
 
 import requests
 
-from stack import CHAIN_CONFIG, CONVENTIONAL_PORTS, ROOT, Envoy, embedded_policies, free_port, policy_file, render
+from stack import (
+    CHAIN_CONFIG,
+    CONVENTIONAL_PORTS,
+    DEMO_VAULT_SECRET,
+    ROOT,
+    Envoy,
+    Spin,
+    embedded_policies,
+    free_port,
+    policy_file,
+    render,
+)
 
 PROVIDER_DIR = ROOT / "examples/stock-trade/provider"
 VAULT_BIN = ROOT / "target/debug/agentward-vault"
@@ -353,11 +364,12 @@ class TokenVaultStack:
     vaults: list[Vault]
     broker: object  # upstream.Broker
     broker_server: object  # its ThreadingHTTPServer
-    envoy: Envoy
+    envoy: Envoy | Spin
     policy: dict
     access_token_ttl: int
     margin: int
     taps: list[VaultTap] = field(default_factory=list)
+    host: str = "envoy"
     gateways: list[Envoy] = field(default_factory=list)
     user_tokens: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -442,11 +454,14 @@ def start_stack(
     margin: int,
     dialect: str | None = None,
     tap: bool = False,
+    host: str = "envoy",
 ) -> TokenVaultStack:
-    """Provider, `replicas` vaults, the broker API and Envoy (chain.yaml, two
-    workers), all on fresh ports. `dialect` sets the policy's
-    `vault.dialect` (None: the shipped policy's, RFC 8693); with `tap`, Envoy
-    reaches each vault through a VaultTap."""
+    """Provider, `replicas` vaults, the broker API and the gateway, all on
+    fresh ports: Envoy (chain.yaml, two workers), or with `host="spin"` the
+    Spin components jwt-identity → token-exchange in `host-test serve` (the
+    first vault only). `dialect` sets the policy's `vault.dialect` (None:
+    the shipped policy's, RFC 8693); with `tap`, the gateway reaches each
+    vault through a VaultTap."""
     workdir.mkdir(parents=True, exist_ok=True)
     if backend == "sqlite":
         database = Database.sqlite(workdir)
@@ -478,7 +493,15 @@ def start_stack(
         if dialect is not None:
             policy["vault"]["dialect"] = dialect
         endpoints = [t.port for t in taps] or vault_ports
-        envoy = Envoy(f"chain-{backend}", chain_config(ports, policy, endpoints), workdir, ports, concurrency=2)
+        if host == "spin":
+            variables = {
+                "cluster_idp": f"http://127.0.0.1:{idp_port}",
+                "cluster_vault": f"http://127.0.0.1:{endpoints[0]}",
+                "agentward_vault_client_secret": DEMO_VAULT_SECRET,
+            }
+            envoy = Spin(f"chain-{backend}", ["jwt-identity", "token-exchange"], policy, workdir, ports, variables)
+        else:
+            envoy = Envoy(f"chain-{backend}", chain_config(ports, policy, endpoints), workdir, ports, concurrency=2)
         started.append(envoy)
         envoy.start()
     except BaseException:
@@ -487,7 +510,7 @@ def start_stack(
         database.drop()
         raise
     return TokenVaultStack(
-        backend, workdir, idp, provider, database, vaults, broker, server, envoy, policy, access_token_ttl, margin, taps
+        backend, workdir, idp, provider, database, vaults, broker, server, envoy, policy, access_token_ttl, margin, taps, host
     )
 
 

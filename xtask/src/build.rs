@@ -29,12 +29,54 @@ pub fn present_plugins() -> Vec<&'static str> {
         .collect()
 }
 
-/// Builds the plugins, the host-test probe and the vault; returns the plugins' `.wasm` files.
+/// Builds the plugins, the Spin components and their runner, the
+/// host-test probe and the vault; returns the plugins' `.wasm` files.
 pub fn run() -> Result<Vec<PathBuf>> {
     let wasm = plugins()?;
+    spin()?;
     probe()?;
     vault()?;
     Ok(wasm)
+}
+
+/// The Spin components (`plugins/spin/<plugin>/`), in chain order.
+pub const SPIN_COMPONENTS: &[&str] = &["jwt-identity", "token-exchange"];
+
+pub const SPIN_TARGET: &str = "wasm32-wasip2";
+
+/// Where a Spin component lands: `target/wasm32-wasip2/release/spin_<plugin>.wasm`.
+pub fn spin_path(plugin: &str) -> PathBuf {
+    root()
+        .join("target")
+        .join(SPIN_TARGET)
+        .join("release")
+        .join(format!("spin_{}.wasm", plugin.replace('-', "_")))
+}
+
+/// Builds the Spin components (release, `wasm32-wasip2`) and their runner,
+/// `host-test serve` (dev profile: its dependencies are optimised anyway
+/// and shared with `cargo test`); prints the components' sizes.
+pub fn spin() -> Result {
+    println!("[build] Spin components: {}", SPIN_COMPONENTS.join(", "));
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", SPIN_TARGET]);
+    for p in SPIN_COMPONENTS {
+        cmd.args(["-p", &format!("spin-{p}")]);
+    }
+    run_visible(&mut cmd)?;
+    for p in SPIN_COMPONENTS {
+        let path = spin_path(p);
+        let size = std::fs::metadata(&path)
+            .map_err(|e| format!("{} was not produced: {e}", path.display()))?
+            .len();
+        println!(
+            "[build] {:<40} {:>7.1} KiB",
+            path.strip_prefix(root()).unwrap_or(&path).display(),
+            size as f64 / 1024.0
+        );
+    }
+    println!("[build] host-test (the wasi:http runner, dev profile)");
+    run_visible(cargo().args(["build", "-p", "host-test", "--bin", "host-test"]))
 }
 
 /// Builds the probe plugin that host-test's own tests load (its own workspace).

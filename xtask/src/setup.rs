@@ -82,13 +82,18 @@ fn step(what: &str, f: impl FnOnce() -> Result<String>) -> Result {
 }
 
 fn wasm_target() -> Result {
-    step("rust target wasm32-wasip1", || {
-        let installed = run_quiet(Command::new("rustup").args(["target", "list", "--installed"]))?;
-        if !installed.lines().any(|l| l.trim() == "wasm32-wasip1") {
-            run_quiet(Command::new("rustup").args(["target", "add", "wasm32-wasip1"]))?;
-        }
-        Ok(String::new())
-    })
+    // wasip1: the Envoy plugins; wasip2: the Spin components.
+    for target in ["wasm32-wasip1", "wasm32-wasip2"] {
+        step(&format!("rust target {target}"), || {
+            let installed =
+                run_quiet(Command::new("rustup").args(["target", "list", "--installed"]))?;
+            if !installed.lines().any(|l| l.trim() == target) {
+                run_quiet(Command::new("rustup").args(["target", "add", target]))?;
+            }
+            Ok(String::new())
+        })?;
+    }
+    Ok(())
 }
 
 fn python_venv() -> Result {
