@@ -8,6 +8,7 @@
 //! steps (`agentward_envoy::step`, `agentward_envoy::response_body`),
 //! dispatch its calls, count its verdicts.
 
+use agentward_core::clock::TickClock;
 use agentward_core::fga::gate::{
     BodyPlan, Decision, Gate, Pending, RequestHead, ResponsePlan, ResponseRun, Verdict,
 };
@@ -21,8 +22,9 @@ use agentward_envoy::step::{self, Carried, Phase};
 use agentward_envoy::{hostcall, log, now_ms, respond, Counter, SharedData};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 
 agentward_envoy::callbacks!(
     "proxy_on_request_headers",
@@ -31,7 +33,8 @@ agentward_envoy::callbacks!(
     "proxy_on_response_headers",
     "proxy_on_response_body",
     "proxy_on_response_trailers",
-    "proxy_on_http_call_response"
+    "proxy_on_http_call_response",
+    "proxy_on_tick"
 );
 
 proxy_wasm::main! {{
@@ -66,21 +69,39 @@ struct Plugin {
     /// Responses cut, and responses that could not be (replaced by a refusal).
     filtered: Counter,
     filter_refused: Counter,
+    /// Allowed requests not yet added to their counter: a request decided
+    /// from the cache then makes no metric call (added on tick).
+    allowed: Cell<u64>,
+    /// The host's clock, read once a tick (ahead, never behind: a cached
+    /// decision expires up to a tick early, never late).
+    clock: TickClock,
 }
 
 impl Plugin {
     fn count(&self, verdict: Verdict) {
-        if let Some(i) = Verdict::COUNTED.iter().position(|v| *v == verdict) {
+        if verdict == Verdict::Allowed {
+            self.allowed.set(self.allowed.get() + 1);
+        } else if let Some(i) = Verdict::COUNTED.iter().position(|v| *v == verdict) {
             self.counters[i].inc();
         }
     }
+
+    fn counter(&self, verdict: Verdict) -> Counter {
+        let i = Verdict::COUNTED.iter().position(|v| *v == verdict);
+        i.map_or(Counter::default(), |i| self.counters[i])
+    }
+
+    /// Unix milliseconds for the decision cache; 0 when the host cannot
+    /// tell (no cached decision is then fresh: the service is asked).
+    fn now_ms(&self) -> u64 {
+        self.clock
+            .now(|| now_ms().map_or(0, |ms| ms / 1000))
+            .saturating_mul(1000)
+    }
 }
 
-/// The host's clock in Unix milliseconds; 0 when it cannot be read (no
-/// cached decision is then fresh: the service is asked).
-fn clock() -> u64 {
-    now_ms().unwrap_or(0)
-}
+/// Seconds between ticks (the clock's resolution, and how late counters are).
+const TICK_SECONDS: u64 = 1;
 
 #[derive(Default)]
 struct Root {
@@ -108,8 +129,27 @@ impl RootContext for Root {
             counters: Verdict::COUNTED.map(|v| Counter::define(v.metric())),
             filtered: Counter::define("agentward.fga.filtered"),
             filter_refused: Counter::define("agentward.fga.filter_refused"),
+            allowed: Cell::new(0),
+            clock: TickClock::new(TICK_SECONDS),
         }));
+        if hostcall::set_tick_period(Duration::from_secs(TICK_SECONDS)).is_err() {
+            log(
+                LogLevel::Warn,
+                "agentward: no tick period: the clock is read on every request",
+            );
+        }
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(plugin) = &self.plugin {
+            if let Ok(ms) = now_ms() {
+                plugin.clock.tick(ms / 1000);
+            }
+            plugin
+                .counter(Verdict::Allowed)
+                .add(plugin.allowed.replace(0));
+        }
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
@@ -180,7 +220,7 @@ impl Request {
                     pending,
                     &Answer::Failed,
                     &mut SharedData,
-                    clock(),
+                    plugin.now_ms(),
                 );
                 self.carry_out(plugin, failed, phase)
             }
@@ -211,7 +251,7 @@ impl Request {
         let decision = plugin
             .gate
             .borrow()
-            .decide_body(plan, body, &SharedData, clock());
+            .decide_body(plan, body, &SharedData, plugin.now_ms());
         self.carry_out_on_body(plugin, decision, body_size)
     }
 
@@ -236,7 +276,7 @@ impl Request {
                     pending,
                     &Answer::Failed,
                     &mut SharedData,
-                    clock(),
+                    plugin.now_ms(),
                 );
                 self.carry_out_on_body(plugin, failed, body_size)
             }
@@ -272,7 +312,7 @@ impl Request {
                     &mut run,
                     &Answer::Failed,
                     &mut SharedData,
-                    clock(),
+                    plugin.now_ms(),
                 );
                 self.carry_out_body(plugin, next, Some(run), phase)
             }
@@ -304,11 +344,12 @@ impl Context for Request {
             Waiting::Nothing => {}
             Waiting::Request(pending, max_bytes) => {
                 let answer = step::read_answer(num_headers, body_size, max_bytes);
-                let decision =
-                    plugin
-                        .gate
-                        .borrow()
-                        .answered(pending, &answer, &mut SharedData, clock());
+                let decision = plugin.gate.borrow().answered(
+                    pending,
+                    &answer,
+                    &mut SharedData,
+                    plugin.now_ms(),
+                );
                 self.carry_out(&plugin, decision, Phase::Held);
             }
             Waiting::Response(mut run, max_bytes) => {
@@ -317,7 +358,7 @@ impl Context for Request {
                     &mut run,
                     &answer,
                     &mut SharedData,
-                    clock(),
+                    plugin.now_ms(),
                 );
                 self.carry_out_body(&plugin, next, Some(run), Phase::Held);
             }
@@ -347,10 +388,11 @@ impl HttpContext for Request {
                 name: mcp_name,
             },
         };
-        let decision = plugin
-            .gate
-            .borrow_mut()
-            .decide(&head, &SharedData, &SharedData, clock());
+        let decision =
+            plugin
+                .gate
+                .borrow_mut()
+                .decide(&head, &SharedData, &SharedData, plugin.now_ms());
         self.carry_out(&plugin, decision, Phase::Headers)
     }
 
@@ -437,7 +479,7 @@ impl HttpContext for Request {
                     self.event_stream,
                     &body,
                     &SharedData,
-                    clock(),
+                    plugin.now_ms(),
                 );
                 self.carry_out_body(&plugin, step, run, Phase::Headers)
             }

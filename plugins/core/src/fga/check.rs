@@ -78,7 +78,12 @@ fn cache_slot(service: &FgaService, check: &Check) -> (String, String) {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     let slot = u64::from_be_bytes(first) % service.cache_entries.max(1) as u64;
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(digest.len() * 2);
+    for b in digest.iter() {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 15)]));
+    }
     (format!("agentward.fga.{slot}"), hex)
 }
 
