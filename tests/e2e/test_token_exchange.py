@@ -39,6 +39,7 @@ from stack import (
     SPIN_WASM_DIR,
     WASM_DIR,
     Envoy,
+    Spin,
     embedded_policies,
     free_port,
     render,
@@ -357,6 +358,37 @@ class TestTokenVault:
             assert r.status_code == 200 and r.json()["account"] == "alice-broker", r.text
         finally:
             envoy.stop()
+
+    def test_spin_token_exchange_alone_refuses_forged_identity(self, tx):
+        """The Spin form of the test above: token-exchange served alone
+        (what a caller gets who reaches the private component directly),
+        with the chain's own proof key. Forged identity headers, an unsigned
+        JWT and alice's real token without jwt-identity's proof get 401, and
+        nothing reaches the API."""
+        if tx.host != "spin":
+            pytest.skip("the Envoy form is the test above")
+        ports = dict(tx.envoy.ports, listener=free_port())
+        alone = Spin("spin-alone", ["token-exchange"], tx.policy, tx.workdir, ports, tx.envoy.variables)
+        alone.start()
+        try:
+            url = alone.url + "/broker/portfolio"
+            issuer = tx.policy["issuers"][0]["issuer"]
+            forged = unsigned_jwt({"iss": issuer, "sub": "alice", "aud": tx.audience, "exp": int(time.time()) + 300})
+            identity = {"x-agentward-sub": "alice", "x-agentward-issuer": issuer, "x-agentward-agent": "stock-agent"}
+            forwarded = len(tx.broker.seen)
+            attempts = [
+                dict(identity, authorization=f"Bearer {forged}"),
+                dict(identity, authorization=f"Bearer {forged}", **{"x-agentward-proof": "AAAAAAAAAAAAAAAAAAAAAA"}),
+                dict(identity, authorization=f"Bearer {tx.token('alice')}"),
+            ]
+            for headers in attempts:
+                body = json_error(requests.get(url, headers=headers, timeout=15), 401)
+                assert body["reason"] == "identity_unproven", body
+            assert len(tx.broker.seen) == forwarded, "nothing reached the API"
+            r = tx.portfolio(tx.token("alice"))
+            assert r.status_code == 200, r.text
+        finally:
+            alone.stop()
 
     def test_vault_down_answers_503_and_forwards_nothing(self, tx):
         for vault in tx.vaults:

@@ -498,6 +498,8 @@ def start_stack(
                 "cluster_idp": f"http://127.0.0.1:{idp_port}",
                 "cluster_vault": f"http://127.0.0.1:{endpoints[0]}",
                 "agentward_vault_client_secret": DEMO_VAULT_SECRET,
+                # Known to the test, so it can serve token-exchange alone with it.
+                "proof_key": os.urandom(16).hex(),
             }
             envoy = Spin(f"chain-{backend}", ["jwt-identity", "token-exchange"], policy, workdir, ports, variables)
         else:
