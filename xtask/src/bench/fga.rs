@@ -446,8 +446,21 @@ struct Figures {
     lists: Vec<Window>,
 }
 
+/// A vault binary to bench instead of building this tree's (e.g. an older
+/// build, to compare).
+const BINARY_ENV: &str = "AGENTWARD_BENCH_FGA_VAULT";
+
 pub fn run(rounds: usize, window_secs: u32, pin: &Pinning) -> Result {
-    let binary = super::vault::build()?;
+    let binary = match std::env::var_os(BINARY_ENV) {
+        Some(path) => {
+            println!(
+                "[bench] fga: the vault binary from {BINARY_ENV}: {}",
+                path.to_string_lossy()
+            );
+            std::path::PathBuf::from(path)
+        }
+        None => super::vault::build()?,
+    };
     let dir = crate::root().join("target/bench-fga");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     println!("[bench] fga: generating {USERS} users, {GROUPS} groups, {TEAMS} teams, {ORGS} orgs, {DOCUMENTS} documents");
