@@ -37,6 +37,8 @@ pub const MAX_CONTEXTUAL_TUPLES: usize = 100;
 pub const MAX_LIST_OBJECTS: usize = 1000;
 /// How long one `list-objects` may search (OpenFGA's default).
 pub const LIST_OBJECTS_DEADLINE: Duration = Duration::from_secs(3);
+/// Candidates of `list-objects` whose tuples are loaded at once.
+const LIST_OBJECTS_SLICE: usize = 500;
 /// Tuples in one bulk `import`.
 pub const MAX_IMPORT_TUPLES: usize = 100_000;
 /// Largest `import` body.
@@ -813,22 +815,29 @@ async fn list_objects(
     };
     let mut objects = Vec::new();
     let ids = checker.tuples.object_ids(&req.type_name).await?;
-    checker
-        .prefetch(&req.type_name, &ids, &req.relation)
-        .await?;
-    for id in ids {
-        if objects.len() >= MAX_LIST_OBJECTS {
+    // Candidates' tuples loaded a slice at a time, just before they are
+    // checked, so that the deadline also bounds the loading.
+    'search: for slice in ids.chunks(LIST_OBJECTS_SLICE) {
+        if Instant::now() >= deadline {
             break;
         }
-        let object = Object {
-            type_name: req.type_name.clone(),
-            id,
-        };
-        match checker.check(&object, &req.relation, &user).await {
-            Ok(true) => objects.push(object.to_string()),
-            Ok(false) => {}
-            Err(e) if e.code == "deadline_exceeded" => break,
-            Err(e) => return Err(e),
+        checker
+            .prefetch(&req.type_name, slice, &req.relation)
+            .await?;
+        for id in slice {
+            if objects.len() >= MAX_LIST_OBJECTS {
+                break 'search;
+            }
+            let object = Object {
+                type_name: req.type_name.clone(),
+                id: id.clone(),
+            };
+            match checker.check(&object, &req.relation, &user).await {
+                Ok(true) => objects.push(object.to_string()),
+                Ok(false) => {}
+                Err(e) if e.code == "deadline_exceeded" => break 'search,
+                Err(e) => return Err(e),
+            }
         }
     }
     ok(StatusCode::OK, json!({"objects": objects}))
