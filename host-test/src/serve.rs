@@ -11,6 +11,9 @@
 //!   component, plus `next`, the origin of the next component in the list
 //!   (the last one's is the upstream);
 //! - `wasi:cli` (stdout and stderr go to the runner's), clocks and random.
+//!
+//! With `HOST_TEST_SERVE_TIMING` set in its environment, it logs how long
+//! each instantiation took.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -257,8 +260,16 @@ impl Runner {
             .http()
             .new_incoming_request(Scheme::Http, request)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
+        let timing = std::env::var_os("HOST_TEST_SERVE_TIMING").is_some();
         let task = tokio::task::spawn(async move {
+            let started = std::time::Instant::now();
             let proxy = pre.instantiate_async(&mut store).await?;
+            if timing {
+                eprintln!(
+                    "host-test serve: instantiated in {} µs",
+                    started.elapsed().as_micros()
+                );
+            }
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, request, out)
