@@ -1320,6 +1320,18 @@ async fn the_same_answers_from_postgresql() {
         (status, body["code"].as_str()),
         (400, Some("write_failed_due_to_invalid_input"))
     );
+    // A bulk import (large enough to refresh the statistics) is answered.
+    let users: Vec<String> = (0..1200).map(|i| format!("user:bulk{i}")).collect();
+    let bulk: Vec<(&str, &str, &str)> = users
+        .iter()
+        .map(|u| (u.as_str(), "member", "group:bulk"))
+        .chain([("group:bulk#member", "viewer", "folder:root")])
+        .collect();
+    fga.import(&store, &bulk).await;
+    assert!(
+        fga.allowed(&store, "user:bulk1199", "can_read", "document:1")
+            .await
+    );
     // A second replica on the same database: each sees the other's writes
     // at once, whatever its tuple cache holds.
     let other_dir = temp_dir("fga-pg-b");

@@ -37,6 +37,8 @@ pub const MAX_CONTEXTUAL_TUPLES: usize = 100;
 pub const MAX_LIST_OBJECTS: usize = 1000;
 /// How long one `list-objects` may search (OpenFGA's default).
 pub const LIST_OBJECTS_DEADLINE: Duration = Duration::from_secs(3);
+/// Imports at least this large refresh the database's statistics.
+const ANALYZE_AFTER_IMPORT: usize = 1000;
 /// Candidates of `list-objects` whose tuples are loaded at once.
 const LIST_OBJECTS_SLICE: usize = 500;
 /// Tuples in one bulk `import`.
@@ -508,6 +510,11 @@ async fn import(
     };
     let revision = store::write(&vault.store, &store_id, &[], &tuples, mode, now_ms()).await?;
     written(&vault.fga, &store_id, revision, tuples.iter());
+    if tuples.len() >= ANALYZE_AFTER_IMPORT {
+        if let Err(e) = store::refresh_statistics(&vault.store).await {
+            tracing::warn!(error = %e.message, "FGA import: refreshing the tuples' statistics failed");
+        }
+    }
     ok(StatusCode::OK, json!({"imported": tuples.len()}))
 }
 

@@ -282,6 +282,18 @@ pub async fn write(
     }))
 }
 
+/// Refreshes PostgreSQL's statistics of the tuples after a bulk import:
+/// with the statistics of a near-empty table its planner reads a whole type's
+/// tuples to find a few objects (`object_id IN (…)` as a filter, not an
+/// index condition), tens of milliseconds a query until autovacuum catches
+/// up. SQLite plans these lookups by the primary key either way.
+pub async fn refresh_statistics(db: &Store) -> Result<(), FgaError> {
+    if let Store::Postgres(pool) = db {
+        sqlx::query("ANALYZE fga_tuples").execute(pool).await?;
+    }
+    Ok(())
+}
+
 /// What a check needs of its store, read in one query before any tuple: the
 /// revision (0 before the first write) and the latest model's id.
 #[derive(Debug, Clone, PartialEq, Eq)]
