@@ -60,6 +60,10 @@ def test_counters_show_allowed_cache_and_jwks_fetches(gateway):
     token = gateway.token()
     for _ in range(3):
         assert get_portfolio(gateway, token).status_code == 200
+    # A cached request's counts are published on the VM's next tick (250 ms).
+    deadline = time.monotonic() + 5
+    while gateway.counter("agentward.jwt.allowed") < before["allowed"] + 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     after = {n: gateway.counter(f"agentward.jwt.{n}") for n in before}
     assert after["allowed"] == before["allowed"] + 3
     assert after["cache_miss"] >= before["cache_miss"] + 1

@@ -69,6 +69,18 @@ pub struct Decision {
     pub verdict: Verdict,
     /// The issuer whose keys a [`Step::Hold`] waits for.
     pub waits_for: Option<usize>,
+    /// What the identity proof of an allowed request is bound to (the
+    /// [`proof::signature_part`] of its token), for the host to leave in
+    /// the request's [`proof::BINDING`] property, where the filters after
+    /// jwt-identity check the proof even when the token was removed.
+    pub binding: Option<Arc<str>>,
+}
+
+/// A verified token as the cache keeps it.
+#[derive(Debug, Clone)]
+struct Verified {
+    headers: SharedHeaders,
+    binding: Option<Arc<str>>,
 }
 
 impl Decision {
@@ -77,6 +89,7 @@ impl Decision {
             step: Step::Respond(answer),
             verdict,
             waits_for: None,
+            binding: None,
         }
     }
 }
@@ -98,7 +111,7 @@ pub struct JwksFetch {
 pub struct Authenticator {
     policy: Policy,
     trust: TrustStore,
-    cache: TokenCache<SharedHeaders>,
+    cache: TokenCache<Verified>,
     schedule: Vec<Schedule>,
     anonymous: SharedHeaders,
     /// Key of the `x-agentward-proof` added to verified identities.
@@ -205,21 +218,34 @@ impl Authenticator {
             },
         };
         let upstream = Upstream::of(&self.policy, route, head.path, &target);
-        let Some(token) = self.token(head) else {
-            return if public {
-                self.forward(self.anonymous.clone(), upstream, Verdict::Anonymous)
+        let no_token = |this: &Self, upstream| {
+            if public {
+                this.forward(this.anonymous.clone(), upstream, Verdict::Anonymous)
             } else {
                 Decision::respond(
-                    response::missing_token(&self.policy.resource),
+                    response::missing_token(&this.policy.resource),
                     Verdict::MissingToken,
                 )
-            };
+            }
+        };
+        let Some(token) = self.token_unchecked(head) else {
+            return no_token(self, upstream);
         };
         let now = now_ms / 1000;
         let key = self.cache.key(&[token]);
-        if let Some(headers) = self.cache.get(&key, now) {
-            return self.allow(route, headers, upstream, true);
+        if let Some(verified) = self.cache.get(&key, now) {
+            // Only tokens that passed the check below are cached.
+            return self.allow(route, verified, upstream, true);
         }
+        let (token, key) = if self.token_checked(head, token) {
+            (token, key)
+        } else {
+            // Not a bearer token in `Authorization`: as if none came there.
+            match self.token_from(head, bearer::token) {
+                Some(token) => (token, self.cache.key(&[token])),
+                None => return no_token(self, upstream),
+            }
+        };
         match jwt::verify(token, &self.trust, now, check) {
             Ok(v) => {
                 let client_credentials = self
@@ -228,12 +254,15 @@ impl Authenticator {
                     .get(v.issuer)
                     .is_some_and(|i| i.client_credentials);
                 let extra = &self.policy.identity.claim_to_headers;
-                let headers = match identity_headers(&v.claims, extra, client_credentials) {
+                let verified = match identity_headers(&v.claims, extra, client_credentials) {
                     Ok(mut headers) => {
                         if let Some(proof_key) = &self.proof {
                             proof::seal(proof_key, &mut headers, token);
                         }
-                        Arc::new(headers)
+                        Verified {
+                            headers: Arc::new(headers),
+                            binding: self.proof.map(|_| Arc::from(proof::signature_part(token))),
+                        }
                     }
                     Err(bad) => {
                         let answer = response::bad_claim(&self.policy.resource, &bad.description());
@@ -241,8 +270,8 @@ impl Authenticator {
                     }
                 };
                 let until = v.exp.saturating_add(self.policy.clock_skew_seconds);
-                self.cache.insert(key, until, headers.clone());
-                self.allow(route, headers, upstream, false)
+                self.cache.insert(key, until, verified.clone());
+                self.allow(route, verified, upstream, false)
             }
             Err(Rejection::KeysUnavailable(issuer)) => self.keys_pending(issuer, now_ms),
             Err(Rejection::UnknownKid) => {
@@ -271,10 +300,11 @@ impl Authenticator {
     fn allow(
         &self,
         route: Option<&Route>,
-        headers: SharedHeaders,
+        verified: Verified,
         upstream: Upstream,
         cached: bool,
     ) -> Decision {
+        let Verified { headers, binding } = verified;
         let required = route.map_or(&[][..], |r| r.scopes.as_slice());
         if !required.is_empty() {
             let granted = headers
@@ -288,11 +318,26 @@ impl Authenticator {
                 return Decision::respond(answer, Verdict::InsufficientScope);
             }
         }
-        self.forward(headers, upstream, Verdict::Allowed { cached })
+        Decision {
+            binding,
+            ..self.forward(headers, upstream, Verdict::Allowed { cached })
+        }
     }
 
-    fn token<'a>(&self, head: &RequestHead<'a>) -> Option<&'a str> {
-        let from_authorization = head.authorization.and_then(bearer::token);
+    /// The request's token, where [`Authenticator::token_checked`] tells
+    /// whether it is one.
+    fn token_unchecked<'a>(&self, head: &RequestHead<'a>) -> Option<&'a str> {
+        self.token_from(head, bearer::credential)
+    }
+
+    /// The request's token: from `Authorization` as `read` reads it, else
+    /// the token header, else the query parameter.
+    fn token_from<'a>(
+        &self,
+        head: &RequestHead<'a>,
+        read: fn(&str) -> Option<&str>,
+    ) -> Option<&'a str> {
+        let from_authorization = head.authorization.and_then(read);
         let from_header = head.token_header.map(str::trim);
         let from_query = self
             .policy
@@ -304,6 +349,13 @@ impl Authenticator {
             .or(from_header)
             .or(from_query)
             .filter(|t| !t.is_empty())
+    }
+
+    /// Whether `token`, from [`Authenticator::token_unchecked`], is a
+    /// token: one from `Authorization` must be a bearer token68 (RFC 6750).
+    fn token_checked(&self, head: &RequestHead<'_>, token: &str) -> bool {
+        let from_authorization = head.authorization.and_then(bearer::credential);
+        from_authorization != Some(token) || bearer::is_token68(token)
     }
 
     fn forward(&self, set: SharedHeaders, upstream: Upstream, verdict: Verdict) -> Decision {
@@ -324,6 +376,7 @@ impl Authenticator {
             step: Step::Continue(edits),
             verdict,
             waits_for: None,
+            binding: None,
         }
     }
 
@@ -354,6 +407,7 @@ impl Authenticator {
             },
             verdict: Verdict::KeysPending,
             waits_for: Some(issuer),
+            binding: None,
         }
     }
 

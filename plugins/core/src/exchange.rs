@@ -265,7 +265,9 @@ impl Exchanger {
         else {
             return Decision::new(Step::Continue(Edits::none()), Verdict::NotExchanged);
         };
-        let bearer = head.authorization.and_then(bearer::token);
+        // Read unchecked for the lookup of this instance's memory, which
+        // holds only tokens that passed `bearer::is_token68` below.
+        let bearer = head.authorization.and_then(bearer::credential);
         let (Some(subject), Some(bearer)) = (head.identity.sub(), bearer) else {
             let answer = response::missing_token(&self.policy.resource);
             return Decision::respond(answer, Verdict::NoIdentity);
@@ -282,6 +284,10 @@ impl Exchanger {
                 let edits = authorization_edits(&entry.authorization);
                 return Decision::new(Step::Continue(edits), Verdict::CacheHit);
             }
+        }
+        if !bearer::is_token68(bearer) {
+            let answer = response::missing_token(&self.policy.resource);
+            return Decision::respond(answer, Verdict::NoIdentity);
         }
         let Some(key) = read_proof_key(&mut self.proof_key, cache, false) else {
             return Decision::respond(proof::key_missing(), Verdict::NoIdentity);

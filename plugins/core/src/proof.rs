@@ -28,6 +28,16 @@ use std::hash::Hasher;
 /// The header that carries the proof.
 pub const PROOF: &str = "x-agentward-proof";
 
+/// The per-request property in which jwt-identity leaves the binding of the
+/// identity it proved: the [`signature_part`] of the bearer token the proof
+/// covers. A later filter checks the proof against it, so the proof holds
+/// on routes where jwt-identity removed the token before the request went
+/// on. In Envoy it is the filter state `wasm.agentward_binding` of that one
+/// stream: only a wasm filter in the chain can set it, never a client, and
+/// it dies with the request, so identity headers and a proof replayed from
+/// an upstream's logs prove nothing without the token.
+pub const BINDING: &str = "agentward_binding";
+
 /// The shared-data key under which the proof key is kept. Shared data is
 /// namespaced by `vm_id`: every filter that checks proofs must be configured
 /// with jwt-identity's `vm_id`.

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use agentward_core::authn::{Authenticator, RequestHead, Verdict};
+use agentward_core::identity::ReceivedIdentity;
 use agentward_core::jwt::Rejection;
+use agentward_core::proof::ProofKey;
 use agentward_core::signature::PureRust;
 use agentward_core::step::{Answer, Edits, Step};
 use agentward_core::Policy;
@@ -359,5 +361,70 @@ fn authorization_is_read_by_the_one_bearer_parser() {
     for value in [format!("Bearer {t} x"), format!("Basic {t}")] {
         let d = a.decide(&head("/portfolio", Some(&value)), now_ms(), &PureRust);
         assert_eq!(d.verdict, Verdict::MissingToken, "{value:?}");
+    }
+}
+
+#[test]
+fn the_binding_is_what_the_proof_covers_so_a_later_filter_can_check_it_without_the_token() {
+    let k = ES256KeyPair::generate().with_key_id("k1");
+    let mut a = loaded(&k);
+    let t = token(&k);
+    let bearer = format!("Bearer {t}");
+    let h = head("/portfolio", Some(&bearer));
+    // No proof key, nothing to bind.
+    assert_eq!(a.decide(&h, now_ms(), &PureRust).binding, None);
+    let key = ProofKey::from_bytes(&[9; 16]).unwrap();
+    a.set_proof_key(key);
+    for cached in [false, true] {
+        let d = a.decide(&h, now_ms(), &PureRust);
+        assert_eq!(d.verdict, Verdict::Allowed { cached });
+        let Step::Continue(edits) = d.step else {
+            panic!("{d:?}")
+        };
+        let binding = d.binding.unwrap();
+        assert_eq!(&*binding, t.rsplit_once('.').unwrap().1);
+        // The identity headers as a later filter receives them (the token removed).
+        let header = |name: &str| {
+            edits
+                .set
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let received = ReceivedIdentity::from_headers(header);
+        assert_eq!(received.verify(&key, &binding).unwrap().sub, Some("alice"));
+        // Another token's binding does not prove these headers.
+        assert!(received.verify(&key, "c2lnbmF0dXJl").is_err());
+    }
+    // A refused request binds nothing.
+    let d = a.decide(
+        &head("/portfolio", Some("Bearer x.y.z")),
+        now_ms(),
+        &PureRust,
+    );
+    assert_eq!(d.binding, None);
+}
+
+#[test]
+fn a_malformed_bearer_is_no_token_even_when_cached_tokens_are_read_unchecked() {
+    let k = ES256KeyPair::generate().with_key_id("k1");
+    let mut a = loaded(&k);
+    let t = token(&k);
+    let good = format!("Bearer {t}");
+    assert!(matches!(
+        a.decide(&head("/portfolio", Some(&good)), now_ms(), &PureRust)
+            .verdict,
+        Verdict::Allowed { cached: false }
+    ));
+    // The cached token with a character token68 lacks is another string:
+    // not in the cache, then not a bearer token.
+    for bad in [
+        format!("Bearer {t}\u{1}"),
+        format!("Bearer {t} x"),
+        format!("Bearer é{t}"),
+    ] {
+        let d = a.decide(&head("/portfolio", Some(&bad)), now_ms(), &PureRust);
+        assert_eq!(d.verdict, Verdict::MissingToken, "{bad:?}");
     }
 }

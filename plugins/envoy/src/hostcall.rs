@@ -47,6 +47,18 @@ extern "C" {
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -353,6 +365,31 @@ pub fn set_tick_period(period: Duration) -> Result<(), Status> {
     let ms = u32::try_from(period.as_millis()).map_err(|_| Status::BadArgument)?;
     // SAFETY: plain value argument.
     check(unsafe { proxy_set_tick_period_milliseconds(ms) })
+}
+
+/// A property of the current stream or plugin, by a one-segment path (a
+/// path of several segments joins them with NUL bytes); `None` when the
+/// host has none. In Envoy a path that no built-in attribute claims reads
+/// the filter state `wasm.<path>` that a wasm filter set on this stream.
+pub fn property(path: &str) -> Result<Option<Vec<u8>>, Status> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the path is a live string; the host writes into our two locals.
+    let code = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+    match check(code) {
+        Ok(()) => {}
+        Err(Status::NotFound) => return Ok(None),
+        Err(status) => return Err(status),
+    }
+    // SAFETY: the host returned these bytes for this call.
+    Ok(unsafe { returned(data, size) })
+}
+
+/// Sets a property of the current stream (Envoy: the filter state
+/// `wasm.<path>`, readable by the later filters of the same request).
+pub fn set_property(path: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: pointers and lengths describe live buffers.
+    check(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
 }
 
 /// A shared-data value and its CAS; `None` when the key is not there.

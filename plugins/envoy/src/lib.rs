@@ -5,6 +5,7 @@
 
 pub mod held;
 pub mod hostcall;
+pub mod identity;
 pub mod metrics;
 pub mod proof;
 pub mod request_body;

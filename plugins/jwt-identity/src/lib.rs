@@ -10,7 +10,7 @@ use agentward_core::response;
 use agentward_core::step::{Answer, Edits, Step};
 use agentward_envoy::held::{self, Released};
 use agentward_envoy::hostcall::{self, Headers};
-use agentward_envoy::{clock_unavailable, log, now_ms, respond, EnvoyVerifier, Metrics};
+use agentward_envoy::{clock_unavailable, log, now_ms, respond, Counter, EnvoyVerifier, Metrics};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::cell::RefCell;
@@ -50,6 +50,11 @@ struct State {
     auth: Authenticator,
     verifier: EnvoyVerifier,
     metrics: Metrics,
+    /// `allowed` and `cache_hit`, the counters of a cached request.
+    cached_counters: [Counter; 2],
+    /// Cached requests not yet added to [`State::cached_counters`]: the
+    /// common request makes no metric call (added on tick).
+    cached: u64,
     held: HeldQueue<Waiting>,
 }
 
@@ -60,11 +65,19 @@ impl State {
         decision
     }
 
+    /// Adds the cached requests counted since the last tick.
+    fn flush_counts(&mut self) {
+        let n = std::mem::take(&mut self.cached);
+        for counter in self.cached_counters {
+            counter.add(n);
+        }
+    }
+
     fn count(&mut self, verdict: &Verdict) {
         let name = match verdict {
             Verdict::Allowed { cached: true } => {
-                self.metrics.inc("agentward.jwt.cache_hit");
-                "agentward.jwt.allowed"
+                self.cached += 1;
+                return;
             }
             Verdict::Allowed { cached: false } => {
                 self.metrics.inc("agentward.jwt.cache_miss");
@@ -92,9 +105,20 @@ impl State {
     }
 
     /// Carries a decision out on the current context (its headers held):
-    /// on going on, the inbound identity headers are stripped first.
-    /// Returns whether the request may continue.
-    fn apply(&self, step: &Step, current: &Headers) -> bool {
+    /// on going on, the inbound identity headers are stripped first and the
+    /// proof's `binding` is left for the filters after this one. Returns
+    /// whether the request may continue.
+    fn apply(&self, step: &Step, current: &Headers, binding: Option<&str>) -> bool {
+        if let (Step::Continue(_), Some(binding)) = (step, binding) {
+            // Without it a later filter cannot check the proof and refuses
+            // the request (401 identity_unproven): closed, not open.
+            if agentward_envoy::identity::bind(binding).is_err() {
+                log(
+                    LogLevel::Warn,
+                    "agentward: could not leave the identity binding for later filters",
+                );
+            }
+        }
         match step {
             Step::Continue(edits) => {
                 if !self.strip_inbound(current) {
@@ -210,18 +234,17 @@ impl Root {
                         step: Step::Respond(answer),
                         verdict: Verdict::KeysPending,
                         waits_for: None,
+                        binding: None,
                     }
                 } else {
                     let w = &h.item;
-                    s.decide(
-                        &RequestHead {
-                            method: &w.method,
-                            path: &w.path,
-                            authorization: w.authorization.as_deref(),
-                            token_header: w.token_header.as_deref(),
-                        },
-                        now,
-                    )
+                    let head = RequestHead {
+                        method: &w.method,
+                        path: &w.path,
+                        authorization: w.authorization.as_deref(),
+                        token_header: w.token_header.as_deref(),
+                    };
+                    s.decide(&head, now)
                 };
                 match (&decision.step, decision.waits_for) {
                     // Still waiting (a retry is under way): keep holding, to
@@ -239,7 +262,7 @@ impl Root {
                     }
                     (step, _) => {
                         let current = hostcall::request_headers().unwrap_or_default();
-                        if !s.apply(step, &current) {
+                        if !s.apply(step, &current, decision.binding.as_deref()) {
                             return Released::Done; // answered
                         }
                         held::resume_current(&Edits::none())
@@ -328,6 +351,8 @@ impl RootContext for Root {
                 .map(|r| format!("agentward.jwt.rejected.{}", r.code())),
         );
         metrics.define(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        let cached_counters =
+            ["agentward.jwt.allowed", "agentward.jwt.cache_hit"].map(Counter::define);
         let held = HeldQueue::new(policy.identity.max_held_requests);
         let mut auth = Authenticator::new(policy);
         match agentward_envoy::proof::shared_key_or_create() {
@@ -341,6 +366,8 @@ impl RootContext for Root {
             auth,
             verifier: EnvoyVerifier::default(),
             metrics,
+            cached_counters,
+            cached: 0,
             held,
         })));
         if hostcall::set_tick_period(TICK).is_err() {
@@ -357,6 +384,9 @@ impl RootContext for Root {
         // Another VM may have won the race to make the proof key.
         if let (Some(state), Some(key)) = (&self.state, agentward_envoy::proof::shared_key()) {
             state.borrow_mut().auth.set_proof_key(key);
+        }
+        if let Some(state) = &self.state {
+            state.borrow_mut().flush_counts();
         }
         self.start_fetches();
         let now = now_ms();
@@ -429,7 +459,7 @@ impl HttpContext for Request {
             // would answer to this request's context, which may go away.
             return Action::Pause;
         }
-        if s.apply(&decision.step, &headers) {
+        if s.apply(&decision.step, &headers, decision.binding.as_deref()) {
             Action::Continue
         } else {
             Action::Pause
