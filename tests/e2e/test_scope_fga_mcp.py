@@ -80,7 +80,6 @@ def mcp_gateway(idp, mcp_server, fga_vault, tmp_path_factory):
     policy["routes"].append(
         {
             "match": {"path": "/mcp"},
-            "forward_token": True,
             "mcp": {"tools": {t: {"fga": can_use} for t in TOOLS if t != "admin-reset"}},
         }
     )

@@ -15,7 +15,6 @@
 
 use agentward_core::approval::gate::{Decision, Gate, RequestHead, Verdict, Wait};
 use agentward_core::approval::rule::APPROVAL_HEADER;
-use agentward_core::bearer;
 use agentward_core::held::HeldQueue;
 use agentward_core::identity::ReceivedIdentity;
 use agentward_core::response;
@@ -405,10 +404,11 @@ impl HttpContext for Request {
         };
         let headers = hostcall::request_headers().unwrap_or_default();
         let [method, path, authorization, approval_id, id @ ..] = headers.get_many(HEAD);
+        let binding = agentward_envoy::identity::binding(authorization);
         let head = RequestHead {
             method: method.unwrap_or_default(),
             path: path.unwrap_or_default(),
-            bearer: authorization.and_then(bearer::token),
+            bearer: binding.as_deref(),
             identity: ReceivedIdentity::from_values(id),
             approval_id,
         };

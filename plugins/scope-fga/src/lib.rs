@@ -378,10 +378,11 @@ impl HttpContext for Request {
         };
         let headers = hostcall::request_headers().unwrap_or_default();
         let [method, path, authorization, mcp_method, mcp_name, id @ ..] = headers.get_many(HEAD);
+        let binding = agentward_envoy::identity::binding(authorization);
         let head = RequestHead {
             method: method.unwrap_or_default(),
             path: path.unwrap_or_default(),
-            authorization,
+            bearer: binding.as_deref(),
             identity: ReceivedIdentity::from_values(id),
             mcp: McpHeaders {
                 method: mcp_method,

@@ -37,7 +37,9 @@ pub struct RequestHead<'a> {
     pub method: &'a str,
     /// `:path`, as received.
     pub path: &'a str,
-    /// The bearer token the identity proof names (from `Authorization`).
+    /// What the identity's proof is bound to: the binding jwt-identity left
+    /// on the request, or the bearer token of `Authorization` (see
+    /// [`crate::proof::BINDING`]).
     pub bearer: Option<&'a str>,
     /// The identity headers, as received.
     pub identity: ReceivedIdentity<'a>,

@@ -17,7 +17,6 @@ use super::mcp::{hidden_tool_call, ListKind, ListRun, Visibility};
 use super::rule::Authorization;
 use super::service::FgaService;
 use super::FgaRule;
-use crate::bearer;
 use crate::identity::ReceivedIdentity;
 use crate::mcp::{self as mcp_rpc, McpHeaders};
 use crate::path;
@@ -37,8 +36,10 @@ pub struct RequestHead<'a> {
     pub method: &'a str,
     /// `:path`, as received.
     pub path: &'a str,
-    /// `authorization` (the bearer token the identity's proof is bound to).
-    pub authorization: Option<&'a str>,
+    /// What the identity's proof is bound to: the binding jwt-identity left
+    /// on the request, or the bearer token of `Authorization` (see
+    /// [`crate::proof::BINDING`]).
+    pub bearer: Option<&'a str>,
     /// The identity headers, as received.
     pub identity: ReceivedIdentity<'a>,
     /// `Mcp-Method` and `Mcp-Name` (MCP 2026-07-28), as received.
@@ -323,8 +324,7 @@ impl Gate {
         if route.fga.is_none() && !mcp {
             return Decision::new(Step::Continue(Edits::none()), Verdict::NotGuarded);
         }
-        let bearer = head.authorization.and_then(bearer::token);
-        let (Some(bearer), false) = (bearer, head.identity.is_empty()) else {
+        let (Some(bearer), false) = (head.bearer, head.identity.is_empty()) else {
             return Decision::respond(response::missing_token(&self.policy.resource));
         };
         let Some(key) = read_proof_key(&mut self.proof_key, cache, false) else {
@@ -802,11 +802,10 @@ mod tests {
         let identity = ReceivedIdentity::from_headers(|name| {
             h.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
         });
-        let authorization = format!("Bearer {TOKEN}");
         let head = RequestHead {
             method,
             path,
-            authorization: Some(&authorization),
+            bearer: Some(TOKEN),
             identity,
             mcp: McpHeaders::default(),
         };
@@ -845,11 +844,10 @@ mod tests {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.as_str())
         });
-        let auth = format!("Bearer {TOKEN}");
         let head = RequestHead {
             method: "GET",
             path: "/documents/7",
-            authorization: Some(&auth),
+            bearer: Some(TOKEN),
             identity: r,
             mcp: McpHeaders::default(),
         };
