@@ -1614,3 +1614,30 @@ fn token_without_sub_is_refused_unless_its_issuer_takes_client_credentials() {
     assert_invalid_token(&get_with_token(&host, &nobody), "bad_claim", &nobody);
     assert_healthy(&host);
 }
+
+#[test]
+fn the_proof_binding_is_left_in_filter_state_for_later_filters_first_and_cached() {
+    let Some(host) = configured(&policy(), true) else {
+        return;
+    };
+    let token = es256(&keys().es, &claims(json!({})));
+    let signature = token.rsplit_once('.').map(|(_, s)| s.to_string());
+    let bearer = format!("Bearer {token}");
+    for _ in 0..2 {
+        // A property a client cannot set: the proof's binding, on the token
+        // jwt-identity removed from the request.
+        host.set_property(agentward_core::proof::BINDING, "stale");
+        let h = forwarded(&request(
+            &host,
+            "GET",
+            "/portfolio",
+            &[("authorization", &bearer)],
+        ));
+        assert_eq!(h.get("authorization"), None);
+        let bound = host
+            .property(agentward_core::proof::BINDING)
+            .map(|b| String::from_utf8(b).unwrap());
+        assert_eq!(bound, signature);
+    }
+    assert_healthy(&host);
+}
