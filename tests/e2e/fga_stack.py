@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from stack import DEMO_FGA_KEY, ROOT, Envoy, embedded_policies, free_port, render
+from stack import DEMO_FGA_KEY, HOST_TEST, ROOT, SPIN_WASM_DIR, Envoy, Spin, embedded_policies, free_port, render
 from vault_stack import VAULT_BIN, VAULT_CONFIG, _stop, _wait_http, render_ports
 
 FGA_CLI = ROOT / ".tools/venv/bin/fga"
@@ -104,3 +104,22 @@ def gateway(name: str, workdir: Path, ports: dict[str, int], policy: dict, concu
     envoy = Envoy(name, render(SCOPE_FGA_CONFIG.read_text(), ports, policy), workdir, ports, concurrency)
     envoy.start()
     return envoy
+
+
+def spin_gateway(name: str, workdir: Path, ports: dict[str, int], policy: dict) -> Spin:
+    """The same chain as Spin components (jwt-identity → scope-fga in
+    `host-test serve`) with these ports and this policy (started); skips
+    when the Spin build is missing."""
+    import pytest
+
+    missing = [p for p in [HOST_TEST, SPIN_WASM_DIR / "spin_scope_fga.wasm"] if not p.exists()]
+    if missing:
+        pytest.fail(f"the Spin build is missing ({missing[0].relative_to(ROOT)}): run `cargo xtask build`")
+    variables = {
+        "cluster_idp": f"http://127.0.0.1:{ports['idp']}",
+        "cluster_vault": f"http://127.0.0.1:{ports['vault']}",
+        "agentward_fga_key": DEMO_FGA_KEY,
+    }
+    spin = Spin(name, ["jwt-identity", "scope-fga"], policy, workdir, ports, variables)
+    spin.start()
+    return spin

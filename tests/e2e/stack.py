@@ -238,7 +238,7 @@ def decode_claims_header(value: str) -> dict:
 # The Spin build: wasi:http components run by `host-test serve` (the
 # wasmtime runner in host-test/), built by `cargo xtask build`.
 HOST_TEST = ROOT / "target/debug/host-test"
-SPIN_WASM_DIR = ROOT / "target/wasm32-wasip2/release"
+SPIN_WASM_DIR = ROOT / "target/wasm32-wasip2/spin"
 
 
 class Spin:

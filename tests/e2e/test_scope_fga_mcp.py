@@ -16,7 +16,7 @@ import pytest
 
 mcp = pytest.importorskip("mcp", reason="the Python mcp SDK (cargo xtask setup)")
 
-from fga_stack import FgaVault, gateway, missing_pieces, shipped_policy  # noqa: E402
+from fga_stack import FgaVault, gateway, missing_pieces, shipped_policy, spin_gateway  # noqa: E402
 from stack import default_ports, free_port, render  # noqa: E402
 
 ISSUER = "https://idp.stock-trade.example/"
@@ -70,8 +70,10 @@ def fga_vault(tmp_path_factory):
     vault.stop()
 
 
-@pytest.fixture(scope="module")
-def mcp_gateway(idp, mcp_server, fga_vault, tmp_path_factory):
+@pytest.fixture(scope="module", params=["envoy", "spin"])
+def mcp_gateway(request, idp, mcp_server, fga_vault, tmp_path_factory):
+    """jwt-identity → scope-fga in front of the SDK server, in each host
+    (Envoy, and the Spin components in `host-test serve`)."""
     store = fga_vault.seed()
     ports = default_ports(upstream=mcp_server, idp=idp.port, vault=fga_vault.port)
     policy = json.loads(render(json.dumps(copy.deepcopy(shipped_policy())), ports))
@@ -83,7 +85,11 @@ def mcp_gateway(idp, mcp_server, fga_vault, tmp_path_factory):
             "mcp": {"tools": {t: {"fga": can_use} for t in TOOLS if t != "admin-reset"}},
         }
     )
-    envoy = gateway("scope-fga-mcp", tmp_path_factory.mktemp("scope-fga-mcp"), ports, policy)
+    workdir = tmp_path_factory.mktemp(f"scope-fga-mcp-{request.param}")
+    if request.param == "spin":
+        envoy = spin_gateway("scope-fga-mcp", workdir, ports, policy)
+    else:
+        envoy = gateway("scope-fga-mcp", workdir, ports, policy)
     yield envoy, policy
     envoy.stop()
 

@@ -13,6 +13,7 @@
 mod fga;
 mod instructions;
 mod paced;
+mod spin;
 mod vault;
 
 use crate::stack::{self, Service};
@@ -203,6 +204,20 @@ pub fn run(options: Options) -> Result {
             stack::python("xtask/src/bench/approval.py").args(["--only", &approvals.join(",")]),
         );
     }
+    if options.only.iter().any(|o| o == spin::NAME) {
+        if options.only.len() != 1 {
+            return Err(format!("run {} on its own (--only {})", spin::NAME, spin::NAME));
+        }
+        setup::run(setup::Extras {
+            wrk: true,
+            valgrind: false,
+        })?;
+        let dir = root().join("target/bench");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        // One repeated token is all it sends.
+        let material = bench_material(&dir, 100)?;
+        return spin::run(options.rounds, options.window_secs, &material, &dir);
+    }
     let selected = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
     let setups: Vec<&Setup> = SETUPS.iter().filter(|s| selected(s.name)).collect();
     // The vault's own figures are req/s and latency only.
@@ -216,7 +231,7 @@ pub fn run(options: Options) -> Result {
         let names: Vec<&str> = SETUPS
             .iter()
             .map(|s| s.name)
-            .chain([VAULT, fga::NAME])
+            .chain([VAULT, fga::NAME, spin::NAME])
             .chain(APPROVAL.iter().copied())
             .collect();
         return Err(format!(

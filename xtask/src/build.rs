@@ -2,6 +2,7 @@
 //! vault, each when its crate exists.
 
 mod callbacks;
+mod optimize;
 
 use crate::{cargo, root, run_visible, Result};
 use std::path::PathBuf;
@@ -40,40 +41,56 @@ pub fn run() -> Result<Vec<PathBuf>> {
 }
 
 /// The Spin components (`plugins/spin/<plugin>/`), in chain order.
-pub const SPIN_COMPONENTS: &[&str] = &["jwt-identity", "token-exchange"];
+pub const SPIN_COMPONENTS: &[&str] = &["jwt-identity", "scope-fga", "ciba-hold", "token-exchange"];
 
 pub const SPIN_TARGET: &str = "wasm32-wasip2";
 
-/// Where a Spin component lands: `target/wasm32-wasip2/release/spin_<plugin>.wasm`.
+/// The Spin components' cargo profile (Cargo.toml: release at `opt-level = "z"`).
+pub const SPIN_PROFILE: &str = "spin";
+
+/// Where a Spin component lands: `target/wasm32-wasip2/spin/spin_<plugin>.wasm`.
 pub fn spin_path(plugin: &str) -> PathBuf {
     root()
         .join("target")
         .join(SPIN_TARGET)
-        .join("release")
+        .join(SPIN_PROFILE)
         .join(format!("spin_{}.wasm", plugin.replace('-', "_")))
 }
 
-/// Builds the Spin components (release, `wasm32-wasip2`) and their runner,
-/// `host-test serve` (dev profile: its dependencies are optimised anyway
-/// and shared with `cargo test`); prints the components' sizes.
+/// Builds the Spin components (profile `spin`: release at `opt-level =
+/// "z"`, `wasm32-wasip2`), shrinks each
+/// with `wasm-opt -Oz` (when binaryen is installed: `cargo xtask setup`),
+/// and their runner, `host-test serve` (dev profile: its dependencies are
+/// optimised anyway and shared with `cargo test`); prints the components'
+/// sizes.
 pub fn spin() -> Result {
     println!("[build] Spin components: {}", SPIN_COMPONENTS.join(", "));
     let mut cmd = cargo();
-    cmd.args(["build", "--release", "--target", SPIN_TARGET]);
+    cmd.args(["build", "--profile", SPIN_PROFILE, "--target", SPIN_TARGET]);
     for p in SPIN_COMPONENTS {
         cmd.args(["-p", &format!("spin-{p}")]);
     }
     run_visible(&mut cmd)?;
+    let wasm_opt = optimize::available();
+    if !wasm_opt {
+        println!("[build] wasm-opt not found (binaryen: cargo xtask setup): components left as built");
+    }
     for p in SPIN_COMPONENTS {
         let path = spin_path(p);
         let size = std::fs::metadata(&path)
             .map_err(|e| format!("{} was not produced: {e}", path.display()))?
             .len();
-        println!(
-            "[build] {:<40} {:>7.1} KiB",
-            path.strip_prefix(root()).unwrap_or(&path).display(),
-            size as f64 / 1024.0
-        );
+        let shown = path.strip_prefix(root()).unwrap_or(&path).display();
+        if wasm_opt {
+            let (before, after) = optimize::component(&path)?;
+            println!(
+                "[build] {shown:<40} {:>7.1} KiB (wasm-opt -Oz; {:.1} KiB before)",
+                after as f64 / 1024.0,
+                before as f64 / 1024.0
+            );
+        } else {
+            println!("[build] {shown:<40} {:>7.1} KiB", size as f64 / 1024.0);
+        }
     }
     println!("[build] host-test (the wasi:http runner, dev profile)");
     run_visible(cargo().args(["build", "-p", "host-test", "--bin", "host-test"]))

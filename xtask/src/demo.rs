@@ -5,13 +5,18 @@
 //! rendered configs and the vault's database go to `.demo/`; everything
 //! started here stops when the demo ends. The steps themselves are in
 //! examples/stock-trade/agent.py.
+//!
+//! `cargo xtask demo --spin`: the same steps through the Spin components
+//! instead of Envoy: one app, jwt-identity → scope-fga → ciba-hold →
+//! token-exchange on policies/stock-trade-spin.json, served by
+//! `host-test serve` on the gateway's port.
 
 use crate::stack::{self, Service};
 use crate::{build, root, setup, Result};
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub fn run() -> Result {
+pub fn run(spin: bool) -> Result {
     setup::run(setup::Extras::default())?;
     build::run()?; // the plugins and the vault
     let dir = root().join(".demo");
@@ -97,43 +102,8 @@ pub fn run() -> Result {
     )?;
     vault.wait_ready(vault_port, "/healthz", ready)?;
 
-    let shipped = root().join("envoy/chain.yaml");
-    let template =
-        std::fs::read_to_string(&shipped).map_err(|e| format!("{}: {e}", shipped.display()))?;
-    let config = dir.join("envoy.yaml");
-    std::fs::write(&config, stack::render(&template, &ports, None)).map_err(|e| e.to_string())?;
-    let mut envoy = Service::spawn("envoy", &mut stack::envoy(&config, admin, 1), &dir)?;
-    envoy.wait_ready(admin, "/ready", ready)?;
-
-    // The gateway with human approval (jwt-identity → ciba-hold), in front of
-    // the same API for the same resource: rendered with the chain's ports,
-    // then given a listener and admin port of its own.
-    let approval_listener = stack::free_port()?;
-    let approval_admin = stack::free_port()?;
-    let shipped = root().join("envoy/ciba-hold.yaml");
-    let template =
-        std::fs::read_to_string(&shipped).map_err(|e| format!("{}: {e}", shipped.display()))?;
-    let text = stack::render(&template, &ports, None)
-        .replace(
-            &format!("port_value: {listener} }}"),
-            &format!("port_value: {approval_listener} }}"),
-        )
-        .replace(
-            &format!("port_value: {admin} }}"),
-            &format!("port_value: {approval_admin} }}"),
-        );
-    let approval_config = dir.join("envoy-approval.yaml");
-    std::fs::write(&approval_config, text).map_err(|e| e.to_string())?;
-    let mut approval_envoy = Service::spawn(
-        "envoy-approval",
-        &mut stack::envoy(&approval_config, approval_admin, 1),
-        &dir,
-    )?;
-    approval_envoy.wait_ready(approval_admin, "/ready", ready)?;
-
-    // Fine-grained authorization (jwt-identity → scope-fga) against the
-    // vault's FGA API: a store seeded from policies/stock-trade-rag.fga, a
-    // third Envoy with that store's id and its own listener and admin port.
+    // Fine-grained authorization against the vault's FGA API: a store
+    // seeded from policies/stock-trade-rag.fga, its id in the gateway's policy.
     let seeded = stack::python("examples/stock-trade/research.py")
         .args([
             "seed",
@@ -151,34 +121,26 @@ pub fn run() -> Result {
         ));
     }
     let store = String::from_utf8_lossy(&seeded.stdout).trim().to_string();
-    let fga_listener = stack::free_port()?;
-    let fga_admin = stack::free_port()?;
-    let shipped = root().join("envoy/scope-fga.yaml");
-    let template =
-        std::fs::read_to_string(&shipped).map_err(|e| format!("{}: {e}", shipped.display()))?;
-    let text = stack::render(&template, &ports, None)
-        .replace(
-            &format!("port_value: {listener} }}"),
-            &format!("port_value: {fga_listener} }}"),
-        )
-        .replace(
-            &format!("port_value: {admin} }}"),
-            &format!("port_value: {fga_admin} }}"),
-        )
-        .replace("01STOREFROMTHEDEMO000000000", &store);
-    let fga_config = dir.join("envoy-fga.yaml");
-    std::fs::write(&fga_config, text).map_err(|e| e.to_string())?;
-    let mut fga_envoy = Service::spawn(
-        "envoy-fga",
-        &mut stack::envoy(&fga_config, fga_admin, 1),
-        &dir,
-    )?;
-    fga_envoy.wait_ready(fga_admin, "/ready", ready)?;
-
-    println!(
-        "\n[demo] gateway   http://localhost:{listener}  (Envoy {}, envoy/chain.yaml: jwt_identity.wasm → token_exchange.wasm)",
-        setup::envoy_version()?
-    );
+    let gateways = if spin {
+        spin_gateway(&dir, &ports, &store, ready)?
+    } else {
+        envoy_gateways(&dir, &ports, &store, ready)?
+    };
+    let Gateways {
+        approval_listener,
+        fga_listener,
+        services: gateways,
+    } = gateways;
+    if spin {
+        println!(
+            "\n[demo] gateway   http://localhost:{listener}  (host-test serve, Spin components: jwt-identity → scope-fga → ciba-hold → token-exchange, policies/stock-trade-spin.json, FGA store {store})"
+        );
+    } else {
+        println!(
+            "\n[demo] gateway   http://localhost:{listener}  (Envoy {}, envoy/chain.yaml: jwt_identity.wasm → token_exchange.wasm)",
+            setup::envoy_version()?
+        );
+    }
     println!(
         "[demo] upstream  http://127.0.0.1:{upstream_port}  (examples/stock-trade/upstream.py)"
     );
@@ -187,12 +149,14 @@ pub fn run() -> Result {
     println!(
         "[demo] vault     http://127.0.0.1:{vault_port}  (agentward-vault, SQLite .demo/vault.db)"
     );
-    println!(
-        "[demo] approvals http://127.0.0.1:{approval_listener}  (envoy/ciba-hold.yaml: jwt_identity.wasm → ciba_hold.wasm, the vault as CIBA authority)"
-    );
-    println!(
-        "[demo] research  http://127.0.0.1:{fga_listener}  (envoy/scope-fga.yaml: jwt_identity.wasm → scope_fga.wasm, the vault's FGA API, store {store})"
-    );
+    if !spin {
+        println!(
+            "[demo] approvals http://127.0.0.1:{approval_listener}  (envoy/ciba-hold.yaml: jwt_identity.wasm → ciba_hold.wasm, the vault as CIBA authority)"
+        );
+        println!(
+            "[demo] research  http://127.0.0.1:{fga_listener}  (envoy/scope-fga.yaml: jwt_identity.wasm → scope_fga.wasm, the vault's FGA API, store {store})"
+        );
+    }
     println!("[demo] logs and configs in .demo/\n");
     let agent = crate::run_visible(stack::python("examples/stock-trade/agent.py").args([
         "--gateway",
@@ -214,9 +178,7 @@ pub fn run() -> Result {
         &format!("http://localhost:{listener}"),
     ]));
     drop((
-        fga_envoy,
-        approval_envoy,
-        envoy,
+        gateways,
         vault,
         upstream,
         provider,
@@ -225,6 +187,142 @@ pub fn run() -> Result {
     agent
         .and(research)
         .map_err(|_| "the demo did not go as expected; see above and .demo/*.log".to_string())
+}
+
+/// The gateways the agent and the research steps go through.
+struct Gateways {
+    approval_listener: u16,
+    fga_listener: u16,
+    /// Killed when dropped.
+    services: Vec<Service>,
+}
+
+/// Three Envoys: envoy/chain.yaml on the listener, envoy/ciba-hold.yaml and
+/// envoy/scope-fga.yaml (with the seeded `store`) on ports of their own.
+fn envoy_gateways(
+    dir: &std::path::Path,
+    ports: &HashMap<u16, u16>,
+    store: &str,
+    ready: Duration,
+) -> Result<Gateways> {
+    let listener = ports[&stack::LISTENER];
+    let admin = ports[&stack::ADMIN];
+    let shipped = root().join("envoy/chain.yaml");
+    let template =
+        std::fs::read_to_string(&shipped).map_err(|e| format!("{}: {e}", shipped.display()))?;
+    let config = dir.join("envoy.yaml");
+    std::fs::write(&config, stack::render(&template, ports, None)).map_err(|e| e.to_string())?;
+    let mut envoy = Service::spawn("envoy", &mut stack::envoy(&config, admin, 1), dir)?;
+    envoy.wait_ready(admin, "/ready", ready)?;
+
+    // The gateway with human approval (jwt-identity → ciba-hold), in front of
+    // the same API for the same resource: rendered with the chain's ports,
+    // then given a listener and admin port of its own.
+    let approval_listener = stack::free_port()?;
+    let approval_admin = stack::free_port()?;
+    let shipped = root().join("envoy/ciba-hold.yaml");
+    let template =
+        std::fs::read_to_string(&shipped).map_err(|e| format!("{}: {e}", shipped.display()))?;
+    let text = stack::render(&template, ports, None)
+        .replace(
+            &format!("port_value: {listener} }}"),
+            &format!("port_value: {approval_listener} }}"),
+        )
+        .replace(
+            &format!("port_value: {admin} }}"),
+            &format!("port_value: {approval_admin} }}"),
+        );
+    let approval_config = dir.join("envoy-approval.yaml");
+    std::fs::write(&approval_config, text).map_err(|e| e.to_string())?;
+    let mut approval_envoy = Service::spawn(
+        "envoy-approval",
+        &mut stack::envoy(&approval_config, approval_admin, 1),
+        dir,
+    )?;
+    approval_envoy.wait_ready(approval_admin, "/ready", ready)?;
+
+    let fga_listener = stack::free_port()?;
+    let fga_admin = stack::free_port()?;
+    let shipped = root().join("envoy/scope-fga.yaml");
+    let template =
+        std::fs::read_to_string(&shipped).map_err(|e| format!("{}: {e}", shipped.display()))?;
+    let text = stack::render(&template, ports, None)
+        .replace(
+            &format!("port_value: {listener} }}"),
+            &format!("port_value: {fga_listener} }}"),
+        )
+        .replace(
+            &format!("port_value: {admin} }}"),
+            &format!("port_value: {fga_admin} }}"),
+        )
+        .replace("01STOREFROMTHEDEMO000000000", store);
+    let fga_config = dir.join("envoy-fga.yaml");
+    std::fs::write(&fga_config, text).map_err(|e| e.to_string())?;
+    let mut fga_envoy = Service::spawn(
+        "envoy-fga",
+        &mut stack::envoy(&fga_config, fga_admin, 1),
+        dir,
+    )?;
+    fga_envoy.wait_ready(fga_admin, "/ready", ready)?;
+
+    Ok(Gateways {
+        approval_listener,
+        fga_listener,
+        services: vec![fga_envoy, approval_envoy, envoy],
+    })
+}
+
+/// One Spin app on the listener: jwt-identity → scope-fga → ciba-hold →
+/// token-exchange in `host-test serve`, on policies/stock-trade-spin.json
+/// with the seeded `store`; approvals and research go through it too.
+fn spin_gateway(
+    dir: &std::path::Path,
+    ports: &HashMap<u16, u16>,
+    store: &str,
+    ready: Duration,
+) -> Result<Gateways> {
+    let listener = ports[&stack::LISTENER];
+    let shipped = root().join("policies/stock-trade-spin.json");
+    let text =
+        std::fs::read_to_string(&shipped).map_err(|e| format!("{}: {e}", shipped.display()))?;
+    let policy = stack::render(&text, ports, None).replace("01STOREFROMTHEDEMO000000000", store);
+    let policy_file = dir.join("spin-policy.json");
+    std::fs::write(&policy_file, policy).map_err(|e| e.to_string())?;
+    let local = |port: u16| format!("http://127.0.0.1:{}", ports[&port]);
+    let mut cmd = std::process::Command::new(root().join("target/debug/host-test"));
+    cmd.arg("serve");
+    for component in build::SPIN_COMPONENTS {
+        let path = build::spin_path(component);
+        cmd.args(["--component", &format!("{component}={}", path.display())]);
+    }
+    cmd.arg("--policy").arg(&policy_file);
+    for (name, value) in [
+        ("cluster_idp".to_string(), local(stack::IDP)),
+        ("cluster_vault".to_string(), local(stack::VAULT)),
+        (
+            stack::DEMO_VAULT_CLIENT_SECRET.0.to_ascii_lowercase(),
+            stack::DEMO_VAULT_CLIENT_SECRET.1.to_string(),
+        ),
+        (
+            stack::DEMO_FGA_KEY.0.to_ascii_lowercase(),
+            stack::DEMO_FGA_KEY.1.to_string(),
+        ),
+        (
+            stack::DEMO_APPROVAL_HANDLE_KEY.0.to_ascii_lowercase(),
+            stack::DEMO_APPROVAL_HANDLE_KEY.1.to_string(),
+        ),
+    ] {
+        cmd.args(["--var", &format!("{name}={value}")]);
+    }
+    cmd.args(["--upstream", &local(stack::UPSTREAM)]);
+    cmd.args(["--listen", &format!("127.0.0.1:{listener}")]);
+    let mut spin = Service::spawn("spin", &mut cmd, dir)?;
+    spin.wait_ready(listener, "/prices/ACME", ready)?;
+    Ok(Gateways {
+        approval_listener: listener,
+        fga_listener: listener,
+        services: vec![spin],
+    })
 }
 
 /// 32 random bytes, base64: the vault's data-encryption key for this run.

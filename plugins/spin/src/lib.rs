@@ -20,7 +20,10 @@ pub mod config;
 pub mod http;
 
 pub use config::{now_ms, policy, proof_key, variable};
-pub use http::{call, forward, respond, Head};
+pub use http::{
+    body_too_large, call, forward, read_body, relay, relay_replaced, respond, send_on, Head,
+    Upstream,
+};
 
 /// Writes a line to the host's log (stderr: Spin keeps it per component).
 pub fn log(message: &str) {

@@ -80,14 +80,14 @@ pub fn prune(module: &[u8]) -> Result<Option<Pruned>, String> {
     }))
 }
 
-struct Section<'a> {
-    id: u8,
-    body: &'a [u8],
+pub(super) struct Section<'a> {
+    pub(super) id: u8,
+    pub(super) body: &'a [u8],
     /// The whole section: id, size and body.
-    raw: &'a [u8],
+    pub(super) raw: &'a [u8],
 }
 
-fn sections(module: &[u8]) -> Result<Vec<Section<'_>>, String> {
+pub(super) fn sections(module: &[u8]) -> Result<Vec<Section<'_>>, String> {
     if module.len() < 8 || &module[..4] != b"\0asm" {
         return Err("not a WebAssembly module".into());
     }
@@ -176,7 +176,7 @@ fn write_leb128(out: &mut Vec<u8>, mut value: usize) {
     }
 }
 
-fn push_section(out: &mut Vec<u8>, id: u8, body: &[u8]) {
+pub(super) fn push_section(out: &mut Vec<u8>, id: u8, body: &[u8]) {
     out.push(id);
     write_leb128(out, body.len());
     out.extend_from_slice(body);

@@ -1,6 +1,8 @@
 //! jwt-identity as a Spin component (wasi:http 0.2): verifies the bearer
 //! JWT and sends the request on to the `next` hop with the verified
-//! identity as `x-agentward-*` headers (every inbound one stripped).
+//! identity as `x-agentward-*` headers (every inbound one stripped) and,
+//! for the components after it, the proof's binding
+//! ([`agentward_spin::config::BINDING_HEADER`]).
 //! Decisions live in `agentward_core::authn`, as in the Envoy filter; this
 //! file reads the request, fetches the issuer's keys when core holds the
 //! request for them, and carries the step out.
@@ -14,7 +16,7 @@ use agentward_core::authn::{Authenticator, Decision, RequestHead};
 use agentward_core::response;
 use agentward_core::signature::PureRust;
 use agentward_core::step::Step;
-use agentward_spin::{call, forward, log, now_ms, respond, Head};
+use agentward_spin::{call, config, forward, log, now_ms, respond, Head};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
@@ -34,10 +36,20 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             log("agentward: no `proof_key` variable: token-exchange will refuse these identities")
         }
     }
-    let head = Head::of(&request);
+    let mut head = Head::of(&request);
     let decision = decide(&mut auth, &head, now).await;
     match decision.step {
-        Step::Continue(edits) => forward(request, head, &edits, |n| auth.strips(n), out).await,
+        Step::Continue(edits) => {
+            // Inbound identity headers go, the verified ones come in, and
+            // the proof's binding goes to the components after this one
+            // (Envoy: filter state; `send_on` keeps it from the upstream).
+            head.headers.retain(|(name, _)| !auth.strips(name));
+            if let Some(binding) = &decision.binding {
+                let name = config::BINDING_HEADER.to_string();
+                head.headers.push((name, binding.as_bytes().to_vec()));
+            }
+            forward(request, head, &edits, |_| false, out).await
+        }
         Step::Respond(answer) => respond(out, &answer).await,
         Step::Hold { .. } => respond(out, &auth.wait_timed_out()).await,
         Step::Call(_) | Step::ReadBody { .. } => {

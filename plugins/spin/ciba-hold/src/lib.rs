@@ -1,0 +1,154 @@
+//! ciba-hold as a Spin component (wasi:http 0.2): for routes with an
+//! `approval` rule, asks the user to approve the exact request through
+//! OpenID CIBA before it goes on. Decisions live in
+//! `agentward_core::approval::gate`, as in the Envoy filter; this file
+//! reads the request (its body whole), makes the calls the gate asks for
+//! through `wasi:http/outgoing-handler`, and sends the request on to the
+//! `next` hop or answers.
+//!
+//! Hold mode waits inside the request: the vault's long-poll (`wait`), or
+//! plain polls with the instance asleep in between (`wasi:clocks`), until
+//! the user decides or the request expires. Deferred mode answers 202 with
+//! the sealed handle and opens it on the retry, as in Envoy. Unlike Envoy,
+//! the whole request is buffered before it goes on, so the approval token
+//! (`token_header`) is added to requests with a body too. Each held
+//! request is its own instance: `max_held_requests` is not counted across
+//! them (the host's concurrency limit is what bounds them).
+
+use agentward_core::approval::gate::{Decision, Gate, RequestHead, Verdict, Wait};
+use agentward_core::approval::rule::APPROVAL_HEADER;
+use agentward_core::identity::ReceivedIdentity;
+use agentward_core::proof::KEY_NAME;
+use agentward_core::response::{self, LocalResponse};
+use agentward_core::shared_cache::{MemoryCache, SharedCache};
+use agentward_core::step::{BodyStep, Step};
+use agentward_spin::{
+    body_too_large, call, config, forward, log, now_ms, read_body, relay, respond, send_on, Head,
+};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
+use spin_sdk::http_component;
+use std::time::Duration;
+
+#[http_component]
+async fn handle(request: IncomingRequest, out: ResponseOutparam) {
+    let policy = match agentward_spin::policy() {
+        Ok(policy) => policy,
+        Err(answer) => return respond(out, &answer).await,
+    };
+    let mut gate = match Gate::new(policy, config::env) {
+        Ok(gate) => gate,
+        Err(e) => {
+            log(&format!("agentward: {e}"));
+            let answer = response::unavailable("not_configured", "the gateway has no valid policy");
+            return respond(out, &answer).await;
+        }
+    };
+    let mut keys = MemoryCache::new();
+    if let Some(key) = agentward_spin::proof_key() {
+        keys.set(KEY_NAME, &key.to_bytes());
+    }
+    gate.read_proof_key(&keys);
+    let mut head = Head::of(&request);
+    let decision = {
+        let binding = head.binding();
+        gate.decide(&RequestHead {
+            method: &head.method,
+            path: &head.path,
+            bearer: binding.as_deref(),
+            identity: ReceivedIdentity::from_headers(|name| head.header(name)),
+            approval_id: head.header(APPROVAL_HEADER),
+        })
+    };
+    let (edits, max_bytes, wait) = match (decision.step, decision.wait) {
+        (Step::Continue(edits), _) => return forward(request, head, &edits, |_| false, out).await,
+        (Step::Respond(answer), _) => return respond(out, &answer).await,
+        (Step::ReadBody { edits, max_bytes }, Some(wait)) => (edits, max_bytes, wait),
+        _ => return respond(out, &lost()).await,
+    };
+    head.apply(&edits);
+    let body = match read_body(request).await {
+        Ok(body) => body,
+        Err(answer) => return respond(out, &answer).await,
+    };
+    if body.len() > max_bytes {
+        return respond(out, &body_too_large(max_bytes)).await;
+    }
+    let Some(now) = now_ms() else {
+        return respond(out, &response::clock_unavailable()).await;
+    };
+    // The whole request is still here: its headers can take the token.
+    let decided = gate.on_body(wait, &body, true, now);
+    let decision = match (decided.step, decided.wait) {
+        (BodyStep::Keep, _) => Decision {
+            step: Step::Continue(agentward_core::step::Edits::none()),
+            verdict: decided.verdict,
+            wait: None,
+        },
+        (BodyStep::Respond(answer), _) => return respond(out, &answer).await,
+        (BodyStep::Call(callout), Some(wait)) => {
+            let answer = call(&callout).await;
+            answered(&gate, wait, &answer)
+        }
+        _ => return respond(out, &lost()).await,
+    };
+    match settle(&gate, decision).await {
+        Ok(edits) => {
+            head.apply(&edits);
+            match send_on(&head, body).await {
+                Ok(upstream) => relay(out, upstream).await,
+                Err(answer) => respond(out, &answer).await,
+            }
+        }
+        Err(answer) => respond(out, &answer).await,
+    }
+}
+
+/// Carries a decision through its calls and holds until the request goes
+/// on (its edits) or is answered.
+async fn settle(
+    gate: &Gate,
+    mut decision: Decision,
+) -> Result<agentward_core::step::Edits, LocalResponse> {
+    loop {
+        decision = match (decision.step, decision.wait) {
+            (Step::Continue(edits), _) => return Ok(edits),
+            (Step::Respond(answer), _) => return Err(answer),
+            (Step::Call(callout), Some(wait)) => {
+                let answer = call(&callout).await;
+                answered(gate, wait, &answer)
+            }
+            (Step::Hold { until_ms }, Some(wait)) => {
+                let Some(now) = now_ms() else {
+                    return Err(response::clock_unavailable());
+                };
+                // This instance serves this request only: it sleeps.
+                std::thread::sleep(Duration::from_millis(until_ms.saturating_sub(now)));
+                match now_ms() {
+                    Some(now) => gate.wake(wait, now),
+                    None => return Err(response::clock_unavailable()),
+                }
+            }
+            _ => return Err(lost()),
+        };
+    }
+}
+
+/// The gate's decision on a call's answer, now.
+fn answered(gate: &Gate, wait: Wait, answer: &agentward_core::step::Answer) -> Decision {
+    match now_ms() {
+        Some(now) => gate.on_answer(wait, answer, now),
+        None => Decision {
+            step: Step::Respond(response::clock_unavailable()),
+            verdict: Verdict::AuthorityUnavailable,
+            wait: None,
+        },
+    }
+}
+
+/// The gate lost track of the request (a step it never takes here).
+fn lost() -> LocalResponse {
+    response::unavailable(
+        "approval_state",
+        "the gateway lost track of this request's approval",
+    )
+}

@@ -1,0 +1,86 @@
+"""examples/stock-trade/spin.toml, read as Spin reads it, against what the
+end-to-end tests and `cargo xtask demo --spin` run in `host-test serve`: the
+same four components in the same order, on policies/stock-trade-spin.json,
+each given the variables its part of the policy reads. (No Spin CLI here:
+this is what stands in for `spin up` checking the manifest.)"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+from stack import ROOT
+
+MANIFEST = ROOT / "examples/stock-trade/spin.toml"
+POLICY = ROOT / "policies/stock-trade-spin.json"
+CHAIN = ["jwt-identity", "scope-fga", "ciba-hold", "token-exchange"]
+
+
+def _manifest() -> dict:
+    return tomllib.loads(MANIFEST.read_text())
+
+
+def test_only_jwt_identity_is_public_and_the_chain_runs_in_order():
+    m = _manifest()
+    public = [t["component"] for t in m["trigger"]["http"] if t["route"] != {"private": True}]
+    assert public == ["jwt-identity"]
+    assert sorted(t["component"] for t in m["trigger"]["http"]) == sorted(CHAIN)
+    order, name = [], "jwt-identity"
+    while name:
+        order.append(name)
+        component = m["component"][name]
+        nxt = component["variables"]["next"]
+        # Every hop a component makes is allowed to it.
+        assert nxt in component["allowed_outbound_hosts"], name
+        name = nxt.removeprefix("http://").removesuffix(".spin.internal") if nxt.endswith(".spin.internal") else None
+    assert order == CHAIN
+    assert m["component"]["token-exchange"]["variables"]["next"] == "http://127.0.0.1:8080"
+
+
+def test_each_component_gets_the_policy_the_proof_key_and_what_its_section_reads():
+    m = _manifest()
+    policy = json.loads(POLICY.read_text())
+    needs = {
+        "jwt-identity": [f"cluster_{policy['issuers'][0]['jwks_cluster']}"],
+        "scope-fga": [f"cluster_{policy['fga']['cluster']}", policy["fga"]["preshared_key_env"].lower()],
+        "ciba-hold": [
+            f"cluster_{policy['approval']['cluster']}",
+            policy["approval"]["client_secret_env"].lower(),
+            policy["approval"]["handle_key_env"].lower(),
+        ],
+        "token-exchange": [f"cluster_{policy['vault']['cluster']}", policy["vault"]["client_secret_env"].lower()],
+    }
+    declared = set(m["variables"])
+    for name in CHAIN:
+        component = m["component"][name]
+        variables = component["variables"]
+        assert variables["policy"] == "{{ policy }}" and variables["proof_key"] == "{{ proof_key }}", name
+        for var in needs[name]:
+            assert var in variables, f"{name} lacks {var}"
+            if var.startswith("cluster_"):
+                assert variables[var] in component["allowed_outbound_hosts"], f"{name}: {var}"
+        # Secrets come from the app's variables, never inline.
+        for var, value in variables.items():
+            if "{{" in value:
+                assert value.strip("{} ") in declared, f"{name}.{var}"
+        assert component["source"] == f"../../target/wasm32-wasip2/spin/spin_{name.replace('-', '_')}.wasm"
+
+
+def test_the_spin_policy_is_the_three_envoy_policies_together():
+    """policies/stock-trade-spin.json: every route of envoy/chain.yaml,
+    envoy/ciba-hold.yaml and envoy/scope-fga.yaml, with the section each
+    plugin needs."""
+    from stack import ENVOY_DIR, embedded_policies, policy_file
+
+    spin = policy_file(POLICY)
+    chain = policy_file(ROOT / "policies/stock-trade-chain.json")
+    approval = policy_file(ROOT / "policies/stock-trade-approval.json")
+    fga = embedded_policies((ENVOY_DIR / "scope-fga.yaml").read_text())[0]
+    for other, section in [(chain, "vault"), (approval, "approval"), (fga, "fga")]:
+        assert spin[section] == other[section]
+        assert spin["issuers"] == other["issuers"]
+        for route in other["routes"]:
+            same = [r for r in spin["routes"] if r["match"] == route["match"]]
+            assert same, route["match"]
+            for key, value in route.items():
+                assert same[0].get(key) == value, (route["match"], key)
