@@ -10,6 +10,9 @@
 //! - variables (`fermyon:spin/variables@2.0.0`): the same set for every
 //!   component, plus `next`, the origin of the next component in the list
 //!   (the last one's is the upstream);
+//! - key-value (`fermyon:spin/key-value@2.0.0`): the store `default`, in
+//!   memory, one for the whole app, as `key_value_stores = ["default"]`
+//!   gives every component in Spin;
 //! - `wasi:cli` (stdout and stderr go to the runner's), clocks and random.
 //!
 //! With `HOST_TEST_SERVE_TIMING` set in its environment, it logs how long
@@ -17,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -48,14 +51,42 @@ mod spin {
                 get: func(name: string) -> result<string, error>;
             }
 
+            interface key-value {
+                resource store {
+                    open: static func(label: string) -> result<store, error>;
+                    get: func(key: string) -> result<option<list<u8>>, error>;
+                    set: func(key: string, value: list<u8>) -> result<_, error>;
+                    delete: func(key: string) -> result<_, error>;
+                    exists: func(key: string) -> result<bool, error>;
+                    get-keys: func() -> result<list<string>, error>;
+                }
+                variant error {
+                    store-table-full,
+                    no-such-store,
+                    access-denied,
+                    other(string),
+                }
+            }
+
             world runner {
                 import variables;
+                import key-value;
             }
         ",
+        with: {
+            "fermyon:spin/key-value.store": super::KvStore,
+        },
     });
 }
 
-use spin::fermyon::spin::variables;
+use spin::fermyon::spin::{key_value, variables};
+
+/// An open key-value store: the app's one store, `default` (Spin's name
+/// for the store every app may be given), shared by every instance of
+/// every component of the runner, in memory, for the process's life.
+pub struct KvStore {
+    entries: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+}
 
 /// Host names that stand for a component of the app.
 pub const INTERNAL_SUFFIX: &str = ".spin.internal";
@@ -76,6 +107,10 @@ pub struct ServeOptions {
     pub upstream: Option<String>,
 }
 
+/// Upper bound on what the key-value store holds: a store that is full
+/// refuses writes (a cache then misses), as a host's quota would.
+const KV_MAX_ENTRIES: usize = 100_000;
+
 struct App {
     name: String,
     pre: ProxyPre<State>,
@@ -85,6 +120,7 @@ struct App {
 /// The loaded components, ready to serve.
 pub struct Runner {
     apps: Vec<App>,
+    store: Arc<Mutex<HashMap<String, Vec<u8>>>>,
 }
 
 struct State {
@@ -93,6 +129,7 @@ struct State {
     table: ResourceTable,
     hooks: Hooks,
     variables: Arc<HashMap<String, String>>,
+    store: Arc<Mutex<HashMap<String, Vec<u8>>>>,
 }
 
 struct Hooks {
@@ -131,6 +168,97 @@ impl variables::Host for State {
             .get(&name)
             .cloned()
             .ok_or(variables::Error::Undefined(name))
+    }
+}
+
+impl key_value::Host for State {}
+
+impl key_value::HostStore for State {
+    fn open(
+        &mut self,
+        label: String,
+    ) -> Result<wasmtime::component::Resource<KvStore>, key_value::Error> {
+        if label != "default" {
+            return Err(key_value::Error::NoSuchStore);
+        }
+        let store = KvStore {
+            entries: self.store.clone(),
+        };
+        self.table
+            .push(store)
+            .map_err(|_| key_value::Error::StoreTableFull)
+    }
+
+    fn get(
+        &mut self,
+        store: wasmtime::component::Resource<KvStore>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, key_value::Error> {
+        self.with_entries(&store, |entries| entries.get(&key).cloned())
+    }
+
+    fn set(
+        &mut self,
+        store: wasmtime::component::Resource<KvStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), key_value::Error> {
+        self.with_entries(&store, |entries| {
+            if entries.len() >= KV_MAX_ENTRIES && !entries.contains_key(&key) {
+                return Err(key_value::Error::Other("the store is full".into()));
+            }
+            entries.insert(key, value);
+            Ok(())
+        })?
+    }
+
+    fn delete(
+        &mut self,
+        store: wasmtime::component::Resource<KvStore>,
+        key: String,
+    ) -> Result<(), key_value::Error> {
+        self.with_entries(&store, |entries| {
+            entries.remove(&key);
+        })
+    }
+
+    fn exists(
+        &mut self,
+        store: wasmtime::component::Resource<KvStore>,
+        key: String,
+    ) -> Result<bool, key_value::Error> {
+        self.with_entries(&store, |entries| entries.contains_key(&key))
+    }
+
+    fn get_keys(
+        &mut self,
+        store: wasmtime::component::Resource<KvStore>,
+    ) -> Result<Vec<String>, key_value::Error> {
+        self.with_entries(&store, |entries| entries.keys().cloned().collect())
+    }
+
+    fn drop(&mut self, store: wasmtime::component::Resource<KvStore>) -> wasmtime::Result<()> {
+        self.table.delete(store)?;
+        Ok(())
+    }
+}
+
+impl State {
+    /// Runs `f` on the entries of an open store.
+    fn with_entries<T>(
+        &mut self,
+        store: &wasmtime::component::Resource<KvStore>,
+        f: impl FnOnce(&mut HashMap<String, Vec<u8>>) -> T,
+    ) -> Result<T, key_value::Error> {
+        let store = self
+            .table
+            .get(store)
+            .map_err(|_| key_value::Error::Other("no such open store".into()))?;
+        let mut entries = store
+            .entries
+            .lock()
+            .map_err(|_| key_value::Error::Other("the store is poisoned".into()))?;
+        Ok(f(&mut entries))
     }
 }
 
@@ -202,6 +330,7 @@ impl Runner {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         variables::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        key_value::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         let mut apps = Vec::new();
         for (i, (name, file)) in options.components.iter().enumerate() {
             let component = Component::from_file(&engine, file)
@@ -225,7 +354,10 @@ impl Runner {
         if apps.is_empty() {
             wasmtime::bail!("no component to serve");
         }
-        Ok(Arc::new(Runner { apps }))
+        Ok(Arc::new(Runner {
+            apps,
+            store: Arc::default(),
+        }))
     }
 
     /// Runs one request through a fresh instance of component `index`.
@@ -252,6 +384,7 @@ impl Runner {
                     runner: self.clone(),
                 },
                 variables: app.variables.clone(),
+                store: self.store.clone(),
             },
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();

@@ -18,8 +18,10 @@
 
 pub mod config;
 pub mod http;
+pub mod kv;
 
 pub use config::{now_ms, policy, proof_key, variable};
+pub use kv::KeyValue;
 pub use http::{
     body_too_large, call, forward, read_body, relay, relay_replaced, respond, send_on, Head,
     Upstream,

@@ -8,8 +8,9 @@
 //! cuts its answer.
 //!
 //! A Spin host starts a fresh instance per request: FGA decisions are
-//! cached for this request only (the service is asked for every request a
-//! cache miss in Envoy would ask for). The identity proof is checked
+//! cached in the app's key-value store (Spin's `default` store), as Envoy
+//! caches them in shared data, for the policy's `cache_seconds`; without a
+//! store, for this request only. The identity proof is checked
 //! against the binding jwt-identity hands on
 //! ([`agentward_spin::config::BINDING_HEADER`]).
 
@@ -25,10 +26,10 @@ use agentward_spin::{
 };
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
-use std::collections::HashMap;
+use agentward_spin::KeyValue;
 
-/// FGA decisions made during this request (the instance lives for it only).
-type Decisions = HashMap<String, Vec<u8>>;
+/// FGA decisions: the app's key-value store.
+type Decisions = KeyValue;
 
 #[http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
@@ -49,7 +50,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
         keys.set(KEY_NAME, &key.to_bytes());
     }
     gate.read_proof_key(&keys);
-    let mut decisions = Decisions::new();
+    let mut decisions = KeyValue::open();
     let mut head = Head::of(&request);
     let decision = {
         let binding = head.binding();
