@@ -206,7 +206,11 @@ pub fn run(options: Options) -> Result {
     }
     if options.only.iter().any(|o| o == spin::NAME) {
         if options.only.len() != 1 {
-            return Err(format!("run {} on its own (--only {})", spin::NAME, spin::NAME));
+            return Err(format!(
+                "run {} on its own (--only {})",
+                spin::NAME,
+                spin::NAME
+            ));
         }
         setup::run(setup::Extras {
             wrk: true,

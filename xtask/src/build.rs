@@ -73,7 +73,9 @@ pub fn spin() -> Result {
     run_visible(&mut cmd)?;
     let wasm_opt = optimize::available();
     if !wasm_opt {
-        println!("[build] wasm-opt not found (binaryen: cargo xtask setup): components left as built");
+        println!(
+            "[build] wasm-opt not found (binaryen: cargo xtask setup): components left as built"
+        );
     }
     for p in SPIN_COMPONENTS {
         let path = spin_path(p);

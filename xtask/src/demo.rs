@@ -177,13 +177,7 @@ pub fn run(spin: bool) -> Result {
         "--resource",
         &format!("http://localhost:{listener}"),
     ]));
-    drop((
-        gateways,
-        vault,
-        upstream,
-        provider,
-        idp,
-    ));
+    drop((gateways, vault, upstream, provider, idp));
     agent
         .and(research)
         .map_err(|_| "the demo did not go as expected; see above and .demo/*.log".to_string())

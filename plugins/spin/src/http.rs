@@ -166,9 +166,9 @@ impl Head {
         }
         match &edits.set_one {
             Some((":path", path)) => self.path.clone_from(path),
-            Some((name, value)) if !name.starts_with(':') => {
-                self.headers.push((name.to_string(), value.as_bytes().to_vec()))
-            }
+            Some((name, value)) if !name.starts_with(':') => self
+                .headers
+                .push((name.to_string(), value.as_bytes().to_vec())),
             _ => {}
         }
     }

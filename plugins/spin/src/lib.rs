@@ -21,11 +21,11 @@ pub mod http;
 pub mod kv;
 
 pub use config::{now_ms, policy, proof_key, variable};
-pub use kv::KeyValue;
 pub use http::{
     body_too_large, call, forward, read_body, relay, relay_replaced, respond, send_on, Head,
     Upstream,
 };
+pub use kv::KeyValue;
 
 /// Writes a line to the host's log (stderr: Spin keeps it per component).
 pub fn log(message: &str) {

@@ -70,7 +70,10 @@ pub fn run(rounds: usize, window_secs: u32, material: &Material, dir: &Path) -> 
         let mut cmd = Command::new(root().join("target/debug/host-test"));
         cmd.arg("serve").env("HOST_TEST_SERVE_TIMING", "1");
         for c in components {
-            cmd.args(["--component", &format!("{c}={}", build::spin_path(c).display())]);
+            cmd.args([
+                "--component",
+                &format!("{c}={}", build::spin_path(c).display()),
+            ]);
         }
         cmd.arg("--policy").arg(policy);
         // The chain's secrets: placeholders (the public route needs none).

@@ -53,8 +53,7 @@ pub fn component(path: &Path) -> Result<(u64, u64), String> {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        let optimised =
-            std::fs::read(&output).map_err(|e| format!("{}: {e}", output.display()))?;
+        let optimised = std::fs::read(&output).map_err(|e| format!("{}: {e}", output.display()))?;
         let _ = std::fs::remove_file(&output);
         Ok(optimised)
     })?;

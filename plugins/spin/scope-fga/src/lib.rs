@@ -21,12 +21,12 @@ use agentward_core::proof::KEY_NAME;
 use agentward_core::response::{self, LocalResponse};
 use agentward_core::shared_cache::{MemoryCache, SharedCache};
 use agentward_core::step::{BodyStep, Step};
+use agentward_spin::KeyValue;
 use agentward_spin::{
     body_too_large, call, config, log, read_body, relay, relay_replaced, respond, send_on, Head,
 };
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
-use agentward_spin::KeyValue;
 
 /// FGA decisions: the app's key-value store.
 type Decisions = KeyValue;
