@@ -124,3 +124,25 @@ mod tests {
         assert!(rewrite(&module, |m| Ok(m.to_vec())).is_err());
     }
 }
+
+#[cfg(test)]
+mod real {
+    /// On the built components (after `cargo xtask build`): a copy of each,
+    /// rewritten, is smaller or the same and still a component.
+    /// `cargo test -p xtask -- --ignored`.
+    #[test]
+    #[ignore]
+    fn the_built_components_shrink_and_stay_components() {
+        for c in crate::build::SPIN_COMPONENTS {
+            let path = crate::build::spin_path(c);
+            let copy = std::env::temp_dir().join(format!("optimize-{c}.wasm"));
+            std::fs::copy(&path, &copy).unwrap();
+            let (before, after) = super::component(&copy).unwrap();
+            assert!(after <= before, "{c}: {before} → {after}");
+            let bytes = std::fs::read(&copy).unwrap();
+            assert_eq!(bytes.get(6..8), Some(&[1u8, 0][..]));
+            println!("{c}: {before} → {after}");
+            std::fs::remove_file(&copy).unwrap();
+        }
+    }
+}
