@@ -13,7 +13,10 @@ With `--approval-gateway` (envoy/ciba-hold.yaml) and the vault's log, the
 agent then places orders that need alice's approval: a large buy is held by
 the gateway until alice approves it on the vault's approval page (the link
 "her phone" got: the demo vault's log notifier), a larger one she denies,
-and a deferred order the agent retries with its approval id.
+a deferred order the agent retries with its approval id, and the same buy
+as an MCP tool call (POST /trading/mcp, JSON-RPC): answered in the MCP
+client's protocol (2026-07-28 `input_required` with the approval as
+`requestState`; 2025-11-25 error -32042), then retried once she approved.
 
     python agent.py --gateway http://localhost:10000 --idp http://127.0.0.1:8081 \
         [--approval-gateway http://127.0.0.1:10001 --vault-log .demo/vault.log]
@@ -255,6 +258,82 @@ def deferred_order(agent: Agent) -> requests.Response:
     replay = order_through_approvals(agent, "/orders", order, **{"x-agentward-approval": pending["approval_id"]})
     agent.note("the same retry again", f"{replay.status_code} {replay.json().get('reason')}: an approval is used once")
     return retry
+
+
+MCP_TRADING = "/trading/mcp"
+
+
+class RpcOutcome:
+    """What an MCP step ends with: `result`, or `error <code>` (a JSON-RPC
+    error comes with HTTP 200 too), as the step's status."""
+
+    def __init__(self, r: requests.Response):
+        try:
+            body = r.json()
+        except ValueError:
+            body = {}
+        if "result" in body and "error" not in body:
+            self.status_code = "result"
+        else:
+            self.status_code = f"{r.status_code} error {body.get('error', {}).get('code')}"
+        self.body = body
+
+
+def mcp_call(agent: Agent, rid: int, arguments: dict, version: str, **params) -> requests.Response:
+    """One `tools/call` of place_order as an MCP client of `version` sends it
+    (Streamable HTTP; 2026-07-28 mirrors the method and tool in headers)."""
+    message = {"jsonrpc": "2.0", "id": rid, "method": "tools/call",
+               "params": dict(name="place_order", arguments=arguments, **params)}
+    headers = {
+        "authorization": f"Bearer {agent.token}",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": version,
+    }
+    if version == "2026-07-28":
+        headers.update({"mcp-method": "tools/call", "mcp-name": "place_order"})
+    return agent.http.post(agent.approval_gateway + MCP_TRADING, json=message, headers=headers, timeout=60)
+
+
+@step("the MCP form (2026-07-28): tools/call place_order 25 ACME → input_required; alice approves; the client retries with requestState",
+      expect="result", steps=APPROVAL_STEPS)
+def mcp_order_2026(agent: Agent) -> RpcOutcome:
+    order = {"ticker": "ACME", "qty": 25}
+    first = mcp_call(agent, 1, order, "2026-07-28")
+    result = first.json().get("result", {}) if first.ok else {}
+    if result.get("resultType") != "input_required":
+        agent.note("body", first.text)
+        return RpcOutcome(first)
+    elicit = result["inputRequests"]["agentward_approval"]["params"]
+    agent.note("the MCP answer", f"input_required: a URL elicitation ({elicit['url']}) saying {elicit['message']!r}; requestState {result['requestState'][:16]}…")
+    link = user.approval_link(agent.vault_log, "Buy 25 ACME by MCP", agent.links_seen)
+    shown, answer = user.decide_approval(link, "approve")
+    agent.note(f"alice approves {shown!r} on the link her phone got", answer.status_code)
+    accepted = {"agentward_approval": {"action": "accept"}}
+    retry = mcp_call(agent, 2, order, "2026-07-28", requestState=result["requestState"], inputResponses=accepted)
+    outcome = RpcOutcome(retry)
+    agent.note("the retry", outcome.body.get("result") or outcome.body)
+    replay = RpcOutcome(mcp_call(agent, 3, order, "2026-07-28", requestState=result["requestState"]))
+    agent.note("the same requestState again", replay.body.get("error", {}).get("data") or replay.body)
+    return outcome
+
+
+@step("the MCP form (2025-11-25): the same call gets error -32042; alice approves; the client calls again",
+      expect="result", steps=APPROVAL_STEPS)
+def mcp_order_2025(agent: Agent) -> RpcOutcome:
+    order = {"ticker": "GLOBEX", "qty": 15}
+    first = mcp_call(agent, 1, order, "2025-11-25")
+    error = first.json().get("error", {}) if first.ok else {}
+    if error.get("code") != -32042:
+        agent.note("body", first.text)
+        return RpcOutcome(first)
+    elicit = error["data"]["elicitations"][0]
+    agent.note("the MCP answer", f"error -32042 (URL elicitation required): {elicit['url']}, {elicit['message']!r}")
+    link = user.approval_link(agent.vault_log, "Buy 15 GLOBEX by MCP", agent.links_seen)
+    shown, answer = user.decide_approval(link, "approve")
+    agent.note(f"alice approves {shown!r}", answer.status_code)
+    outcome = RpcOutcome(mcp_call(agent, 2, order, "2025-11-25"))
+    agent.note("the same call again", outcome.body.get("result") or outcome.body)
+    return outcome
 
 
 def print_notes(notes) -> None:

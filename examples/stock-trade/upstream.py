@@ -18,6 +18,10 @@ gateway forwarded.
                              HTTP, plain JSON answers): tools/list lists
                              every tool, tools/call runs one; the gateway's
                              scope-fga cuts the list and refuses hidden tools
+    POST /trading/mcp        a minimal MCP trading server: place_order and
+                             get_price (envoy/ciba-hold.yaml asks alice to
+                             approve large orders); like a real server it
+                             refuses a `requestState` it did not issue
     GET  /broker/portfolio   the user's account at the broker: trusts no
                              gateway header, only an access token issued by
                              the broker's OAuth provider (provider/), checked
@@ -78,6 +82,32 @@ def mcp_answer(message: dict) -> dict:
     elif method == "tools/call" and message.get("params", {}).get("name") in MCP_TOOLS:
         name = message["params"]["name"]
         result = {"content": [{"type": "text", "text": f"{name}: done"}], "isError": False}
+    else:
+        return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": "Unknown tool"}}
+    return {"jsonrpc": "2.0", "id": rid, "result": result}
+
+
+TRADING_TOOLS = ["place_order", "get_price"]
+
+
+def trading_answer(message: dict) -> dict:
+    """A JSON-RPC answer on /trading/mcp: place_order and get_price."""
+    method, rid = message.get("method"), message.get("id")
+    params = message.get("params") or {}
+    if method == "tools/list":
+        schema = {"type": "object", "properties": {"ticker": {"type": "string"}, "qty": {"type": "integer"}}}
+        result = {"tools": [{"name": t, "inputSchema": schema} for t in TRADING_TOOLS]}
+    elif method == "tools/call" and "requestState" in params:
+        # Never sealed here: the gateway must have removed its own.
+        return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": "Invalid or expired requestState"}}
+    elif method == "tools/call" and params.get("name") in TRADING_TOOLS:
+        args = params.get("arguments") or {}
+        ticker = str(args.get("ticker", "ACME"))
+        if params["name"] == "get_price":
+            text = f"{ticker} at {price_of(ticker)}"
+        else:
+            text = f"bought {args.get('qty')} {ticker}"
+        result = {"content": [{"type": "text", "text": text}], "isError": False}
     else:
         return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": "Unknown tool"}}
     return {"jsonrpc": "2.0", "id": rid, "result": result}
@@ -215,6 +245,17 @@ class StockTradeHandler(BaseHTTPRequestHandler):
         )
 
     def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            # A gateway that rewrote the body sends it chunked (no length).
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length else b""
 
@@ -243,7 +284,7 @@ class StockTradeHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
         body = self._read_body()
-        if path == "/mcp":
+        if path in ("/mcp", "/trading/mcp"):
             try:
                 message = json.loads(body or b"{}")
             except ValueError:
@@ -254,7 +295,8 @@ class StockTradeHandler(BaseHTTPRequestHandler):
                 self.send_header("content-length", "0")
                 self.end_headers()
                 return
-            data = json.dumps(mcp_answer(message)).encode()
+            answer = mcp_answer if path == "/mcp" else trading_answer
+            data = json.dumps(answer(message)).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))

@@ -46,6 +46,13 @@ impl SharedData {
         self.lock().values.get(key).cloned()
     }
 
+    /// Every key, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.lock().values.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
     /// Stores `value` under `key`. A non-zero `cas` must match the current
     /// one, else [`Status::CasMismatch`]; zero always writes.
     pub fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), Status> {

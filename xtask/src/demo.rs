@@ -151,7 +151,7 @@ pub fn run(spin: bool) -> Result {
     );
     if !spin {
         println!(
-            "[demo] approvals http://127.0.0.1:{approval_listener}  (envoy/ciba-hold.yaml: jwt_identity.wasm → ciba_hold.wasm, the vault as CIBA authority)"
+            "[demo] approvals http://127.0.0.1:{approval_listener}  (envoy/ciba-hold.yaml: jwt_identity.wasm → ciba_hold.wasm, the vault as CIBA authority; MCP tool calls on /trading/mcp)"
         );
         println!(
             "[demo] research  http://127.0.0.1:{fga_listener}  (envoy/scope-fga.yaml: jwt_identity.wasm → scope_fga.wasm, the vault's FGA API, store {store})"

@@ -6,6 +6,12 @@
 //! the request and its body, carry out the gate's steps, dispatch its calls,
 //! hold requests between polls, count its verdicts.
 //!
+//! On an MCP route whose tools have approval rules, the answers are
+//! JSON-RPC (`input_required`, `-32042`, errors), and an approved retry's
+//! body is rewritten (without the gateway's `requestState`) from the poll's
+//! answer, in the request's context, before it is resumed; 2025-11-25
+//! calls' pending approvals are kept in shared data, across workers.
+//!
 //! A request's first call (`/bc-authorize`, a retry's poll, a long-poll
 //! right after) is made from its own context and answers there; a poll
 //! started when a hold's timer ends is made by the root on its tick and
@@ -17,7 +23,9 @@ use agentward_core::approval::gate::{Decision, Gate, RequestHead, Verdict, Wait}
 use agentward_core::approval::rule::APPROVAL_HEADER;
 use agentward_core::held::HeldQueue;
 use agentward_core::identity::ReceivedIdentity;
+use agentward_core::mcp::{McpHeaders, METHOD_HEADER, NAME_HEADER};
 use agentward_core::response;
+use agentward_core::shared_cache::SharedCache;
 use agentward_core::step::{Answer, Step};
 use agentward_envoy::request_body::{self, BodyRead, Chunk, Started};
 use agentward_envoy::step::{self, Carried, Phase};
@@ -50,13 +58,16 @@ const TICK: Duration = Duration::from_millis(100);
 const WAITING_FOR: &str = "waiting for users' approvals";
 
 /// The request headers the gate reads, in one pass over the map.
-const HEAD: [&str; 12] = {
+const HEAD: [&str; 15] = {
     let id = ReceivedIdentity::HEADERS;
     [
         ":method",
         ":path",
         "authorization",
         APPROVAL_HEADER,
+        METHOD_HEADER,
+        NAME_HEADER,
+        "mcp-protocol-version",
         id[0],
         id[1],
         id[2],
@@ -118,18 +129,40 @@ impl Plugin {
         }
     }
 
-    /// Carries out `decision` for held request `id`. Returns what to keep
-    /// in the request's context when a call was made from it.
-    fn advance(&self, id: u32, mut decision: Decision, at: At) -> Option<(Wait, usize)> {
+    /// Carries out `decision` for held request `id` (`body_size`: the
+    /// request body buffered, for a rewrite). Returns what to keep in the
+    /// request's context when a call was made from it.
+    fn advance(
+        &self,
+        id: u32,
+        mut decision: Decision,
+        at: At,
+        body_size: usize,
+    ) -> Option<(Wait, usize)> {
         loop {
             self.count(decision.verdict);
+            remember(decision.remember.take());
             let wait = decision.wait.take();
             match (decision.step, wait) {
                 (Step::Continue(edits), _) => {
                     self.done(id);
-                    let released = match at {
-                        At::Request => held::resume_current(&edits),
-                        At::Root(root) => held::resume(id, root, &edits),
+                    let released = match (at, decision.body.take()) {
+                        (At::Request, None) => held::resume_current(&edits),
+                        (At::Request, Some(body)) => {
+                            // The headers went on before the body was read:
+                            // no edits; `content-length` went then.
+                            if !request_body::replace(body_size, &body) {
+                                return None; // answered 503
+                            }
+                            held::resume_current(&edits)
+                        }
+                        (At::Root(root), None) => held::resume(id, root, &edits),
+                        // Rewrites are decided in the request's own context
+                        // (a retry's one poll): never here.
+                        (At::Root(root), Some(_)) => {
+                            held::answer(id, root, &lost_track());
+                            held::Released::Failed
+                        }
                     };
                     if released == held::Released::Failed {
                         log(
@@ -172,25 +205,12 @@ impl Plugin {
                 (Step::Hold { until_ms }, Some(wait)) => {
                     let held = self.holds.borrow_mut().timers.hold(id, until_ms, wait);
                     if held.is_err() {
-                        decision = Decision {
-                            step: Step::Respond(response::too_many_held(WAITING_FOR)),
-                            verdict: Verdict::AuthorityUnavailable,
-                            wait: None,
-                        };
+                        decision = unavailable(response::too_many_held(WAITING_FOR));
                         continue;
                     }
                     return None;
                 }
-                _ => {
-                    decision = Decision {
-                        step: Step::Respond(response::unavailable(
-                            "approval_state",
-                            "the gateway lost track of this request's approval",
-                        )),
-                        verdict: Verdict::AuthorityUnavailable,
-                        wait: None,
-                    };
-                }
+                _ => decision = unavailable(lost_track()),
             }
         }
     }
@@ -205,10 +225,36 @@ impl Plugin {
 }
 
 fn clock_failed() -> Decision {
+    unavailable(response::clock_unavailable())
+}
+
+fn unavailable(answer: response::LocalResponse) -> Decision {
     Decision {
-        step: Step::Respond(response::clock_unavailable()),
+        step: Step::Respond(answer),
         verdict: Verdict::AuthorityUnavailable,
         wait: None,
+        body: None,
+        remember: None,
+    }
+}
+
+fn lost_track() -> response::LocalResponse {
+    response::unavailable(
+        "approval_state",
+        "the gateway lost track of this request's approval",
+    )
+}
+
+/// Writes (or forgets) a pending MCP approval in shared data; a write the
+/// host refuses only means the retry asks for a new approval.
+fn remember(write: Option<agentward_core::approval::gate::Remember>) {
+    if let Some(write) = write {
+        if !SharedData.set(&write.key, &write.value) {
+            log(
+                LogLevel::Warn,
+                "agentward: could not keep a pending MCP approval in shared data",
+            );
+        }
     }
 }
 
@@ -233,7 +279,7 @@ impl Context for Root {
         };
         let answer = step::read_answer(num_headers, body_size, max_bytes);
         let decision = plugin.answered(wait, &answer);
-        plugin.advance(id, decision, At::Root(self.id));
+        plugin.advance(id, decision, At::Root(self.id), 0);
     }
 }
 
@@ -292,7 +338,7 @@ impl RootContext for Root {
                 Ok(now) => plugin.gate.borrow().wake(h.item, now),
                 Err(_) => clock_failed(),
             };
-            plugin.advance(h.id, decision, At::Root(self.id));
+            plugin.advance(h.id, decision, At::Root(self.id), 0);
         }
     }
 
@@ -302,6 +348,7 @@ impl RootContext for Root {
             plugin: self.plugin.clone(),
             reading: None,
             wait: None,
+            body_size: 0,
         }))
     }
 
@@ -317,6 +364,8 @@ struct Request {
     reading: Option<(BodyRead, Wait)>,
     /// The call this context made, and the largest answer read.
     wait: Option<(Wait, usize)>,
+    /// The size of the body read (what a rewrite replaces).
+    body_size: usize,
 }
 
 impl Request {
@@ -332,7 +381,12 @@ impl Request {
             respond(&response::clock_unavailable());
             return Action::Pause;
         };
-        let decision = plugin.gate.borrow().on_body(wait, body, headers_held, now);
+        self.body_size = body.len();
+        let mut decision = plugin
+            .gate
+            .borrow()
+            .on_body(wait, body, headers_held, now, &SharedData);
+        remember(decision.remember.take());
         let mut holds = plugin.holds.borrow_mut();
         if decision.wait.is_some() && holds.waiting.len() >= holds.cap {
             drop(holds);
@@ -362,7 +416,7 @@ impl Request {
             Carried::CallFailed(_) => {
                 if let Some(wait) = decision.wait {
                     let failed = plugin.answered(wait, &Answer::Failed);
-                    self.wait = plugin.advance(self.id, failed, At::Request);
+                    self.wait = plugin.advance(self.id, failed, At::Request, self.body_size);
                 }
                 Action::Pause
             }
@@ -389,7 +443,7 @@ impl Context for Request {
         };
         let answer = step::read_answer(num_headers, body_size, max_bytes);
         let decision = plugin.answered(wait, &answer);
-        self.wait = plugin.advance(self.id, decision, At::Request);
+        self.wait = plugin.advance(self.id, decision, At::Request, self.body_size);
     }
 }
 
@@ -403,7 +457,8 @@ impl HttpContext for Request {
             return Action::Pause;
         };
         let headers = hostcall::request_headers().unwrap_or_default();
-        let [method, path, authorization, approval_id, id @ ..] = headers.get_many(HEAD);
+        let [method, path, authorization, approval_id, mcp_method, mcp_name, version, id @ ..] =
+            headers.get_many(HEAD);
         let binding = agentward_envoy::identity::binding(authorization);
         let head = RequestHead {
             method: method.unwrap_or_default(),
@@ -411,6 +466,11 @@ impl HttpContext for Request {
             bearer: binding.as_deref(),
             identity: ReceivedIdentity::from_values(id),
             approval_id,
+            mcp: McpHeaders {
+                method: mcp_method,
+                name: mcp_name,
+            },
+            protocol_version: version,
         };
         let decision = plugin.gate.borrow().decide(&head);
         plugin.count(decision.verdict);

@@ -29,6 +29,7 @@ const HANDLE_KEY_ENV: &str = "AGENTWARD_APPROVAL_HANDLE_KEY";
 const BIG_ORDER: &str = r#"{"ticker": "ACME", "qty": 50, "amount": 5000}"#;
 const SMALL_ORDER: &str = r#"{"ticker": "ACME", "qty": 1, "amount": 100}"#;
 const TRADES: &str = "/accounts/acc-7/trades";
+const APPROVALS: &str = "https://vault.example.com/approvals";
 
 fn wasm() -> Option<PathBuf> {
     let dir = std::env::var_os("AGENTWARD_WASM_DIR")
@@ -71,6 +72,7 @@ fn authority(extra: Value) -> Value {
         "client_secret": "s3cret",
         "token_header": "x-approval-token",
         "handle_key_env": HANDLE_KEY_ENV,
+        "approval_url": APPROVALS,
         "max_held_requests": 2
     });
     for (k, v) in extra.as_object().unwrap() {
@@ -107,6 +109,17 @@ fn policy(extra_authority: Value) -> Value {
             {
                 "match": {"methods": ["DELETE"], "path": "/repos/{repo}"},
                 "approval": {"binding_message": "Delete {path.repo}"}
+            },
+            {
+                "match": {"path": "/mcp"},
+                "mcp": {"tools": {
+                    "place_order": {"approval": {
+                        "when": {"field": "body.qty", "gt": 10},
+                        "binding_message": "Buy {body.qty} {body.ticker}",
+                        "authorization_details": [{"type": "stock_trade", "ticker": "{body.ticker}",
+                                                   "qty": "{body.qty}"}]}},
+                    "get_price": {}
+                }}
             }
         ],
         "approval": authority(extra_authority)
@@ -703,4 +716,276 @@ fn a_deferred_rule_without_the_handle_key_in_the_environment_refuses_to_start() 
     let host = Host::load(path, opts).unwrap();
     assert_eq!(host.configure(policy(json!({})).to_string()), Ok(false));
     assert!(host.logged("approval.handle_key_env"), "{:?}", host.logs());
+}
+
+// ============================================================ MCP tool calls
+
+const MRTR: &str = "2026-07-28";
+const LEGACY: &str = "2025-11-25";
+
+/// A `tools/call` JSON-RPC body; `extra` goes into `params`.
+fn tool_call(id: u32, tool: &str, qty: u32, extra: Value) -> String {
+    let mut params = json!({"name": tool, "arguments": {"ticker": "ACME", "qty": qty},
+                            "_meta": {"progressToken": id}});
+    for (k, v) in extra.as_object().unwrap() {
+        params[k] = v.clone();
+    }
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}).to_string()
+}
+
+/// POST /mcp as an MCP client of `version` sends it (2026-07-28 with
+/// `Mcp-Method` and `Mcp-Name`: `name`, or the body's tool).
+fn mcp(host: &Host, token: &str, version: &str, name: Option<&str>, body: &str) -> HttpContext {
+    let length = body.len().to_string();
+    let tool = serde_json::from_str::<Value>(body).unwrap()["params"]["name"]
+        .as_str()
+        .map(str::to_string);
+    let name = name.map(str::to_string).or(tool).unwrap_or_default();
+    let mut headers = vec![
+        ("mcp-protocol-version", version),
+        ("content-type", "application/json"),
+        ("content-length", length.as_str()),
+    ];
+    if version == MRTR {
+        headers.push(("mcp-method", "tools/call"));
+        headers.push(("mcp-name", name.as_str()));
+    }
+    let (req, _) = send(host, token, "POST", "/mcp", &headers, Some(body));
+    req
+}
+
+/// Answers the one pending poll of the token endpoint.
+fn polled(host: &Host, status: u16, body: Value) {
+    let poll = only_call(host);
+    assert_eq!(form(&poll)["auth_req_id"], "req-1");
+    answer(host, &poll, status, body);
+}
+
+#[test]
+fn mcp_2026_call_gets_input_required_and_the_approved_retry_reaches_the_upstream_without_the_state()
+{
+    let Some(host) = plugin() else { return };
+    let req = mcp(
+        &host,
+        ALICE_TOKEN,
+        MRTR,
+        None,
+        &tool_call(1, "place_order", 50, json!({})),
+    );
+    let ask = form(&only_call(&host));
+    assert_eq!(ask["binding_message"], "Buy 50 ACME");
+    assert!(ask["request_digest"].starts_with("sha-256:"));
+    started(&host, 5);
+    let answer_1 = local(&req, 200);
+    assert_eq!(answer_1["id"], 1);
+    let result = &answer_1["result"];
+    assert_eq!(result["resultType"], "input_required");
+    assert_eq!(
+        result["inputRequests"]["agentward_approval"],
+        json!({"method": "elicitation/create", "params": {"mode": "url", "url": APPROVALS,
+               "message": "Approve this action on your device: Buy 50 ACME"}})
+    );
+    let state = result["requestState"].as_str().unwrap().to_string();
+    assert!(host
+        .shared_data()
+        .keys()
+        .iter()
+        .all(|k| !k.starts_with("agentward.approval.mcp.")));
+
+    // The retry, still pending: asked again, the same state.
+    let retry = tool_call(
+        2,
+        "place_order",
+        50,
+        json!({"requestState": state, "inputResponses": {"agentward_approval": {"action": "accept"}}}),
+    );
+    let req = mcp(&host, ALICE_TOKEN, MRTR, None, &retry);
+    polled(&host, 400, json!({"error": "authorization_pending"}));
+    assert_eq!(local(&req, 200)["result"]["requestState"], state.as_str());
+    // Approved: on, without what was the gateway's, chunked.
+    let req = mcp(&host, ALICE_TOKEN, MRTR, None, &retry);
+    polled(&host, 200, json!({"access_token": "t"}));
+    let record = req.record();
+    assert!(record.sent_upstream(), "{record:?}");
+    assert_eq!(record.request_headers.get("content-length"), None);
+    let sent: Value = serde_json::from_slice(&record.request_body).unwrap();
+    let expected: Value =
+        serde_json::from_str(&tool_call(2, "place_order", 50, json!({}))).unwrap();
+    assert_eq!(sent, expected);
+    // A replay of the state: the authority issued the token once.
+    let req = mcp(&host, ALICE_TOKEN, MRTR, None, &retry);
+    polled(&host, 400, json!({"error": "invalid_grant"}));
+    let used = local(&req, 200);
+    assert_eq!(used["error"]["code"], -32010);
+    assert_eq!(used["error"]["data"]["reason"], "approval_used");
+    assert_eq!(used["id"], 2);
+    assert_eq!(metric(&host, "approved"), 1);
+    assert_eq!(metric(&host, "used"), 1);
+    assert_healthy(&host);
+}
+
+#[test]
+fn mcp_2025_call_gets_32042_and_its_plain_retry_is_matched_by_digest() {
+    let Some(host) = plugin() else { return };
+    let req = mcp(
+        &host,
+        ALICE_TOKEN,
+        LEGACY,
+        None,
+        &tool_call(1, "place_order", 50, json!({})),
+    );
+    started(&host, 5);
+    let first = local(&req, 200);
+    assert_eq!(first["error"]["code"], -32042);
+    let elicitation = &first["error"]["data"]["elicitations"][0];
+    assert_eq!(elicitation["mode"], "url");
+    assert_eq!(elicitation["url"], APPROVALS);
+    let kept: Vec<String> = host
+        .shared_data()
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("agentward.approval.mcp."))
+        .collect();
+    assert_eq!(kept.len(), 1, "the pending approval is kept for the retry");
+    // The same call again (another id): polled, not asked anew.
+    let req = mcp(
+        &host,
+        ALICE_TOKEN,
+        LEGACY,
+        None,
+        &tool_call(9, "place_order", 50, json!({})),
+    );
+    polled(&host, 200, json!({"access_token": "t"}));
+    let record = req.record();
+    assert!(record.sent_upstream());
+    let sent: Value = serde_json::from_slice(&record.request_body).unwrap();
+    assert_eq!(sent["id"], 9);
+    assert_eq!(metric(&host, "asked"), 1);
+    // Used and forgotten: the same call later is a new approval.
+    let value = host.shared_data().get(&kept[0]).unwrap().0;
+    assert!(value.is_empty());
+    let _req = mcp(
+        &host,
+        ALICE_TOKEN,
+        LEGACY,
+        None,
+        &tool_call(10, "place_order", 50, json!({})),
+    );
+    assert_eq!(only_call(&host).header(":path"), Some("/bc-authorize"));
+    assert_healthy(&host);
+}
+
+#[test]
+fn mcp_denied_expired_changed_or_another_users_retry_is_a_json_rpc_error() {
+    let Some(host) = plugin() else { return };
+    // Denied (2025-11-25).
+    let _ = mcp(
+        &host,
+        ALICE_TOKEN,
+        LEGACY,
+        None,
+        &tool_call(1, "place_order", 20, json!({})),
+    );
+    started(&host, 5);
+    let req = mcp(
+        &host,
+        ALICE_TOKEN,
+        LEGACY,
+        None,
+        &tool_call(2, "place_order", 20, json!({})),
+    );
+    polled(&host, 400, json!({"error": "access_denied"}));
+    let denied = local(&req, 200);
+    assert_eq!(denied["error"]["code"], -32010);
+    assert_eq!(denied["error"]["data"]["error"], "access_denied");
+    // 2026-07-28: changed arguments, bob, expiry: refused without a call.
+    let req = mcp(
+        &host,
+        ALICE_TOKEN,
+        MRTR,
+        None,
+        &tool_call(3, "place_order", 50, json!({})),
+    );
+    started(&host, 5);
+    let state = local(&req, 200)["result"]["requestState"].clone();
+    let calls = host.http_calls().len();
+    let changed = tool_call(4, "place_order", 500, json!({"requestState": state}));
+    let req = mcp(&host, ALICE_TOKEN, MRTR, None, &changed);
+    assert_eq!(
+        local(&req, 200)["error"]["data"]["reason"],
+        "approval_other_request"
+    );
+    let same = tool_call(5, "place_order", 50, json!({"requestState": state}));
+    let req = mcp(&host, BOB_TOKEN, MRTR, None, &same);
+    assert_eq!(
+        local(&req, 200)["error"]["data"]["reason"],
+        "approval_other_principal"
+    );
+    host.advance(Duration::from_secs(301));
+    let req = mcp(&host, ALICE_TOKEN, MRTR, None, &same);
+    let expired = local(&req, 200);
+    assert_eq!(expired["error"]["data"]["error"], "expired_token");
+    assert_eq!(
+        host.http_calls().len(),
+        calls,
+        "no call for a refused state"
+    );
+    // The authority down: 503, still JSON-RPC.
+    let req = mcp(
+        &host,
+        ALICE_TOKEN,
+        MRTR,
+        None,
+        &tool_call(6, "place_order", 70, json!({})),
+    );
+    answer(
+        &host,
+        &only_call(&host),
+        500,
+        json!({"error": "server_error"}),
+    );
+    assert_eq!(local(&req, 503)["error"]["code"], -32603);
+    assert_healthy(&host);
+}
+
+#[test]
+fn mcp_name_that_disagrees_with_the_body_is_refused_with_32020() {
+    let Some(host) = plugin() else { return };
+    let req = mcp(
+        &host,
+        ALICE_TOKEN,
+        MRTR,
+        Some("get_price"),
+        &tool_call(7, "place_order", 50, json!({})),
+    );
+    let refused = local(&req, 400);
+    assert_eq!(
+        (refused["error"]["code"].clone(), refused["id"].clone()),
+        (json!(-32020), json!(7))
+    );
+    assert!(host.http_calls().is_empty());
+    assert_healthy(&host);
+}
+
+#[test]
+fn mcp_calls_that_need_no_approval_pass_untouched() {
+    let Some(host) = plugin() else { return };
+    for body in [
+        tool_call(1, "get_price", 50, json!({})),
+        tool_call(2, "place_order", 5, json!({})),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}).to_string(),
+    ] {
+        let length = body.len().to_string();
+        let headers = [
+            ("mcp-protocol-version", LEGACY),
+            ("content-length", length.as_str()),
+        ];
+        let (req, _) = send(&host, ALICE_TOKEN, "POST", "/mcp", &headers, Some(&body));
+        let record = req.record();
+        assert!(record.sent_upstream(), "{body}");
+        assert_eq!(record.request_body, body.as_bytes());
+    }
+    assert!(host.http_calls().is_empty());
+    assert_eq!(metric(&host, "asked"), 0);
+    assert_healthy(&host);
 }

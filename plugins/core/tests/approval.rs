@@ -141,7 +141,8 @@ fn policy(routes: Value, approval: Option<Value>) -> Result<agentward_core::Poli
 
 fn authority() -> Value {
     json!({"cluster": "vault", "client_id": "gateway", "client_secret_env": "CIBA_SECRET",
-           "handle_key_env": "CIBA_KEY", "wait_seconds": 20, "token_header": "x-approval-token"})
+           "handle_key_env": "CIBA_KEY", "wait_seconds": 20, "token_header": "x-approval-token",
+           "approval_url": "https://vault.example.com/ciba/approve"})
 }
 
 #[test]

@@ -59,6 +59,7 @@ fn with_head<R>(sub: &str, approval_id: Option<&str>, f: impl FnOnce(&RequestHea
         bearer: Some(TOKEN),
         identity,
         approval_id,
+        ..Default::default()
     })
 }
 
@@ -79,12 +80,24 @@ fn hold_reads_the_body_asks_and_goes_on_when_approved() {
         "{decision:?}"
     );
     let wait = decision.wait.unwrap();
-    let small = gate.on_body(wait.clone(), br#"{"ticker": "ACME", "qty": 5}"#, false, NOW);
+    let small = gate.on_body(
+        wait.clone(),
+        br#"{"ticker": "ACME", "qty": 5}"#,
+        false,
+        NOW,
+        &MemoryCache::new(),
+    );
     assert_eq!(
         (small.step, small.verdict),
         (BodyStep::Keep, Verdict::NotNeeded)
     );
-    let big = gate.on_body(wait, br#"{"ticker": "ACME", "qty": 50}"#, false, NOW);
+    let big = gate.on_body(
+        wait,
+        br#"{"ticker": "ACME", "qty": 50}"#,
+        false,
+        NOW,
+        &MemoryCache::new(),
+    );
     assert_eq!(big.verdict, Verdict::Asked);
     let BodyStep::Call(call) = &big.step else {
         panic!("{big:?}")
@@ -118,7 +131,7 @@ fn deferred_gives_an_id_that_only_the_same_request_of_the_same_user_can_use() {
     let gate = gate("deferred");
     let body = br#"{"ticker": "ACME", "qty": 50}"#;
     let wait = with_head("alice", None, |h| gate.decide(h)).wait.unwrap();
-    let asked = gate.on_body(wait, body, false, NOW);
+    let asked = gate.on_body(wait, body, false, NOW, &MemoryCache::new());
     let started = answer(
         200,
         json!({"auth_req_id": "r1", "expires_in": 60, "interval": 5}),
@@ -143,18 +156,25 @@ fn deferred_gives_an_id_that_only_the_same_request_of_the_same_user_can_use() {
         br#"{"qty": 50, "ticker": "ACME"}"#,
         false,
         NOW + 1_000,
+        &MemoryCache::new(),
     );
     assert_eq!(retry.verdict, Verdict::Retried);
     // Another amount, another user: refused without a call.
     let wait = with_head("alice", Some(&id), |h| gate.decide(h))
         .wait
         .unwrap();
-    let other = gate.on_body(wait, br#"{"ticker": "ACME", "qty": 500}"#, false, NOW);
+    let other = gate.on_body(
+        wait,
+        br#"{"ticker": "ACME", "qty": 500}"#,
+        false,
+        NOW,
+        &MemoryCache::new(),
+    );
     assert_eq!(other.verdict, Verdict::HandleRefused);
     let wait = with_head("bob", Some(&id), |h| gate.decide(h))
         .wait
         .unwrap();
-    let bob = gate.on_body(wait, body, false, NOW);
+    let bob = gate.on_body(wait, body, false, NOW, &MemoryCache::new());
     assert_eq!(bob.verdict, Verdict::HandleRefused);
     // The authority's single issuance refuses a replay.
     let used = gate.on_answer(
@@ -174,6 +194,7 @@ fn an_unproven_identity_is_refused_before_the_body_is_read() {
         bearer: Some(TOKEN),
         identity: ReceivedIdentity::from_headers(|n| (n == "x-agentward-sub").then_some("alice")),
         approval_id: None,
+        ..Default::default()
     });
     let Step::Respond(r) = decision.step else {
         panic!()

@@ -104,18 +104,7 @@ pub fn configured_policy() -> Option<Policy> {
         .flatten()
         .unwrap_or_default();
     match Policy::parse(&config) {
-        Ok(policy) => match policy.unenforced() {
-            None => Some(policy),
-            Some(field) => {
-                log(
-                    LogLevel::Error,
-                    &format!(
-                        "agentward: invalid policy at `{field}`: no agentward plugin enforces this rule yet (MCP tool rules, `approval` and `fga` come with their plugins); refusing to start rather than let such requests through unchecked"
-                    ),
-                );
-                None
-            }
-        },
+        Ok(policy) => Some(policy),
         Err(e) => {
             log(LogLevel::Error, &format!("agentward: {e}"));
             None

@@ -1094,11 +1094,10 @@ fn jwks_uri_without_jwks_cluster_is_refused_naming_the_field() {
     refused_naming(&p, "issuers[0].jwks_cluster");
 }
 
-/// A rule no plugin of this build enforces yet would let every request it
-/// describes through unchecked: the filter refuses to start instead. (MCP
-/// tools, their scopes and `fga` rules are scope-fga's: they start.)
+/// An MCP tool's `approval` is ciba-hold's to enforce (as tools' scopes and
+/// `fga` are scope-fga's): jwt-identity starts with one.
 #[test]
-fn mcp_tool_approvals_no_plugin_enforces_yet_are_refused_naming_the_tool() {
+fn mcp_tool_approvals_start_as_ciba_hold_enforces_them() {
     let mut p = fetched_policy();
     p["routes"] = json!([
         {"match": {"path": "/stocks"}, "scopes": ["stocks:read"]},
@@ -1111,8 +1110,12 @@ fn mcp_tool_approvals_no_plugin_enforces_yet_are_refused_naming_the_tool() {
     p["routes"][1]["mcp"]["tools"]["place_order"]["approval"] =
         json!({"binding_message": "Place an order"});
     p["approval"] = json!({"cluster": "vault", "client_id": "gateway", "client_secret": "s",
-                           "handle_key_env": "APPROVAL_KEY"});
-    refused_naming(&p, "routes[1].mcp.tools.place_order.approval");
+                           "handle_key_env": "APPROVAL_KEY",
+                           "approval_url": "https://vault.example.com/ciba/approve"});
+    let Some(host) = load(true) else {
+        return;
+    };
+    assert_eq!(host.configure(p.to_string()), Ok(true), "{:?}", host.logs());
 }
 
 /// A route's `approval` is ciba-hold's to enforce: the filter starts, and

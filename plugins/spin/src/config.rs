@@ -41,8 +41,7 @@ pub fn env(name: &str) -> Option<String> {
 }
 
 /// The policy from the `policy` variable, or the 503 to answer when it is
-/// missing, invalid (logged, naming the field) or has rules no plugin
-/// enforces yet.
+/// missing or invalid (logged, naming the field).
 pub fn policy() -> Result<Policy, LocalResponse> {
     let refused = |message: String| {
         crate::log(&format!("agentward: {message}"));
@@ -52,12 +51,7 @@ pub fn policy() -> Result<Policy, LocalResponse> {
         return Err(refused("the `policy` variable is not set".into()));
     };
     match Policy::parse(json.as_bytes()) {
-        Ok(policy) => match policy.unenforced() {
-            None => Ok(policy),
-            Some(field) => Err(refused(format!(
-                "invalid policy at `{field}`: no agentward plugin enforces this rule yet; refusing rather than let such requests through unchecked"
-            ))),
-        },
+        Ok(policy) => Ok(policy),
         Err(e) => Err(refused(e.to_string())),
     }
 }

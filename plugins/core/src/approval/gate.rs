@@ -15,20 +15,35 @@
 //! request's headers are still held: a request that ended with its headers
 //! (no body). A request with a body has passed its headers on before the
 //! body is read (DESIGN.md traps 1 and 2), so it goes on without the token.
+//!
+//! On an MCP route whose tools have approval rules, every POST's body is
+//! read (its `content-length` removed while the headers are held, so the
+//! body can be rewritten): it must be one JSON-RPC request agreeing with
+//! `Mcp-Method` / `Mcp-Name` (`-32020`, HTTP 400); a `tools/call` of a tool
+//! with a rule is decided on its `arguments` (as `body.`) and answered in
+//! the client's protocol ([`super::mcp`]): `input_required` with the handle
+//! as `requestState` (2026-07-28), or `-32042` with the handle kept in
+//! shared data under the call's digest (2025-11-25). A retry is checked
+//! like a deferred one and goes on without the gateway's `requestState`
+//! and `inputResponses` entry ([`Decision::body`]).
 
+use super::canonical::{parse_strict, BodyError};
 use super::client::{Backchannel, Pending, Polled};
-use super::digest::{DigestInput, RequestDigest};
+use super::digest::{DigestBody, DigestInput, RequestDigest};
 use super::field::Facts;
-use super::handle::{self, HandleKey};
+use super::handle::{self, HandleError, HandleKey};
+use super::mcp::{self as forms, PendingForm};
 use super::rule::{approval_pending, Mode, Refusal, RequestBody, APPROVAL_HEADER};
 use super::Authority;
 use crate::identity::{Principal, ReceivedIdentity};
+use crate::mcp::{self as mcp_rpc, McpHeaders};
 use crate::path;
 use crate::policy::{Policy, PolicyError};
 use crate::proof::{self, ProofKey};
 use crate::response::{self, LocalResponse};
 use crate::shared_cache::SharedCache;
 use crate::step::{Answer, BodyStep, Edits, Step};
+use serde_json::Value;
 
 /// What a request carries that matters for an approval.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,6 +60,10 @@ pub struct RequestHead<'a> {
     pub identity: ReceivedIdentity<'a>,
     /// `x-agentward-approval`: a deferred retry's approval id.
     pub approval_id: Option<&'a str>,
+    /// `Mcp-Method` and `Mcp-Name` (MCP 2026-07-28), as received.
+    pub mcp: McpHeaders<'a>,
+    /// `MCP-Protocol-Version`: which form an MCP client is answered in.
+    pub protocol_version: Option<&'a str>,
 }
 
 /// Why a decision is what it is: one counter each (see [`Verdict::metric`]).
@@ -149,6 +168,8 @@ pub struct Wait {
 enum Stage {
     /// The body is being read.
     Reading(Box<Reading>),
+    /// An MCP request's body is being read.
+    McpReading(Box<McpReading>),
     /// `/bc-authorize` is under way.
     Asking(Box<Asking>),
     /// Hold mode: waiting for the user, polling.
@@ -161,7 +182,39 @@ enum Stage {
         pending: Pending,
         handle: String,
         headers_held: bool,
+        mcp: Option<Box<McpCall>>,
     },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct McpReading {
+    route: usize,
+    params: Vec<(String, String)>,
+    path: String,
+    query: Option<String>,
+    /// None for an agent's own token: refused only if a call needs approval.
+    sub: Option<String>,
+    issuer: String,
+    agent: Option<String>,
+    form: PendingForm,
+    method_header: Option<String>,
+    name_header: Option<String>,
+    max_bytes: usize,
+}
+
+/// A tool call waiting on the authority: how its client is answered.
+#[derive(Debug, Clone, PartialEq)]
+struct McpCall {
+    /// The JSON-RPC `id` (`null` when the call had none).
+    id: Value,
+    form: PendingForm,
+    /// The filled binding message, shown in the elicitation.
+    message: String,
+    /// The body without the gateway's `requestState` / `inputResponses`
+    /// entry, when it carried them.
+    stripped: Option<Vec<u8>>,
+    /// 2025-11-25: the shared-data key the handle is (to be) kept under.
+    remembered: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -183,6 +236,7 @@ struct Asking {
     digest: RequestDigest,
     who: [u8; 16],
     headers_held: bool,
+    mcp: Option<Box<McpCall>>,
 }
 
 /// One decision in the headers phase, on an answer or at a hold's end.
@@ -195,6 +249,12 @@ pub struct Decision {
     /// What to keep with the request for the next decision (with
     /// [`Step::ReadBody`], [`Step::Call`] and [`Step::Hold`]).
     pub wait: Option<Wait>,
+    /// With [`Step::Continue`]: the request body to send instead of the one
+    /// read (an MCP retry without the gateway's fields; `content-length`
+    /// was removed while the headers were held).
+    pub body: Option<Vec<u8>>,
+    /// A write to the VM's shared data (see [`Remember`]).
+    pub remember: Option<Remember>,
 }
 
 /// One decision on a body read to its end.
@@ -206,6 +266,29 @@ pub struct BodyDecision {
     pub verdict: Verdict,
     /// With [`BodyStep::Call`]: what to keep for the answer.
     pub wait: Option<Wait>,
+    /// A write to the VM's shared data (see [`Remember`]).
+    pub remember: Option<Remember>,
+}
+
+/// A write the host makes to its shared data (every worker's): a 2025-11-25
+/// tool call's pending approval kept under its digest for the retry, or
+/// forgotten (`value` empty) once decided. Losing one only means a new
+/// approval is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remember {
+    /// The key ([`forms::remembered_key`]).
+    pub key: String,
+    /// The sealed handle; empty to forget.
+    pub value: Vec<u8>,
+}
+
+impl Remember {
+    fn forget(key: Option<&String>) -> Option<Remember> {
+        key.map(|key| Remember {
+            key: key.clone(),
+            value: Vec::new(),
+        })
+    }
 }
 
 impl Decision {
@@ -214,12 +297,32 @@ impl Decision {
             step: Step::Respond(answer),
             verdict,
             wait: None,
+            body: None,
+            remember: None,
+        }
+    }
+
+    fn step(step: Step, verdict: Verdict, wait: Option<Wait>) -> Decision {
+        Decision {
+            step,
+            verdict,
+            wait,
+            body: None,
+            remember: None,
         }
     }
 
     fn refused(answer: LocalResponse) -> Decision {
         let verdict = Verdict::of(&answer);
         Decision::respond(answer, verdict)
+    }
+
+    /// A refusal of a tool call, in JSON-RPC; its pending approval forgotten.
+    fn refused_call(answer: LocalResponse, call: &McpCall) -> Decision {
+        let verdict = Verdict::of(&answer);
+        let mut d = Decision::respond(forms::refusal(&call.id, &answer), verdict);
+        d.remember = Remember::forget(call.remembered.as_ref());
+        d
     }
 }
 
@@ -229,6 +332,16 @@ impl BodyDecision {
             step: BodyStep::Respond(answer),
             verdict,
             wait: None,
+            remember: None,
+        }
+    }
+
+    fn step(step: BodyStep, verdict: Verdict, wait: Option<Wait>) -> BodyDecision {
+        BodyDecision {
+            step,
+            verdict,
+            wait,
+            remember: None,
         }
     }
 }
@@ -300,11 +413,7 @@ impl Gate {
 
     /// Decides a request from its head.
     pub fn decide(&self, head: &RequestHead<'_>) -> Decision {
-        let pass = |verdict| Decision {
-            step: Step::Continue(self.strip()),
-            verdict,
-            wait: None,
-        };
+        let pass = |verdict| Decision::step(Step::Continue(self.strip()), verdict, None);
         let target = match path::normalize(head.path) {
             Ok(target) if target.was_normal() => target,
             Ok(_) => {
@@ -327,9 +436,11 @@ impl Gate {
             return pass(Verdict::NotNeeded);
         };
         let route = &self.policy.routes[matched.index];
-        let Some(rule) = &route.approval else {
+        let mcp_tools = head.method == "POST" && route.has_tool_approvals();
+        let rule = route.approval.as_ref();
+        if rule.is_none() && !mcp_tools {
             return pass(Verdict::NotNeeded);
-        };
+        }
         let Some(key) = self.proof_key else {
             return Decision::respond(proof::key_missing(), Verdict::NoIdentity);
         };
@@ -341,22 +452,59 @@ impl Gate {
         let Ok(identity) = head.identity.verify(&key, bearer) else {
             return unproven();
         };
-        let (Principal::User, Some(sub)) = (identity.principal, identity.sub) else {
-            return Decision::respond(
-                response::access_denied(
-                    "approval_needs_user",
-                    "this request needs a user's approval, and the token names no user",
-                ),
-                Verdict::NoIdentity,
+        let user = match (identity.principal, identity.sub) {
+            (Principal::User, Some(sub)) => Some(sub),
+            _ => None,
+        };
+        let params: Vec<(String, String)> = matched
+            .params
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        if mcp_tools {
+            // Decided from the headers (read the body, rewrite it if need
+            // be: `content-length` goes now, trap 2); checked against the
+            // body once read.
+            let name = match head.mcp.decoded_name() {
+                Ok(name) => name.map(|n| n.into_owned()),
+                Err(mismatch) => {
+                    return Decision::respond(mismatch.response(None), Verdict::InvalidRequest)
+                }
+            };
+            let max_bytes = self.mcp_body_bound(matched.index);
+            let reading = McpReading {
+                route: matched.index,
+                params,
+                path: target.path.to_string(),
+                query: target.query.map(str::to_string),
+                sub: user.map(str::to_string),
+                issuer: identity.issuer.to_string(),
+                agent: identity.agent.map(str::to_string),
+                form: PendingForm::for_version(head.protocol_version),
+                method_header: head.mcp.method.map(|m| m.trim().to_string()),
+                name_header: name,
+                max_bytes,
+            };
+            return Decision::step(
+                Step::ReadBody {
+                    edits: self.strip().removing("content-length"),
+                    max_bytes,
+                },
+                Verdict::Reading,
+                Some(Wait {
+                    stage: Stage::McpReading(Box::new(reading)),
+                }),
             );
+        }
+        let Some(rule) = rule else {
+            return pass(Verdict::NotNeeded);
+        };
+        let Some(sub) = user else {
+            return Decision::respond(needs_user(), Verdict::NoIdentity);
         };
         let reading = Reading {
             route: matched.index,
-            params: matched
-                .params
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
+            params,
             method: head.method.to_string(),
             path: target.path.to_string(),
             query: target.query.map(str::to_string),
@@ -368,30 +516,47 @@ impl Gate {
                 .filter(|_| rule.mode == Mode::Deferred)
                 .map(str::to_string),
         };
-        Decision {
-            step: Step::ReadBody {
+        Decision::step(
+            Step::ReadBody {
                 edits: self.strip(),
                 max_bytes: rule.max_body_bytes,
             },
-            verdict: Verdict::Reading,
-            wait: Some(Wait {
+            Verdict::Reading,
+            Some(Wait {
                 stage: Stage::Reading(Box::new(reading)),
             }),
-        }
+        )
+    }
+
+    /// The largest MCP request body read on a route: MCP's bound, or a
+    /// tool rule's `max_body_bytes` when larger.
+    fn mcp_body_bound(&self, route: usize) -> usize {
+        self.policy
+            .routes
+            .get(route)
+            .and_then(|r| r.mcp.as_ref())
+            .iter()
+            .flat_map(|m| m.tools.0.values())
+            .filter_map(|t| t.approval.as_ref().map(|r| r.max_body_bytes))
+            .fold(mcp_rpc::MAX_BODY_BYTES, usize::max)
     }
 
     /// Decides on the whole body (empty for a request that ended with its
     /// headers; `headers_held` then, and only then, the approval token can
-    /// still be added).
+    /// still be added). `remembered` is the VM's shared data, where
+    /// 2025-11-25 tool calls' pending approvals are kept.
     pub fn on_body(
         &self,
         wait: Wait,
         body: &[u8],
         headers_held: bool,
         now_ms: u64,
+        remembered: &impl SharedCache,
     ) -> BodyDecision {
-        let Stage::Reading(r) = wait.stage else {
-            return BodyDecision::respond(out_of_order(), Verdict::AuthorityUnavailable);
+        let r = match wait.stage {
+            Stage::Reading(r) => r,
+            Stage::McpReading(r) => return self.on_mcp_body(&r, body, now_ms, remembered),
+            _ => return BodyDecision::respond(out_of_order(), Verdict::AuthorityUnavailable),
         };
         let Some(rule) = self
             .policy
@@ -422,13 +587,7 @@ impl Gate {
         };
         let needed = match rule.evaluate(&facts) {
             Ok(Some(needed)) => needed,
-            Ok(None) => {
-                return BodyDecision {
-                    step: BodyStep::Keep,
-                    verdict: Verdict::NotNeeded,
-                    wait: None,
-                }
-            }
+            Ok(None) => return BodyDecision::step(BodyStep::Keep, Verdict::NotNeeded, None),
             Err(refusal) => return refuse(refusal),
         };
         let Ok(digest) = RequestDigest::of(&DigestInput {
@@ -444,59 +603,289 @@ impl Gate {
         };
         let who = handle::principal(&r.issuer, &r.sub, r.agent.as_deref());
         if let Some(id) = &r.approval_id {
-            let Some(key) = &self.handle_key else {
-                return BodyDecision::respond(no_handle_key(), Verdict::AuthorityUnavailable);
-            };
-            let opened = match key.open(id, &digest, &who, now_ms / 1_000) {
-                Ok(opened) => opened,
-                Err(e) => return BodyDecision::respond(e.response(), Verdict::HandleRefused),
-            };
-            let mut pending =
-                Pending::resumed(opened, super::client::DEFAULT_INTERVAL_SECONDS, now_ms);
-            let call = self.authority.poll_once(&mut pending, now_ms);
-            return BodyDecision {
-                step: BodyStep::Call(call),
-                verdict: Verdict::Retried,
-                wait: Some(Wait {
-                    stage: Stage::Retrying {
-                        pending,
-                        handle: id.clone(),
-                        headers_held,
-                    },
-                }),
-            };
+            return self.retry(id, &digest, &who, headers_held, None, now_ms);
         }
+        self.ask(
+            &needed,
+            &r.sub,
+            &r.issuer,
+            r.agent.as_deref(),
+            rule.expiry_seconds,
+            Asking {
+                mode: rule.mode,
+                digest,
+                who,
+                headers_held,
+                mcp: None,
+            },
+        )
+    }
+
+    /// `/bc-authorize` for what `needed` describes.
+    fn ask(
+        &self,
+        needed: &super::rule::Needed,
+        sub: &str,
+        issuer: &str,
+        agent: Option<&str>,
+        expiry_seconds: u64,
+        asking: Asking,
+    ) -> BodyDecision {
         let call = self.authority.bc_authorize(&Backchannel {
             binding_message: &needed.binding_message,
             authorization_details: needed.authorization_details.as_ref(),
-            sub: &r.sub,
+            sub,
+            issuer,
+            agent,
+            digest: &asking.digest,
+            expiry_seconds,
+        });
+        BodyDecision::step(
+            BodyStep::Call(call),
+            Verdict::Asked,
+            Some(Wait {
+                stage: Stage::Asking(Box::new(asking)),
+            }),
+        )
+    }
+
+    /// A retry with handle `id`: checked against the request, then the
+    /// authority polled once.
+    fn retry(
+        &self,
+        id: &str,
+        digest: &RequestDigest,
+        who: &[u8; 16],
+        headers_held: bool,
+        mcp: Option<Box<McpCall>>,
+        now_ms: u64,
+    ) -> BodyDecision {
+        let Some(key) = &self.handle_key else {
+            return BodyDecision::respond(no_handle_key(), Verdict::AuthorityUnavailable);
+        };
+        let opened = match key.open(id, digest, who, now_ms / 1_000) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let answer = match &mcp {
+                    Some(call) => forms::refusal(&call.id, &e.response()),
+                    None => e.response(),
+                };
+                let mut d = BodyDecision::respond(answer, Verdict::HandleRefused);
+                d.remember = Remember::forget(mcp.as_ref().and_then(|c| c.remembered.as_ref()));
+                return d;
+            }
+        };
+        let mut pending = Pending::resumed(opened, super::client::DEFAULT_INTERVAL_SECONDS, now_ms);
+        let call = self.authority.poll_once(&mut pending, now_ms);
+        BodyDecision::step(
+            BodyStep::Call(call),
+            Verdict::Retried,
+            Some(Wait {
+                stage: Stage::Retrying {
+                    pending,
+                    handle: id.to_string(),
+                    headers_held,
+                    mcp,
+                },
+            }),
+        )
+    }
+
+    /// An MCP request's whole body: see the module's documentation.
+    fn on_mcp_body(
+        &self,
+        r: &McpReading,
+        body: &[u8],
+        now_ms: u64,
+        remembered: &impl SharedCache,
+    ) -> BodyDecision {
+        let invalid =
+            |answer: LocalResponse| BodyDecision::respond(answer, Verdict::InvalidRequest);
+        let message = match mcp_rpc::read_message(body, r.max_bytes) {
+            Ok(message) => message,
+            Err(refusal) => return invalid(refusal.response()),
+        };
+        let headers = McpHeaders {
+            method: r.method_header.as_deref(),
+            name: r.name_header.as_deref(),
+        };
+        if let Err(mismatch) = headers.agree_with(&message) {
+            return invalid(mismatch.response(message.id.as_ref()));
+        }
+        let keep = BodyDecision::step(BodyStep::Keep, Verdict::NotNeeded, None);
+        let Some(tool) = message.tool() else {
+            return keep;
+        };
+        let rule = self
+            .policy
+            .routes
+            .get(r.route)
+            .and_then(|route| route.mcp.as_ref())
+            .and_then(|mcp| mcp.tools.0.get(tool))
+            .and_then(|t| t.approval.as_ref());
+        let Some(rule) = rule else {
+            return keep;
+        };
+        let id = message.id.clone().unwrap_or(Value::Null);
+        let refuse = |answer: LocalResponse, verdict| {
+            BodyDecision::respond(forms::refusal(&id, &answer), verdict)
+        };
+        if body.len() > rule.max_body_bytes {
+            return refuse(Refusal::TooLarge.response(), Verdict::InvalidRequest);
+        }
+        let mut whole = match parse_strict(body) {
+            Ok(whole) => whole,
+            Err(BodyError::DuplicateKey) => {
+                return refuse(
+                    Refusal::Body(BodyError::DuplicateKey).response(),
+                    Verdict::InvalidRequest,
+                )
+            }
+            Err(BodyError::NotJson) => return invalid(mcp_rpc::BodyRefusal::NotJson.response()),
+        };
+        if forms::declined(&whole).is_some() {
+            return refuse(
+                response::access_denied(
+                    "approval_declined",
+                    "the user declined to open the approval page; the call was not made",
+                ),
+                Verdict::Denied,
+            );
+        }
+        let retry = forms::strip_retry(&mut whole);
+        let stripped = match retry.changed {
+            true => match serde_json::to_vec(&whole) {
+                Ok(bytes) => Some(bytes),
+                Err(_) => return refuse(out_of_order(), Verdict::AuthorityUnavailable),
+            },
+            false => None,
+        };
+        let params: Vec<(&str, &str)> = r
+            .params
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let facts = Facts {
+            body: forms::arguments(&whole),
+            params: &params,
+            sub: r.sub.as_deref().unwrap_or_default(),
             issuer: &r.issuer,
             agent: r.agent.as_deref(),
-            digest: &digest,
-            expiry_seconds: rule.expiry_seconds,
+            tool: Some(tool),
+        };
+        let needed = match rule.evaluate(&facts) {
+            Ok(Some(needed)) => needed,
+            Ok(None) => {
+                let step = stripped.map_or(BodyStep::Keep, BodyStep::Replace);
+                return BodyDecision::step(step, Verdict::NotNeeded, None);
+            }
+            Err(refusal) => return refuse(refusal.response(), Verdict::InvalidRequest),
+        };
+        let Some(sub) = r.sub.as_deref() else {
+            return refuse(needs_user(), Verdict::NoIdentity);
+        };
+        let view = forms::digest_view(&whole);
+        let Ok(digest) = RequestDigest::of(&DigestInput {
+            method: "POST",
+            path: &r.path,
+            query: r.query.as_deref(),
+            body: DigestBody::Json(&view),
+            sub,
+            issuer: &r.issuer,
+            agent: r.agent.as_deref(),
+        }) else {
+            return refuse(Refusal::Number.response(), Verdict::InvalidRequest);
+        };
+        let who = handle::principal(&r.issuer, sub, r.agent.as_deref());
+        let mut call = Box::new(McpCall {
+            id: id.clone(),
+            form: r.form,
+            message: needed.binding_message.clone(),
+            stripped,
+            remembered: None,
         });
-        BodyDecision {
-            step: BodyStep::Call(call),
-            verdict: Verdict::Asked,
-            wait: Some(Wait {
-                stage: Stage::Asking(Box::new(Asking {
-                    mode: rule.mode,
-                    digest,
-                    who,
-                    headers_held,
-                })),
-            }),
+        if let Some(state) = retry.request_state {
+            return self.retry(&state, &digest, &who, false, Some(call), now_ms);
         }
+        let mut forget = None;
+        if r.form == PendingForm::UrlElicitationError {
+            let key = forms::remembered_key(&digest);
+            let handle = remembered
+                .get(&key)
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .filter(|h| !h.is_empty());
+            call.remembered = Some(key);
+            if let (Some(handle), Some(handle_key)) = (handle, &self.handle_key) {
+                match handle_key.open(&handle, &digest, &who, now_ms / 1_000) {
+                    // Expired: the retry is told so (and forgotten); the
+                    // next call asks again.
+                    Ok(_) | Err(HandleError::Expired) => {
+                        return self.retry(&handle, &digest, &who, false, Some(call), now_ms)
+                    }
+                    // Not one of ours after all: ask anew.
+                    Err(_) => forget = Remember::forget(call.remembered.as_ref()),
+                }
+            }
+        }
+        let mut d = self.ask(
+            &needed,
+            sub,
+            &r.issuer,
+            r.agent.as_deref(),
+            rule.expiry_seconds,
+            Asking {
+                mode: Mode::Deferred,
+                digest,
+                who,
+                headers_held: false,
+                mcp: Some(call),
+            },
+        );
+        d.remember = forget;
+        d
+    }
+
+    /// The answer that tells an MCP client the approval is pending.
+    fn mcp_pending(&self, call: &McpCall, handle: &str) -> Decision {
+        let url = self.authority.approval_url.as_deref().unwrap_or_default();
+        let message = format!("Approve this action on your device: {}", call.message);
+        let mut d = match call.form {
+            PendingForm::InputRequired => Decision::respond(
+                forms::input_required(&call.id, handle, url, &message),
+                Verdict::Pending,
+            ),
+            PendingForm::UrlElicitationError => Decision::respond(
+                forms::url_elicitation_required(
+                    &call.id,
+                    url,
+                    &message,
+                    &forms::elicitation_id(handle),
+                ),
+                Verdict::Pending,
+            ),
+        };
+        d.remember = call.remembered.as_ref().map(|key| Remember {
+            key: key.clone(),
+            value: handle.as_bytes().to_vec(),
+        });
+        d
     }
 
     /// Decides on a callout's answer at `now_ms`.
     pub fn on_answer(&self, wait: Wait, answer: &Answer, now_ms: u64) -> Decision {
         match wait.stage {
-            Stage::Reading(_) => Decision::respond(out_of_order(), Verdict::AuthorityUnavailable),
+            Stage::Reading(_) | Stage::McpReading(_) => {
+                Decision::respond(out_of_order(), Verdict::AuthorityUnavailable)
+            }
             Stage::Asking(asking) => {
                 let mut pending = match self.authority.started(answer, now_ms) {
                     Ok(pending) => pending,
-                    Err(refused) => return Decision::refused(refused),
+                    Err(refused) => {
+                        return match &asking.mcp {
+                            Some(call) => Decision::refused_call(refused, call),
+                            None => Decision::refused(refused),
+                        }
+                    }
                 };
                 match asking.mode {
                     Mode::Deferred => {
@@ -513,6 +902,9 @@ impl Gate {
                             pending.expires_at_ms / 1_000,
                             super::random_nonce(),
                         );
+                        if let Some(call) = &asking.mcp {
+                            return self.mcp_pending(call, &handle);
+                        }
                         Decision::respond(
                             approval_pending(
                                 &handle,
@@ -539,17 +931,27 @@ impl Gate {
                 mut pending,
                 handle,
                 headers_held,
-            } => match self.authority.polled(&mut pending, answer) {
-                Polled::Approved(token) => Decision {
-                    step: Step::Continue(if headers_held {
+                mcp,
+            } => match (self.authority.polled(&mut pending, answer), mcp) {
+                (Polled::Approved(_), Some(call)) => {
+                    let call = *call;
+                    let mut d =
+                        Decision::step(Step::Continue(Edits::none()), Verdict::Approved, None);
+                    d.body = call.stripped;
+                    d.remember = Remember::forget(call.remembered.as_ref());
+                    d
+                }
+                (Polled::Approved(token), None) => Decision::step(
+                    Step::Continue(if headers_held {
                         self.authority.approved_edits(token)
                     } else {
                         Edits::none()
                     }),
-                    verdict: Verdict::Approved,
-                    wait: None,
-                },
-                Polled::Pending => Decision::respond(
+                    Verdict::Approved,
+                    None,
+                ),
+                (Polled::Pending, Some(call)) => self.mcp_pending(&call, &handle),
+                (Polled::Pending, None) => Decision::respond(
                     approval_pending(
                         &handle,
                         pending.expires_in(now_ms),
@@ -557,7 +959,8 @@ impl Gate {
                     ),
                     Verdict::Pending,
                 ),
-                Polled::Refused(refused) => Decision::refused(refused),
+                (Polled::Refused(refused), Some(call)) => Decision::refused_call(refused, &call),
+                (Polled::Refused(refused), None) => Decision::refused(refused),
             },
         }
     }
@@ -578,25 +981,32 @@ impl Gate {
 
     fn polling(&self, step: Step, pending: Pending, headers_held: bool) -> Decision {
         match step {
-            Step::Continue(edits) => Decision {
-                // After a body phase the headers went on: nothing to edit.
-                step: Step::Continue(if headers_held { edits } else { Edits::none() }),
-                verdict: Verdict::Approved,
-                wait: None,
-            },
+            // After a body phase the headers went on: nothing to edit.
+            Step::Continue(edits) => Decision::step(
+                Step::Continue(if headers_held { edits } else { Edits::none() }),
+                Verdict::Approved,
+                None,
+            ),
             Step::Respond(answer) => Decision::refused(answer),
-            step => Decision {
+            step => Decision::step(
                 step,
-                verdict: Verdict::Waiting,
-                wait: Some(Wait {
+                Verdict::Waiting,
+                Some(Wait {
                     stage: Stage::Polling {
                         pending,
                         headers_held,
                     },
                 }),
-            },
+            ),
         }
     }
+}
+
+fn needs_user() -> LocalResponse {
+    response::access_denied(
+        "approval_needs_user",
+        "this request needs a user's approval, and the token names no user",
+    )
 }
 
 fn out_of_order() -> LocalResponse {

@@ -174,12 +174,18 @@ impl Policy {
                         "an approval rule needs the top-level `approval` section",
                     ));
                 };
-                let deferred =
-                    rule.mode == crate::approval::Mode::Deferred || field.contains(".mcp.tools.");
+                let tool = field.contains(".mcp.tools.");
+                let deferred = rule.mode == crate::approval::Mode::Deferred || tool;
                 if deferred && authority.handle_key_env.is_none() {
                     return Err(invalid(
                         format!("{field}.mode"),
                         "deferred approvals (and MCP tools') need `approval.handle_key_env`, the key of approval ids",
+                    ));
+                }
+                if tool && authority.approval_url.is_none() {
+                    return Err(invalid(
+                        "approval.approval_url",
+                        format!("`{field}`: an MCP tool's approval sends the client to `approval_url` (where the user sees pending approvals)"),
                     ));
                 }
             }
@@ -256,21 +262,6 @@ fn is_header_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
 }
 
-impl Policy {
-    /// The first part of the policy that no plugin of this release enforces
-    /// yet, by field path: an MCP tool's `approval` (a route's `approval` is
-    /// ciba-hold's; a route's `fga`, its `mcp` tools, their scopes and
-    /// `fga` are scope-fga's). A plugin refuses to start on such a policy
-    /// rather than let the requests it describes through unchecked.
-    pub fn unenforced(&self) -> Option<String> {
-        self.routes.iter().enumerate().find_map(|(i, route)| {
-            let mcp = route.mcp.as_ref()?;
-            let (name, _) = mcp.tools.0.iter().find(|(_, t)| t.approval.is_some())?;
-            Some(format!("routes[{i}].mcp.tools.{name}.approval"))
-        })
-    }
-}
-
 fn default_clock_skew() -> u64 {
     30
 }
@@ -308,22 +299,19 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn rules_no_plugin_enforces_yet_are_named() {
-        assert_eq!(parse(base()).unwrap().unenforced(), None);
+    fn tool_approvals_need_the_approval_url_and_no_route_rule() {
         let mut p = base();
         p["routes"] = json!([
-            {"match": {"path": "/a"}},
-            {"match": {"path": "/mcp"}, "mcp": {"tools": {"t": {"scopes": ["x"]}}}}
+            {"match": {"path": "/mcp"}, "mcp": {"tools": {"u": {"approval": {"binding_message": "Call u"}}}}}
         ]);
-        // MCP tools and their scopes are scope-fga's.
-        assert_eq!(parse(p.clone()).unwrap().unenforced(), None);
-        p["routes"][1]["mcp"]["tools"]["u"] = json!({"approval": {"binding_message": "Call u"}});
         p["approval"] = json!({"cluster": "vault", "client_id": "g", "client_secret": "s",
                                "handle_key_env": "K"});
-        assert_eq!(
-            parse(p).unwrap().unenforced().as_deref(),
-            Some("routes[1].mcp.tools.u.approval")
-        );
+        let e = parse(p.clone()).unwrap_err();
+        assert_eq!(e.field, "approval.approval_url");
+        p["approval"]["approval_url"] = json!("https://vault.example.com/ciba/approvals");
+        assert!(parse(p.clone()).is_ok());
+        p["routes"][0]["approval"] = json!({"binding_message": "Call"});
+        assert_eq!(parse(p).unwrap_err().field, "routes[0].approval");
     }
 
     #[test]

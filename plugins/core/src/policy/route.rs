@@ -263,7 +263,21 @@ impl Route {
         out
     }
 
+    /// Whether one of the route's MCP tools has an approval rule (then
+    /// ciba-hold reads every POST's JSON-RPC body).
+    pub fn has_tool_approvals(&self) -> bool {
+        self.mcp
+            .as_ref()
+            .is_some_and(|m| m.tools.0.values().any(|t| t.approval.is_some()))
+    }
+
     fn validate_approvals(&self, at: &str) -> Result<(), PolicyError> {
+        if self.approval.is_some() && self.has_tool_approvals() {
+            return Err(invalid(
+                format!("{at}.approval"),
+                "a route whose MCP tools have approval rules takes no route-level rule: each tool's rule decides its calls",
+            ));
+        }
         // `{name}` segments of the route's path template.
         let template = self.matcher.path.as_ref().map(|t| t.as_str()).unwrap_or("");
         let has_param = |name: &str| {

@@ -57,6 +57,8 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             bearer: binding.as_deref(),
             identity: ReceivedIdentity::from_headers(|name| head.header(name)),
             approval_id: head.header(APPROVAL_HEADER),
+            mcp: agentward_core::mcp::McpHeaders::read(|name| head.header(name)),
+            protocol_version: head.header("mcp-protocol-version"),
         })
     };
     let (edits, max_bytes, wait) = match (decision.step, decision.wait) {
@@ -77,12 +79,22 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
         return respond(out, &response::clock_unavailable()).await;
     };
     // The whole request is still here: its headers can take the token.
-    let decided = gate.on_body(wait, &body, true, now);
+    // No store outlives a Spin instance: a 2025-11-25 MCP retry asks anew.
+    let decided = gate.on_body(wait, &body, true, now, &keys);
     let decision = match (decided.step, decided.wait) {
         (BodyStep::Keep, _) => Decision {
             step: Step::Continue(agentward_core::step::Edits::none()),
             verdict: decided.verdict,
             wait: None,
+            body: None,
+            remember: None,
+        },
+        (BodyStep::Replace(new), _) => Decision {
+            step: Step::Continue(agentward_core::step::Edits::none()),
+            verdict: decided.verdict,
+            wait: None,
+            body: Some(new),
+            remember: None,
         },
         (BodyStep::Respond(answer), _) => return respond(out, &answer).await,
         (BodyStep::Call(callout), Some(wait)) => {
@@ -92,9 +104,9 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
         _ => return respond(out, &lost()).await,
     };
     match settle(&gate, decision).await {
-        Ok(edits) => {
+        Ok((edits, rewritten)) => {
             head.apply(&edits);
-            match send_on(&head, body).await {
+            match send_on(&head, rewritten.unwrap_or(body)).await {
                 Ok(upstream) => relay(out, upstream).await,
                 Err(answer) => respond(out, &answer).await,
             }
@@ -108,10 +120,10 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
 async fn settle(
     gate: &Gate,
     mut decision: Decision,
-) -> Result<agentward_core::step::Edits, LocalResponse> {
+) -> Result<(agentward_core::step::Edits, Option<Vec<u8>>), LocalResponse> {
     loop {
         decision = match (decision.step, decision.wait) {
-            (Step::Continue(edits), _) => return Ok(edits),
+            (Step::Continue(edits), _) => return Ok((edits, decision.body)),
             (Step::Respond(answer), _) => return Err(answer),
             (Step::Call(callout), Some(wait)) => {
                 let answer = call(&callout).await;
@@ -141,6 +153,8 @@ fn answered(gate: &Gate, wait: Wait, answer: &agentward_core::step::Answer) -> D
             step: Step::Respond(response::clock_unavailable()),
             verdict: Verdict::AuthorityUnavailable,
             wait: None,
+            body: None,
+            remember: None,
         },
     }
 }
