@@ -80,7 +80,7 @@ class Upstream:
             async def replay():
                 nonlocal sent
                 if sent:
-                    return {"type": "http.disconnect"}
+                    return await receive()  # waits for the client to go away
                 sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
 
