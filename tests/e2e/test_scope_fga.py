@@ -66,10 +66,24 @@ class Gateway:
         return requests.request(method, self.url + path, headers=headers, timeout=15, **kwargs)
 
 
+# A route whose check reads the request body (not in the shipped policy:
+# the stock-trade upstream has no such endpoint and answers 404 to what
+# passes).
+SHARE_ROUTE = {
+    "match": {"methods": ["POST"], "path": "/research/share"},
+    "fga": {
+        "scopes": {"all": ["research:read"]},
+        "checks": [{"relation": "can_share", "object": "document:{body.document}"}],
+        "max_body_bytes": 256,
+    },
+}
+
+
 def _policy(ports: dict, store: str, vault_port: int) -> dict:
     policy = copy.deepcopy(shipped_policy())
     policy = json.loads(render(json.dumps(policy), ports))
     policy["fga"]["store_id"] = store
+    policy["routes"].append(SHARE_ROUTE)
     return policy
 
 
@@ -127,6 +141,24 @@ def test_the_agent_is_denied_where_the_user_is_allowed(fga_gateway, fga_vault, s
     # An agent her company forbids (acme blocks `rogue`), on a tool she may use.
     r = fga_gateway.call("POST", "/tools/get-quote", fga_gateway.token(azp="rogue"), json={})
     assert r.status_code == 403 and r.json()["principal"] == "agent"
+
+
+def test_a_route_check_reads_the_request_body(fga_gateway):
+    token = fga_gateway.token()
+    # alice owns her draft and may read it: the request goes on (the
+    # upstream has no such endpoint: its 404, not the gateway's 403).
+    r = fga_gateway.call("POST", "/research/share", token, json={"document": "alice-draft", "to": "bob"})
+    assert r.status_code == 404 and r.json() == {"error": "not_found"}, r.text
+    # She reads the NVDA note but does not own it.
+    r = fga_gateway.call("POST", "/research/share", token, json={"document": "nvda-note", "to": "bob"})
+    assert r.status_code == 403, r.text
+    assert r.json()["relation"] == "can_share" and "nvda" not in r.text
+    # Not JSON, a key given twice, the field absent: 400; over the bound: 413.
+    for body in [b"document=alice-draft", b'{"document": "nvda-note", "document": "alice-draft"}', b'{"to": "bob"}']:
+        r = fga_gateway.call("POST", "/research/share", token, data=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (body, r.text)
+    r = fga_gateway.call("POST", "/research/share", token, json={"document": "alice-draft", "memo": "x" * 300})
+    assert r.status_code == 413, r.text
 
 
 def test_a_rag_search_of_ten_notes_gives_exactly_the_four_alice_may_read(fga_gateway):

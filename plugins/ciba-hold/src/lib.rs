@@ -285,18 +285,9 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
-        let Some(policy) = agentward_envoy::configured_policy() else {
+        let Some(gate) = agentward_envoy::after_identity(Gate::new) else {
             return false;
         };
-        // The VM's environment (Envoy: vm_config.environment_variables).
-        let mut gate = match Gate::new(policy, |name| std::env::var(name).ok()) {
-            Ok(gate) => gate,
-            Err(e) => {
-                log(LogLevel::Error, &format!("agentward: {e}"));
-                return false;
-            }
-        };
-        gate.read_proof_key(&SharedData);
         let cap = gate.authority().max_held_requests;
         let counters = Verdict::COUNTED.map(|v| Counter::define(v.metric().unwrap_or_default()));
         self.plugin = Some(Rc::new(Plugin {

@@ -26,7 +26,7 @@ use crate::clock::TickClock;
 use crate::identity::{ReceivedIdentity, VerifiedIdentity};
 use crate::path;
 use crate::policy::{Policy, PolicyError, VaultClient};
-use crate::proof::{self, ProofKey};
+use crate::proof::{self, ChecksProofs, ProofVerifier};
 use crate::response::{self, LocalResponse};
 use crate::shared_cache::SharedCache;
 use crate::step::{Answer, Edits, SharedHeaders, Step};
@@ -187,8 +187,14 @@ pub struct Exchanger {
     /// `identity.cache_max_entries`.
     local: TokenCache<Arc<Remembered>>,
     clock: TickClock,
-    /// The key of jwt-identity's proofs, once read from the shared cache.
-    proof_key: Option<ProofKey>,
+    /// jwt-identity's proof key, once read from the shared cache.
+    proofs: ProofVerifier,
+}
+
+impl ChecksProofs for Exchanger {
+    fn proofs(&self) -> &ProofVerifier {
+        &self.proofs
+    }
 }
 
 impl Exchanger {
@@ -217,7 +223,7 @@ impl Exchanger {
             vault,
             targets,
             clock: TickClock::new(Self::TICK_SECONDS),
-            proof_key: None,
+            proofs: ProofVerifier::new(),
         })
     }
 
@@ -225,7 +231,7 @@ impl Exchanger {
     /// does at start, so a cache that fails later still has the key);
     /// whether there is one. Requests read it too while there is none.
     pub fn read_proof_key(&mut self, cache: &impl SharedCache) -> bool {
-        read_proof_key(&mut self.proof_key, cache, true).is_some()
+        self.proofs.read_key(cache)
     }
 
     /// On the host's tick: `now` is its clock (Unix seconds).
@@ -289,20 +295,12 @@ impl Exchanger {
             let answer = response::missing_token(&self.policy.resource);
             return Decision::respond(answer, Verdict::NoIdentity);
         }
-        let Some(key) = read_proof_key(&mut self.proof_key, cache, false) else {
-            return Decision::respond(proof::key_missing(), Verdict::NoIdentity);
-        };
-        let proven = head.identity.verify(&key, bearer).or_else(|unproven| {
-            // The key this instance read may have lost the race to be the
-            // one (two VMs that start at once may both write one).
-            match read_proof_key(&mut self.proof_key, cache, true) {
-                Some(newer) if newer != key => head.identity.verify(&newer, bearer),
-                _ => Err(unproven),
+        let identity = match self.proofs.verify(&head.identity, Some(bearer), cache) {
+            Ok(identity) => identity,
+            Err(e) => {
+                let answer = e.response(&self.policy.resource);
+                return Decision::respond(answer, Verdict::NoIdentity);
             }
-        });
-        let Ok(identity) = proven else {
-            let answer = proof::unproven(&self.policy.resource);
-            return Decision::respond(answer, Verdict::NoIdentity);
         };
         let cache_key = target.cache_key(identity.issuer, subject);
         let margin = self.vault.expiry_margin_seconds;
@@ -423,26 +421,6 @@ impl Exchanger {
         };
         self.local.insert(key, until, Arc::new(remembered));
         authorization
-    }
-}
-
-/// The proof key: the one read before, or (`reread`, or none yet) the one
-/// in the shared cache now.
-fn read_proof_key(
-    known: &mut Option<ProofKey>,
-    cache: &impl SharedCache,
-    reread: bool,
-) -> Option<ProofKey> {
-    match *known {
-        Some(key) if !reread => Some(key),
-        before => {
-            let stored = cache.get(proof::KEY_NAME);
-            let key = stored
-                .and_then(|bytes| ProofKey::from_bytes(&bytes))
-                .or(before);
-            *known = key;
-            key
-        }
     }
 }
 

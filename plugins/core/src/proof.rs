@@ -17,12 +17,16 @@
 //! identity headers) and, in token-exchange, once per token and VM; over the
 //! ~1 KB of identity headers it costs a fraction of HMAC-SHA-256 in wasm.
 
-use crate::identity::{ACT, AGENT, CLAIMS, ISSUER, PRINCIPAL, SCOPE, SUB};
+use crate::identity::{
+    ReceivedIdentity, VerifiedIdentity, ACT, AGENT, CLAIMS, ISSUER, PRINCIPAL, SCOPE, SUB,
+};
 use crate::response::{quoted, resource_metadata_url, LocalResponse};
+use crate::shared_cache::SharedCache;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::json;
 use siphasher::sip128::{Hasher128, SipHasher24};
+use std::cell::Cell;
 use std::hash::Hasher;
 
 /// The header that carries the proof.
@@ -148,6 +152,103 @@ pub fn signature_part(token: &str) -> &str {
 /// Equality that takes as long whatever the bytes are (lengths are public).
 pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// jwt-identity's proof key as a filter after it holds it (scope-fga,
+/// ciba-hold, token-exchange): read from the shared cache at start, read
+/// again while there is none, and once more when a proof fails under the
+/// one held (two VMs that start at once may both write one, and the first
+/// read may have lost that race). The one place a later filter verifies
+/// the identity headers.
+#[derive(Debug, Default)]
+pub struct ProofVerifier {
+    key: Cell<Option<ProofKey>>,
+}
+
+/// A filter that trusts jwt-identity's headers only as far as their proof
+/// goes: it holds a [`ProofVerifier`] (read at its start by the host).
+pub trait ChecksProofs {
+    /// The filter's verifier.
+    fn proofs(&self) -> &ProofVerifier;
+}
+
+/// Why an identity is not proven, with its answer ([`NotProven::response`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotProven {
+    /// No proof key in the shared cache: jwt-identity is not in front
+    /// with this filter's `vm_id` (503).
+    KeyMissing,
+    /// No bearer binding, no proof, or a proof that does not cover these
+    /// headers and this binding (401).
+    Unproven,
+}
+
+impl NotProven {
+    /// The answer: [`key_missing`] or [`unproven`] (`resource` is the
+    /// policy's, for the challenge).
+    pub fn response(self, resource: &str) -> LocalResponse {
+        match self {
+            NotProven::KeyMissing => key_missing(),
+            NotProven::Unproven => unproven(resource),
+        }
+    }
+}
+
+impl ProofVerifier {
+    /// A verifier that holds no key yet.
+    pub fn new() -> ProofVerifier {
+        ProofVerifier::default()
+    }
+
+    /// Reads the key from the shared cache now (a host does at start, so
+    /// a cache that fails later still has it); whether one is held. A
+    /// cache without a readable key keeps the one held.
+    pub fn read_key(&self, cache: &impl SharedCache) -> bool {
+        if let Some(key) = cache
+            .get(KEY_NAME)
+            .and_then(|bytes| ProofKey::from_bytes(&bytes))
+        {
+            self.key.set(Some(key));
+        }
+        self.has_key()
+    }
+
+    /// Whether a key is held.
+    pub fn has_key(&self) -> bool {
+        self.key.get().is_some()
+    }
+
+    /// The key held, if any.
+    pub fn key(&self) -> Option<ProofKey> {
+        self.key.get()
+    }
+
+    /// The identity the headers name, if their proof covers them and
+    /// `binding` (the bearer token's [`signature_part`], or the token)
+    /// under jwt-identity's key. `cache` is read for the key while none
+    /// is held, and once more when the proof fails under the one held.
+    pub fn verify<'a>(
+        &self,
+        identity: &ReceivedIdentity<'a>,
+        binding: Option<&str>,
+        cache: &impl SharedCache,
+    ) -> Result<VerifiedIdentity<'a>, NotProven> {
+        let key = match self.key.get() {
+            Some(key) => key,
+            None if self.read_key(cache) => self.key.get().ok_or(NotProven::KeyMissing)?,
+            None => return Err(NotProven::KeyMissing),
+        };
+        let binding = binding.ok_or(NotProven::Unproven)?;
+        identity.verify(&key, binding).or_else(|_| {
+            self.read_key(cache);
+            match self.key.get() {
+                Some(newer) if newer != key => identity
+                    .verify(&newer, binding)
+                    .map_err(|_| NotProven::Unproven),
+                _ => Err(NotProven::Unproven),
+            }
+        })
+    }
 }
 
 /// 401 for a request whose identity headers carry no valid proof for its

@@ -16,6 +16,21 @@ pub trait SharedCache {
     fn set(&mut self, key: &str, value: &[u8]) -> bool;
 }
 
+/// A [`SharedCache`] that holds nothing: for a decision that reads no
+/// shared data (ciba-hold reads jwt-identity's proof key on tick instead).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSharedCache;
+
+impl SharedCache for NoSharedCache {
+    fn get(&self, _: &str) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn set(&mut self, _: &str, _: &[u8]) -> bool {
+        false
+    }
+}
+
 /// A [`SharedCache`] in memory: for tests, and for hosts whose instances
 /// live as long as the process.
 #[derive(Debug, Clone, Default)]

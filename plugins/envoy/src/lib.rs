@@ -18,6 +18,8 @@ pub use metrics::{Counter, Metrics};
 pub use shared_data::SharedData;
 pub use verify::EnvoyVerifier;
 
+use agentward_core::policy::PolicyError;
+use agentward_core::proof::ChecksProofs;
 use agentward_core::response::LocalResponse;
 use agentward_core::Policy;
 use proxy_wasm::types::{BufferType, LogLevel, Status};
@@ -105,6 +107,28 @@ pub fn configured_policy() -> Option<Policy> {
         .unwrap_or_default();
     match Policy::parse(&config) {
         Ok(policy) => Some(policy),
+        Err(e) => {
+            log(LogLevel::Error, &format!("agentward: {e}"));
+            None
+        }
+    }
+}
+
+/// The start of a filter after jwt-identity (scope-fga, ciba-hold,
+/// token-exchange): the policy from the plugin configuration, made into the
+/// filter's decision maker by `make` with the VM's environment (Envoy:
+/// `vm_config.environment_variables`), then jwt-identity's proof key read
+/// from shared data. `None` (logged, naming the field at fault) refuses
+/// to start.
+pub fn after_identity<T: ChecksProofs>(
+    make: impl FnOnce(Policy, fn(&str) -> Option<String>) -> Result<T, PolicyError>,
+) -> Option<T> {
+    let policy = configured_policy()?;
+    match make(policy, |name| std::env::var(name).ok()) {
+        Ok(filter) => {
+            filter.proofs().read_key(&SharedData);
+            Some(filter)
+        }
         Err(e) => {
             log(LogLevel::Error, &format!("agentward: {e}"));
             None

@@ -112,18 +112,9 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
-        let Some(policy) = agentward_envoy::configured_policy() else {
+        let Some(gate) = agentward_envoy::after_identity(Gate::new) else {
             return false;
         };
-        // The VM's environment (Envoy: vm_config.environment_variables).
-        let mut gate = match Gate::new(policy, |name| std::env::var(name).ok()) {
-            Ok(gate) => gate,
-            Err(e) => {
-                log(LogLevel::Error, &format!("agentward: {e}"));
-                return false;
-            }
-        };
-        gate.read_proof_key(&SharedData);
         self.plugin = Some(Rc::new(Plugin {
             gate: RefCell::new(gate),
             counters: Verdict::COUNTED.map(|v| Counter::define(v.metric())),
@@ -430,6 +421,10 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        // Most routes cut nothing: back to Envoy before any other work.
+        if self.plan.is_none() {
+            return Action::Continue;
+        }
         let (Some(plugin), Some(plan)) = (self.plugin.clone(), self.plan.as_ref()) else {
             return Action::Continue;
         };
@@ -464,6 +459,9 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.rewrite.is_none() {
+            return Action::Continue;
+        }
         let (Some(plugin), Some(rewrite)) = (self.plugin.clone(), self.rewrite.as_mut()) else {
             return Action::Continue;
         };

@@ -65,6 +65,9 @@ fn policy() -> Value {
              "fga": {"scopes": {"any": ["trade", "admin"]}, "principal": "both",
                      "checks": [{"relation": "trader", "object": "account:{path.account}"}],
                      "contextual_tuples": [{"user": "agent:{agent}", "relation": "acts_for", "object": "user:{sub}"}]}},
+            {"match": {"methods": ["POST"], "path": "/transfers"},
+             "fga": {"checks": [{"relation": "owner", "object": "account:{body.from}"}],
+                     "max_body_bytes": 64}},
             {"match": {"methods": ["POST"], "path": "/rag/search"},
              "fga": {"filter": {"items": "results", "id": "id", "object": "document:{id}",
                                 "relation": "viewer", "max_body_bytes": 4096}}},
@@ -679,4 +682,93 @@ fn headers_that_disagree_with_the_body_get_32020() {
     // Not JSON-RPC at all.
     let req = mcp_request(&host, &json!([call]), None, None);
     assert_eq!(req.record().local_response.unwrap().status, 400);
+}
+
+/// A POST to `/transfers` for alice: headers (end of stream only when
+/// there is no body), then the body in the chunks given.
+fn transfer(host: &Host, chunks: &[&[u8]]) -> HttpContext {
+    let req = host.http_context().expect("an HTTP context");
+    let issuer = "https://idp.example.com/";
+    let who = ALICE;
+    let proof = ProofKey::from_bytes(&PROOF_KEY).unwrap().prove(
+        |n| match n {
+            "x-agentward-sub" => Some(who.sub),
+            "x-agentward-agent" => Some(who.agent),
+            "x-agentward-scope" => Some(who.scope),
+            "x-agentward-issuer" => Some(issuer),
+            _ => None,
+        },
+        TOKEN,
+    );
+    let authorization = format!("Bearer {TOKEN}");
+    let headers = [
+        (":method", "POST"),
+        (":path", "/transfers"),
+        ("content-type", "application/json"),
+        ("authorization", authorization.as_str()),
+        ("x-agentward-sub", who.sub),
+        ("x-agentward-agent", who.agent),
+        ("x-agentward-scope", who.scope),
+        ("x-agentward-issuer", issuer),
+        (PROOF, proof.as_str()),
+    ];
+    let action = req.request_headers(&headers, chunks.is_empty()).unwrap();
+    if chunks.is_empty() {
+        return req;
+    }
+    // Trap 1: a decision on the body lets the headers go on.
+    assert_eq!(action, Action::Continue);
+    for (i, chunk) in chunks.iter().enumerate() {
+        req.request_body(chunk, i + 1 == chunks.len()).unwrap();
+    }
+    req
+}
+
+#[test]
+fn a_route_check_reads_the_body_to_its_end_and_decides_on_it() {
+    let Some(host) = plugin() else { return };
+    let req = transfer(&host, &[br#"{"amount": 5, "#, br#""from": "acc-1"}"#]);
+    let fga = pending_call(&host, &req);
+    assert_eq!(
+        call_body(&fga)["tuple_key"],
+        json!({"user": "user:alice", "relation": "owner", "object": "account:acc-1"})
+    );
+    answer_checks(&host, &fga, |_, _| true);
+    assert!(req.record().sent_upstream());
+    assert_eq!(
+        req.record().request_body,
+        br#"{"amount": 5, "from": "acc-1"}"#
+    );
+
+    let req = transfer(&host, &[br#"{"from": "acc-2"}"#]);
+    let fga = pending_call(&host, &req);
+    answer_checks(&host, &fga, |_, object| object != "account:acc-2");
+    let body = local_json(&req, 403);
+    assert_eq!(body["relation"], "owner");
+    // The first decision is cached: no call.
+    let req = transfer(&host, &[br#"{"from": "acc-1"}"#]);
+    assert!(req.record().http_calls.is_empty());
+    assert!(req.record().sent_upstream());
+    assert!(metric(&host, "agentward.fga.body_read") >= 3);
+}
+
+#[test]
+fn a_route_body_over_the_bound_or_not_json_is_refused() {
+    let Some(host) = plugin() else { return };
+    let long = format!(r#"{{"from": "acc-1", "memo": "{}"}}"#, "x".repeat(80));
+    let req = transfer(&host, &[long.as_bytes()]);
+    let record = req.record();
+    assert_eq!(record.local_response.expect("answered").status, 413);
+    assert!(record.http_calls.is_empty());
+
+    for body in [&b"from=acc-1"[..], br#"{"from": "acc-1", "from": "acc-2"}"#] {
+        let req = transfer(&host, &[body]);
+        let answer = local_json(&req, 400);
+        assert_eq!(answer["reason"], "fga_body_not_json");
+    }
+    // A field that is absent, a request without a body.
+    let req = transfer(&host, &[br#"{"to": "acc-1"}"#]);
+    local_json(&req, 400);
+    let req = transfer(&host, &[]);
+    local_json(&req, 400);
 }

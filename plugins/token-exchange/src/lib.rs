@@ -86,18 +86,9 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
-        let Some(policy) = agentward_envoy::configured_policy() else {
+        let Some(exchanger) = agentward_envoy::after_identity(Exchanger::new) else {
             return false;
         };
-        // The VM's environment (Envoy: vm_config.environment_variables).
-        let mut exchanger = match Exchanger::new(policy, |name| std::env::var(name).ok()) {
-            Ok(exchanger) => exchanger,
-            Err(e) => {
-                log(LogLevel::Error, &format!("agentward: {e}"));
-                return false;
-            }
-        };
-        exchanger.read_proof_key(&SharedData);
         let counters = Verdict::COUNTED.map(|v| Counter::define(v.metric().unwrap_or_default()));
         self.plugin = Some(Rc::new(Plugin {
             exchanger: RefCell::new(exchanger),

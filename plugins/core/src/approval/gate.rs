@@ -39,9 +39,9 @@ use crate::identity::{Principal, ReceivedIdentity};
 use crate::mcp::{self as mcp_rpc, McpHeaders};
 use crate::path;
 use crate::policy::{Policy, PolicyError};
-use crate::proof::{self, ProofKey};
+use crate::proof::{ChecksProofs, ProofVerifier};
 use crate::response::{self, LocalResponse};
-use crate::shared_cache::SharedCache;
+use crate::shared_cache::{NoSharedCache, SharedCache};
 use crate::step::{Answer, BodyStep, Edits, Step};
 use serde_json::Value;
 
@@ -352,7 +352,13 @@ pub struct Gate {
     policy: Policy,
     authority: Authority,
     handle_key: Option<HandleKey>,
-    proof_key: Option<ProofKey>,
+    proofs: ProofVerifier,
+}
+
+impl ChecksProofs for Gate {
+    fn proofs(&self) -> &ProofVerifier {
+        &self.proofs
+    }
 }
 
 impl Gate {
@@ -375,7 +381,7 @@ impl Gate {
             policy,
             authority,
             handle_key,
-            proof_key: None,
+            proofs: ProofVerifier::new(),
         })
     }
 
@@ -387,18 +393,12 @@ impl Gate {
     /// Reads jwt-identity's proof key from the shared cache; whether there
     /// is one.
     pub fn read_proof_key(&mut self, cache: &impl SharedCache) -> bool {
-        if let Some(key) = cache
-            .get(proof::KEY_NAME)
-            .and_then(|b| ProofKey::from_bytes(&b))
-        {
-            self.proof_key = Some(key);
-        }
-        self.proof_key.is_some()
+        self.proofs.read_key(cache)
     }
 
     /// Whether jwt-identity's proof key is known.
     pub fn has_proof_key(&self) -> bool {
-        self.proof_key.is_some()
+        self.proofs.has_key()
     }
 
     /// The edits every request gets: a client must not bring its own
@@ -441,16 +441,15 @@ impl Gate {
         if rule.is_none() && !mcp_tools {
             return pass(Verdict::NotNeeded);
         }
-        let Some(key) = self.proof_key else {
-            return Decision::respond(proof::key_missing(), Verdict::NoIdentity);
-        };
-        let unproven =
-            || Decision::respond(proof::unproven(&self.policy.resource), Verdict::NoIdentity);
-        let Some(bearer) = head.bearer else {
-            return unproven();
-        };
-        let Ok(identity) = head.identity.verify(&key, bearer) else {
-            return unproven();
+        // The key is read at start and on tick (the plugin's), not here.
+        let identity = match self
+            .proofs
+            .verify(&head.identity, head.bearer, &NoSharedCache)
+        {
+            Ok(identity) => identity,
+            Err(e) => {
+                return Decision::respond(e.response(&self.policy.resource), Verdict::NoIdentity)
+            }
         };
         let user = match (identity.principal, identity.sub) {
             (Principal::User, Some(sub)) => Some(sub),

@@ -87,13 +87,15 @@ fn cache_slot(service: &FgaService, check: &Check) -> (String, String) {
     (format!("agentward.fga.{slot}"), hex)
 }
 
+/// The cached decision on `check` and until when it holds (Unix ms).
 fn cached(
     service: &FgaService,
     cache: &dyn DecisionCache,
     check: &Check,
     now_ms: u64,
-) -> Option<bool> {
-    if service.cache_seconds == 0 {
+) -> Option<(bool, u64)> {
+    // No clock (0): no cached decision can be known to be fresh.
+    if service.cache_seconds == 0 || now_ms == 0 {
         return None;
     }
     let (key, digest) = cache_slot(service, check);
@@ -101,12 +103,13 @@ fn cached(
     let text = std::str::from_utf8(&bytes).ok()?;
     let mut parts = text.split(' ');
     let (d, allowed, until) = (parts.next()?, parts.next()?, parts.next()?);
-    if d != digest || until.parse::<u64>().ok()? <= now_ms {
+    let until = until.parse::<u64>().ok()?;
+    if d != digest || until <= now_ms {
         return None;
     }
     match allowed {
-        "1" => Some(true),
-        "0" => Some(false),
+        "1" => Some((true, until)),
+        "0" => Some((false, until)),
         _ => None,
     }
 }
@@ -173,6 +176,9 @@ pub struct CheckRun {
     stop_at_denial: bool,
     /// The cache is read once, at the first step.
     cache_read: bool,
+    /// When the earliest decision taken expires (Unix ms; `u64::MAX`
+    /// while none is).
+    valid_until: u64,
 }
 
 /// What a run needs next.
@@ -209,6 +215,7 @@ impl CheckRun {
             in_flight: Vec::new(),
             stop_at_denial,
             cache_read: false,
+            valid_until: u64::MAX,
         }
     }
 
@@ -227,6 +234,13 @@ impl CheckRun {
         self.order.get(i).and_then(|&u| self.allowed[u])
     }
 
+    /// Until when (Unix ms) every decision this run took holds, as the
+    /// decision cache would serve it: the earliest expiry among them
+    /// (`u64::MAX` when it took none).
+    pub fn valid_until(&self) -> u64 {
+        self.valid_until
+    }
+
     /// The first check given that was denied.
     pub fn first_denied(&self) -> Option<usize> {
         (0..self.order.len()).find(|&i| self.allowed(i) == Some(false))
@@ -243,7 +257,10 @@ impl CheckRun {
         if !self.cache_read {
             self.cache_read = true;
             for (u, check) in self.unique.iter().enumerate() {
-                self.allowed[u] = cached(service, cache, check, now_ms);
+                if let Some((allowed, until)) = cached(service, cache, check, now_ms) {
+                    self.allowed[u] = Some(allowed);
+                    self.valid_until = self.valid_until.min(until);
+                }
             }
         }
         if self.finished() {
@@ -341,6 +358,8 @@ impl CheckRun {
                     .collect::<Result<_, _>>()?
             }
         };
+        let until = now_ms.saturating_add(service.cache_seconds.saturating_mul(1000));
+        self.valid_until = self.valid_until.min(until);
         for (&u, allowed) in asked.iter().zip(decisions) {
             self.allowed[u] = Some(allowed);
             remember(service, cache, &self.unique[u], allowed, now_ms);

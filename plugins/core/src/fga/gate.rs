@@ -13,21 +13,25 @@
 
 use super::check::DecisionCache;
 use super::filter::{FilterPlan, FilterRun};
-use super::mcp::{hidden_tool_call, ListKind, ListRun, Visibility};
+use super::mcp::{hidden_named_get, hidden_tool_call, ListKind, ListRun, Visibility};
 use super::rule::Authorization;
 use super::service::FgaService;
 use super::FgaRule;
+use crate::cache::{TokenCache, TokenKey};
 use crate::identity::ReceivedIdentity;
 use crate::mcp::{self as mcp_rpc, McpHeaders};
 use crate::path;
-use crate::placeholder::{Facts, Root};
+use crate::placeholder::Facts;
 use crate::policy::McpRoute;
+use crate::policy::Named;
 use crate::policy::{Policy, PolicyError};
-use crate::proof::{self, ProofKey};
+use crate::proof::{ChecksProofs, ProofKey, ProofVerifier};
 use crate::response::{self, LocalResponse};
 use crate::shared_cache::SharedCache;
 use crate::step::{Answer, BodyStep, Edits, Step};
 use serde_json::Value;
+use std::cell::RefCell;
+use std::sync::Arc;
 
 /// What a request carries that matters to scope-fga.
 #[derive(Debug, Clone, Copy, Default)]
@@ -154,6 +158,7 @@ pub struct Pending {
     authorization: Authorization,
     next: Vec<Authorization>,
     response: Option<ResponsePlan>,
+    memo: Option<Memo>,
 }
 
 /// How a request's response is cut, decided while its identity was at hand.
@@ -233,18 +238,62 @@ pub struct BodyPlan {
     max_bytes: usize,
 }
 
-/// scope-fga's policy, its FGA service, and jwt-identity's proof key.
+/// scope-fga's policy, its FGA service, jwt-identity's proof key, and this
+/// instance's memory of allowed requests.
 pub struct Gate {
     policy: Policy,
     service: FgaService,
-    proof_key: Option<ProofKey>,
+    proofs: ProofVerifier,
+    memory: RefCell<TokenCache<Arc<Remembered>>>,
+}
+
+/// What an instance (an Envoy VM) remembers of a request allowed in the
+/// headers phase on a route that is not MCP, by the identity's binding,
+/// the method and the path as received: the identity headers whose proof
+/// was checked (and the key it was checked under), and how the response
+/// is cut. A request with the same binding, method, path and identity
+/// headers is the same decision: it skips the proof's MAC, the checks'
+/// digests and the shared data read. It holds until the earliest of the
+/// decisions it was made from expires, as the decision cache would.
+#[derive(Debug)]
+struct Remembered {
+    proof_key: ProofKey,
+    identity: [Option<Box<str>>; 8],
+    response: Option<ResponsePlan>,
+}
+
+impl Remembered {
+    /// Whether a request with these identity headers is the one
+    /// remembered: the very headers whose proof was checked, under the key
+    /// held now.
+    fn serves(&self, key: Option<ProofKey>, identity: &ReceivedIdentity<'_>) -> bool {
+        key == Some(self.proof_key)
+            && self
+                .identity
+                .iter()
+                .zip(identity.values())
+                .all(|(kept, now)| kept.as_deref() == *now)
+    }
+}
+
+/// What to remember of a request once it is allowed (see [`Remembered`]).
+#[derive(Debug, Clone, PartialEq)]
+struct Memo {
+    key: TokenKey,
+    proof_key: ProofKey,
+    identity: [Option<Box<str>>; 8],
+}
+
+impl ChecksProofs for Gate {
+    fn proofs(&self) -> &ProofVerifier {
+        &self.proofs
+    }
 }
 
 impl Gate {
     /// The gate for a validated policy; `env` reads the environment the
     /// preshared key may come from. Fails naming the field when there is
-    /// no `fga` section, its key cannot be read, or a rule needs what this
-    /// build does not do yet (a check that reads the request body).
+    /// no `fga` section or its key cannot be read.
     pub fn new(
         mut policy: Policy,
         env: impl FnOnce(&str) -> Option<String>,
@@ -256,26 +305,11 @@ impl Gate {
             });
         };
         service.resolve_key(env)?;
-        for (i, route) in policy.routes.iter().enumerate() {
-            let Some(rule) = &route.fga else { continue };
-            let reads_body = rule
-                .checks
-                .iter()
-                .chain(&rule.contextual_tuples)
-                .position(|t| t.fields().any(|f| f.root == Root::Body));
-            if let Some(j) = reads_body {
-                return Err(PolicyError {
-                    field: format!("routes[{i}].fga"),
-                    message: format!(
-                        "check or contextual tuple {j} reads the request body, which scope-fga does not read yet on routes; refusing to start rather than guess"
-                    ),
-                });
-            }
-        }
         Ok(Gate {
+            memory: RefCell::new(TokenCache::new(policy.identity.cache_max_entries)),
             policy,
             service,
-            proof_key: None,
+            proofs: ProofVerifier::new(),
         })
     }
 
@@ -287,7 +321,7 @@ impl Gate {
     /// Reads jwt-identity's proof key from the shared cache now (a host
     /// does at start); whether there is one.
     pub fn read_proof_key(&mut self, cache: &impl SharedCache) -> bool {
-        read_proof_key(&mut self.proof_key, cache, true).is_some()
+        self.proofs.read_key(cache)
     }
 
     /// Decides a request from its head. `cache` holds jwt-identity's proof
@@ -300,6 +334,16 @@ impl Gate {
         decisions: &dyn DecisionCache,
         now_ms: u64,
     ) -> Decision {
+        let memo_key = self.memo_key(head, now_ms);
+        if let Some(key) = &memo_key {
+            if let Some(kept) = self.memory.borrow_mut().get(key, now_ms) {
+                if kept.serves(self.proofs.key(), &head.identity) {
+                    let mut d = Decision::new(Step::Continue(Edits::none()), Verdict::Allowed);
+                    d.response = kept.response.clone();
+                    return d;
+                }
+            }
+        }
         let path = match path::normalize(head.path) {
             // Matching another path than the upstream gets would let
             // `//documents/7` or `/x/../documents/7` skip the rule.
@@ -327,18 +371,9 @@ impl Gate {
         let (Some(bearer), false) = (head.bearer, head.identity.is_empty()) else {
             return Decision::respond(response::missing_token(&self.policy.resource));
         };
-        let Some(key) = read_proof_key(&mut self.proof_key, cache, false) else {
-            return Decision::respond(proof::key_missing());
-        };
-        let proven = head.identity.verify(&key, bearer).or_else(|unproven| {
-            // The key read at start may have lost the race to be the one.
-            match read_proof_key(&mut self.proof_key, cache, true) {
-                Some(newer) if newer != key => head.identity.verify(&newer, bearer),
-                _ => Err(unproven),
-            }
-        });
-        let Ok(identity) = proven else {
-            return Decision::respond(proof::unproven(&self.policy.resource));
+        let identity = match self.proofs.verify(&head.identity, Some(bearer), cache) {
+            Ok(identity) => identity,
+            Err(e) => return Decision::respond(e.response(&self.policy.resource)),
         };
         let granted: Vec<&str> = identity.scopes().collect();
         let caller = Caller {
@@ -384,6 +419,28 @@ impl Gate {
         let Some(rule) = rule else {
             return Decision::new(Step::Continue(Edits::none()), Verdict::NotGuarded);
         };
+        if rule.reads_body() {
+            // Scopes while the headers are held; the checks at the body's end.
+            if let Some(refusal) = rule.scope_refusal(&self.policy.resource, &caller.granted) {
+                return Decision::respond(refusal);
+            }
+            let max_bytes = rule.max_body_bytes;
+            let mut d = Decision::new(
+                Step::ReadBody {
+                    edits: Edits::none(),
+                    max_bytes,
+                },
+                Verdict::BodyRead,
+            );
+            d.body = Some(BodyPlan {
+                route: matched.index,
+                caller,
+                method: None,
+                name: None,
+                max_bytes,
+            });
+            return d;
+        }
         let params = caller.params();
         let facts = caller.facts(&params, None, None);
         let mut authorization = match rule.authorize(
@@ -403,7 +460,63 @@ impl Gate {
             Err(refusal) => return Decision::respond(refusal.response()),
         };
         let step = authorization.step(&self.service, decisions, now_ms);
-        self.decided(step, authorization, Vec::new(), response)
+        let memo = match (memo_key, self.proofs.key()) {
+            (Some(key), Some(proof_key)) => Some(Memo {
+                key,
+                proof_key,
+                identity: head.identity.values().map(|v| v.map(Box::from)),
+            }),
+            _ => None,
+        };
+        match (&step, memo) {
+            (Step::Continue(_), Some(memo)) => {
+                self.remember(memo, &authorization, &response, now_ms);
+                self.decided(step, authorization, Vec::new(), response)
+            }
+            (Step::Call(_), memo) => {
+                let mut d = self.decided(step, authorization, Vec::new(), response);
+                if let Some(pending) = &mut d.pending {
+                    pending.memo = memo;
+                }
+                d
+            }
+            _ => self.decided(step, authorization, Vec::new(), response),
+        }
+    }
+
+    /// The memory's key for a request (its binding, method and path as
+    /// received); `None` when nothing is remembered (no binding, no
+    /// decision cache, or no clock).
+    fn memo_key(&self, head: &RequestHead<'_>, now_ms: u64) -> Option<TokenKey> {
+        let bearer = head.bearer?;
+        if self.service.cache_seconds == 0 || now_ms == 0 {
+            return None;
+        }
+        Some(self.memory.borrow().key(&[bearer, head.method, head.path]))
+    }
+
+    /// Remembers an allowed request until its earliest decision expires
+    /// (at most `cache_seconds` from now).
+    fn remember(
+        &self,
+        memo: Memo,
+        authorization: &Authorization,
+        response: &Option<ResponsePlan>,
+        now_ms: u64,
+    ) {
+        let ttl = now_ms.saturating_add(self.service.cache_seconds.saturating_mul(1000));
+        let until = authorization.valid_until().min(ttl);
+        if until <= now_ms {
+            return;
+        }
+        let kept = Remembered {
+            proof_key: memo.proof_key,
+            identity: memo.identity,
+            response: response.clone(),
+        };
+        self.memory
+            .borrow_mut()
+            .insert(memo.key, until - 1, Arc::new(kept));
     }
 
     /// The largest MCP request body read on a route: MCP's bound, or a
@@ -433,6 +546,12 @@ impl Gate {
         decisions: &dyn DecisionCache,
         now_ms: u64,
     ) -> Decision {
+        match self.policy.routes.get(plan.route) {
+            Some(route) if route.mcp.is_none() => {
+                return self.decide_route_body(route, plan, body, decisions, now_ms)
+            }
+            _ => {}
+        }
         let message = match mcp_rpc::read_message(body, plan.max_bytes) {
             Ok(m) => m,
             Err(refusal) => return Decision::respond(refusal.response()),
@@ -477,6 +596,20 @@ impl Gate {
                 Err(answer) => return Decision::respond(answer),
             }
         }
+        let named = match message.method.as_str() {
+            "prompts/get" => Some(Named::Prompt),
+            "resources/read" => Some(Named::Resource),
+            _ => None,
+        };
+        if let (Some(kind), Some(key), Some(mcp)) =
+            (named, message.name.as_deref(), route.mcp.as_ref())
+        {
+            match self.named_get(mcp, kind, key, plan, &params, message.id.as_ref()) {
+                Ok(Some(a)) => runs.push(a),
+                Ok(None) => {}
+                Err(answer) => return Decision::respond(answer),
+            }
+        }
         let mut runs = runs.into_iter();
         let Some(mut first) = runs.next() else {
             let mut d = Decision::new(Step::Continue(Edits::none()), Verdict::Allowed);
@@ -485,6 +618,49 @@ impl Gate {
         };
         let step = first.step(&self.service, decisions, now_ms);
         self.continued(step, first, runs.collect(), response, decisions, now_ms)
+    }
+
+    /// A route's checks that read the request body, on the whole body:
+    /// one JSON document (400 `fga_body_not_json` otherwise; a key given
+    /// twice too, as a placeholder could read either), then the checks
+    /// with it as `body`.
+    fn decide_route_body(
+        &self,
+        route: &crate::policy::Route,
+        plan: &BodyPlan,
+        body: &[u8],
+        decisions: &dyn DecisionCache,
+        now_ms: u64,
+    ) -> Decision {
+        let Some(rule) = route.fga.as_ref() else {
+            return Decision::new(Step::Continue(Edits::none()), Verdict::NotGuarded);
+        };
+        let Ok(value) = crate::approval::canonical::parse_strict(body) else {
+            return Decision::respond(response::invalid_request(
+                "fga_body_not_json",
+                "this route's authorization checks read the request body, which must be one JSON document (no key given twice)",
+            ));
+        };
+        let params = plan.caller.params();
+        let facts = plan.caller.facts(&params, Some(&value), None);
+        let mut authorization = match rule.authorize(
+            &self.service,
+            &self.policy.resource,
+            &facts,
+            &plan.caller.granted,
+        ) {
+            Ok(a) => a,
+            Err(answer) => return Decision::respond(answer),
+        };
+        let response = match rule.filter_plan(&self.service, &facts) {
+            Ok(filter) => filter.map(|plan_of_items| ResponsePlan::Items {
+                route: plan.route,
+                plan: plan_of_items,
+            }),
+            Err(refusal) => return Decision::respond(refusal.response()),
+        };
+        let step = authorization.step(&self.service, decisions, now_ms);
+        self.decided(step, authorization, Vec::new(), response)
     }
 
     /// A `tools/call` of `tool`: its scopes, then its rule's checks (with
@@ -530,6 +706,46 @@ impl Gate {
         .map(Some)
     }
 
+    /// A `prompts/get` or `resources/read`: a prompt or resource the
+    /// policy does not let through (unlisted with `deny`) is answered as
+    /// the server answers for one it does not have; then its scopes and
+    /// its rule's checks.
+    fn named_get(
+        &self,
+        mcp: &McpRoute,
+        kind: Named,
+        key: &str,
+        plan: &BodyPlan,
+        params: &[(&str, &str)],
+        id: Option<&Value>,
+    ) -> Result<Option<Authorization>, LocalResponse> {
+        let entry = mcp
+            .entry(kind, key)
+            .map_err(|_| hidden_named_get(kind, id))?;
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let missing = crate::scopes::missing(&entry.scopes, &plan.caller.granted);
+        if !missing.is_empty() {
+            return Err(response::insufficient_scope(
+                &self.policy.resource,
+                &entry.scopes,
+                &missing,
+            ));
+        }
+        let Some(rule) = &entry.fga else {
+            return Ok(None);
+        };
+        let facts = plan.caller.facts(params, None, None);
+        rule.authorize(
+            &self.service,
+            &self.policy.resource,
+            &facts,
+            &plan.caller.granted,
+        )
+        .map(Some)
+    }
+
     /// Decides on the FGA service's answer to the call a [`Decision`]
     /// asked for (`answer`: [`Answer::Failed`] when the call could not
     /// even be made).
@@ -544,8 +760,12 @@ impl Gate {
             mut authorization,
             next,
             response,
+            memo,
         } = pending;
         let step = authorization.answered(&self.service, answer, decisions, now_ms);
+        if let (Step::Continue(_), Some(memo), true) = (&step, memo, next.is_empty()) {
+            self.remember(memo, &authorization, &response, now_ms);
+        }
         let mut decision = self.continued(step, authorization, next, response, &*decisions, now_ms);
         if matches!(decision.step, Step::Continue(_)) {
             decision.verdict = Verdict::Allowed;
@@ -594,6 +814,7 @@ impl Gate {
                     authorization,
                     next,
                     response,
+                    memo: None,
                 }),
                 response: None,
                 body: None,
@@ -668,10 +889,11 @@ impl Gate {
         }
     }
 
-    /// Whether an entry of an MCP list is shown to `caller`: a tool the
-    /// policy lists needs its scopes and its rule's checks that need no
-    /// arguments; an unlisted tool is shown only with `unlisted_tools:
-    /// allow`. Prompts and resources have no rules: shown.
+    /// Whether an entry of an MCP list is shown to `caller`: a tool (a
+    /// prompt, a resource) the policy lists needs its scopes and its
+    /// rule's checks that need no arguments; an unlisted one is shown
+    /// only with `unlisted_tools` (`unlisted_prompts`,
+    /// `unlisted_resources`) `allow`.
     fn visibility(
         &self,
         mcp: &McpRoute,
@@ -680,8 +902,27 @@ impl Gate {
         params: &[(&str, &str)],
         name: &str,
     ) -> Visibility {
-        if kind != ListKind::Tools {
-            return Visibility::Shown;
+        let named = match kind {
+            ListKind::Tools => None,
+            ListKind::Prompts => Some(Named::Prompt),
+            ListKind::Resources => Some(Named::Resource),
+        };
+        if let Some(named) = named {
+            let entry = match mcp.entry(named, name) {
+                Err(_) => return Visibility::Hidden,
+                Ok(None) => return Visibility::Shown,
+                Ok(Some(entry)) => entry,
+            };
+            if !crate::scopes::missing(&entry.scopes, &caller.granted).is_empty() {
+                return Visibility::Hidden;
+            }
+            return match &entry.fga {
+                None => Visibility::Shown,
+                Some(rule) => {
+                    let facts = caller.facts(params, None, None);
+                    FgaRule::list_visibility(rule, &self.service, &facts, &caller.granted)
+                }
+            };
         }
         let Ok(scopes) = mcp.tool_scopes(name) else {
             return Visibility::Hidden;
@@ -715,24 +956,6 @@ impl Gate {
     /// What the agent gets for a response larger than the plan's bound.
     pub fn too_large(&self) -> LocalResponse {
         super::Unfilterable::TooLarge.response()
-    }
-}
-
-fn read_proof_key(
-    known: &mut Option<ProofKey>,
-    cache: &impl SharedCache,
-    reread: bool,
-) -> Option<ProofKey> {
-    match *known {
-        Some(key) if !reread => Some(key),
-        before => {
-            let key = cache
-                .get(proof::KEY_NAME)
-                .and_then(|bytes| ProofKey::from_bytes(&bytes))
-                .or(before);
-            *known = key;
-            key
-        }
     }
 }
 
@@ -858,6 +1081,214 @@ mod tests {
         assert_eq!(open.verdict, Verdict::NotGuarded);
     }
 
+    fn decide_at(
+        g: &mut Gate,
+        path: &str,
+        h: &[(String, String)],
+        decisions: &HashMap<String, Vec<u8>>,
+        now_ms: u64,
+    ) -> Decision {
+        let identity = ReceivedIdentity::from_headers(|name| {
+            h.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        });
+        let head = RequestHead {
+            method: "GET",
+            path,
+            bearer: Some(TOKEN),
+            identity,
+            mcp: McpHeaders::default(),
+        };
+        g.decide(&head, &cache(), decisions, now_ms)
+    }
+
+    #[test]
+    fn an_allowed_request_is_remembered_per_vm_until_its_decision_expires() {
+        let mut g = documents();
+        let mut shared = HashMap::<String, Vec<u8>>::new();
+        let t0 = 1_000_000;
+        let d = decide_at(&mut g, "/documents/7", &alice(), &shared, t0);
+        let allowed = g.answered(
+            d.pending.unwrap(),
+            &ok(json!({"allowed": true})),
+            &mut shared,
+            t0,
+        );
+        assert_eq!(allowed.verdict, Verdict::Allowed);
+        // Remembered: allowed without the shared cache, the proof or a call.
+        let none = HashMap::new();
+        let again = decide_at(&mut g, "/documents/7", &alice(), &none, t0 + 9_999);
+        assert_eq!(again.verdict, Verdict::Allowed);
+        // Another path is another decision.
+        let other = decide_at(&mut g, "/documents/8", &alice(), &none, t0 + 1);
+        assert_eq!(other.verdict, Verdict::FgaCall);
+        // Headers changed under the same proof: not the request remembered,
+        // and its proof fails.
+        let mut forged = alice();
+        for (n, v) in &mut forged {
+            if n == crate::identity::SCOPE {
+                *v = "docs:read docs:write".into();
+            }
+        }
+        let d = decide_at(&mut g, "/documents/7", &forged, &none, t0 + 1);
+        assert_eq!(d.verdict, Verdict::NoIdentity);
+        // Expired with the decision (cache_seconds 10): asked again.
+        let late = decide_at(&mut g, "/documents/7", &alice(), &none, t0 + 10_000);
+        assert_eq!(late.verdict, Verdict::FgaCall);
+    }
+
+    #[test]
+    fn a_decision_from_the_shared_cache_is_remembered_no_longer_than_it_holds() {
+        let mut g = documents();
+        let mut shared = HashMap::<String, Vec<u8>>::new();
+        let t0 = 1_000_000;
+        let d = decide_at(&mut g, "/documents/7", &alice(), &shared, t0);
+        g.answered(
+            d.pending.unwrap(),
+            &ok(json!({"allowed": true})),
+            &mut shared,
+            t0,
+        );
+        // Another VM: decided from the shared cache 5 s later.
+        let mut other = documents();
+        let d = decide_at(&mut other, "/documents/7", &alice(), &shared, t0 + 5_000);
+        assert_eq!(d.verdict, Verdict::Allowed);
+        let none = HashMap::new();
+        let d = decide_at(&mut other, "/documents/7", &alice(), &none, t0 + 9_999);
+        assert_eq!(d.verdict, Verdict::Allowed);
+        let d = decide_at(&mut other, "/documents/7", &alice(), &none, t0 + 10_000);
+        assert_eq!(d.verdict, Verdict::FgaCall);
+    }
+
+    #[test]
+    fn denials_and_uncached_decisions_are_not_remembered() {
+        let mut g = documents();
+        let mut shared = HashMap::<String, Vec<u8>>::new();
+        let t0 = 1_000_000;
+        let d = decide_at(&mut g, "/documents/7", &alice(), &shared, t0);
+        let denied = g.answered(
+            d.pending.unwrap(),
+            &ok(json!({"allowed": false})),
+            &mut shared,
+            t0,
+        );
+        assert_eq!(denied.verdict, Verdict::Denied);
+        let none = HashMap::new();
+        let d = decide_at(&mut g, "/documents/7", &alice(), &none, t0 + 1);
+        assert_eq!(d.verdict, Verdict::FgaCall);
+        // No clock: nothing is remembered, nothing is served from memory.
+        let d = decide_at(&mut g, "/documents/7", &alice(), &shared, 0);
+        assert_eq!(d.verdict, Verdict::FgaCall);
+    }
+
+    fn mcp_gate() -> Gate {
+        gate(json!([
+            {"match": {"methods": ["POST"], "path": "/mcp"},
+             "mcp": {
+                "tools": {},
+                "prompts": {
+                    "brief": {"scopes": ["docs:read"]},
+                    "secret": {"fga": {"checks": [{"relation": "viewer", "object": "prompt:secret"}]}},
+                    "admin": {"scopes": ["admin"]}
+                },
+                "unlisted_prompts": "deny",
+                "resources": {"notes://nvda": {"scopes": ["admin"]}}
+             }}
+        ]))
+    }
+
+    fn mcp_body(g: &mut Gate, message: Value) -> Decision {
+        let d = decide(g, "POST", "/mcp", &alice());
+        assert_eq!(d.verdict, Verdict::BodyRead);
+        let plan = d.body.unwrap();
+        g.decide_body(&plan, message.to_string().as_bytes(), &HashMap::new(), 1)
+    }
+
+    #[test]
+    fn prompts_and_resources_are_listed_and_got_by_their_rules() {
+        let mut g = mcp_gate();
+        let list = mcp_body(
+            &mut g,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "prompts/list"}),
+        );
+        assert_eq!(list.verdict, Verdict::Allowed);
+        let plan = list.response.unwrap();
+        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"prompts": [
+            {"name": "brief"}, {"name": "secret"}, {"name": "admin"}, {"name": "other"}]}});
+        let none = HashMap::<String, Vec<u8>>::new();
+        let (step, run) = g.filter_response(&plan, false, answer.to_string().as_bytes(), &none, 1);
+        let BodyStep::Call(call) = step else {
+            panic!("{step:?}")
+        };
+        let sent: Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(sent["tuple_key"]["object"], "prompt:secret");
+        let mut run = run.unwrap();
+        let mut shared = HashMap::new();
+        let step = g.response_answered(&mut run, &ok(json!({"allowed": false})), &mut shared, 1);
+        let BodyStep::Replace(body) = step else {
+            panic!("{step:?}")
+        };
+        let cut: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(cut["result"]["prompts"], json!([{"name": "brief"}]));
+
+        // Getting one: unlisted (deny) is unknown, the checks are made,
+        // missing scopes get the step-up challenge.
+        let get = |g: &mut Gate, name: &str| {
+            mcp_body(
+                g,
+                json!({"jsonrpc": "2.0", "id": 2, "method": "prompts/get", "params": {"name": name}}),
+            )
+        };
+        let Step::Respond(unknown) = get(&mut g, "other").step else {
+            panic!()
+        };
+        assert!(unknown.body.contains("-32602") && !unknown.body.contains("other"));
+        let secret = get(&mut g, "secret");
+        assert_eq!(secret.verdict, Verdict::FgaCall);
+        let denied = g.answered(
+            secret.pending.unwrap(),
+            &ok(json!({"allowed": false})),
+            &mut shared,
+            1,
+        );
+        assert_eq!(denied.verdict, Verdict::Denied);
+        assert_eq!(get(&mut g, "admin").verdict, Verdict::InsufficientScope);
+        assert_eq!(get(&mut g, "brief").verdict, Verdict::Allowed);
+
+        // Resources: listed by URI; unlisted ones pass by default.
+        let read = |g: &mut Gate, uri: &str| {
+            mcp_body(
+                g,
+                json!({"jsonrpc": "2.0", "id": 3, "method": "resources/read", "params": {"uri": uri}}),
+            )
+        };
+        assert_eq!(
+            read(&mut g, "notes://nvda").verdict,
+            Verdict::InsufficientScope
+        );
+        assert_eq!(read(&mut g, "notes://other").verdict, Verdict::Allowed);
+        let list = mcp_body(
+            &mut g,
+            json!({"jsonrpc": "2.0", "id": 4, "method": "resources/list"}),
+        );
+        let answer = json!({"jsonrpc": "2.0", "id": 4, "result": {"resources": [
+            {"uri": "notes://nvda", "name": "n"}, {"uri": "notes://other", "name": "o"}]}});
+        let (step, _) = g.filter_response(
+            &list.response.unwrap(),
+            false,
+            answer.to_string().as_bytes(),
+            &none,
+            1,
+        );
+        let BodyStep::Replace(body) = step else {
+            panic!("{step:?}")
+        };
+        let cut: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            cut["result"]["resources"],
+            json!([{"uri": "notes://other", "name": "o"}])
+        );
+    }
+
     #[test]
     fn denials_scopes_forgeries_and_odd_paths_are_answered() {
         let mut g = documents();
@@ -946,7 +1377,7 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_without_the_service_or_with_body_checks_is_refused_naming_the_field() {
+    fn a_policy_without_the_service_is_refused_naming_the_field() {
         let base = json!({
             "resource": "https://api.example.com",
             "issuers": [{"issuer": "https://idp.example.com/", "audiences": ["https://api.example.com"],
@@ -954,11 +1385,105 @@ mod tests {
         });
         let p = Policy::parse(base.to_string().as_bytes()).unwrap();
         assert_eq!(Gate::new(p, |_| None).err().unwrap().field, "fga");
-        let mut v = base.clone();
-        v["fga"] = json!({"cluster": "vault", "store_id": "S1"});
-        v["routes"] = json!([{"match": {"path": "/a"},
-            "fga": {"checks": [{"relation": "owner", "object": "account:{body.account}"}]}}]);
-        let p = Policy::parse(v.to_string().as_bytes()).unwrap();
-        assert_eq!(Gate::new(p, |_| None).err().unwrap().field, "routes[0].fga");
+    }
+
+    fn transfers() -> Gate {
+        gate(json!([
+            {"match": {"methods": ["POST"], "path": "/transfers"},
+             "fga": {"scopes": {"all": ["docs:read"]},
+                     "checks": [{"relation": "owner", "object": "account:{body.from.account}"}],
+                     "max_body_bytes": 1024}}
+        ]))
+    }
+
+    fn body_plan(g: &mut Gate, h: &[(String, String)]) -> Decision {
+        let identity = ReceivedIdentity::from_headers(|name| {
+            h.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        });
+        let head = RequestHead {
+            method: "POST",
+            path: "/transfers",
+            bearer: Some(TOKEN),
+            identity,
+            mcp: McpHeaders::default(),
+        };
+        g.decide(&head, &cache(), &HashMap::<String, Vec<u8>>::new(), 1)
+    }
+
+    #[test]
+    fn a_route_check_on_the_body_is_decided_at_the_bodys_end() {
+        let mut g = transfers();
+        let d = body_plan(&mut g, &alice());
+        assert_eq!(d.verdict, Verdict::BodyRead);
+        assert_eq!(
+            d.step,
+            Step::ReadBody {
+                edits: Edits::none(),
+                max_bytes: 1024
+            }
+        );
+        let plan = d.body.unwrap();
+        let none = HashMap::<String, Vec<u8>>::new();
+        let body = br#"{"from": {"account": "a1"}, "amount": 5}"#;
+        let d = g.decide_body(&plan, body, &none, 1);
+        assert_eq!(d.verdict, Verdict::FgaCall);
+        let Step::Call(call) = &d.step else { panic!() };
+        let sent: Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(sent["tuple_key"]["object"], "account:a1");
+        assert_eq!(sent["tuple_key"]["user"], "user:alice");
+        let mut shared = HashMap::new();
+        let after = g.answered(
+            d.pending.unwrap(),
+            &ok(json!({"allowed": true})),
+            &mut shared,
+            1,
+        );
+        assert_eq!(after.verdict, Verdict::Allowed);
+        // Not remembered by path: another body is another decision.
+        let other = br#"{"from": {"account": "a2"}}"#;
+        assert_eq!(
+            g.decide_body(&plan, other, &none, 2).verdict,
+            Verdict::FgaCall
+        );
+    }
+
+    #[test]
+    fn a_route_body_that_cannot_be_checked_is_refused() {
+        let mut g = transfers();
+        let plan = body_plan(&mut g, &alice()).body.unwrap();
+        let none = HashMap::<String, Vec<u8>>::new();
+        for body in [
+            &b"not json"[..],
+            b"",
+            br#"{"from": {"account": "a1"}, "from": {}}"#,
+        ] {
+            let d = g.decide_body(&plan, body, &none, 1);
+            assert_eq!(
+                d.verdict,
+                Verdict::Invalid,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            let Step::Respond(answer) = &d.step else {
+                panic!()
+            };
+            assert_eq!(answer.status, 400);
+            assert!(answer.body.contains("fga_body_not_json"));
+        }
+        // The field absent, or a value that would change the tuple.
+        for body in [&br#"{"to": 1}"#[..], br#"{"from": {"account": "a#b"}}"#] {
+            let d = g.decide_body(&plan, body, &none, 1);
+            let Step::Respond(answer) = &d.step else {
+                panic!()
+            };
+            assert_eq!(answer.status, 400, "{}", answer.body);
+            assert!(answer.body.contains("body.from.account"), "{}", answer.body);
+            assert!(!answer.body.contains("a#b"));
+        }
+        // Scopes are decided while the headers are held: no body is read.
+        let mut g = transfers();
+        let bob = headers(json!({"iss": "https://idp.example.com/", "sub": "bob", "scope": "x"}));
+        let d = body_plan(&mut g, &bob);
+        assert_eq!(d.verdict, Verdict::InsufficientScope);
     }
 }

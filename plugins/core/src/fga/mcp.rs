@@ -15,6 +15,7 @@ use super::service::FgaService;
 use super::sse;
 use crate::approval::canonical::parse_strict;
 use crate::placeholder::{Facts, Root};
+use crate::policy::Named;
 use crate::response::LocalResponse;
 use crate::step::{Answer, BodyStep};
 use serde_json::Value;
@@ -98,6 +99,23 @@ impl FgaRule {
 pub fn hidden_tool_call(id: Option<&Value>) -> LocalResponse {
     crate::mcp::json_rpc_error(200, id, crate::mcp::INVALID_PARAMS, "Unknown tool")
 }
+
+/// The answer to a `prompts/get` or `resources/read` of one the caller
+/// may not get: what a server answers for a prompt it does not have
+/// (`-32602`) or a resource it cannot find (`-32002`).
+pub fn hidden_named_get(kind: Named, id: Option<&Value>) -> LocalResponse {
+    match kind {
+        Named::Prompt => {
+            crate::mcp::json_rpc_error(200, id, crate::mcp::INVALID_PARAMS, "Unknown prompt")
+        }
+        Named::Resource => {
+            crate::mcp::json_rpc_error(200, id, RESOURCE_NOT_FOUND, "Resource not found")
+        }
+    }
+}
+
+/// MCP's JSON-RPC error for a resource that is not there.
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
 
 /// Where the list sits in the answer.
 #[derive(Debug, Clone, PartialEq)]

@@ -395,6 +395,12 @@ impl Authorization {
         self.run.is_empty()
     }
 
+    /// Until when (Unix ms) the decisions taken so far hold
+    /// ([`CheckRun::valid_until`]).
+    pub fn valid_until(&self) -> u64 {
+        self.run.valid_until()
+    }
+
     /// The next step: continue when every check allows (from the cache or
     /// answers), 403 at the first denial, else the call to make.
     pub fn step(&mut self, service: &FgaService, cache: &dyn DecisionCache, now_ms: u64) -> Step {

@@ -43,6 +43,11 @@ impl<'a> ReceivedIdentity<'a> {
         self.values[i]
     }
 
+    /// The values of [`ReceivedIdentity::HEADERS`], as received.
+    pub fn values(&self) -> &[Option<&'a str>; 8] {
+        &self.values
+    }
+
     /// `x-agentward-sub` as received (unproven).
     pub fn sub(&self) -> Option<&'a str> {
         self.values[0]

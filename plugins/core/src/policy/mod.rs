@@ -26,7 +26,9 @@ pub use route::{Route, RouteExchange, RouteMatch, Unmatched};
 #[cfg(feature = "schema")]
 pub use schema::{json_schema, json_schema_text};
 pub use template::{Params, PathTemplate};
-pub use tools::{is_tool_name, McpRoute, McpTool, ToolRefusal, Tools, UnlistedTools};
+pub use tools::{
+    is_tool_name, Entries, McpEntry, McpRoute, McpTool, Named, ToolRefusal, Tools, UnlistedTools,
+};
 pub use vault::{ExchangeDialect, VaultClient};
 
 use serde::Deserialize;

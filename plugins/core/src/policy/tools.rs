@@ -22,6 +22,58 @@ pub struct McpRoute {
     /// `allow` (the route's scopes suffice).
     #[serde(default)]
     pub unlisted_tools: UnlistedTools,
+    /// scope-fga: prompts by name, each with the scopes and checks that
+    /// getting it (and seeing it in `prompts/list`) needs.
+    #[serde(default)]
+    pub prompts: Entries,
+    /// scope-fga: resources by URI, each with the scopes and checks that
+    /// reading it (and seeing it in `resources/list`) needs.
+    #[serde(default)]
+    pub resources: Entries,
+    /// What a prompt `prompts` does not name gets: `allow` (the default:
+    /// listed and got as the server says) or `deny` (left out of
+    /// `prompts/list`, refused at `prompts/get`).
+    #[serde(default = "allow")]
+    pub unlisted_prompts: UnlistedTools,
+    /// What a resource `resources` does not name gets: `allow` (the
+    /// default) or `deny`, as for prompts.
+    #[serde(default = "allow")]
+    pub unlisted_resources: UnlistedTools,
+}
+
+fn allow() -> UnlistedTools {
+    UnlistedTools::Allow
+}
+
+/// Prompts by name or resources by URI; a key given twice is an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entries(pub BTreeMap<String, McpEntry>);
+
+/// What getting one prompt or reading one resource needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct McpEntry {
+    /// Scopes a token needs, besides the route's.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(inner(regex(pattern = r#"^[!#-\[\]-~]+$"#)))
+    )]
+    pub scopes: Vec<String>,
+    /// Relationship checks (no placeholder names the prompt or resource:
+    /// write its object out, `prompt:brief`).
+    #[serde(default)]
+    pub fga: Option<crate::fga::FgaRule>,
+}
+
+/// Which of an MCP route's named things a rule is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named {
+    /// A prompt, by name (`prompts/get`, `prompts/list`).
+    Prompt,
+    /// A resource, by URI (`resources/read`, `resources/list`).
+    Resource,
 }
 
 /// Tools by name; a name given twice is an error, not a silent override.
@@ -83,6 +135,20 @@ impl ToolRefusal {
 }
 
 impl McpRoute {
+    /// The rule for a prompt or resource: `Ok(Some)` when listed,
+    /// `Ok(None)` when unlisted ones are allowed, `Err` when they are not.
+    pub fn entry(&self, kind: Named, key: &str) -> Result<Option<&McpEntry>, ToolRefusal> {
+        let (entries, unlisted) = match kind {
+            Named::Prompt => (&self.prompts, self.unlisted_prompts),
+            Named::Resource => (&self.resources, self.unlisted_resources),
+        };
+        match (entries.0.get(key), unlisted) {
+            (Some(entry), _) => Ok(Some(entry)),
+            (None, UnlistedTools::Allow) => Ok(None),
+            (None, UnlistedTools::Deny) => Err(ToolRefusal::Unlisted),
+        }
+    }
+
     /// Scopes calling tool `name` needs besides the route's: the tool's own
     /// when listed, none when unlisted tools are allowed.
     pub fn tool_scopes(&self, name: &str) -> Result<&[String], ToolRefusal> {
@@ -142,6 +208,42 @@ impl McpRoute {
                 ));
             }
         }
+        for (section, entries) in [("prompts", &self.prompts), ("resources", &self.resources)] {
+            for (key, entry) in &entries.0 {
+                let field = format!("{at}.{section}.{key}");
+                if key.is_empty() || key.len() > 1024 || key.chars().any(char::is_control) {
+                    return Err(invalid(
+                        format!("{at}.{section}"),
+                        "names and URIs are 1 to 1024 bytes without control characters",
+                    ));
+                }
+                if !has_fga {
+                    return Err(invalid(
+                        field,
+                        "prompt and resource rules are scope-fga's: they need the `fga` section",
+                    ));
+                }
+                if public {
+                    return Err(invalid(
+                        field,
+                        "a public route takes requests without a token, so it cannot check who gets a prompt or resource",
+                    ));
+                }
+                if let Some(j) = entry
+                    .scopes
+                    .iter()
+                    .position(|s| !crate::scopes::is_scope_token(s))
+                {
+                    return Err(invalid(
+                        format!("{field}.scopes[{j}]"),
+                        "a scope token (RFC 6749 §3.3): printable ASCII without space, `\"` or `\\`",
+                    ));
+                }
+                if let Some(rule) = &entry.fga {
+                    rule.validate(&format!("{field}.fga"), &has_param, false)?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -178,6 +280,48 @@ impl<'de> Deserialize<'de> for Tools {
             }
         }
         deserializer.deserialize_map(ToolsVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of prompts by name or resources by URI")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut entries = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if entries.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "`{}` is listed twice",
+                            key.escape_default()
+                        )));
+                    }
+                    let entry = map.next_value::<McpEntry>()?;
+                    entries.insert(key, entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Entries {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "McpEntries".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "propertyNames": {"minLength": 1, "maxLength": 1024},
+            "additionalProperties": generator.subschema_for::<McpEntry>(),
+        })
     }
 }
 
@@ -241,6 +385,51 @@ mod tests {
         let mut v = base();
         v["routes"] = json!([{"match": {"path": "/mcp"}}]);
         assert_eq!(parse(v).unwrap().routes[0].tool_scopes("x"), Ok(&[][..]));
+    }
+
+    #[test]
+    fn prompts_and_resources_have_rules_and_unlisted_ones_pass_unless_denied() {
+        let mut v = with_mcp(
+            json!({"prompts": {"brief": {"scopes": ["docs:read"]}},
+                   "resources": {"notes://a": {}}, "unlisted_resources": "deny"}),
+            false,
+        );
+        v["fga"] = json!({"cluster": "vault", "store_id": "S1"});
+        let p = parse(v.clone()).unwrap();
+        let mcp = p.routes[0].mcp.as_ref().unwrap();
+        assert!(mcp.entry(Named::Prompt, "brief").unwrap().is_some());
+        assert_eq!(mcp.entry(Named::Prompt, "other"), Ok(None));
+        assert!(mcp.entry(Named::Resource, "notes://a").unwrap().is_some());
+        assert_eq!(
+            mcp.entry(Named::Resource, "notes://b"),
+            Err(ToolRefusal::Unlisted)
+        );
+        // Scope-fga's: without the `fga` section, on a public route, bad scopes.
+        let mut no_fga = v.clone();
+        no_fga.as_object_mut().unwrap().remove("fga");
+        assert_eq!(
+            parse(no_fga).unwrap_err().field,
+            "routes[0].mcp.prompts.brief"
+        );
+        let mut public = v.clone();
+        public["routes"][0]["public"] = json!(true);
+        assert_eq!(
+            parse(public).unwrap_err().field,
+            "routes[0].mcp.prompts.brief"
+        );
+        let mut bad = v.clone();
+        bad["routes"][0]["mcp"]["prompts"]["brief"]["scopes"] = json!(["a b"]);
+        assert_eq!(
+            parse(bad).unwrap_err().field,
+            "routes[0].mcp.prompts.brief.scopes[0]"
+        );
+        let mut tool = v;
+        tool["routes"][0]["mcp"]["prompts"]["brief"]["fga"] =
+            json!({"checks": [{"relation": "viewer", "object": "prompt:{tool}"}]});
+        assert!(parse(tool)
+            .unwrap_err()
+            .field
+            .starts_with("routes[0].mcp.prompts.brief.fga"));
     }
 
     #[test]
