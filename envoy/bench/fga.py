@@ -4,11 +4,16 @@
         From DIR/policy.json (written by examples/stock-trade/idp.py
         bench-tokens) writes DIR/fga-policy.json: the same policy with an
         `fga` section (cluster `vault`, decisions cached for an hour) and, on
-        GET /portfolio, a check that the user is the portfolio's `owner`.
+        GET /portfolio, a check that the user is the portfolio's `owner`;
+        GET /research/search cut (RAG `filter`: `viewer` of `document:{id}`
+        for each of `results`) and GET /research/all not cut (the same
+        50-item answer from envoy/bench/upstream.yaml); and
+        DIR/fga-policy-uncached.json, the same without a decision cache.
 
     python fga.py serve --port P
-        An OpenFGA stand-in that allows every check (`/check`, `/batch-check`):
-        the bench measures the gateway's cached path, so it is asked once.
+        An OpenFGA stand-in (`/check`, `/batch-check`): it allows every
+        check but those on an odd-numbered note (`document:note-07`), so a
+        50-note answer is cut to 25. The cached path asks it once.
 
 Standard library only.
 """
@@ -33,7 +38,23 @@ def prepare(directory: Path) -> None:
         if route["match"].get("path") == "/portfolio":
             route["forward_token"] = True
             route["fga"] = {"checks": [{"relation": "owner", "object": "portfolio:{sub}"}]}
+    policy["routes"] += [
+        {
+            "match": {"methods": ["GET"], "path": "/research/search"},
+            "fga": {"filter": {"items": "results", "id": "id", "object": "document:{id}", "relation": "viewer"}},
+        },
+        {"match": {"methods": ["GET"], "path": "/research/all"}},
+    ]
     (directory / "fga-policy.json").write_text(json.dumps(policy, indent=2))
+    policy["fga"]["cache_seconds"] = 0
+    (directory / "fga-policy-uncached.json").write_text(json.dumps(policy, indent=2))
+
+
+def allowed(check: dict) -> bool:
+    """Every check but one on an odd-numbered note."""
+    obj = check.get("tuple_key", {}).get("object", "")
+    number = obj.rsplit("-", 1)[-1]
+    return not (obj.startswith("document:note-") and number.isdigit() and int(number) % 2 == 1)
 
 
 class Allow(BaseHTTPRequestHandler):
@@ -51,9 +72,9 @@ class Allow(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
         if self.path.endswith("/batch-check"):
-            self._answer({"result": {c["correlation_id"]: {"allowed": True} for c in body.get("checks", [])}})
+            self._answer({"result": {c["correlation_id"]: {"allowed": allowed(c)} for c in body.get("checks", [])}})
         else:
-            self._answer({"allowed": True, "resolution": ""})
+            self._answer({"allowed": allowed(body), "resolution": ""})
 
     def log_message(self, *args) -> None:
         pass

@@ -40,6 +40,8 @@ struct Setup {
     config: &'static str,
     key: Key,
     tokens: Tokens,
+    /// The path requested (GET).
+    path: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,9 @@ enum Key {
     /// (envoy/bench/fga.py prepare); the FGA stand-in allows, once: later
     /// requests are decided from scope-fga's shared-data cache.
     Fga,
+    /// The same policy with no decision cache (`cache_seconds` 0): every
+    /// filtered response is checked at the FGA stand-in.
+    FgaUncached,
 }
 
 const SETUPS: &[Setup] = &[
@@ -65,30 +70,35 @@ const SETUPS: &[Setup] = &[
         config: "envoy/bench/bare.yaml",
         key: Key::None,
         tokens: Tokens::Repeated,
+        path: PATH,
     },
     Setup {
         name: "native",
         config: "envoy/bench/jwt-authn.yaml",
         key: Key::LocalJwks,
         tokens: Tokens::Fresh,
+        path: PATH,
     },
     Setup {
         name: "native-cache",
         config: "envoy/bench/jwt-authn-cache.yaml",
         key: Key::LocalJwks,
         tokens: Tokens::Repeated,
+        path: PATH,
     },
     Setup {
         name: "jwt-identity-fresh",
         config: "envoy/jwt-identity.yaml",
         key: Key::Policy,
         tokens: Tokens::Fresh,
+        path: PATH,
     },
     Setup {
         name: "jwt-identity-repeated",
         config: "envoy/jwt-identity.yaml",
         key: Key::Policy,
         tokens: Tokens::Repeated,
+        path: PATH,
     },
     // jwt-identity → token-exchange, the upstream token in the shared-data
     // cache after the first request's exchange.
@@ -97,6 +107,7 @@ const SETUPS: &[Setup] = &[
         config: "envoy/bench/token-exchange.yaml",
         key: Key::Exchange,
         tokens: Tokens::Repeated,
+        path: PATH,
     },
     // jwt-identity → scope-fga, the decision in the shared-data cache after
     // the first request's check.
@@ -105,8 +116,39 @@ const SETUPS: &[Setup] = &[
         config: "envoy/bench/scope-fga.yaml",
         key: Key::Fga,
         tokens: Tokens::Repeated,
+        path: PATH,
+    },
+    // RAG filtering of a 50-item answer (envoy/bench/upstream.yaml's
+    // /research/ routes), against the same answer on a route without a
+    // filter, through the same chain: the items' decisions cached after
+    // the first request, then none cached (one batch-check per request at
+    // the FGA stand-in, which allows the even-numbered notes).
+    Setup {
+        name: "rag-unfiltered",
+        config: "envoy/bench/scope-fga.yaml",
+        key: Key::Fga,
+        tokens: Tokens::Repeated,
+        path: RAG_UNFILTERED,
+    },
+    Setup {
+        name: "rag-filtered",
+        config: "envoy/bench/scope-fga.yaml",
+        key: Key::Fga,
+        tokens: Tokens::Repeated,
+        path: RAG_FILTERED,
+    },
+    Setup {
+        name: "rag-filtered-uncached",
+        config: "envoy/bench/scope-fga.yaml",
+        key: Key::FgaUncached,
+        tokens: Tokens::Repeated,
+        path: RAG_FILTERED,
     },
 ];
+
+/// The RAG routes of the FGA bench policy (envoy/bench/fga.py prepare).
+const RAG_FILTERED: &str = "/research/search";
+const RAG_UNFILTERED: &str = "/research/all";
 
 /// `--only` name of the vault's own exchange throughput (not a gateway).
 const VAULT: &str = "vault";
@@ -121,6 +163,8 @@ const RATIOS: &[(&str, &str, Option<f64>)] = &[
     ("jwt-identity-repeated", "native-cache", None),
     ("token-exchange-warm", "jwt-identity-repeated", Some(0.9)),
     ("scope-fga-cached", "jwt-identity-repeated", Some(0.9)),
+    ("rag-filtered", "rag-unfiltered", None),
+    ("rag-filtered-uncached", "rag-unfiltered", None),
 ];
 
 /// Envoy workers per gateway (`--concurrency`).
@@ -259,7 +303,10 @@ pub fn run(options: Options) -> Result {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut material = bench_material(&dir, options.tokens)?;
     // The FGA stand-in scope-fga asks once (its decisions are then cached).
-    let _fga_stub = if setups.iter().any(|s| s.key == Key::Fga) {
+    let _fga_stub = if setups
+        .iter()
+        .any(|s| matches!(s.key, Key::Fga | Key::FgaUncached))
+    {
         let port = stack::free_port()?;
         let mut stub = Service::spawn(
             "fga-stub",
@@ -359,9 +406,9 @@ fn measure_gateways<'a>(
     let mut offsets: HashMap<&str, u64> = HashMap::new();
     for (s, ports, service) in &mut gateways {
         service.wait_ready(ports[&stack::ADMIN], "/ready", Duration::from_secs(60))?;
-        if matches!(s.key, Key::Exchange | Key::Fga) {
+        if matches!(s.key, Key::Exchange | Key::Fga | Key::FgaUncached) {
             // One request first: exactly one exchange (check) fills the cache.
-            let (status, body) = vault::prime(ports[&stack::LISTENER], PATH, &material.token)
+            let (status, body) = vault::prime(ports[&stack::LISTENER], s.path, &material.token)
                 .map_err(|e| format!("{}: first request: {e}", s.name))?;
             if status != 200 {
                 return Err(format!(
@@ -373,7 +420,7 @@ fn measure_gateways<'a>(
             }
         }
         // Warm up (JIT, connections) and check the configuration answers 200.
-        let warm = wrk(material, s.tokens, ports[&stack::LISTENER], 1, 0, pin.load)?;
+        let warm = wrk(material, s, ports[&stack::LISTENER], 1, 0, pin.load)?;
         if warm.failed > 0 || warm.requests == 0 {
             return Err(format!(
                 "{}: {} of {} warm-up requests failed; see {}",
@@ -405,7 +452,7 @@ fn measure_gateways<'a>(
             let offset = offsets.entry(s.name).or_insert(0);
             let sample = wrk(
                 material,
-                s.tokens,
+                s,
                 ports[&stack::LISTENER],
                 options.window_secs,
                 *offset,
@@ -458,6 +505,44 @@ fn measure_gateways<'a>(
                 vault::verdict(total > 0 && calls <= WORKERS)
             );
         }
+        if s.path == RAG_FILTERED {
+            // Round trips to the FGA service (its cluster is `vault`).
+            let calls = stat("cluster.vault.upstream_rq_total");
+            let total = stat("http.gateway.downstream_rq_total");
+            let (filtered, refused) = (
+                stat("agentward.fga.filtered"),
+                stat("agentward.fga.filter_refused"),
+            );
+            println!(
+                "{:<24} {filtered} responses cut (50 items to 25), {refused} refused; {calls} FGA calls for {total} requests: {:.3} per request",
+                s.name,
+                calls as f64 / total.max(1) as f64
+            );
+        }
+    }
+    let p50 = |name: &str| {
+        samples
+            .get(name)
+            .map(|r| median(r.iter().map(|x| x.p50_ms).collect()).0)
+    };
+    let p99 = |name: &str| {
+        samples
+            .get(name)
+            .map(|r| median(r.iter().map(|x| x.p99_ms).collect()).0)
+    };
+    for filtered in ["rag-filtered", "rag-filtered-uncached"] {
+        if let (Some(a50), Some(b50), Some(a99), Some(b99)) = (
+            p50(filtered),
+            p50("rag-unfiltered"),
+            p99(filtered),
+            p99("rag-unfiltered"),
+        ) {
+            println!(
+                "{filtered:<24} added latency against rag-unfiltered (medians of rounds): p50 {:+.2} ms, p99 {:+.2} ms",
+                a50 - b50,
+                a99 - b99
+            );
+        }
     }
     drop(gateways);
     drop(upstream);
@@ -507,6 +592,10 @@ fn gateway<'a>(
         (Key::Fga, _) => {
             ports.insert(vault::CONVENTIONAL_PORT, material.fga_port);
             Some(Configuration::Policy(&material.fga_policy))
+        }
+        (Key::FgaUncached, _) => {
+            ports.insert(vault::CONVENTIONAL_PORT, material.fga_port);
+            Some(Configuration::Policy(&material.fga_policy_uncached))
         }
         (Key::Policy, _) => Some(Configuration::Policy(&material.policy)),
         (Key::LocalJwks, _) => Some(Configuration::LocalJwks(&material.jwks)),
@@ -559,6 +648,8 @@ struct Material {
     policy: String,
     /// The bench policy with scope-fga's check, and the FGA stand-in's port.
     fga_policy: String,
+    /// The same without a decision cache.
+    fga_policy_uncached: String,
     fga_port: u16,
     tokens_file: PathBuf,
     token: String,
@@ -611,6 +702,7 @@ fn bench_material(dir: &Path, count: usize) -> Result<Material> {
         jwks: read("jwks.json")?,
         policy: read("policy.json")?,
         fga_policy: read("fga-policy.json")?,
+        fga_policy_uncached: read("fga-policy-uncached.json")?,
         fga_port: 0,
         tokens_file,
         token,
@@ -722,7 +814,7 @@ impl Pinning {
 
 fn wrk(
     m: &Material,
-    tokens: Tokens,
+    s: &Setup,
     port: u16,
     seconds: u32,
     offset: u64,
@@ -730,8 +822,8 @@ fn wrk(
 ) -> Result<Sample> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"]);
-    let url = format!("http://127.0.0.1:{port}{PATH}");
-    match tokens {
+    let url = format!("http://127.0.0.1:{port}{}", s.path);
+    match s.tokens {
         Tokens::Repeated => {
             cmd.args(["-H", &format!("authorization: Bearer {}", m.token), &url]);
         }

@@ -80,7 +80,13 @@ fn policy() -> Value {
                     "checks": [{"relation": "can_use", "object": "tool:{tool}"},
                                {"relation": "owner", "object": "account:{body.account}"}]}},
                 "admin_reset": {"scopes": ["admin"]}
-             }}}
+             },
+             "prompts": {
+                "brief": {"scopes": ["docs:read"]},
+                "board_pack": {"fga": {"checks": [{"relation": "viewer", "object": "prompt:board_pack"}]}}
+             },
+             "unlisted_prompts": "deny",
+             "resources": {"notes://outlook": {"scopes": ["admin"]}}}}
         ],
         "fga": {"cluster": "vault", "authority": "vault.local", "store_id": "01STORE",
                 "authorization_model_id": "01MODEL", "preshared_key": "fga-key",
@@ -771,4 +777,69 @@ fn a_route_body_over_the_bound_or_not_json_is_refused() {
     local_json(&req, 400);
     let req = transfer(&host, &[]);
     local_json(&req, 400);
+}
+
+#[test]
+fn prompts_and_resources_lists_are_cut_and_a_hidden_prompt_is_refused() {
+    let Some(host) = plugin() else { return };
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "prompts/list"});
+    let req = mcp_request(&host, &list, Some("prompts/list"), None);
+    req.response_headers(
+        &[(":status", "200"), ("content-type", "application/json")],
+        false,
+    )
+    .unwrap();
+    let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"prompts": [
+        {"name": "brief"}, {"name": "board_pack"}, {"name": "unlisted"}]}});
+    req.response_body(answer.to_string().as_bytes(), true)
+        .unwrap();
+    let call = pending_call(&host, &req);
+    assert_eq!(
+        call_body(&call)["tuple_key"]["object"],
+        json!("prompt:board_pack")
+    );
+    answer_checks(&host, &call, |_, _| false);
+    let out: Value = serde_json::from_slice(&req.record().response_body).unwrap();
+    assert_eq!(out["result"]["prompts"], json!([{"name": "brief"}]));
+
+    // Resources by URI: one needs a scope alice lacks; unlisted ones pass.
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/list"});
+    let req = mcp_request(&host, &list, None, None);
+    req.response_headers(
+        &[(":status", "200"), ("content-type", "application/json")],
+        false,
+    )
+    .unwrap();
+    let answer = json!({"jsonrpc": "2.0", "id": 2, "result": {"resources": [
+        {"uri": "notes://outlook", "name": "o"}, {"uri": "notes://faq", "name": "f"}]}});
+    req.response_body(answer.to_string().as_bytes(), true)
+        .unwrap();
+    let out: Value = serde_json::from_slice(&req.record().response_body).unwrap();
+    assert_eq!(
+        out["result"]["resources"],
+        json!([{"uri": "notes://faq", "name": "f"}])
+    );
+
+    // Getting one left out: answered as the server would a missing one.
+    let get = json!({"jsonrpc": "2.0", "id": 3, "method": "prompts/get",
+                     "params": {"name": "unlisted"}});
+    let req = mcp_request(&host, &get, Some("prompts/get"), Some("unlisted"));
+    let record = req.record();
+    assert!(!record.sent_upstream());
+    let body: Value =
+        serde_json::from_str(&record.local_response.expect("answered").body_text()).unwrap();
+    assert_eq!(body["error"]["code"], -32602);
+    let read = json!({"jsonrpc": "2.0", "id": 4, "method": "resources/read",
+                      "params": {"uri": "notes://outlook"}});
+    let req = mcp_request(
+        &host,
+        &read,
+        Some("resources/read"),
+        Some("notes://outlook"),
+    );
+    local_json(&req, 403);
+    let get = json!({"jsonrpc": "2.0", "id": 5, "method": "prompts/get",
+                     "params": {"name": "brief"}});
+    let req = mcp_request(&host, &get, Some("prompts/get"), Some("brief"));
+    assert!(req.record().sent_upstream());
 }
