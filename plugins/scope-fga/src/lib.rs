@@ -164,7 +164,7 @@ impl RootContext for Root {
 enum Waiting {
     Nothing,
     /// The request's checks.
-    Request(Pending, usize),
+    Request(Box<Pending>, usize),
     /// The response's checks.
     Response(ResponseRun, usize),
 }
@@ -217,7 +217,7 @@ impl Request {
             }
             Carried::Called(_) => {
                 if let (Some(pending), Step::Call(call)) = (decision.pending, &decision.step) {
-                    self.waiting = Waiting::Request(pending, call.max_answer_bytes);
+                    self.waiting = Waiting::Request(Box::new(pending), call.max_answer_bytes);
                 }
                 Action::Pause
             }
@@ -273,7 +273,7 @@ impl Request {
             }
             Carried::Called(_) => {
                 if let (Some(pending), BodyStep::Call(call)) = (decision.pending, &step) {
-                    self.waiting = Waiting::Request(pending, call.max_answer_bytes);
+                    self.waiting = Waiting::Request(Box::new(pending), call.max_answer_bytes);
                 }
                 Action::Pause
             }
@@ -336,7 +336,7 @@ impl Context for Request {
             Waiting::Request(pending, max_bytes) => {
                 let answer = step::read_answer(num_headers, body_size, max_bytes);
                 let decision = plugin.gate.borrow().answered(
-                    pending,
+                    *pending,
                     &answer,
                     &mut SharedData,
                     plugin.now_ms(),
