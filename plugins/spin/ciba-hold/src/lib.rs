@@ -13,9 +13,12 @@
 //! the whole request is buffered before it goes on, so the approval token
 //! (`token_header`) is added to requests with a body too. Each held
 //! request is its own instance: `max_held_requests` is not counted across
-//! them (the host's concurrency limit is what bounds them).
+//! them (the host's concurrency limit is what bounds them). A 2025-11-25
+//! MCP tool call's pending approval is kept in the app's key-value store
+//! (Spin's `default`, as Envoy keeps it in shared data), so the client's
+//! retry of the same call finds it; without a store it asks anew.
 
-use agentward_core::approval::gate::{Decision, Gate, RequestHead, Verdict, Wait};
+use agentward_core::approval::gate::{Decision, Gate, Remember, RequestHead, Verdict, Wait};
 use agentward_core::approval::rule::APPROVAL_HEADER;
 use agentward_core::identity::ReceivedIdentity;
 use agentward_core::proof::KEY_NAME;
@@ -24,6 +27,7 @@ use agentward_core::shared_cache::{MemoryCache, SharedCache};
 use agentward_core::step::{BodyStep, Step};
 use agentward_spin::{
     body_too_large, call, config, forward, log, now_ms, read_body, relay, respond, send_on, Head,
+    KeyValue,
 };
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
@@ -43,9 +47,12 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             return respond(out, &answer).await;
         }
     };
-    let mut keys = MemoryCache::new();
+    let mut keys = Shared {
+        proof_key: MemoryCache::new(),
+        store: KeyValue::open(),
+    };
     if let Some(key) = agentward_spin::proof_key() {
-        keys.set(KEY_NAME, &key.to_bytes());
+        keys.proof_key.set(KEY_NAME, &key.to_bytes());
     }
     gate.read_proof_key(&keys);
     let mut head = Head::of(&request);
@@ -79,8 +86,8 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
         return respond(out, &response::clock_unavailable()).await;
     };
     // The whole request is still here: its headers can take the token.
-    // No store outlives a Spin instance: a 2025-11-25 MCP retry asks anew.
     let decided = gate.on_body(wait, &body, true, now, &keys);
+    keys.keep(decided.remember);
     let decision = match (decided.step, decided.wait) {
         (BodyStep::Keep, _) => Decision {
             step: Step::Continue(agentward_core::step::Edits::none()),
@@ -103,7 +110,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
         }
         _ => return respond(out, &lost()).await,
     };
-    match settle(&gate, decision).await {
+    match settle(&gate, decision, &mut keys).await {
         Ok((edits, rewritten)) => {
             head.apply(&edits);
             match send_on(&head, rewritten.unwrap_or(body)).await {
@@ -120,8 +127,10 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
 async fn settle(
     gate: &Gate,
     mut decision: Decision,
+    keys: &mut Shared,
 ) -> Result<(agentward_core::step::Edits, Option<Vec<u8>>), LocalResponse> {
     loop {
+        keys.keep(decision.remember.take());
         decision = match (decision.step, decision.wait) {
             (Step::Continue(edits), _) => return Ok((edits, decision.body)),
             (Step::Respond(answer), _) => return Err(answer),
@@ -142,6 +151,38 @@ async fn settle(
             }
             _ => return Err(lost()),
         };
+    }
+}
+
+/// What the gate reads: the chain's proof key (a Spin variable) and, for
+/// everything else, the app's key-value store.
+struct Shared {
+    proof_key: MemoryCache,
+    store: KeyValue,
+}
+
+impl Shared {
+    /// Carries out a write the gate asks for (a pending 2025-11-25 MCP
+    /// approval kept or forgotten); a lost write only means a new approval.
+    fn keep(&mut self, write: Option<Remember>) {
+        if let Some(write) = write {
+            if !SharedCache::set(&mut self.store, &write.key, &write.value) {
+                log("agentward: ciba-hold could not keep a pending MCP approval in the key-value store");
+            }
+        }
+    }
+}
+
+impl SharedCache for Shared {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        if key == KEY_NAME {
+            return self.proof_key.get(key);
+        }
+        SharedCache::get(&self.store, key)
+    }
+
+    fn set(&mut self, key: &str, value: &[u8]) -> bool {
+        SharedCache::set(&mut self.store, key, value)
     }
 }
 
