@@ -30,13 +30,14 @@ pub fn present_plugins() -> Vec<&'static str> {
         .collect()
 }
 
-/// Builds the plugins, the Spin components and their runner, the
-/// host-test probe and the vault; returns the plugins' `.wasm` files.
+/// Builds the plugins, the Spin components, the host-test probe and the
+/// native programs (the vault, `host-test serve`); returns the plugins'
+/// `.wasm` files.
 pub fn run() -> Result<Vec<PathBuf>> {
     let wasm = plugins()?;
     spin()?;
     probe()?;
-    vault()?;
+    natives()?;
     Ok(wasm)
 }
 
@@ -58,11 +59,9 @@ pub fn spin_path(plugin: &str) -> PathBuf {
 }
 
 /// Builds the Spin components (profile `spin`: release at `opt-level =
-/// "z"`, `wasm32-wasip2`), shrinks each
-/// with `wasm-opt -Oz` (when binaryen is installed: `cargo xtask setup`),
-/// and their runner, `host-test serve` (dev profile: its dependencies are
-/// optimised anyway and shared with `cargo test`); prints the components'
-/// sizes.
+/// "z"`, `wasm32-wasip2`), shrinks each with `wasm-opt -Oz` (when binaryen
+/// is installed: `cargo xtask setup`) and prints their sizes. Their runner,
+/// `host-test serve`, comes from [`natives`].
 pub fn spin() -> Result {
     println!("[build] Spin components: {}", SPIN_COMPONENTS.join(", "));
     let mut cmd = cargo();
@@ -94,8 +93,7 @@ pub fn spin() -> Result {
             println!("[build] {shown:<40} {:>7.1} KiB", size as f64 / 1024.0);
         }
     }
-    println!("[build] host-test (the wasi:http runner, dev profile)");
-    run_visible(cargo().args(["build", "-p", "host-test", "--bin", "host-test"]))
+    Ok(())
 }
 
 /// Builds the probe plugin that host-test's own tests load (its own workspace).
@@ -118,15 +116,19 @@ pub fn probe() -> Result {
     Ok(())
 }
 
-/// Builds the vault, when its crate exists.
-pub fn vault() -> Result {
-    if root().join("vault/Cargo.toml").exists() {
-        // The dev profile shares its dependency builds with `cargo test`;
-        // `cargo build --release -p agentward-vault` for a deployment.
-        println!("[build] vault (agentward-vault, dev profile)");
-        run_visible(cargo().args(["build", "-p", "agentward-vault"]))?;
-    }
-    Ok(())
+/// Builds the native programs, `agentward-vault` and `host-test` (the
+/// Spin components' runner), with everything `cargo test --workspace`
+/// needs, in one `cargo test --workspace --no-run`.
+///
+/// Not `cargo build -p …`: a build of some packages resolves other
+/// features for the dependencies they share with the tests (serde, tokio,
+/// wasmtime's…), so the `cargo test` after it compiled wasmtime and most of
+/// the tree a second time: 17 of CI's minutes. The dev profile optimises
+/// dependencies anyway; `cargo build --release -p agentward-vault` for a
+/// deployment.
+pub fn natives() -> Result {
+    println!("[build] agentward-vault, host-test and the workspace's tests (cargo test --workspace --no-run)");
+    run_visible(cargo().args(["test", "--workspace", "--no-run"]))
 }
 
 /// Builds the plugins that exist and returns their `.wasm` files.

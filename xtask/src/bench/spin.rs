@@ -51,6 +51,7 @@ const CHAIN_PUBLIC: Config = Config {
 
 pub fn run(rounds: usize, window_secs: u32, material: &Material, dir: &Path) -> Result {
     build::spin()?;
+    build::natives()?;
     let pin = Pinning::detect();
     let (upstream, upstream_port) = start_upstream(dir, pin.load)?;
     let upstream_url = format!("http://127.0.0.1:{upstream_port}");
