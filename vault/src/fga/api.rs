@@ -7,6 +7,7 @@ use super::errors::FgaError;
 use super::model::{
     null_default, AuthorizationModel, Model, Object, Tuple, TupleKey, User, MAX_MODEL_BYTES,
 };
+use super::reverse::Reverse;
 use super::store::{self, ReadFilter, StoreRow, WriteMode};
 use super::{now_ms, rfc3339, Fga};
 use crate::app::Vault;
@@ -790,9 +791,9 @@ struct ListObjectsRequest {
     authorization_model_id: Option<String>,
 }
 
-/// Every object of the type that some tuple names is a candidate, checked in
-/// turn, until [`MAX_LIST_OBJECTS`] are found or the deadline passes (then
-/// what was found is answered, as OpenFGA does).
+/// The candidates come from the user backwards ([`super::reverse`]), each
+/// checked in turn, until [`MAX_LIST_OBJECTS`] are found or the deadline
+/// passes (then what was found is answered, as OpenFGA does).
 async fn list_objects(
     State(vault): State<Arc<Vault>>,
     Path(store_id): Path<String>,
@@ -821,7 +822,12 @@ async fn list_objects(
         deadline: Some(deadline),
     };
     let mut objects = Vec::new();
-    let ids = checker.tuples.object_ids(&req.type_name).await?;
+    let mut reverse = Reverse::new(&model, checker.tuples, &user, deadline);
+    let ids: Vec<String> = match reverse.candidates(&req.type_name, &req.relation).await {
+        Ok(ids) => ids.into_iter().collect(),
+        Err(e) if e.code == "deadline_exceeded" => Vec::new(),
+        Err(e) => return Err(e),
+    };
     // Candidates' tuples loaded a slice at a time, just before they are
     // checked, so that the deadline also bounds the loading.
     'search: for slice in ids.chunks(LIST_OBJECTS_SLICE) {

@@ -233,17 +233,6 @@ impl Tuples<'_> {
         }
         Ok(false)
     }
-
-    /// The ids of every object of `object_type` some tuple names.
-    pub async fn object_ids(&self, object_type: &str) -> Result<Vec<String>, FgaError> {
-        let mut ids = store::object_ids(self.db, self.store_id, object_type).await?;
-        for t in self.contextual {
-            if t.object.type_name == object_type && !ids.contains(&t.object.id) {
-                ids.push(t.object.id.clone());
-            }
-        }
-        Ok(ids)
-    }
 }
 
 /// One branch's answer: allowed, or not; `cycle` marks a branch that met a

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod check;
 pub mod errors;
 pub mod model;
+pub mod reverse;
 pub mod store;
 
 use crate::secret::Secret;

@@ -443,19 +443,38 @@ pub async fn user_ids(
     }))
 }
 
-/// The ids of every object of `object_type` that some tuple names.
-pub async fn object_ids(
+/// The objects `object_type:?` with a tuple `#relation@user_type:id#user_relation`
+/// for `user_ids` (queried in chunks of 500): (user id, object id) pairs.
+pub async fn objects_of_users(
     db: &Store,
     store_id: &str,
     object_type: &str,
-) -> Result<Vec<String>, FgaError> {
-    let sql = "SELECT DISTINCT object_id FROM fga_tuples WHERE store_id = $1 AND object_type = $2 \
-               ORDER BY object_id";
-    Ok(with_pool!(db, pool => {
-        sqlx::query(sql).bind(store_id).bind(object_type)
-            .fetch_all(pool).await?
-            .iter().map(|r| r.text("object_id")).collect::<Result<Vec<_>, _>>()?
-    }))
+    relation: &str,
+    user_type: &str,
+    user_relation: &str,
+    user_ids: &[String],
+) -> Result<Vec<(String, String)>, FgaError> {
+    let mut pairs = Vec::new();
+    for chunk in user_ids.chunks(500) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 6)).collect();
+        let sql = format!(
+            "SELECT user_id, object_id FROM fga_tuples WHERE store_id = $1 AND user_type = $2 \
+             AND user_relation = $3 AND relation = $4 AND object_type = $5 AND user_id IN ({})",
+            marks.join(", ")
+        );
+        let rows = with_pool!(db, pool => {
+            let mut q = sqlx::query(&sql)
+                .bind(store_id).bind(user_type).bind(user_relation).bind(relation).bind(object_type);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.fetch_all(pool).await?
+                .iter().map(|r| Ok((r.text("user_id")?, r.text("object_id")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        pairs.extend(rows);
+    }
+    Ok(pairs)
 }
 
 /// Tuples matching `filter`, in key order, `limit` from `offset`.
