@@ -274,6 +274,10 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/audit", get(audit_api::audit))
         .route("/bc-authorize", post(crate::ciba::authorize::bc_authorize))
         .route(
+            crate::ciba::introspect::PATH,
+            post(crate::ciba::introspect::introspect),
+        )
+        .route(
             crate::ciba::page::PATH,
             get(crate::ciba::page::show).post(crate::ciba::page::decide),
         )

@@ -31,6 +31,10 @@ async fn discovery_and_jwks_describe_the_ciba_authority() {
         format!("{url}/bc-authorize")
     );
     assert_eq!(meta["token_endpoint"], format!("{url}/oauth/token"));
+    assert_eq!(
+        meta["introspection_endpoint"],
+        format!("{url}/oauth/introspect")
+    );
     assert_eq!(meta["jwks_uri"], format!("{url}/.well-known/jwks.json"));
     assert_eq!(
         meta["backchannel_token_delivery_modes_supported"],
@@ -369,6 +373,48 @@ async fn an_approved_request_yields_one_token_naming_user_client_details_and_dig
     let (status, html) = page.press(&c.http, "deny").await;
     assert_eq!(status, 409, "{html}");
 
+    // The API that receives the token introspects it (RFC 7662): the first
+    // answer uses it up ("token used" in the audit trail), the same token
+    // again is inactive, and so is anything that is not this vault's token.
+    let token = answer["access_token"].as_str().unwrap();
+    let introspect = |token: String, auth: bool| {
+        let mut r = c
+            .http
+            .post(format!("{}/oauth/introspect", c.vault.url))
+            .form(&[("token", token)]);
+        if auth {
+            r = r.basic_auth(GATEWAY_ID, Some(GATEWAY_SECRET));
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, body) = introspect(token.to_string(), false).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let (status, body) = introspect(forged, true).await;
+    assert_eq!((status, body), (200, serde_json::json!({"active": false})));
+    let (status, body) = introspect(token.to_string(), true).await;
+    assert_eq!(
+        (status, body["active"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    assert_eq!(body["sub"], "alice");
+    assert_eq!(body["client_id"], GATEWAY_ID);
+    assert_eq!(body["agent_id"], "trading-agent");
+    assert_eq!(body["request_digest"], "sha-256:3q2-7w");
+    assert_eq!(body["authorization_details"][0]["ticker"], "ACME");
+    let (_, body) = introspect(token.to_string(), true).await;
+    assert_eq!(body, serde_json::json!({"active": false}), "used once");
+
     // The audit trail, as alice reads it.
     let alice = c.issuer.token_for("alice", "agent", &c.vault.url);
     let mut outcomes = Vec::new();
@@ -390,7 +436,7 @@ async fn an_approved_request_yields_one_token_naming_user_client_details_and_dig
             .iter()
             .map(|r| r["outcome"].as_str().unwrap().to_string())
             .collect::<Vec<_>>();
-        if outcomes.len() >= 5 {
+        if outcomes.len() >= 6 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -401,6 +447,7 @@ async fn an_approved_request_yields_one_token_naming_user_client_details_and_dig
         "ciba_approved",
         "ciba_token_issued",
         "ciba_replayed",
+        "ciba_token_used",
     ] {
         assert!(
             outcomes.iter().any(|o| o == step),
@@ -539,6 +586,23 @@ async fn only_the_pages_form_in_the_users_browser_decides() {
     let preview = ApprovalPage::open(&c.http, &link).await;
     let page = ApprovalPage::open(&c.http, &link).await;
     assert_eq!((preview.status, page.status), (200, 200));
+    // The page's path alone (the `approval_url` an MCP client shows) sends
+    // the user to their device and has no form; a made-up ticket is refused.
+    let bare = link.split('?').next().unwrap().to_string();
+    let r = c.http.get(&bare).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("sent to you") && !html.contains("<form"),
+        "{html}"
+    );
+    let r = c
+        .http
+        .get(format!("{bare}?ticket={}", "A".repeat(43)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
     let (_, body) = poll(&c, &id, None).await;
     assert_eq!(body["error"], "authorization_pending");
 

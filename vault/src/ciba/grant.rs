@@ -209,7 +209,7 @@ async fn settled(
     let now = unix_now();
     let agent = Some(record.client_id.as_str());
     Ok(Some(match record.status {
-        CibaStatus::Issued => {
+        CibaStatus::Issued | CibaStatus::Used => {
             tracing::warn!(client_id = %record.client_id, "CIBA auth_req_id presented again after its token was issued");
             vault
                 .audit(Some(user), agent, Some("ciba"), "ciba_replayed")

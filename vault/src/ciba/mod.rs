@@ -16,6 +16,7 @@
 pub mod authorize;
 pub mod events;
 pub mod grant;
+pub mod introspect;
 pub mod notify;
 pub mod page;
 pub mod signing;
@@ -290,6 +291,7 @@ pub async fn discovery(State(vault): State<Arc<Vault>>) -> Response {
     Json(serde_json::json!({
         "issuer": issuer(&vault.config),
         "token_endpoint": format!("{base}/oauth/token"),
+        "introspection_endpoint": format!("{base}{}", introspect::PATH),
         "backchannel_authentication_endpoint": format!("{base}/bc-authorize"),
         "backchannel_token_delivery_modes_supported": ["poll"],
         "backchannel_user_code_parameter_supported": false,

@@ -61,6 +61,19 @@ fn not_valid() -> Response {
     )
 }
 
+/// The page's path without a link: where an MCP client sends the user
+/// (`approval_url`). The link that decides went to the user's own device;
+/// this page names no request and decides nothing.
+fn check_your_device() -> Response {
+    message_page(
+        StatusCode::OK,
+        "Approval requested",
+        "An agent asked for your approval. The request was sent to you on your own device \
+         (the link in your notification): open it there to see exactly what is asked, \
+         then approve or deny. This page decides nothing.",
+    )
+}
+
 fn server_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "CIBA approval page failed");
     message_page(
@@ -74,7 +87,7 @@ fn server_error(e: impl std::fmt::Display) -> Response {
 fn outcome_page(record: &CibaRequest, now: i64, just_decided: bool) -> Response {
     let message = &record.binding_message;
     match record.status {
-        CibaStatus::Approved | CibaStatus::Issued if just_decided => message_page(
+        CibaStatus::Approved | CibaStatus::Issued | CibaStatus::Used if just_decided => message_page(
             StatusCode::OK,
             "Approved",
             &format!("You approved \u{201c}{message}\u{201d}. You can close this window."),
@@ -84,7 +97,7 @@ fn outcome_page(record: &CibaRequest, now: i64, just_decided: bool) -> Response 
             "Denied",
             &format!("You denied \u{201c}{message}\u{201d}. Nothing happens. You can close this window."),
         ),
-        CibaStatus::Approved | CibaStatus::Issued => message_page(
+        CibaStatus::Approved | CibaStatus::Issued | CibaStatus::Used => message_page(
             StatusCode::CONFLICT,
             "Already approved",
             &format!("\u{201c}{message}\u{201d} was already approved; this link no longer decides anything."),
@@ -105,7 +118,8 @@ fn outcome_page(record: &CibaRequest, now: i64, just_decided: bool) -> Response 
     }
 }
 
-/// `GET /ciba/approve?ticket=…`: the page. Decides nothing.
+/// `GET /ciba/approve?ticket=…`: the page. Decides nothing. Without a
+/// ticket: [`check_your_device`].
 pub async fn show(
     State(vault): State<Arc<Vault>>,
     Query(query): Query<HashMap<String, String>>,
@@ -114,9 +128,12 @@ pub async fn show(
     if vault.ciba.is_none() {
         return not_valid();
     }
-    let Some(link) = query.get("ticket").filter(|t| ticket::well_formed(t)) else {
-        return not_valid();
+    let Some(link) = query.get("ticket") else {
+        return check_your_device();
     };
+    if !ticket::well_formed(link) {
+        return not_valid();
+    }
     let approval_id = ticket::ticket_id(link);
     let record = match vault.store.find_ciba_approval(&approval_id).await {
         Ok(Some(record)) => record,

@@ -130,6 +130,23 @@ impl Signer {
     }
 }
 
+impl Signer {
+    /// The claims of a token this key signed for `issuer`, if its signature,
+    /// type and times hold (a minute's leeway).
+    pub fn verify(&self, token: &str, issuer: &str) -> Result<JWTClaims<AccessClaims>, String> {
+        let options = VerificationOptions {
+            allowed_issuers: Some(HashSet::from_strings(&[issuer])),
+            time_tolerance: Some(Duration::from_secs(60)),
+            max_token_length: Some(16 * 1024),
+            ..Default::default()
+        };
+        self.key
+            .public_key()
+            .verify_token::<AccessClaims>(token, Some(options))
+            .map_err(|e| format!("not a token of this vault: {e}"))
+    }
+}
+
 /// The claims of a CIBA access token beside `iss`, `sub`, `aud`, `jti`,
 /// `iat`, `nbf`, `exp`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

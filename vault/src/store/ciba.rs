@@ -22,6 +22,8 @@ pub enum CibaStatus {
     Denied,
     /// The token was issued (once).
     Issued,
+    /// The issued token was introspected (used) once.
+    Used,
     /// It expired before a decision (recorded by the first poll after).
     Expired,
 }
@@ -34,6 +36,7 @@ impl CibaStatus {
             CibaStatus::Approved => "approved",
             CibaStatus::Denied => "denied",
             CibaStatus::Issued => "issued",
+            CibaStatus::Used => "used",
             CibaStatus::Expired => "expired",
         }
     }
@@ -43,6 +46,7 @@ impl CibaStatus {
             "pending" => CibaStatus::Pending,
             "approved" => CibaStatus::Approved,
             "issued" => CibaStatus::Issued,
+            "used" => CibaStatus::Used,
             "expired" => CibaStatus::Expired,
             // Anything unknown is treated as the safe answer.
             _ => CibaStatus::Denied,
@@ -211,6 +215,20 @@ impl Store {
         let n = on_pool!(self, pool => sqlx::query(sql).bind(jti).bind(id).bind(client_id)
             .execute(pool).await?.rows_affected());
         Ok(n == 1)
+    }
+
+    /// Marks the issued token `jti` as used and returns its request: once,
+    /// for one caller, on every replica; `None` after that (or for a `jti`
+    /// never issued).
+    pub async fn use_ciba_token(&self, jti: &str) -> Result<Option<CibaRequest>> {
+        let sql = format!(
+            "UPDATE ciba_requests SET status = 'used' WHERE jti = $1 AND status = 'issued' \
+             RETURNING {COLUMNS}"
+        );
+        on_pool!(self, pool => {
+            let row = sqlx::query(&sql).bind(jti).fetch_optional(pool).await?;
+            Ok(match row { Some(row) => Some(request_from_row!(&row)), None => None })
+        })
     }
 
     /// Marks a pending request past its expiry as expired: true once.

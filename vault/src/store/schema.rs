@@ -86,6 +86,7 @@ pub const SQLITE: &[&str] = &[
         jti TEXT
     )",
     "CREATE INDEX IF NOT EXISTS ciba_requests_user ON ciba_requests (issuer, sub, status)",
+    "CREATE INDEX IF NOT EXISTS ciba_requests_jti ON ciba_requests (jti)",
     "CREATE INDEX IF NOT EXISTS ciba_requests_expires_at ON ciba_requests (expires_at)",
     // The CIBA token signing key, sealed; one row, shared by the replicas.
     "CREATE TABLE IF NOT EXISTS ciba_signing_keys (
@@ -210,6 +211,7 @@ pub const POSTGRES: &[&str] = &[
         jti TEXT
     )",
     "CREATE INDEX IF NOT EXISTS ciba_requests_user ON ciba_requests (issuer, sub, status)",
+    "CREATE INDEX IF NOT EXISTS ciba_requests_jti ON ciba_requests (jti)",
     "CREATE INDEX IF NOT EXISTS ciba_requests_expires_at ON ciba_requests (expires_at)",
     // The CIBA token signing key, sealed; one row, shared by the replicas.
     "CREATE TABLE IF NOT EXISTS ciba_signing_keys (
