@@ -39,6 +39,7 @@ mod record;
 pub mod serve;
 mod shared;
 mod state;
+pub mod validate;
 mod wasi;
 
 pub use abi::{Action, LogLevel, MapType, Status, StreamType};

@@ -1,5 +1,6 @@
 //! `host-test run`: one request through a plugin, printed as JSON.
 //! `host-test serve`: wasi:http components (the Spin build) on a local port.
+//! `host-test validate`: a policy against its schema and the real plugins.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -25,7 +26,13 @@ Loads the plugin, configures it, sends one request through it (callouts to
 Serves the first wasi:http component on --listen, a fresh instance per request.
 Each component gets the variables (--policy is the `policy` variable; a random
 `proof_key` unless one is given) and `next`: http://NAME.spin.internal of the
-component after it (served in process), or --upstream for the last one.";
+component after it (served in process), or --upstream for the last one.
+
+       host-test validate --policy FILE [--wasm FILE]... [--env NAME=VALUE]...
+
+Checks the policy against its JSON Schema, then configures each plugin
+(--wasm, in chain order) with it as Envoy does at start-up; prints every
+problem with its field. Exit status 0: valid; 1: not valid; 2: usage.";
 
 #[derive(Default)]
 struct Run {
@@ -43,6 +50,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve") {
         return serve(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("validate") {
+        return validate(&args[1..]);
     }
     let run = match parse(&args) {
         Ok(run) => run,
@@ -367,4 +377,61 @@ fn random_hex_key() -> String {
             format!("{:016x}", h.finish())
         })
         .collect()
+}
+
+/// `host-test validate`.
+fn validate(args: &[String]) -> ExitCode {
+    let mut policy = None;
+    let mut check = host_test::validate::Validation::default();
+    let mut rest = args;
+    while let Some((flag, tail)) = rest.split_first() {
+        let Some((value, tail)) = tail.split_first() else {
+            eprintln!("{flag} needs a value\n\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        rest = tail;
+        match flag.as_str() {
+            "--policy" => policy = Some(value.clone()),
+            "--wasm" => check.plugins.push(value.into()),
+            "--env" => match value.split_once('=') {
+                Some((name, v)) => {
+                    check.environment.insert(name.to_string(), v.to_string());
+                }
+                None => {
+                    eprintln!("--env {value}: expected NAME=VALUE");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => {
+                eprintln!("unknown flag {flag}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(policy) = policy else {
+        eprintln!("--policy is required\n\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let text = match std::fs::read(&policy) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("cannot read {policy}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let findings = check.check(&text);
+    for finding in &findings {
+        println!("{policy}: {finding}");
+    }
+    if findings.is_empty() {
+        println!(
+            "{policy}: valid (schema, {} plugin{})",
+            check.plugins.len(),
+            if check.plugins.len() == 1 { "" } else { "s" }
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!("{policy}: {} problem(s)", findings.len());
+        ExitCode::FAILURE
+    }
 }
