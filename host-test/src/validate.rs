@@ -138,9 +138,19 @@ fn schema_findings(document: &Value) -> Vec<Finding> {
         .map(|e| Finding {
             by: "schema".into(),
             at: e.instance_path().to_string(),
-            message: e.to_string(),
+            message: without_instance(&e.to_string(), &e.instance().to_string()),
         })
         .collect()
+}
+
+/// A schema message without the value it is about (`"x" is not of type
+/// "array"` → `the value is not of type "array"`): the value may be a
+/// secret (`client_secret`) or a whole section; the path says where it is.
+fn without_instance(message: &str, instance: &str) -> String {
+    match message.strip_prefix(instance) {
+        Some(rest) => format!("the value{rest}"),
+        None => message.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -172,5 +182,12 @@ mod tests {
         assert!(!found.is_empty());
         assert!(found.iter().all(|f| f.by == "schema"), "{found:?}");
         assert!(found.iter().any(|f| f.at == "/resource"), "{found:?}");
+        let secret =
+            schema_findings(&serde_json::json!({"approval": {"client_secret": ["TOPSECRET"]}}));
+        assert!(!secret.is_empty());
+        assert!(
+            secret.iter().all(|f| !f.message.contains("TOPSECRET")),
+            "{secret:?}"
+        );
     }
 }
