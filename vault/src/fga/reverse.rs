@@ -158,7 +158,7 @@ impl<'a> Reverse<'a> {
                     let user = self.user;
                     if direct.iter().any(|r| user.matches(r)) {
                         let edge = edge(key, &user.type_name, user.relation.as_deref());
-                        out.extend(self.lookup(edge, &[user.id.clone()]).await?);
+                        out.extend(self.lookup(edge, std::slice::from_ref(&user.id)).await?);
                     }
                     if user.relation.is_none()
                         && !user.is_wildcard()
