@@ -10,6 +10,7 @@
 //! need the real vault with an account linked at a real OpenID provider:
 //! bench/vault.rs starts those (only when `--only` selects one of them).
 
+mod ciba;
 mod fga;
 mod instructions;
 mod paced;
@@ -271,15 +272,27 @@ pub fn run(options: Options) -> Result {
     // The vault's own figures are req/s and latency only.
     let vault_bench = selected(VAULT) && options.instructions == 0;
     let fga_bench = selected(fga::NAME) && options.instructions == 0;
+    let ciba_bench = selected(ciba::NAME) && options.instructions == 0;
     if setups.is_empty() && !vault_bench {
-        if fga_bench {
-            // The vault's FGA API alone: no gateway, no setup.
-            return fga::run(options.rounds, options.window_secs, &Pinning::detect());
+        if fga_bench || ciba_bench {
+            // The vault's FGA API or CIBA endpoint alone: no gateway.
+            let pin = Pinning::detect();
+            if fga_bench {
+                fga::run(options.rounds, options.window_secs, &pin)?;
+            }
+            if ciba_bench {
+                setup::run(setup::Extras {
+                    wrk: true,
+                    valgrind: false,
+                })?;
+                ciba::run(options.rounds, options.window_secs, &pin)?;
+            }
+            return Ok(());
         }
         let names: Vec<&str> = SETUPS
             .iter()
             .map(|s| s.name)
-            .chain([VAULT, fga::NAME, spin::NAME])
+            .chain([VAULT, fga::NAME, ciba::NAME, spin::NAME])
             .chain(APPROVAL.iter().copied())
             .collect();
         return Err(format!(
@@ -359,6 +372,10 @@ pub fn run(options: Options) -> Result {
     if fga_bench {
         println!();
         fga::run(options.rounds, options.window_secs, &pin)?;
+    }
+    if ciba_bench {
+        println!();
+        ciba::run(options.rounds, options.window_secs, &pin)?;
     }
 
     if setups.is_empty() {

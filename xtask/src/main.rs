@@ -38,6 +38,7 @@ commands:
                      to the upstream, instantiation per request, component sizes;
                      --only approval-longpoll,approval-polling: ciba-hold's approve → resumed
                      latency; --only approval-held: 1,000 requests held on one worker;
+                     --only vault-ciba: the vault's POST /bc-authorize requests/s;
                      --instructions N: instead of req/s, CPU instructions per request over
                      N requests, counted by callgrind (needs valgrind; repeatable to 0.1%)";
 
