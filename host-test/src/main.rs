@@ -22,11 +22,15 @@ Loads the plugin, configures it, sends one request through it (callouts to
 
        host-test serve --component [NAME=]FILE... [--policy FILE] [--var NAME=VALUE]...
                        [--upstream URL] [--listen 127.0.0.1:3000]
+                       [--allow-outbound NAME=scheme://host[:port]]...
 
 Serves the first wasi:http component on --listen, a fresh instance per request.
 Each component gets the variables (--policy is the `policy` variable; a random
 `proof_key` unless one is given) and `next`: http://NAME.spin.internal of the
 component after it (served in process), or --upstream for the last one.
+With any --allow-outbound, each component may call only what its own
+--allow-outbound patterns allow (Spin's allowed_outbound_hosts; none:
+nowhere); without, anywhere.
 
        host-test validate --policy FILE [--wasm FILE]... [--env NAME=VALUE]...
 
@@ -336,6 +340,18 @@ fn parse_serve(args: &[String]) -> Result<(host_test::serve::ServeOptions, Socke
                     }
                 };
                 options.components.push((name, file));
+            }
+            "--allow-outbound" => {
+                let (name, pattern) = value.split_once('=').ok_or_else(|| {
+                    format!("--allow-outbound {value}: expected NAME=scheme://host[:port]")
+                })?;
+                let allowed = host_test::serve::outbound::AllowedHost::parse(pattern)?;
+                options
+                    .allowed_outbound
+                    .get_or_insert_with(Default::default)
+                    .entry(name.to_string())
+                    .or_default()
+                    .push(allowed);
             }
             "--policy" => {
                 let policy = std::fs::read_to_string(value)

@@ -6,7 +6,8 @@
 //! - outbound HTTP (`wasi:http/outgoing-handler`): to
 //!   `http://<name>.spin.internal`, the named component of this app, in
 //!   process (Spin's local service chaining); anywhere else, over the
-//!   network;
+//!   network; with [`ServeOptions::allowed_outbound`] set, only to each
+//!   component's `allowed_outbound_hosts` ([`outbound`]), as Spin;
 //! - variables (`fermyon:spin/variables@2.0.0`): the same set for every
 //!   component, plus `next`, the origin of the next component in the list
 //!   (the last one's is the upstream);
@@ -81,6 +82,9 @@ mod spin {
 
 use spin::fermyon::spin::{key_value, variables};
 
+pub mod outbound;
+use outbound::AllowedHost;
+
 /// An open key-value store: the app's one store, `default` (Spin's name
 /// for the store every app may be given), shared by every instance of
 /// every component of the runner, in memory, for the process's life.
@@ -105,6 +109,10 @@ pub struct ServeOptions {
     pub variables: HashMap<String, String>,
     /// The last component's `next`.
     pub upstream: Option<String>,
+    /// Spin's `allowed_outbound_hosts` by component name. `None`: every
+    /// component may call anywhere; `Some`: each only what its list allows
+    /// (no entry: nowhere), as Spin does.
+    pub allowed_outbound: Option<HashMap<String, Vec<AllowedHost>>>,
 }
 
 /// Upper bound on what the key-value store holds: a store that is full
@@ -115,6 +123,8 @@ struct App {
     name: String,
     pre: ProxyPre<State>,
     variables: Arc<HashMap<String, String>>,
+    /// `None`: unrestricted.
+    allowed: Option<Arc<Vec<AllowedHost>>>,
 }
 
 /// The loaded components, ready to serve.
@@ -134,6 +144,23 @@ struct State {
 
 struct Hooks {
     runner: Arc<Runner>,
+    /// The calling component's name and allowed destinations.
+    component: String,
+    allowed: Option<Arc<Vec<AllowedHost>>>,
+}
+
+impl Hooks {
+    /// Whether the calling component may reach the request's destination.
+    fn may_reach(&self, uri: &http::Uri) -> bool {
+        let Some(allowed) = &self.allowed else {
+            return true;
+        };
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let host = uri.host().unwrap_or_default();
+        allowed
+            .iter()
+            .any(|a| a.allows(scheme, host, uri.port_u16()))
+    }
 }
 
 impl WasiView for State {
@@ -285,6 +312,15 @@ impl WasiHttpHooks for Hooks {
         fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Sent {
         drop(fut);
+        let denied = !self.may_reach(request.uri());
+        if denied {
+            eprintln!(
+                "host-test serve: component `{}` may not reach {}://{}: not in its allowed_outbound_hosts",
+                self.component,
+                request.uri().scheme_str().unwrap_or("http"),
+                request.uri().authority().map(|a| a.as_str()).unwrap_or_default(),
+            );
+        }
         let internal = request
             .uri()
             .host()
@@ -292,6 +328,9 @@ impl WasiHttpHooks for Hooks {
             .map(str::to_string);
         let runner = self.runner.clone();
         Box::new(async move {
+            if denied {
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
             let done: Box<dyn std::future::Future<Output = _> + Send> = Box::new(async { Ok(()) });
             if let Some(name) = internal {
                 let index = runner
@@ -345,10 +384,15 @@ impl Runner {
             if let Some(next) = next {
                 variables.entry("next".to_string()).or_insert(next);
             }
+            let allowed = options
+                .allowed_outbound
+                .as_ref()
+                .map(|lists| Arc::new(lists.get(name).cloned().unwrap_or_default()));
             apps.push(App {
                 name: name.clone(),
                 pre,
                 variables: Arc::new(variables),
+                allowed,
             });
         }
         if apps.is_empty() {
@@ -382,6 +426,8 @@ impl Runner {
                 table: ResourceTable::new(),
                 hooks: Hooks {
                     runner: self.clone(),
+                    component: app.name.clone(),
+                    allowed: app.allowed.clone(),
                 },
                 variables: app.variables.clone(),
                 store: self.store.clone(),

@@ -129,6 +129,7 @@ def start_gateway(idp, upstream_port, workdir):
         upstream: int | None = None,
         edit=None,
         host: str = "envoy",
+        allowed_outbound: dict[str, list[str]] | None = None,
     ) -> Gateway:
         ports = default_ports(upstream=upstream or upstream_port, idp=idp_port or idp.port)
         policy = copy.deepcopy(shipped_policy())
@@ -137,7 +138,7 @@ def start_gateway(idp, upstream_port, workdir):
             adjust(policy)
         if host == "spin":
             variables = {"cluster_idp": f"http://127.0.0.1:{ports['idp']}"}
-            spin = Spin(name, ["jwt-identity"], policy, workdir, ports, variables)
+            spin = Spin(name, ["jwt-identity"], policy, workdir, ports, variables, allowed_outbound)
             started.append(spin)
             spin.start()
             return Gateway(spin, policy, idp.idp, host="spin")

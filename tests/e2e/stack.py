@@ -22,6 +22,7 @@ import re
 import socket
 import subprocess
 import time
+import tomllib
 from pathlib import Path
 
 import requests
@@ -239,6 +240,27 @@ def decode_claims_header(value: str) -> dict:
 # wasmtime runner in host-test/), built by `cargo xtask build`.
 HOST_TEST = ROOT / "target/debug/host-test"
 SPIN_WASM_DIR = ROOT / "target/wasm32-wasip2/spin"
+SPIN_MANIFEST = ROOT / "examples/stock-trade/spin.toml"
+
+
+def spin_allowed_outbound(components: list[str], ports: dict[str, int]) -> dict[str, list[str]]:
+    """Each component's `allowed_outbound_hosts` from the shipped manifest,
+    its conventional ports made these ports, with the chain's own next hop
+    in place of the manifest's `*.spin.internal` one (a test chain may skip
+    components: jwt-identity → ciba-hold)."""
+    manifest = tomllib.loads(SPIN_MANIFEST.read_text())
+    by_conventional = {CONVENTIONAL_PORTS[role]: port for role, port in ports.items()}
+
+    def port(m: re.Match) -> str:
+        return m.group(1) + str(by_conventional.get(int(m.group(2)), m.group(2)))
+
+    allowed = {}
+    for i, name in enumerate(components):
+        listed = manifest["component"][name].get("allowed_outbound_hosts", [])
+        hosts = [re.sub(r"(127\.0\.0\.1:)(\d+)", port, h) for h in listed if not h.endswith(".spin.internal")]
+        nxt = f"http://{components[i + 1]}.spin.internal" if i + 1 < len(components) else f"http://127.0.0.1:{ports['upstream']}"
+        allowed[name] = hosts + [nxt]
+    return allowed
 
 
 class Spin:
@@ -256,10 +278,13 @@ class Spin:
         workdir: Path,
         ports: dict[str, int],
         variables: dict[str, str] | None = None,
+        allowed_outbound: dict[str, list[str]] | None = None,
     ):
         self.name = name
         self.ports = ports
         self.components = components
+        # As Spin: each component reaches only its manifest's hosts.
+        self.allowed_outbound = allowed_outbound if allowed_outbound is not None else spin_allowed_outbound(components, ports)
         self.policy_path = workdir / f"{name}.spin-policy.json"
         self.log_path = workdir / f"{name}.spin.log"
         self.policy_path.write_text(json.dumps(policy))
@@ -278,6 +303,9 @@ class Spin:
         cmd += ["--listen", f"127.0.0.1:{self.ports['listener']}"]
         for name, value in self.variables.items():
             cmd += ["--var", f"{name}={value}"]
+        for name, hosts in self.allowed_outbound.items():
+            for host in hosts:
+                cmd += ["--allow-outbound", f"{name}={host}"]
         return cmd
 
     def start(self, timeout: float = 60) -> "Spin":

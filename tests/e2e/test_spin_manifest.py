@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import tomllib
 
-from stack import ROOT
+import pytest
+import requests
+
+from stack import HOST_TEST, ROOT, SPIN_WASM_DIR
 
 MANIFEST = ROOT / "examples/stock-trade/spin.toml"
 POLICY = ROOT / "policies/stock-trade-spin.json"
@@ -88,3 +91,20 @@ def test_the_spin_policy_is_the_three_envoy_policies_together():
             assert same, route["match"]
             for key, value in route.items():
                 assert same[0].get(key) == value, (route["match"], key)
+
+
+def test_a_component_reaches_only_its_allowed_outbound_hosts(start_gateway, upstream_port):
+    """`host-test serve` enforces `allowed_outbound_hosts` as Spin does (the
+    other Spin tests run with the manifest's lists): jwt-identity without
+    the IdP in its list cannot fetch the JWKS, so a good token gets 503, and
+    the runner says which call it refused."""
+    if not (HOST_TEST.exists() and (SPIN_WASM_DIR / "spin_jwt_identity.wasm").exists()):
+        pytest.skip("the Spin build is missing: run `cargo xtask build`")
+    gw = start_gateway(
+        "spin-outbound",
+        host="spin",
+        allowed_outbound={"jwt-identity": [f"http://127.0.0.1:{upstream_port}"]},
+    )
+    r = requests.get(gw.url + "/portfolio", headers={"authorization": f"Bearer {gw.token()}"}, timeout=10)
+    assert r.status_code == 503, r.text
+    assert "component `jwt-identity` may not reach http://127.0.0.1:" in gw.envoy.log()
