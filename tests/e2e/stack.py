@@ -243,21 +243,17 @@ SPIN_WASM_DIR = ROOT / "target/wasm32-wasip2/spin"
 SPIN_MANIFEST = ROOT / "examples/stock-trade/spin.toml"
 
 
-def spin_allowed_outbound(components: list[str], ports: dict[str, int]) -> dict[str, list[str]]:
-    """Each component's `allowed_outbound_hosts` from the shipped manifest,
-    its conventional ports made these ports, with the chain's own next hop
-    in place of the manifest's `*.spin.internal` one (a test chain may skip
-    components: jwt-identity → ciba-hold)."""
+def spin_allowed_outbound(components: list[str], ports: dict[str, int], variables: dict[str, str]) -> dict[str, list[str]]:
+    """Each component's `allowed_outbound_hosts` as the shipped manifest
+    grants them, for this chain: the clusters its manifest section names
+    (`cluster_idp`, `cluster_vault`; `test_spin_manifest.py` checks that
+    the manifest allows each), at the address this test gives them, and the
+    chain's own next hop (a test chain may skip components)."""
     manifest = tomllib.loads(SPIN_MANIFEST.read_text())
-    by_conventional = {CONVENTIONAL_PORTS[role]: port for role, port in ports.items()}
-
-    def port(m: re.Match) -> str:
-        return m.group(1) + str(by_conventional.get(int(m.group(2)), m.group(2)))
-
     allowed = {}
     for i, name in enumerate(components):
-        listed = manifest["component"][name].get("allowed_outbound_hosts", [])
-        hosts = [re.sub(r"(127\.0\.0\.1:)(\d+)", port, h) for h in listed if not h.endswith(".spin.internal")]
+        declared = manifest["component"][name].get("variables", {})
+        hosts = [variables[v] for v in declared if v.startswith("cluster_") and v in variables]
         nxt = f"http://{components[i + 1]}.spin.internal" if i + 1 < len(components) else f"http://127.0.0.1:{ports['upstream']}"
         allowed[name] = hosts + [nxt]
     return allowed
@@ -283,12 +279,14 @@ class Spin:
         self.name = name
         self.ports = ports
         self.components = components
-        # As Spin: each component reaches only its manifest's hosts.
-        self.allowed_outbound = allowed_outbound if allowed_outbound is not None else spin_allowed_outbound(components, ports)
+        self.variables = dict(variables or {})
+        # As Spin: each component reaches only what its manifest section allows.
+        self.allowed_outbound = (
+            allowed_outbound if allowed_outbound is not None else spin_allowed_outbound(components, ports, self.variables)
+        )
         self.policy_path = workdir / f"{name}.spin-policy.json"
         self.log_path = workdir / f"{name}.spin.log"
         self.policy_path.write_text(json.dumps(policy))
-        self.variables = dict(variables or {})
         self.process: subprocess.Popen | None = None
 
     @property
