@@ -857,6 +857,29 @@ fn wrk(
     parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's output:\n{out}"))
 }
 
+/// One wrk window of `seconds` on one thread against `url`, its requests
+/// made by the `lua` script.
+fn wrk_script(
+    lua: &Path,
+    url: &str,
+    connections: u32,
+    seconds: u32,
+    cpu: Option<u32>,
+) -> Result<Sample> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t1",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+        "-s",
+    ])
+    .arg(lua)
+    .arg(url);
+    let out = run_quiet(&mut pinned(cmd, cpu))?;
+    parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's output:\n{out}"))
+}
+
 fn parse_wrk(out: &str) -> Option<Sample> {
     let mut sample = Sample {
         rps: 0.0,

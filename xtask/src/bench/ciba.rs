@@ -9,9 +9,9 @@
 //! at `info`, so not written at the bench's `warn`). Every answer must be
 //! 200; anything else fails the bench.
 
-use super::{median, parse_wrk, pinned, Pinning, Sample};
+use super::{median, pinned, wrk_script, Pinning, Sample};
 use crate::stack::{self, Service};
-use crate::{root, run_quiet, Result};
+use crate::{root, Result};
 use std::process::Command;
 use std::time::Duration;
 
@@ -85,18 +85,7 @@ max_pending_per_user = 1000
     );
     let url = format!("http://127.0.0.1:{port}");
     let window = |seconds: u32| -> Result<Sample> {
-        let mut cmd = Command::new("wrk");
-        cmd.args([
-            "-t1",
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-        ])
-        .arg("-s")
-        .arg(&lua)
-        .arg(&url);
-        let out = run_quiet(&mut pinned(cmd, pin.load))?;
-        let sample = parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's output:\n{out}"))?;
+        let sample = wrk_script(&lua, &url, CONNECTIONS, seconds, pin.load)?;
         if sample.failed > 0 {
             return Err(format!(
                 "vault-ciba: {} of {} answers were not 200; see {}",

@@ -8,7 +8,7 @@
 //! paced open-loop load (`paced.rs`), one window of each per round.
 
 use super::paced::{self, Paced};
-use super::{median, parse_wrk, pinned, Sample};
+use super::{median, pinned, Sample};
 use crate::stack::{self, Service};
 use crate::{cargo, root, run_quiet, run_visible, Result};
 use std::collections::HashMap;
@@ -154,18 +154,8 @@ impl Stack {
 
     /// One wrk window of token exchanges.
     fn window(&self, seconds: u32, cpu: Option<u32>) -> Result<Sample> {
-        let mut cmd = Command::new("wrk");
-        cmd.args([
-            "-t1",
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            "-s",
-        ])
-        .arg(&self.lua)
-        .arg(format!("http://127.0.0.1:{}/oauth/token", self.port));
-        let out = run_quiet(&mut pinned(cmd, cpu))?;
-        parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's output:\n{out}"))
+        let url = format!("http://127.0.0.1:{}/oauth/token", self.port);
+        super::wrk_script(&self.lua, &url, CONNECTIONS, seconds, cpu)
     }
 
     /// One paced window of `raw` at the target rate.
