@@ -310,6 +310,15 @@ fn spin_gateway(
     }
     cmd.args(["--upstream", &local(stack::UPSTREAM)]);
     cmd.args(["--listen", &format!("127.0.0.1:{listener}")]);
+    // As `spin up` would: each component reaches only the manifest's hosts.
+    let manifest = root().join(SPIN_MANIFEST);
+    let text =
+        std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    for (component, hosts) in allowed_outbound_hosts(&stack::render_urls(&text, ports)) {
+        for host in hosts {
+            cmd.args(["--allow-outbound", &format!("{component}={host}")]);
+        }
+    }
     let mut spin = Service::spawn("spin", &mut cmd, dir)?;
     spin.wait_ready(listener, "/prices/ACME", ready)?;
     Ok(Gateways {
@@ -341,4 +350,63 @@ fn random_key() -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// The Spin app the demo's `--spin` form runs.
+const SPIN_MANIFEST: &str = "examples/stock-trade/spin.toml";
+
+/// Each `[component.NAME]` table's `allowed_outbound_hosts` in a Spin
+/// manifest, read from the plain form the shipped one uses (one quoted
+/// string per array element, `#` comments), in table order.
+fn allowed_outbound_hosts(manifest: &str) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut component: Option<String> = None;
+    let mut in_array = false;
+    for line in manifest.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if let Some(table) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            component = table
+                .strip_prefix("component.")
+                .filter(|name| !name.contains('.'))
+                .map(str::to_string);
+            in_array = false;
+            continue;
+        }
+        let Some(name) = &component else { continue };
+        if let Some(rest) = line.strip_prefix("allowed_outbound_hosts") {
+            in_array = rest.trim_start().starts_with('=');
+            out.push((name.clone(), Vec::new()));
+        }
+        if in_array {
+            if let Some((_, hosts)) = out.last_mut() {
+                hosts.extend(line.split('"').skip(1).step_by(2).map(str::to_string));
+            }
+            if line.ends_with(']') {
+                in_array = false;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_manifests_allowed_hosts_are_read() {
+        let text = std::fs::read_to_string(root().join(SPIN_MANIFEST)).unwrap();
+        let hosts: HashMap<String, Vec<String>> =
+            allowed_outbound_hosts(&text).into_iter().collect();
+        assert_eq!(
+            hosts["jwt-identity"],
+            ["http://scope-fga.spin.internal", "http://127.0.0.1:8081"]
+        );
+        assert_eq!(
+            hosts["token-exchange"],
+            ["http://127.0.0.1:8787", "http://127.0.0.1:8080"]
+        );
+        assert_eq!(hosts.len(), 4);
+    }
 }
