@@ -138,39 +138,14 @@ async fn with_connect_url(
 /// authenticated before its body is read; the body is read within
 /// `max_token_request_bytes` and `body_read_timeout_seconds`.
 pub async fn token(State(vault): State<Arc<Vault>>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(e) = authenticate_basic_first(&vault, &headers) {
-        vault.metrics.exchange("invalid_client");
-        return e.into_response();
-    }
-    let body = match crate::request_body::read(
-        &headers,
-        body,
-        vault.config.max_token_request_bytes,
-        std::time::Duration::from_secs(vault.config.body_read_timeout_seconds),
-    )
-    .await
-    {
-        Ok(body) => body,
-        Err(e) => {
-            vault.metrics.exchange("invalid_request");
+    let (client_id, params) = match client_form(&vault, &headers, body).await {
+        Ok(form) => form,
+        Err((outcome, e)) => {
+            vault.metrics.exchange(outcome);
             return e.into_response();
         }
     };
-    let params = match parse_form(&headers, &body) {
-        Ok(p) => p,
-        Err(e) => {
-            vault.metrics.exchange("invalid_request");
-            return e.into_response();
-        }
-    };
-    if let Err(e) = authenticate_client(&vault, &headers, &params) {
-        vault.metrics.exchange("invalid_client");
-        return e.into_response();
-    }
-    if let (Ok(Some(crate::ciba::GRANT_CIBA)), Ok((client_id, _))) = (
-        single(&params, "grant_type"),
-        client_credentials(&headers, &params),
-    ) {
+    if let Ok(Some(crate::ciba::GRANT_CIBA)) = single(&params, "grant_type") {
         return crate::ciba::grant::token(&vault, &client_id, &params).await;
     }
     let request = match parse_request(&vault, &params) {
@@ -296,6 +271,31 @@ fn form_decode(s: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
+/// A client-authenticated form POST, as the token, backchannel
+/// authentication and introspection endpoints take it: HTTP Basic checked
+/// before the body is read, the body read within the configured bounds, the
+/// form parsed, then the client authenticated. The client id and the
+/// parameters, or the metrics outcome and the answer.
+pub(crate) async fn client_form(
+    vault: &Vault,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(String, Vec<(String, String)>), (&'static str, OAuthError)> {
+    let client = |e| ("invalid_client", e);
+    authenticate_basic_first(vault, headers).map_err(client)?;
+    let body = crate::request_body::read(
+        headers,
+        body,
+        vault.config.max_token_request_bytes,
+        std::time::Duration::from_secs(vault.config.body_read_timeout_seconds),
+    )
+    .await
+    .map_err(|e| ("invalid_request", e))?;
+    let params = parse_form(headers, &body).map_err(|e| ("invalid_request", e))?;
+    let client_id = authenticate_client(vault, headers, &params).map_err(client)?;
+    Ok((client_id, params))
+}
+
 /// HTTP Basic credentials, when the request carries them, checked before
 /// the body is read (the form is checked again with them afterwards).
 pub(crate) fn authenticate_basic_first(
@@ -308,20 +308,21 @@ pub(crate) fn authenticate_basic_first(
         .and_then(|v| v.split_once(' '))
         .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
     if basic {
-        authenticate_client(vault, headers, &[])
+        authenticate_client(vault, headers, &[]).map(drop)
     } else {
         Ok(())
     }
 }
 
+/// The client id, once its credentials (HTTP Basic or the form's) match.
 pub(crate) fn authenticate_client(
     vault: &Vault,
     headers: &HeaderMap,
     params: &[(String, String)],
-) -> Result<(), OAuthError> {
+) -> Result<String, OAuthError> {
     let (id, secret) = client_credentials(headers, params)?;
     if client_secret_matches(vault, &id, &secret) {
-        Ok(())
+        Ok(id)
     } else {
         tracing::info!(client_id = ?id, "token endpoint client authentication failed");
         Err(OAuthError::invalid_client())

@@ -11,9 +11,7 @@ use crate::oauth_error::OAuthError;
 use crate::store::{CibaRequest, CibaStatus};
 use crate::subject::{SubjectError, User};
 use crate::ticket;
-use crate::token_exchange::{
-    authenticate_basic_first, authenticate_client, client_credentials, parse_form, single,
-};
+use crate::token_exchange::{client_form, single};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -64,19 +62,7 @@ async fn handle(
             bad("invalid_request", "CIBA is not configured"),
         ));
     };
-    let client = |e| ("invalid_client", e);
-    authenticate_basic_first(vault, headers).map_err(client)?;
-    let body = crate::request_body::read(
-        headers,
-        body,
-        vault.config.max_token_request_bytes,
-        std::time::Duration::from_secs(vault.config.body_read_timeout_seconds),
-    )
-    .await
-    .map_err(|e| ("invalid_request", e))?;
-    let params = parse_form(headers, &body).map_err(|e| ("invalid_request", e))?;
-    authenticate_client(vault, headers, &params).map_err(client)?;
-    let (client_id, _) = client_credentials(headers, &params).map_err(client)?;
+    let (client_id, params) = client_form(vault, headers, body).await?;
     if !ciba.config.clients.contains(&client_id) {
         return Err((
             "unauthorized_client",

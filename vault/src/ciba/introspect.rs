@@ -15,9 +15,7 @@ use super::signing::AccessClaims;
 use crate::app::Vault;
 use crate::oauth_error::OAuthError;
 use crate::subject::User;
-use crate::token_exchange::{
-    authenticate_basic_first, authenticate_client, client_credentials, parse_form, single,
-};
+use crate::token_exchange::{client_form, single};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -53,17 +51,9 @@ async fn run(vault: &Vault, headers: &HeaderMap, body: Body) -> Result<Response,
     let Some(ciba) = vault.ciba.as_ref() else {
         return Err(OAuthError::invalid_request("CIBA is not configured"));
     };
-    authenticate_basic_first(vault, headers)?;
-    let body = crate::request_body::read(
-        headers,
-        body,
-        vault.config.max_token_request_bytes,
-        std::time::Duration::from_secs(vault.config.body_read_timeout_seconds),
-    )
-    .await?;
-    let params = parse_form(headers, &body)?;
-    authenticate_client(vault, headers, &params)?;
-    let (client_id, _) = client_credentials(headers, &params)?;
+    let (client_id, params) = client_form(vault, headers, body)
+        .await
+        .map_err(|(_, e)| e)?;
     let token =
         single(&params, "token")?.ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
     let Ok(claims) = ciba.signer.verify(token, &super::issuer(&vault.config)) else {
