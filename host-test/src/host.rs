@@ -133,15 +133,19 @@ fn compiled(wasm: &[u8]) -> Result<(Engine, Module)> {
     static MODULES: OnceLock<Mutex<HashMap<[u8; 32], Module>>> = OnceLock::new();
     let engine = ENGINE.get_or_init(Engine::default).clone();
     let key: [u8; 32] = Sha256::digest(wasm).into();
-    let mut modules = MODULES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(module) = modules.get(&key) {
+    let modules = || {
+        MODULES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    if let Some(module) = modules().get(&key) {
         return Ok((engine, module.clone()));
     }
+    // Compiled without the lock held, so several modules compile at once
+    // (`Host::compile` from threads).
     let module = Module::new(&engine, wasm).map_err(|e| Error::Load(format!("{e:?}")))?;
-    modules.insert(key, module.clone());
+    modules().insert(key, module.clone());
     Ok((engine, module))
 }
 
@@ -608,6 +612,20 @@ impl Host {
             .properties
             .get(path)
             .cloned()
+    }
+
+    /// Compiles the plugin at `path` into the process-wide cache without
+    /// starting it; call from several threads to compile several at once.
+    pub fn compile(path: impl AsRef<Path>) -> Result<()> {
+        let wasm = std::fs::read(path.as_ref())
+            .map_err(|e| Error::Load(format!("{}: {e}", path.as_ref().display())))?;
+        compiled(&wasm).map(drop)
+    }
+
+    /// Every property as it stands (what the test set, what the plugin
+    /// set: Envoy's filter state, which later filters read).
+    pub fn properties(&self) -> BTreeMap<String, Vec<u8>> {
+        self.vm.borrow().store.data().options.properties.clone()
     }
 
     /// Creates an HTTP context (`proxy_on_context_create`) for one request.

@@ -39,6 +39,7 @@ mod record;
 pub mod serve;
 mod shared;
 mod state;
+pub mod suite;
 pub mod validate;
 mod wasi;
 

@@ -1,6 +1,7 @@
 //! `host-test run`: one request through a plugin, printed as JSON.
 //! `host-test serve`: wasi:http components (the Spin build) on a local port.
 //! `host-test validate`: a policy against its schema and the real plugins.
+//! `host-test test`: policy test files run through the real plugins.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -36,7 +37,16 @@ nowhere); without, anywhere.
 
 Checks the policy against its JSON Schema, then configures each plugin
 (--wasm, in chain order) with it as Envoy does at start-up; prints every
-problem with its field. Exit status 0: valid; 1: not valid; 2: usage.";
+problem with its field. Exit status 0: valid; 1: not valid; 2: usage.
+
+       host-test test FILE... [--wasm-dir DIR] [--junit FILE] [--show]
+
+Runs each policy test file (YAML, or JSON by its .json name; the schema is
+policies/agentward.tests.schema.json) through the real plugins in --wasm-dir
+($AGENTWARD_WASM_DIR, else target/wasm32-wasip1/release): a line per case, a
+diff on failure (--show: what came out of every case), JUnit XML to
+--junit. Exit status 0: every case passed;
+1: one failed or a file did not load; 2: usage.";
 
 #[derive(Default)]
 struct Run {
@@ -57,6 +67,9 @@ fn main() -> ExitCode {
     }
     if args.first().map(String::as_str) == Some("validate") {
         return validate(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("test") {
+        return policy_tests(&args[1..]);
     }
     let run = match parse(&args) {
         Ok(run) => run,
@@ -448,6 +461,87 @@ fn validate(args: &[String]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         println!("{policy}: {} problem(s)", findings.len());
+        ExitCode::FAILURE
+    }
+}
+
+/// `host-test test`.
+fn policy_tests(args: &[String]) -> ExitCode {
+    let mut files = Vec::new();
+    let mut wasm_dir = std::env::var("AGENTWARD_WASM_DIR")
+        .unwrap_or_else(|_| "target/wasm32-wasip1/release".to_string());
+    let mut junit = None;
+    let mut show = false;
+    let mut rest = args;
+    while let Some((arg, tail)) = rest.split_first() {
+        rest = tail;
+        if arg == "--show" {
+            show = true;
+            continue;
+        }
+        if !arg.starts_with("--") {
+            files.push(std::path::PathBuf::from(arg));
+            continue;
+        }
+        let Some((value, tail)) = rest.split_first() else {
+            eprintln!("{arg} needs a value\n\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        rest = tail;
+        match arg.as_str() {
+            "--wasm-dir" => wasm_dir = value.clone(),
+            "--junit" => junit = Some(value.clone()),
+            _ => {
+                eprintln!("unknown flag {arg}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if files.is_empty() {
+        eprintln!("no test file given\n\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    let started = std::time::Instant::now();
+    let mut suites = Vec::new();
+    let mut broken = 0;
+    for path in &files {
+        let name = path.display().to_string();
+        let runner = host_test::suite::Suite::load(path).and_then(|suite| {
+            host_test::suite::Runner::new(suite, std::path::Path::new(&wasm_dir))
+        });
+        match runner {
+            Ok(runner) => {
+                let results = runner.run();
+                print!("{}", host_test::suite::report::text(&name, &results, show));
+                suites.push((name, results));
+            }
+            Err(problems) => {
+                broken += 1;
+                for problem in problems {
+                    println!("FAIL {name}: {problem}");
+                }
+            }
+        }
+    }
+    let cases: usize = suites.iter().map(|(_, r)| r.len()).sum();
+    let failed: usize = suites
+        .iter()
+        .map(|(_, r)| r.iter().filter(|c| !c.failures.is_empty()).count())
+        .sum();
+    println!(
+        "{} passed, {failed} failed, {broken} file(s) not run, in {:.2} s",
+        cases - failed,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = junit {
+        if let Err(e) = std::fs::write(&path, host_test::suite::report::junit(&suites)) {
+            eprintln!("cannot write {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if failed == 0 && broken == 0 {
+        ExitCode::SUCCESS
+    } else {
         ExitCode::FAILURE
     }
 }

@@ -145,6 +145,15 @@ impl HttpRecord {
         self.request.paused
     }
 
+    /// This direction is held: its last callback paused and nothing
+    /// resumed it.
+    pub fn is_held(&self, stream: StreamType) -> bool {
+        match stream {
+            StreamType::Request => self.request.paused,
+            StreamType::Response => self.response.paused,
+        }
+    }
+
     /// The action the last run of `callback` returned.
     pub fn last_action(&self, callback: Callback) -> Option<Action> {
         self.actions

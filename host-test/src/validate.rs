@@ -120,27 +120,36 @@ fn plugin_finding(by: &str, logged: &str) -> Finding {
 }
 
 fn schema_findings(document: &Value) -> Vec<Finding> {
-    let validator = match serde_json::from_str::<Value>(SCHEMA)
-        .map_err(|e| e.to_string())
-        .and_then(|s| jsonschema::validator_for(&s).map_err(|e| e.to_string()))
-    {
-        Ok(v) => v,
-        Err(e) => {
-            return vec![Finding {
-                by: "schema".into(),
-                at: String::new(),
-                message: format!("the shipped schema does not load: {e}"),
-            }]
-        }
+    let finding = |at: String, message: String| Finding {
+        by: "schema".into(),
+        at,
+        message,
     };
-    validator
+    match schema_violations(SCHEMA, document) {
+        Ok(found) => found.into_iter().map(|(at, m)| finding(at, m)).collect(),
+        Err(e) => vec![finding(
+            String::new(),
+            format!("the shipped schema does not load: {e}"),
+        )],
+    }
+}
+
+/// Every violation of `schema` (JSON text) by `document`, as (JSON pointer,
+/// message without the value at fault); `Err` when the schema does not load.
+pub(crate) fn schema_violations(
+    schema: &str,
+    document: &Value,
+) -> Result<Vec<(String, String)>, String> {
+    let validator = serde_json::from_str::<Value>(schema)
+        .map_err(|e| e.to_string())
+        .and_then(|s| jsonschema::validator_for(&s).map_err(|e| e.to_string()))?;
+    Ok(validator
         .iter_errors(document)
-        .map(|e| Finding {
-            by: "schema".into(),
-            at: e.instance_path().to_string(),
-            message: without_instance(&e.to_string(), &e.instance().to_string()),
+        .map(|e| {
+            let message = without_instance(&e.to_string(), &e.instance().to_string());
+            (e.instance_path().to_string(), message)
         })
-        .collect()
+        .collect())
 }
 
 /// A schema message without the value it is about (`"x" is not of type

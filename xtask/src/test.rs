@@ -78,6 +78,13 @@ pub fn run() -> Result {
     report.check("cargo test", || {
         run_visible(cargo().args(["test", "--workspace"]))
     });
+    // The shipped policies' tests (`host-test test`), through the real
+    // plugins; JUnit in target/policy-tests.xml for CI systems.
+    if built {
+        report.check("policy tests", policy_tests);
+    } else {
+        report.skip("policy tests", "the build failed");
+    }
     report.check("cargo fmt --check", || {
         run_visible(cargo().args(["fmt", "--all", "--check"]))
     });
@@ -125,4 +132,23 @@ pub fn run() -> Result {
         report.skip("e2e (pytest)", "the build failed");
     }
     report.finish()
+}
+
+/// `host-test test policies/*.tests.yaml`.
+fn policy_tests() -> Result {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("policies"))
+        .map_err(|e| format!("cannot list policies/: {e}"))?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tests.yaml"))
+        .map(|name| format!("policies/{name}"))
+        .collect();
+    files.sort();
+    run_visible(
+        Command::new(root().join("target/debug/host-test"))
+            .arg("test")
+            .args(&files)
+            .args(["--junit", "target/policy-tests.xml"])
+            .current_dir(root()),
+    )
 }

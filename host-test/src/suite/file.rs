@@ -1,0 +1,270 @@
+//! The test file: YAML or JSON, checked against
+//! `policies/agentward.tests.schema.json`, then read into these types.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The test file's JSON Schema, as shipped.
+pub const SCHEMA: &str = include_str!("../../../policies/agentward.tests.schema.json");
+
+/// The plugins, in the order of a full deployment (DESIGN.md).
+pub const CHAIN: [&str; 4] = ["jwt-identity", "scope-fga", "ciba-hold", "token-exchange"];
+
+/// A test file: a policy, the chain it is deployed in, and cases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suite {
+    /// The editor's schema hint; not used.
+    #[serde(rename = "$schema", default)]
+    pub schema: Option<String>,
+    /// The policy document, relative to the test file.
+    pub policy: PathBuf,
+    /// The plugins the request goes through, in deployment order.
+    #[serde(default = "full_chain")]
+    pub plugins: Vec<String>,
+    /// The VMs' environment; `*_env` names the policy uses get test
+    /// values unless given here.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// More JWKs the JWKS answer holds (for literal `token` callers).
+    #[serde(default)]
+    pub jwks: Vec<Value>,
+    /// The cases, run in order, each on fresh plugin VMs.
+    pub cases: Vec<Case>,
+    /// Where the file was read from (set by [`Suite::load`]).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn full_chain() -> Vec<String> {
+    CHAIN.iter().map(|p| p.to_string()).collect()
+}
+
+/// One request and what must come of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// What the case shows, as one line.
+    pub name: String,
+    /// The request as the client sends it.
+    pub request: Request,
+    /// Who calls: claims the runner signs, or a literal token. None: no
+    /// `Authorization` header.
+    #[serde(default)]
+    pub caller: Option<Caller>,
+    /// The FGA tuples that hold (`user relation object`); every other
+    /// check is denied.
+    #[serde(default)]
+    pub fga: Vec<String>,
+    /// How the user decides when an approval is asked.
+    #[serde(default)]
+    pub approval: Option<Decision>,
+    /// The vault's answer to a token exchange.
+    #[serde(default)]
+    pub exchange: Option<Exchange>,
+    /// The upstream's answer, when the request reaches it.
+    #[serde(default)]
+    pub upstream: Option<Upstream>,
+    /// What must come out.
+    pub expect: Expect,
+}
+
+/// A request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// The method (GET).
+    #[serde(default = "get")]
+    pub method: String,
+    /// The path, with any query.
+    pub path: String,
+    /// More headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The body: a string as it is, anything else as JSON.
+    #[serde(default)]
+    pub body: Option<Value>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+/// Who calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Caller {
+    /// Claims the runner signs with its test key, for `issuer` (the
+    /// policy's first issuer when absent). `iss`, `aud` (the issuer's first
+    /// audience), `iat` and `exp` (5 minutes) are added unless given.
+    Claims {
+        /// The token's claims.
+        claims: Map<String, Value>,
+        /// Which of the policy's issuers signs.
+        #[serde(default)]
+        issuer: Option<String>,
+    },
+    /// A token sent as it is.
+    Token {
+        /// The bearer token.
+        token: String,
+    },
+}
+
+/// The user's decision on an approval request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Approves at the first poll.
+    Approved,
+    /// Denies (`access_denied`).
+    Denied,
+    /// Lets it expire (`expired_token`).
+    Expired,
+    /// Never decides (`authorization_pending`).
+    Pending,
+}
+
+/// The vault's answer to a token exchange.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exchange {
+    /// The upstream access token handed out.
+    #[serde(default)]
+    pub access_token: Option<String>,
+    /// Its lifetime.
+    #[serde(default = "five_minutes")]
+    pub expires_in: u64,
+    /// An OAuth error instead (`invalid_grant`, `consent_required`…).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The HTTP status of that error (400).
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+fn five_minutes() -> u64 {
+    300
+}
+
+/// The upstream's answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Its status (200).
+    #[serde(default = "ok")]
+    pub status: u16,
+    /// Its headers (`content-type: application/json` unless given).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Its body: a string as it is, anything else as JSON.
+    #[serde(default)]
+    pub body: Option<Value>,
+}
+
+fn ok() -> u16 {
+    200
+}
+
+/// What must come out. Only what is named is compared.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The status the client gets.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The error: a string is the OAuth `error`, a number the JSON-RPC
+    /// `error.code`.
+    #[serde(default)]
+    pub error: Option<Value>,
+    /// Headers the client gets (null: absent).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Option<String>>,
+    /// The body the client gets (JSON compared as JSON).
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// What reaches the upstream; `false`: nothing does.
+    #[serde(default)]
+    pub upstream: Option<Seen>,
+    /// The callouts made, in order, as `cluster METHOD path`.
+    #[serde(default)]
+    pub callouts: Option<Vec<String>>,
+    /// The binding message the approval request shows the user.
+    #[serde(default)]
+    pub binding_message: Option<String>,
+}
+
+/// What the upstream is expected to see.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Seen {
+    /// `false`: the request must not reach it; `true`: it must.
+    Reached(bool),
+    /// It must, with these headers (null: absent) and this body.
+    Request {
+        /// Headers the upstream sees (null: absent).
+        #[serde(default)]
+        headers: BTreeMap<String, Option<String>>,
+        /// The body the upstream sees.
+        #[serde(default)]
+        body: Option<Value>,
+    },
+}
+
+impl Suite {
+    /// Reads a test file (`.json` as JSON, anything else as YAML) and
+    /// checks it against the schema; errors name the field.
+    pub fn load(path: &Path) -> Result<Suite, Vec<String>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
+        let is_json = path.extension().is_some_and(|e| e == "json");
+        let value: Value = if is_json {
+            serde_json::from_str(&text).map_err(|e| vec![format!("not JSON: {e}")])?
+        } else {
+            serde_norway::from_str(&text).map_err(|e| vec![format!("not YAML: {e}")])?
+        };
+        let problems = schema_problems(&value);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut suite: Suite = serde_path_to_error::deserialize(&value)
+            .map_err(|e| vec![format!("{}: {}", e.path(), e.inner())])?;
+        suite.path = path.to_path_buf();
+        if let Some(unknown) = suite.plugins.iter().find(|p| !CHAIN.contains(&p.as_str())) {
+            return Err(vec![format!(
+                "/plugins: unknown plugin {unknown} (one of {})",
+                CHAIN.join(", ")
+            )]);
+        }
+        Ok(suite)
+    }
+
+    /// The policy's path: relative to the test file.
+    pub fn policy_path(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(dir) => dir.join(&self.policy),
+            None => self.policy.clone(),
+        }
+    }
+}
+
+fn schema_problems(document: &Value) -> Vec<String> {
+    match crate::validate::schema_violations(SCHEMA, document) {
+        Ok(found) => found
+            .into_iter()
+            .map(|(at, m)| format!("{at}: {m}"))
+            .collect(),
+        Err(e) => vec![format!("the shipped test schema does not load: {e}")],
+    }
+}
+
+/// A body from the file: a string as it is, anything else as JSON.
+pub fn body_bytes(body: &Option<Value>) -> Vec<u8> {
+    match body {
+        None => Vec::new(),
+        Some(Value::String(text)) => text.clone().into_bytes(),
+        Some(other) => other.to_string().into_bytes(),
+    }
+}

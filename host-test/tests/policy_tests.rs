@@ -1,0 +1,199 @@
+//! `host-test test` as a user runs it: the shipped policy tests pass through
+//! the real plugins; the same tests against a broken policy (a scope
+//! removed, a route reordered, an approval threshold raised) fail, each
+//! naming what differs; JUnit XML comes out for CI. Skips (and says so)
+//! until the plugins are built (`cargo xtask build`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn built() -> bool {
+    let dir = root().join("target/wasm32-wasip1/release");
+    let all = ["jwt_identity", "scope_fga", "ciba_hold", "token_exchange"]
+        .iter()
+        .all(|p| dir.join(format!("{p}.wasm")).exists());
+    if !all {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the plugins are not built (`cargo xtask build`)"
+        );
+        eprintln!("skipped: the plugins are not built");
+    }
+    all
+}
+
+/// Runs `host-test test`: exit code and standard output.
+fn run(files: &[&Path], extra: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_host-test"))
+        .arg("test")
+        .args(files)
+        .args(["--wasm-dir"])
+        .arg(root().join("target/wasm32-wasip1/release"))
+        .args(extra)
+        .output()
+        .expect("host-test runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn shipped() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("policies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".tests.yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A scratch folder holding `policy` (edited by `edit`) and its tests.
+fn broken_copy(name: &str, policy: &str, tests: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "agentward-policy-tests-{}-{name}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(root().join("policies").join(policy)).unwrap();
+    let edited = edit(&text);
+    assert_ne!(edited, text, "the edit changed nothing");
+    std::fs::write(dir.join(policy), edited).unwrap();
+    std::fs::copy(
+        root().join("policies/agentward.schema.json"),
+        dir.join("agentward.schema.json"),
+    )
+    .unwrap();
+    std::fs::copy(root().join("policies").join(tests), dir.join(tests)).unwrap();
+    dir.join(tests)
+}
+
+#[test]
+fn every_shipped_policy_has_tests_and_they_pass() {
+    if !built() {
+        return;
+    }
+    let files = shipped();
+    for policy in [
+        "stock-trade",
+        "stock-trade-chain",
+        "stock-trade-approval",
+        "stock-trade-spin",
+    ] {
+        assert!(
+            files
+                .iter()
+                .any(|f| f.ends_with(format!("{policy}.tests.yaml"))),
+            "policies/{policy}.json has no tests"
+        );
+    }
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let junit =
+        std::env::temp_dir().join(format!("agentward-policy-tests-{}.xml", std::process::id()));
+    let (code, out) = run(&refs, &["--junit", junit.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" 0 failed, 0 file(s) not run"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert_eq!(xml.matches("<testsuite ").count(), files.len(), "{xml}");
+    assert!(xml.contains("failures=\"0\""), "{xml}");
+    std::fs::remove_file(junit).ok();
+}
+
+#[test]
+fn a_removed_scope_fails_the_tests_and_names_the_case() {
+    if !built() {
+        return;
+    }
+    // /trades asks for `portfolio:read` instead of `trade`.
+    let tests = broken_copy("scope", "stock-trade.json", "stock-trade.tests.yaml", |p| {
+        p.replace(
+            r#"{"match": {"methods": ["POST"], "path": "/trades"}, "scopes": ["trade"]}"#,
+            r#"{"match": {"methods": ["POST"], "path": "/trades"}, "scopes": ["portfolio:read"]}"#,
+        )
+    });
+    let (code, out) = run(&[&tests], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("a trade with only portfolio:read is 403"),
+        "{out}"
+    );
+    assert!(out.contains("status: expected 403, got 200"), "{out}");
+    std::fs::remove_dir_all(tests.parent().unwrap()).ok();
+}
+
+#[test]
+fn a_reordered_route_fails_the_tests() {
+    if !built() {
+        return;
+    }
+    // The public `/prices` prefix widened to `/` and moved first: it now
+    // matches every request before the routes that ask for scopes.
+    let tests = broken_copy("order", "stock-trade.json", "stock-trade.tests.yaml", |p| {
+        let public =
+            r#"{"match": {"methods": ["GET"], "path_prefix": "/prices"}, "public": true},"#;
+        let portfolio = r#"{"match": {"methods": ["GET"], "path": "/portfolio"}, "scopes": ["portfolio:read"]},"#;
+        p.replace(public, "").replace(
+            portfolio,
+            &format!(
+                "{}\n    {portfolio}",
+                r#"{"match": {"methods": ["GET"], "path_prefix": "/"}, "public": true},"#
+            ),
+        )
+    });
+    let (code, out) = run(&[&tests], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("the portfolio without a token is 401"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(tests.parent().unwrap()).ok();
+}
+
+#[test]
+fn a_raised_approval_threshold_fails_the_tests() {
+    if !built() {
+        return;
+    }
+    let tests = broken_copy(
+        "approval",
+        "stock-trade-approval.json",
+        "stock-trade-approval.tests.yaml",
+        |p| p.replacen(r#""gt": 10"#, r#""gt": 100"#, 1),
+    );
+    let (code, out) = run(&[&tests], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("binding_message: expected \"Buy 50 ACME\", got no approval request"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(tests.parent().unwrap()).ok();
+}
+
+#[test]
+fn a_test_file_that_breaks_its_schema_is_refused_with_the_field() {
+    let dir = std::env::temp_dir().join(format!(
+        "agentward-policy-tests-{}-schema",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.tests.yaml");
+    std::fs::write(
+        &file,
+        "policy: p.json\ncases:\n  - name: x\n    request: {path: /a}\n    expect: {status: \"two hundred\"}\n",
+    )
+    .unwrap();
+    let (code, out) = run(&[&file], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("/cases/0/expect/status"), "{out}");
+    let (code, out) = run(&[], &[]);
+    assert_eq!(code, 2, "{out}");
+    std::fs::remove_dir_all(dir).ok();
+}
