@@ -197,3 +197,63 @@ fn a_test_file_that_breaks_its_schema_is_refused_with_the_field() {
     assert_eq!(code, 2, "{out}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_literal_token_verifies_with_the_jwks_the_file_gives() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jwt_simple::prelude::*;
+    if !built() {
+        return;
+    }
+    let key = ES256KeyPair::generate().with_key_id("ci-key");
+    let point = key.public_key().public_key().to_bytes_uncompressed();
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "ci-key",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    });
+    let claims = || {
+        Claims::with_custom_claims(
+            serde_json::json!({"scope": "portfolio:read"}),
+            Duration::from_mins(5),
+        )
+        .with_issuer("https://idp.stock-trade.example/")
+        .with_audience("http://localhost:10000")
+        .with_subject("carol")
+    };
+    let token = key.sign(claims()).unwrap();
+    let stranger = ES256KeyPair::generate()
+        .with_key_id("ci-key")
+        .sign(claims())
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "agentward-policy-tests-{}-token",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        root().join("policies/stock-trade.json"),
+        dir.join("stock-trade.json"),
+    )
+    .unwrap();
+    let suite = serde_json::json!({
+        "policy": "stock-trade.json",
+        "plugins": ["jwt-identity"],
+        "jwks": [jwk],
+        "cases": [
+            {"name": "carol's own token", "request": {"path": "/portfolio"},
+             "caller": {"token": token},
+             "expect": {"status": 200, "upstream": {"headers": {"x-agentward-sub": "carol"}}}},
+            {"name": "a token from a key the JWKS does not hold", "request": {"path": "/portfolio"},
+             "caller": {"token": stranger},
+             "expect": {"status": 401, "error": "invalid_token", "upstream": false}}
+        ]
+    });
+    // JSON this time: the runner reads either.
+    let file = dir.join("token.tests.json");
+    std::fs::write(&file, suite.to_string()).unwrap();
+    let (code, out) = run(&[&file], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+    std::fs::remove_dir_all(dir).ok();
+}
