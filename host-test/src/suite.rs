@@ -7,6 +7,7 @@
 
 mod caller;
 mod callouts;
+mod envoy;
 pub mod file;
 pub mod report;
 
@@ -83,6 +84,8 @@ impl Runner {
         })?;
         let mut policy: Value = serde_json::from_slice(&text)
             .map_err(|e| vec![format!("{}: not JSON: {e}", policy_path.display())])?;
+        // The deployment's order, from the policy as the file has it.
+        let chain = suite.chain(&policy)?;
         let key = caller::TestKey::generate().map_err(|e| vec![e])?;
         let mut jwks_clusters = HashSet::new();
         let mut issuers = Vec::new();
@@ -113,8 +116,7 @@ impl Runner {
         let mut environment = test_environment(&policy);
         environment.extend(suite.env.clone());
         let policy = policy.to_string().into_bytes();
-        let plugins: Vec<(String, PathBuf)> = suite
-            .plugins
+        let plugins: Vec<(String, PathBuf)> = chain
             .iter()
             .map(|name| {
                 (

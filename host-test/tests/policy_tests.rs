@@ -54,8 +54,16 @@ fn shipped() -> Vec<PathBuf> {
     files
 }
 
-/// A scratch folder holding `policy` (edited by `edit`) and its tests.
-fn broken_copy(name: &str, policy: &str, tests: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+/// A scratch folder holding `policy` (edited by `edit`) and its tests, run
+/// through `plugins` (not the Envoy config, which carries the unedited
+/// policy).
+fn broken_copy(
+    name: &str,
+    policy: &str,
+    tests: &str,
+    plugins: &str,
+    edit: impl Fn(&str) -> String,
+) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "agentward-policy-tests-{}-{name}",
         std::process::id()
@@ -70,7 +78,15 @@ fn broken_copy(name: &str, policy: &str, tests: &str, edit: impl Fn(&str) -> Str
         dir.join("agentward.schema.json"),
     )
     .unwrap();
-    std::fs::copy(root().join("policies").join(tests), dir.join(tests)).unwrap();
+    let cases = std::fs::read_to_string(root().join("policies").join(tests)).unwrap();
+    let cases: Vec<String> = cases
+        .lines()
+        .map(|line| match line.starts_with("envoy: ") {
+            true => format!("plugins: {plugins}"),
+            false => line.to_string(),
+        })
+        .collect();
+    std::fs::write(dir.join(tests), cases.join("\n")).unwrap();
     dir.join(tests)
 }
 
@@ -113,12 +129,18 @@ fn a_removed_scope_fails_the_tests_and_names_the_case() {
         return;
     }
     // /trades asks for `portfolio:read` instead of `trade`.
-    let tests = broken_copy("scope", "stock-trade.json", "stock-trade.tests.yaml", |p| {
-        p.replace(
+    let tests = broken_copy(
+        "scope",
+        "stock-trade.json",
+        "stock-trade.tests.yaml",
+        "[jwt-identity]",
+        |p| {
+            p.replace(
             r#"{"match": {"methods": ["POST"], "path": "/trades"}, "scopes": ["trade"]}"#,
             r#"{"match": {"methods": ["POST"], "path": "/trades"}, "scopes": ["portfolio:read"]}"#,
         )
-    });
+        },
+    );
     let (code, out) = run(&[&tests], &[]);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -136,18 +158,24 @@ fn a_reordered_route_fails_the_tests() {
     }
     // The public `/prices` prefix widened to `/` and moved first: it now
     // matches every request before the routes that ask for scopes.
-    let tests = broken_copy("order", "stock-trade.json", "stock-trade.tests.yaml", |p| {
-        let public =
-            r#"{"match": {"methods": ["GET"], "path_prefix": "/prices"}, "public": true},"#;
-        let portfolio = r#"{"match": {"methods": ["GET"], "path": "/portfolio"}, "scopes": ["portfolio:read"]},"#;
-        p.replace(public, "").replace(
-            portfolio,
-            &format!(
-                "{}\n    {portfolio}",
-                r#"{"match": {"methods": ["GET"], "path_prefix": "/"}, "public": true},"#
-            ),
-        )
-    });
+    let tests = broken_copy(
+        "order",
+        "stock-trade.json",
+        "stock-trade.tests.yaml",
+        "[jwt-identity]",
+        |p| {
+            let public =
+                r#"{"match": {"methods": ["GET"], "path_prefix": "/prices"}, "public": true},"#;
+            let portfolio = r#"{"match": {"methods": ["GET"], "path": "/portfolio"}, "scopes": ["portfolio:read"]},"#;
+            p.replace(public, "").replace(
+                portfolio,
+                &format!(
+                    "{}\n    {portfolio}",
+                    r#"{"match": {"methods": ["GET"], "path_prefix": "/"}, "public": true},"#
+                ),
+            )
+        },
+    );
     let (code, out) = run(&[&tests], &[]);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -166,6 +194,7 @@ fn a_raised_approval_threshold_fails_the_tests() {
         "approval",
         "stock-trade-approval.json",
         "stock-trade-approval.tests.yaml",
+        "[jwt-identity, ciba-hold]",
         |p| p.replacen(r#""gt": 10"#, r#""gt": 100"#, 1),
     );
     let (code, out) = run(&[&tests], &[]);
@@ -255,5 +284,45 @@ fn a_literal_token_verifies_with_the_jwks_the_file_gives() {
     let (code, out) = run(&[&file], &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("2 passed, 0 failed"), "{out}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn an_envoy_config_that_carries_another_policy_is_refused() {
+    if !built() {
+        return;
+    }
+    // The tests say "what envoy/chain.yaml loads"; a copy of it whose
+    // jwt-identity filter carries an edited policy is not that.
+    let dir = std::env::temp_dir().join(format!(
+        "agentward-policy-tests-{}-envoy",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::create_dir_all(dir.join("envoy")).unwrap();
+    let envoy = std::fs::read_to_string(root().join("envoy/chain.yaml")).unwrap();
+    let edited = envoy.replacen(r#"["portfolio:read"]"#, r#"["portfolio:write"]"#, 1);
+    assert_ne!(edited, envoy);
+    std::fs::write(dir.join("envoy/chain.yaml"), edited).unwrap();
+    for file in [
+        "stock-trade-chain.json",
+        "stock-trade-chain.tests.yaml",
+        "agentward.schema.json",
+    ] {
+        std::fs::copy(
+            root().join("policies").join(file),
+            dir.join("policies").join(file),
+        )
+        .unwrap();
+    }
+    let (code, out) = run(&[&dir.join("policies/stock-trade-chain.tests.yaml")], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "the jwt-identity filter's inline configuration is not the test file's policy"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("token-exchange filter's"), "{out}");
     std::fs::remove_dir_all(dir).ok();
 }

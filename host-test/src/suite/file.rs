@@ -21,9 +21,15 @@ pub struct Suite {
     pub schema: Option<String>,
     /// The policy document, relative to the test file.
     pub policy: PathBuf,
-    /// The plugins the request goes through, in deployment order.
-    #[serde(default = "full_chain")]
-    pub plugins: Vec<String>,
+    /// The plugins the request goes through, in deployment order (all
+    /// four when neither this nor `envoy` is given).
+    #[serde(default)]
+    pub plugins: Option<Vec<String>>,
+    /// An Envoy config, relative to the test file: the plugins are its
+    /// wasm filters, in its order, and each one's inline configuration
+    /// must be the policy.
+    #[serde(default)]
+    pub envoy: Option<PathBuf>,
     /// The VMs' environment; `*_env` names the policy uses get test
     /// values unless given here.
     #[serde(default)]
@@ -36,10 +42,6 @@ pub struct Suite {
     /// Where the file was read from (set by [`Suite::load`]).
     #[serde(skip)]
     pub path: PathBuf,
-}
-
-fn full_chain() -> Vec<String> {
-    CHAIN.iter().map(|p| p.to_string()).collect()
 }
 
 /// One request and what must come of it.
@@ -232,20 +234,41 @@ impl Suite {
         let mut suite: Suite = serde_path_to_error::deserialize(&value)
             .map_err(|e| vec![format!("{}: {}", e.path(), e.inner())])?;
         suite.path = path.to_path_buf();
-        if let Some(unknown) = suite.plugins.iter().find(|p| !CHAIN.contains(&p.as_str())) {
-            return Err(vec![format!(
-                "/plugins: unknown plugin {unknown} (one of {})",
-                CHAIN.join(", ")
-            )]);
+        if suite.plugins.is_some() && suite.envoy.is_some() {
+            return Err(vec![
+                "/plugins: give `plugins` or `envoy`, not both".to_string()
+            ]);
         }
         Ok(suite)
     }
 
-    /// The policy's path: relative to the test file.
-    pub fn policy_path(&self) -> PathBuf {
+    /// A path the file names, relative to the file.
+    pub fn beside(&self, name: &Path) -> PathBuf {
         match self.path.parent() {
-            Some(dir) => dir.join(&self.policy),
-            None => self.policy.clone(),
+            Some(dir) => dir.join(name),
+            None => name.to_path_buf(),
+        }
+    }
+
+    /// The policy's path.
+    pub fn policy_path(&self) -> PathBuf {
+        self.beside(&self.policy)
+    }
+
+    /// The plugins, in order: `plugins`, or the `envoy` config's wasm
+    /// filters (each checked to carry `policy` inline), or all four.
+    pub fn chain(&self, policy: &Value) -> Result<Vec<String>, Vec<String>> {
+        let chain = match (&self.plugins, &self.envoy) {
+            (Some(plugins), _) => plugins.clone(),
+            (None, Some(envoy)) => super::envoy::plugins(&self.beside(envoy), policy)?,
+            (None, None) => CHAIN.iter().map(|p| p.to_string()).collect(),
+        };
+        match chain.iter().find(|p| !CHAIN.contains(&p.as_str())) {
+            Some(unknown) => Err(vec![format!(
+                "unknown plugin {unknown} (one of {})",
+                CHAIN.join(", ")
+            )]),
+            None => Ok(chain),
         }
     }
 }
