@@ -144,9 +144,85 @@ fn compiled(wasm: &[u8]) -> Result<(Engine, Module)> {
     }
     // Compiled without the lock held, so several modules compile at once
     // (`Host::compile` from threads).
-    let module = Module::new(&engine, wasm).map_err(|e| Error::Load(format!("{e:?}")))?;
+    let module = on_disk(&engine, wasm, &key)?;
     modules().insert(key, module.clone());
     Ok((engine, module))
+}
+
+/// Compiled modules kept between runs (Cranelift takes seconds per plugin):
+/// `$HOST_TEST_CACHE`, else `$XDG_CACHE_HOME/agentward-host-test`, else
+/// `~/.cache/agentward-host-test`; `HOST_TEST_CACHE=off` keeps none.
+fn cache_dir() -> Option<std::path::PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    match var("HOST_TEST_CACHE") {
+        Some(dir) if dir == "off" => None,
+        Some(dir) => Some(dir.into()),
+        None => var("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| var("HOME").map(|home| Path::new(&home).join(".cache")))
+            .map(|dir| dir.join("agentward-host-test")),
+    }
+}
+
+/// Cached files older than this are removed when a new one is written.
+const CACHE_DAYS: u64 = 7;
+
+/// The module for `wasm`: from the on-disk cache when this engine wrote it
+/// there, else compiled and written there (best effort).
+fn on_disk(engine: &Engine, wasm: &[u8], key: &[u8; 32]) -> Result<Module> {
+    use std::hash::{Hash, Hasher};
+    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
+    let name: String = key
+        .iter()
+        .chain(engine_hash.finish().to_be_bytes().iter())
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = cache_dir();
+    let file = dir.as_ref().map(|dir| dir.join(format!("{name}.cwasm")));
+    if let Some(file) = file.as_ref().filter(|f| f.is_file()) {
+        // SAFETY: wasmtime runs a deserialized module's machine code as it
+        // is. The file is one `on_disk` wrote into the user's own cache
+        // directory, named by the hash of the wasm and of this engine's
+        // configuration, and wasmtime refuses a file written by another
+        // version or configuration (then the module is compiled again).
+        if let Ok(module) = unsafe { Module::deserialize_file(engine, file) } {
+            return Ok(module);
+        }
+    }
+    let module = Module::new(engine, wasm).map_err(|e| Error::Load(format!("{e:?}")))?;
+    if let (Some(dir), Some(file), Ok(bytes)) = (&dir, &file, module.serialize()) {
+        let partial = file.with_extension(format!("{}.partial", std::process::id()));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&partial, bytes))
+            .and_then(|()| std::fs::rename(&partial, file));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        prune(dir);
+    }
+    Ok(module)
+}
+
+/// Removes cached modules not written for [`CACHE_DAYS`] days.
+fn prune(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let old = Duration::from_secs(CACHE_DAYS * 24 * 3600);
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > old);
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 struct Vm {

@@ -326,3 +326,44 @@ fn an_envoy_config_that_carries_another_policy_is_refused() {
     assert!(!out.contains("token-exchange filter's"), "{out}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn compiled_plugins_are_kept_on_disk_and_reused() {
+    if !built() {
+        return;
+    }
+    let cache =
+        std::env::temp_dir().join(format!("agentward-host-test-cache-{}", std::process::id()));
+    let file = root().join("policies/stock-trade-approval.tests.yaml");
+    let run_with_cache = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_host-test"))
+            .arg("test")
+            .arg(&file)
+            .arg("--wasm-dir")
+            .arg(root().join("target/wasm32-wasip1/release"))
+            .env("HOST_TEST_CACHE", &cache)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    run_with_cache();
+    let kept: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 2, "jwt-identity and ciba-hold: {kept:?}");
+    assert!(
+        kept.iter()
+            .all(|p| p.extension().is_some_and(|e| e == "cwasm")),
+        "{kept:?}"
+    );
+    // A file that is not a module wasmtime wrote is compiled over, not run.
+    std::fs::write(&kept[0], b"not a module").unwrap();
+    run_with_cache();
+    assert!(std::fs::read(&kept[0]).unwrap().len() > 1000);
+    std::fs::remove_dir_all(cache).ok();
+}
