@@ -10,6 +10,7 @@ mod callouts;
 mod envoy;
 pub mod file;
 pub mod report;
+mod spin;
 
 use crate::{HeaderMap, Host, HostOptions, HttpContext, LocalResponse, SharedData, StreamType};
 use callouts::Responder;

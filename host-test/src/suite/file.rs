@@ -30,6 +30,10 @@ pub struct Suite {
     /// must be the policy.
     #[serde(default)]
     pub envoy: Option<PathBuf>,
+    /// A Spin manifest, relative to the test file: the plugins are its
+    /// components from the public route along their `next` variables.
+    #[serde(default)]
+    pub spin: Option<PathBuf>,
     /// The VMs' environment; `*_env` names the policy uses get test
     /// values unless given here.
     #[serde(default)]
@@ -234,10 +238,13 @@ impl Suite {
         let mut suite: Suite = serde_path_to_error::deserialize(&value)
             .map_err(|e| vec![format!("{}: {}", e.path(), e.inner())])?;
         suite.path = path.to_path_buf();
-        if suite.plugins.is_some() && suite.envoy.is_some() {
-            return Err(vec![
-                "/plugins: give `plugins` or `envoy`, not both".to_string()
-            ]);
+        let given = [
+            suite.plugins.is_some(),
+            suite.envoy.is_some(),
+            suite.spin.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(vec!["give one of `plugins`, `envoy` and `spin`".to_string()]);
         }
         Ok(suite)
     }
@@ -256,12 +263,14 @@ impl Suite {
     }
 
     /// The plugins, in order: `plugins`, or the `envoy` config's wasm
-    /// filters (each checked to carry `policy` inline), or all four.
+    /// filters (each checked to carry `policy` inline), or the `spin`
+    /// manifest's chain, or all four.
     pub fn chain(&self, policy: &Value) -> Result<Vec<String>, Vec<String>> {
-        let chain = match (&self.plugins, &self.envoy) {
-            (Some(plugins), _) => plugins.clone(),
-            (None, Some(envoy)) => super::envoy::plugins(&self.beside(envoy), policy)?,
-            (None, None) => CHAIN.iter().map(|p| p.to_string()).collect(),
+        let chain = match (&self.plugins, &self.envoy, &self.spin) {
+            (Some(plugins), _, _) => plugins.clone(),
+            (None, Some(envoy), _) => super::envoy::plugins(&self.beside(envoy), policy)?,
+            (None, None, Some(spin)) => super::spin::plugins(&self.beside(spin))?,
+            (None, None, None) => CHAIN.iter().map(|p| p.to_string()).collect(),
         };
         match chain.iter().find(|p| !CHAIN.contains(&p.as_str())) {
             Some(unknown) => Err(vec![format!(
