@@ -75,8 +75,10 @@ pub fn run() -> Result {
         return report.finish();
     }
     let built = report.check("build", || build::run().map(|_| ()));
+    // Every test binary runs even after one fails, so one run names every
+    // failure.
     report.check("cargo test", || {
-        run_visible(cargo().args(["test", "--workspace"]))
+        run_visible(cargo().args(["test", "--workspace", "--no-fail-fast"]))
     });
     // The shipped policies' tests (`host-test test`), through the real
     // plugins; JUnit in target/policy-tests.xml for CI systems.
