@@ -12,7 +12,9 @@ pub mod file;
 pub mod report;
 mod spin;
 
-use crate::{HeaderMap, Host, HostOptions, HttpContext, LocalResponse, SharedData, StreamType};
+use crate::{
+    HeaderMap, Host, HostOptions, HttpContext, HttpRecord, LocalResponse, SharedData, StreamType,
+};
 use callouts::Responder;
 pub use file::{Case, Suite};
 use serde_json::Value;
@@ -358,11 +360,7 @@ struct Chain<'a> {
 }
 
 impl Chain<'_> {
-    fn run(
-        &mut self,
-        request: (Vec<(String, String)>, Vec<u8>),
-        case: &Case,
-    ) -> Result<Answer, String> {
+    fn run(&mut self, request: Message, case: &Case) -> Result<Answer, String> {
         let (mut headers, mut body) = request;
         let mut contexts: Vec<HttpContext> = Vec::new();
         let mut state: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -372,19 +370,7 @@ impl Chain<'_> {
             }
             let req = host.http_context().map_err(|e| format!("{name}: {e}"))?;
             contexts.push(req.clone());
-            let pairs: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect();
-            req.request_headers(&pairs, body.is_empty())
-                .map_err(|e| format!("{name}: {e}"))?;
-            self.settle(index, &req, StreamType::Request)?;
-            if !body.is_empty() && req.record().local_response.is_none() {
-                req.request_body(&body, true)
-                    .map_err(|e| format!("{name}: {e}"))?;
-                self.settle(index, &req, StreamType::Request)?;
-            }
-            let record = req.record();
+            let record = self.deliver(index, &req, StreamType::Request, &(headers, body))?;
             if let Some(local) = record.local_response {
                 finish(&contexts);
                 return Ok(local_answer(local, name));
@@ -427,19 +413,7 @@ impl Chain<'_> {
         }
         for (index, req) in contexts.iter().enumerate().rev() {
             let name = self.hosts[index].0;
-            let pairs: Vec<(&str, &str)> = response
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect();
-            req.response_headers(&pairs, body.is_empty())
-                .map_err(|e| format!("{name}: {e}"))?;
-            self.settle(index, req, StreamType::Response)?;
-            if !body.is_empty() && req.record().local_response.is_none() {
-                req.response_body(&body, true)
-                    .map_err(|e| format!("{name}: {e}"))?;
-                self.settle(index, req, StreamType::Response)?;
-            }
-            let record = req.record();
+            let record = self.deliver(index, req, StreamType::Response, &(response, body))?;
             if let Some(local) = record.local_response {
                 finish(&contexts);
                 let (status, headers, body, by, _) = local_answer(local, name);
@@ -455,6 +429,40 @@ impl Chain<'_> {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         Ok((status, headers, body, None, Some(seen)))
+    }
+
+    /// Gives the plugin at `index` a message on `stream`: the headers, then
+    /// the body once they have passed (Envoy withholds it while they are
+    /// held); what the plugin made of it.
+    fn deliver(
+        &mut self,
+        index: usize,
+        req: &HttpContext,
+        stream: StreamType,
+        (headers, body): &Message,
+    ) -> Result<HttpRecord, String> {
+        let name = self.hosts[index].0;
+        let fail = |e: crate::Error| format!("{name}: {e}");
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let ends = body.is_empty();
+        match stream {
+            StreamType::Request => req.request_headers(&pairs, ends),
+            StreamType::Response => req.response_headers(&pairs, ends),
+        }
+        .map_err(fail)?;
+        self.settle(index, req, stream)?;
+        if !ends && req.record().local_response.is_none() {
+            match stream {
+                StreamType::Request => req.request_body(body, true),
+                StreamType::Response => req.response_body(body, true),
+            }
+            .map_err(fail)?;
+            self.settle(index, req, stream)?;
+        }
+        Ok(req.record())
     }
 
     /// Answers callouts and lets simulated time pass until the plugin at
