@@ -237,15 +237,15 @@ impl Runner {
         let problems = chain.problems;
         let (status, headers, body, answered_by, upstream) = result?;
         let mut problems = problems;
-        problems.extend(responder.unanswered.iter().cloned());
+        problems.extend(responder.scenario.unanswered.iter().cloned());
         Ok(Outcome {
             status,
             headers,
             body,
             answered_by,
             upstream,
-            callouts: responder.callouts.clone(),
-            binding_message: responder.binding_message.clone(),
+            callouts: responder.scenario.callouts.clone(),
+            binding_message: responder.scenario.binding_message.clone(),
             problems,
         })
     }

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass
@@ -32,6 +34,54 @@ import idp as idp_module  # noqa: E402
 import upstream as upstream_module  # noqa: E402
 
 WASM = WASM_DIR / "jwt_identity.wasm"
+BROWSER_DIR = ROOT / "tests/e2e/browser"
+
+
+class Browser:
+    """tests/e2e/browser/browser.mjs: one headless Chromium for the whole
+    suite, a fresh page (and cookies) per command."""
+
+    def __init__(self):
+        self.process = subprocess.Popen(
+            ["node", str(BROWSER_DIR / "browser.mjs")],
+            cwd=BROWSER_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        hello = json.loads(self.process.stdout.readline() or "{}")
+        assert hello.get("ready"), hello
+
+    def command(self, command: dict) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        answer = json.loads(self.process.stdout.readline())
+        assert "error" not in answer, answer["error"]
+        return answer
+
+    def visit(self, url: str, decision: str | None = None) -> dict:
+        """Opens an approval page and clicks `decision` (none: only looks)."""
+        return self.command({"url": url, "decision": decision})
+
+    def steps(self, url: str, steps: list[dict]) -> list:
+        """Opens `url` and runs `steps` (browser.mjs); what the reads saw."""
+        return self.command({"url": url, "steps": steps})["read"]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not shutil.which("chromium") or not (BROWSER_DIR / "node_modules/playwright-core").exists():
+        pytest.skip("headless Chromium is not installed (cargo xtask setup)")
+    b = Browser()
+    yield b
+    b.close()
 
 
 def pytest_collection_modifyitems(config, items):

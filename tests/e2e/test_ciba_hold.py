@@ -20,8 +20,6 @@ import base64
 import copy
 import json
 import re
-import shutil
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,46 +50,6 @@ from vault_stack import Database, Vault, missing_pieces
 
 CONFIG = ENVOY_DIR / "ciba-hold.yaml"
 POLICY = ROOT / "policies/stock-trade-approval.json"
-BROWSER_DIR = ROOT / "tests/e2e/browser"
-
-
-class Browser:
-    """tests/e2e/browser/browser.mjs: one headless Chromium, one page (and
-    fresh cookies) per `visit`."""
-
-    def __init__(self):
-        self.process = subprocess.Popen(
-            ["node", str(BROWSER_DIR / "browser.mjs")],
-            cwd=BROWSER_DIR,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        hello = json.loads(self.process.stdout.readline() or "{}")
-        assert hello.get("ready"), hello
-
-    def visit(self, url: str, decision: str | None = None) -> dict:
-        self.process.stdin.write(json.dumps({"url": url, "decision": decision}) + "\n")
-        self.process.stdin.flush()
-        answer = json.loads(self.process.stdout.readline())
-        assert "error" not in answer, answer["error"]
-        return answer
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if not shutil.which("chromium") or not (BROWSER_DIR / "node_modules/playwright-core").exists():
-        pytest.skip("headless Chromium is not installed (cargo xtask setup)")
-    b = Browser()
-    yield b
-    b.close()
 
 
 def test_the_config_carries_the_approval_policy_and_bounds_holds():

@@ -286,6 +286,13 @@ pub fn router(vault: Arc<Vault>) -> Router {
             get(crate::ciba::discovery),
         )
         .route("/.well-known/jwks.json", get(crate::ciba::jwks));
+    if vault.config.playground_dir.is_some() {
+        use crate::playground;
+        routes = routes
+            .route(playground::PATH, get(playground::root))
+            .route("/playground/", get(playground::index))
+            .route("/playground/{file}", get(playground::serve));
+    }
     if vault.config.metrics_listen.is_none() {
         routes = routes.route("/metrics", get(metrics));
     }

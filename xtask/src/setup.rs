@@ -53,6 +53,7 @@ pub fn run(extras: Extras) -> Result {
     }
     chromium()?;
     binaryen()?;
+    wasm_bindgen()?;
     if extras.wrk {
         wrk()?;
     }
@@ -83,8 +84,9 @@ fn step(what: &str, f: impl FnOnce() -> Result<String>) -> Result {
 }
 
 fn wasm_target() -> Result {
-    // wasip1: the Envoy plugins; wasip2: the Spin components.
-    for target in ["wasm32-wasip1", "wasm32-wasip2"] {
+    // wasip1: the Envoy plugins; wasip2: the Spin components;
+    // unknown-unknown: the browser playground.
+    for target in ["wasm32-wasip1", "wasm32-wasip2", "wasm32-unknown-unknown"] {
         step(&format!("rust target {target}"), || {
             let installed =
                 run_quiet(Command::new("rustup").args(["target", "list", "--installed"]))?;
@@ -183,6 +185,30 @@ fn npm_project(dir: &str) -> Result {
         }
         run_quiet(&mut npm)?;
         Ok(" (npm ci)".into())
+    })
+}
+
+/// The `wasm-bindgen` CLI the playground's crate pins, built once into
+/// `.tools/cargo` (there is no prebuilt one to fetch here: about 2.5 minutes).
+fn wasm_bindgen() -> Result {
+    let version = crate::playground::WASM_BINDGEN_VERSION;
+    step(&format!("wasm-bindgen {version}"), || {
+        let bin = crate::playground::wasm_bindgen();
+        let installed = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(version))
+            .unwrap_or(false);
+        if installed {
+            return Ok(String::new());
+        }
+        let mut cmd = crate::cargo();
+        cmd.args(["install", "wasm-bindgen-cli", "--locked", "--version"])
+            .arg(format!("={version}"))
+            .arg("--root")
+            .arg(root().join(".tools/cargo"));
+        run_quiet(&mut cmd)?;
+        Ok(" (cargo install)".into())
     })
 }
 

@@ -119,41 +119,7 @@ pub enum Caller {
     },
 }
 
-/// The user's decision on an approval request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// Approves at the first poll.
-    Approved,
-    /// Denies (`access_denied`).
-    Denied,
-    /// Lets it expire (`expired_token`).
-    Expired,
-    /// Never decides (`authorization_pending`).
-    Pending,
-}
-
-/// The vault's answer to a token exchange.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Exchange {
-    /// The upstream access token handed out.
-    #[serde(default)]
-    pub access_token: Option<String>,
-    /// Its lifetime.
-    #[serde(default = "five_minutes")]
-    pub expires_in: u64,
-    /// An OAuth error instead (`invalid_grant`, `consent_required`…).
-    #[serde(default)]
-    pub error: Option<String>,
-    /// The HTTP status of that error (400).
-    #[serde(default)]
-    pub status: Option<u16>,
-}
-
-fn five_minutes() -> u64 {
-    300
-}
+pub use agentward_core::scenario::{Decision, Exchange};
 
 /// The upstream's answer.
 #[derive(Debug, Clone, Deserialize)]

@@ -22,6 +22,7 @@ pub mod placeholder;
 pub mod policy;
 pub mod proof;
 pub mod response;
+pub mod scenario;
 pub mod scopes;
 pub mod secret;
 pub mod shared_cache;

@@ -182,6 +182,19 @@ pub fn unavailable(reason: &str, description: &str) -> LocalResponse {
     .with_header("retry-after", "5".into())
 }
 
+/// 413: a request body larger than the route reads to decide (for hosts
+/// that read the whole body themselves, as Spin and the playground do).
+pub fn body_too_large(max_bytes: usize) -> LocalResponse {
+    LocalResponse::json(
+        413,
+        serde_json::json!({
+            "error": "invalid_request",
+            "reason": "body_too_large",
+            "error_description": format!("the request body is larger than the {max_bytes} bytes this route reads to decide"),
+        }),
+    )
+}
+
 /// 503 when the host's clock cannot be read: expiry cannot be checked, so
 /// nothing is let through.
 pub fn clock_unavailable() -> LocalResponse {

@@ -303,17 +303,7 @@ pub async fn forward(
     }
 }
 
-/// 413 for a request body over what a route reads to decide.
-pub fn body_too_large(max_bytes: usize) -> LocalResponse {
-    LocalResponse::json(
-        413,
-        serde_json::json!({
-            "error": "invalid_request",
-            "reason": "body_too_large",
-            "error_description": format!("the request body is larger than the {max_bytes} bytes this route reads to decide"),
-        }),
-    )
-}
+pub use agentward_core::response::body_too_large;
 
 /// 502: the next hop could not be reached or read.
 fn bad_gateway(reason: &str, description: &str) -> LocalResponse {

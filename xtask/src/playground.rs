@@ -1,0 +1,112 @@
+//! `cargo xtask playground`: the policy playground as plain static files in
+//! `target/playground/`: `agentward-playground` built for the browser
+//! (`wasm32-unknown-unknown`, profile `playground`) and shrunk with
+//! `wasm-opt -Oz`, its JavaScript glue from the `wasm-bindgen` CLI (the
+//! version the crate pins, installed by `cargo xtask setup`), and the page
+//! (`playground/www/`). The vault serves the folder at `/playground/`
+//! (`playground_dir`); any static host can too.
+
+use crate::{cargo, root, run_quiet, run_visible, Result};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The `wasm-bindgen` CLI must equal the crate the playground links.
+pub const WASM_BINDGEN_VERSION: &str = "0.2.130";
+
+const TARGET: &str = "wasm32-unknown-unknown";
+
+/// Where the page is written.
+pub fn out_dir() -> PathBuf {
+    root().join("target/playground")
+}
+
+/// The project-local `wasm-bindgen` (`cargo xtask setup` installs it).
+pub fn wasm_bindgen() -> PathBuf {
+    root().join(".tools/cargo/bin/wasm-bindgen")
+}
+
+/// Builds the page into [`out_dir`] and prints its weight.
+pub fn run() -> Result {
+    println!("[playground] agentward-playground for {TARGET}");
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--profile",
+        "playground",
+        "--target",
+        TARGET,
+        "-p",
+        "agentward-playground",
+    ]);
+    run_visible(&mut cmd)?;
+    let built = root().join(format!(
+        "target/{TARGET}/playground/agentward_playground.wasm"
+    ));
+    let out = out_dir();
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let bindgen = wasm_bindgen();
+    if !bindgen.exists() {
+        return Err(format!(
+            "{} is missing: run `cargo xtask setup`",
+            bindgen.display()
+        ));
+    }
+    // wasm-opt before wasm-bindgen: Debian's binaryen (108) breaks the
+    // externref table wasm-bindgen's glue fills at start-up.
+    let module = if crate::build::optimize::available() {
+        let shrunk = root().join(format!(
+            "target/{TARGET}/playground/agentward_playground.opt.wasm"
+        ));
+        run_quiet(
+            Command::new("wasm-opt")
+                .args(crate::build::optimize::WASM_OPT_ARGS)
+                .arg(&built)
+                .arg("-o")
+                .arg(&shrunk),
+        )?;
+        shrunk
+    } else {
+        println!(
+            "[playground] wasm-opt not found (binaryen: cargo xtask setup): module left as built"
+        );
+        built
+    };
+    run_quiet(
+        Command::new(&bindgen)
+            .args([
+                "--target",
+                "web",
+                "--no-typescript",
+                "--out-name",
+                "agentward_playground",
+                "--out-dir",
+            ])
+            .arg(&out)
+            .arg(&module),
+    )?;
+    for file in ["index.html", "app.js", "style.css"] {
+        let from = root().join("playground/www").join(file);
+        std::fs::copy(&from, out.join(file)).map_err(|e| format!("{}: {e}", from.display()))?;
+    }
+    let mut total = 0;
+    for file in [
+        "index.html",
+        "app.js",
+        "style.css",
+        "agentward_playground.js",
+        "agentward_playground_bg.wasm",
+    ] {
+        let bytes = std::fs::read(out.join(file)).map_err(|e| format!("{file}: {e}"))?;
+        total += bytes.len();
+        println!(
+            "[playground] {file:<30} {:>7.1} KiB",
+            bytes.len() as f64 / 1024.0
+        );
+    }
+    println!(
+        "[playground] page weight {:.1} KiB in {} (served by the vault at /playground/)",
+        total as f64 / 1024.0,
+        out.strip_prefix(root()).unwrap_or(&out).display()
+    );
+    Ok(())
+}
