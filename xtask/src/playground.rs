@@ -1,6 +1,6 @@
 //! `cargo xtask playground`: the policy playground as plain static files in
 //! `target/playground/`: `agentward-playground` built for the browser
-//! (`wasm32-unknown-unknown`, profile `playground`) and shrunk with
+//! (`wasm32-unknown-unknown`, profile `browser`) and shrunk with
 //! `wasm-opt -Oz`, its JavaScript glue from the `wasm-bindgen` CLI (the
 //! version the crate pins, installed by `cargo xtask setup`), and the page
 //! (`playground/www/`). The vault serves the folder at `/playground/`
@@ -32,16 +32,14 @@ pub fn run() -> Result {
     cmd.args([
         "build",
         "--profile",
-        "playground",
+        "browser",
         "--target",
         TARGET,
         "-p",
         "agentward-playground",
     ]);
     run_visible(&mut cmd)?;
-    let built = root().join(format!(
-        "target/{TARGET}/playground/agentward_playground.wasm"
-    ));
+    let built = root().join(format!("target/{TARGET}/browser/agentward_playground.wasm"));
     let out = out_dir();
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let bindgen = wasm_bindgen();
@@ -55,7 +53,7 @@ pub fn run() -> Result {
     // externref table wasm-bindgen's glue fills at start-up.
     let module = if crate::build::optimize::available() {
         let shrunk = root().join(format!(
-            "target/{TARGET}/playground/agentward_playground.opt.wasm"
+            "target/{TARGET}/browser/agentward_playground.opt.wasm"
         ));
         run_quiet(
             Command::new("wasm-opt")
@@ -88,7 +86,7 @@ pub fn run() -> Result {
         let from = root().join("playground/www").join(file);
         std::fs::copy(&from, out.join(file)).map_err(|e| format!("{}: {e}", from.display()))?;
     }
-    let mut total = 0;
+    let (mut total, mut gzipped) = (0, 0);
     for file in [
         "index.html",
         "app.js",
@@ -96,17 +94,32 @@ pub fn run() -> Result {
         "agentward_playground.js",
         "agentward_playground_bg.wasm",
     ] {
-        let bytes = std::fs::read(out.join(file)).map_err(|e| format!("{file}: {e}"))?;
-        total += bytes.len();
-        println!(
-            "[playground] {file:<30} {:>7.1} KiB",
-            bytes.len() as f64 / 1024.0
-        );
+        let path = out.join(file);
+        let size = std::fs::metadata(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        let packed = gzip_size(&path);
+        total += size;
+        gzipped += packed.unwrap_or(0);
+        let packed = packed.map_or(String::new(), |p| format!(" ({:.1} KiB gzip -9)", kib(p)));
+        println!("[playground] {file:<30} {:>7.1} KiB{packed}", kib(size));
     }
     println!(
-        "[playground] page weight {:.1} KiB in {} (served by the vault at /playground/)",
-        total as f64 / 1024.0,
+        "[playground] page weight {:.1} KiB ({:.1} KiB gzip -9) in {} (served by the vault at /playground/)",
+        kib(total),
+        kib(gzipped),
         out.strip_prefix(root()).unwrap_or(&out).display()
     );
     Ok(())
+}
+
+fn kib(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0
+}
+
+/// The size of `path` through `gzip -9` (what a static host that
+/// compresses sends), when gzip is there.
+fn gzip_size(path: &std::path::Path) -> Option<u64> {
+    let out = Command::new("gzip").arg("-9c").arg(path).output().ok()?;
+    out.status.success().then_some(out.stdout.len() as u64)
 }
