@@ -58,6 +58,14 @@ def test_the_vault_serves_the_page_files_with_a_closed_content_security_policy(v
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "'wasm-unsafe-eval'" in csp
     wasm = requests.get(vault.url + "/playground/agentward_playground_bg.wasm", timeout=10)
     assert wasm.headers["content-type"] == "application/wasm" and wasm.content[:4] == b"\0asm"
+    # Gzipped to a client that takes it (requests asks for gzip and inflates), as it is to one that does not.
+    assert wasm.headers["content-encoding"] == "gzip" and wasm.headers["vary"] == "accept-encoding"
+    plain = requests.get(
+        vault.url + "/playground/agentward_playground_bg.wasm", headers={"accept-encoding": "identity"}, timeout=10
+    )
+    assert "content-encoding" not in plain.headers and plain.content == wasm.content
+    assert int(plain.headers["content-length"]) > 2 * len(requests.get(
+        vault.url + "/playground/agentward_playground_bg.wasm", stream=True, timeout=10).raw.read(decode_content=False))
     # Only the page's own files: nothing else under the folder, no traversal.
     for path in ("/playground/..%2F..%2FCargo.toml", "/playground/README.md", "/playground/%2e%2e"):
         answer = requests.get(vault.url + path, timeout=10)

@@ -98,14 +98,14 @@ pub fn run() -> Result {
         let size = std::fs::metadata(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?
             .len();
-        let packed = gzip_size(&path);
+        let packed = gzip(&path);
         total += size;
         gzipped += packed.unwrap_or(0);
-        let packed = packed.map_or(String::new(), |p| format!(" ({:.1} KiB gzip -9)", kib(p)));
+        let packed = packed.map_or(String::new(), |p| format!(" ({:.1} KiB as .gz)", kib(p)));
         println!("[playground] {file:<30} {:>7.1} KiB{packed}", kib(size));
     }
     println!(
-        "[playground] page weight {:.1} KiB ({:.1} KiB gzip -9) in {} (served by the vault at /playground/)",
+        "[playground] page weight {:.1} KiB ({:.1} KiB gzipped) in {} (served by the vault at /playground/)",
         kib(total),
         kib(gzipped),
         out.strip_prefix(root()).unwrap_or(&out).display()
@@ -117,9 +117,15 @@ fn kib(bytes: u64) -> f64 {
     bytes as f64 / 1024.0
 }
 
-/// The size of `path` through `gzip -9` (what a static host that
-/// compresses sends), when gzip is there.
-fn gzip_size(path: &std::path::Path) -> Option<u64> {
+/// Writes `{path}.gz` (`gzip -9`; the vault sends it to browsers that
+/// accept gzip) and returns its size, when gzip is there.
+fn gzip(path: &std::path::Path) -> Option<u64> {
     let out = Command::new("gzip").arg("-9c").arg(path).output().ok()?;
-    out.status.success().then_some(out.stdout.len() as u64)
+    if !out.status.success() {
+        return None;
+    }
+    let mut packed = path.as_os_str().to_owned();
+    packed.push(".gz");
+    std::fs::write(&packed, &out.stdout).ok()?;
+    Some(out.stdout.len() as u64)
 }
