@@ -189,7 +189,9 @@ fn npm_project(dir: &str) -> Result {
 }
 
 /// The `wasm-bindgen` CLI the playground's crate pins, built once into
-/// `.tools/cargo` (there is no prebuilt one to fetch here: about 2.5 minutes).
+/// `.tools/cargo` (there is no prebuilt one to fetch here: about 2.5
+/// minutes). Not `--locked`: its lockfile pins a `webpki-roots` the
+/// registry here does not serve.
 fn wasm_bindgen() -> Result {
     let version = crate::playground::WASM_BINDGEN_VERSION;
     step(&format!("wasm-bindgen {version}"), || {
@@ -203,7 +205,7 @@ fn wasm_bindgen() -> Result {
             return Ok(String::new());
         }
         let mut cmd = crate::cargo();
-        cmd.args(["install", "wasm-bindgen-cli", "--locked", "--version"])
+        cmd.args(["install", "wasm-bindgen-cli", "--version"])
             .arg(format!("={version}"))
             .arg("--root")
             .arg(root().join(".tools/cargo"));
