@@ -7,6 +7,7 @@ this is what stands in for `spin up` checking the manifest.)"""
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 
 import pytest
@@ -23,6 +24,21 @@ def _manifest() -> dict:
     return tomllib.loads(MANIFEST.read_text())
 
 
+def resolve(template: str, variables: dict[str, str]) -> str:
+    """`{{ name }}` replaced by the application variable's value, as Spin
+    resolves `allowed_outbound_hosts` and component variables."""
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        assert name in variables, f"{template}: `{name}` has no value"
+        return variables[name]
+
+    return re.sub(r"\{\{\s*([a-z0-9_]+)\s*\}\}", value, template)
+
+
+def defaults(manifest: dict) -> dict[str, str]:
+    return {name: v["default"] for name, v in manifest["variables"].items() if "default" in v}
+
+
 def test_only_jwt_identity_is_public_and_the_chain_runs_in_order():
     m = _manifest()
     public = [t["component"] for t in m["trigger"]["http"] if t["route"] != {"private": True}]
@@ -37,7 +53,27 @@ def test_only_jwt_identity_is_public_and_the_chain_runs_in_order():
         assert nxt in component["allowed_outbound_hosts"], name
         name = nxt.removeprefix("http://").removesuffix(".spin.internal") if nxt.endswith(".spin.internal") else None
     assert order == CHAIN
-    assert m["component"]["token-exchange"]["variables"]["next"] == "http://127.0.0.1:8080"
+    assert resolve(m["component"]["token-exchange"]["variables"]["next"], defaults(m)) == "http://127.0.0.1:8080"
+
+
+def test_where_the_services_live_is_a_variable_and_the_allow_lists_follow_it():
+    """The IdP, vault and API origins are application variables (the demo's
+    addresses as defaults): each component's `allowed_outbound_hosts` and
+    the cluster it calls are the same template, so a deployment that moves
+    the vault (SPIN_VARIABLE_VAULT_ORIGIN) moves both; every entry resolves
+    to Spin's `scheme://host[:port]` form."""
+    m = _manifest()
+    moved = dict(defaults(m), vault_origin="https://vault.internal.example", idp_origin="https://idp.example")
+    for name in CHAIN:
+        component = m["component"][name]
+        hosts = [resolve(h, moved) for h in component["allowed_outbound_hosts"]]
+        for host in hosts:
+            assert re.fullmatch(r"(https?)://[a-z0-9.*-]+(:\d+)?", host), f"{name}: {host}"
+        for var, value in component["variables"].items():
+            if var.startswith("cluster_") or var == "next":
+                assert resolve(value, moved) in hosts, f"{name}: {var}"
+        assert not any("127.0.0.1:8787" in h or "127.0.0.1:8081" in h for h in hosts), (name, hosts)
+    assert resolve("{{ api_origin }}", defaults(m)) == "http://127.0.0.1:8080"
 
 
 def test_each_component_gets_the_policy_the_proof_key_and_what_its_section_reads():

@@ -317,8 +317,11 @@ fn spin_gateway(
     let manifest = root().join(SPIN_MANIFEST);
     let text =
         std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
-    for (component, hosts) in allowed_outbound_hosts(&stack::render_urls(&text, ports)) {
+    let text = stack::render_urls(&text, ports);
+    let defaults = variable_defaults(&text);
+    for (component, hosts) in allowed_outbound_hosts(&text) {
         for host in hosts {
+            let host = resolve(&host, &defaults)?;
             cmd.args(["--allow-outbound", &format!("{component}={host}")]);
         }
     }
@@ -392,6 +395,52 @@ fn allowed_outbound_hosts(manifest: &str) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// The `[variables]` of a Spin manifest that have a `default` (the plain
+/// `name = { default = "…" }` form the shipped one uses).
+fn variable_defaults(manifest: &str) -> HashMap<String, String> {
+    let mut defaults = HashMap::new();
+    let mut in_variables = false;
+    for line in manifest.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.starts_with('[') {
+            in_variables = line == "[variables]";
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=').filter(|_| in_variables) else {
+            continue;
+        };
+        let value = value.trim();
+        if let Some(rest) = value.split("default").nth(1) {
+            if let Some(default) = rest.split('"').nth(1) {
+                defaults.insert(name.trim().to_string(), default.to_string());
+            }
+        }
+    }
+    defaults
+}
+
+/// A manifest string with each `{{ name }}` replaced by that application
+/// variable, as Spin resolves `allowed_outbound_hosts` when it prepares a
+/// component; a variable without a value is an error, as there.
+fn resolve(template: &str, variables: &HashMap<String, String>) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let Some(end) = rest[start..].find("}}") else {
+            return Err(format!("{template:?}: an unclosed `{{{{`"));
+        };
+        out.push_str(&rest[..start]);
+        let name = rest[start + 2..start + end].trim();
+        let value = variables
+            .get(name)
+            .ok_or_else(|| format!("{template:?}: the variable `{name}` has no value"))?;
+        out.push_str(value);
+        rest = &rest[start + end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -400,8 +449,14 @@ mod tests {
     #[test]
     fn the_shipped_manifests_allowed_hosts_are_read() {
         let text = std::fs::read_to_string(root().join(SPIN_MANIFEST)).unwrap();
-        let hosts: HashMap<String, Vec<String>> =
-            allowed_outbound_hosts(&text).into_iter().collect();
+        let defaults = variable_defaults(&text);
+        let hosts: HashMap<String, Vec<String>> = allowed_outbound_hosts(&text)
+            .into_iter()
+            .map(|(name, hosts)| {
+                let hosts = hosts.iter().map(|h| resolve(h, &defaults).unwrap());
+                (name, hosts.collect())
+            })
+            .collect();
         assert_eq!(
             hosts["jwt-identity"],
             ["http://scope-fga.spin.internal", "http://127.0.0.1:8081"]
@@ -411,5 +466,26 @@ mod tests {
             ["http://127.0.0.1:8787", "http://127.0.0.1:8080"]
         );
         assert_eq!(hosts.len(), 4);
+    }
+
+    #[test]
+    fn templates_resolve_from_the_application_variables() {
+        let vars = HashMap::from([("vault_origin".to_string(), "https://v.example".to_string())]);
+        assert_eq!(
+            resolve("{{ vault_origin }}", &vars).unwrap(),
+            "https://v.example"
+        );
+        assert_eq!(
+            resolve("{{vault_origin}}:8443", &vars).unwrap(),
+            "https://v.example:8443"
+        );
+        assert_eq!(
+            resolve("http://a.spin.internal", &vars).unwrap(),
+            "http://a.spin.internal"
+        );
+        assert!(resolve("{{ idp_origin }}", &vars)
+            .unwrap_err()
+            .contains("`idp_origin`"));
+        assert!(resolve("{{ vault_origin", &vars).is_err());
     }
 }
