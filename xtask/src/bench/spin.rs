@@ -87,6 +87,15 @@ pub fn run(rounds: usize, window_secs: u32, material: &Material, dir: &Path) -> 
         }
         cmd.args(["--upstream", &upstream_url]);
         cmd.args(["--listen", &format!("127.0.0.1:{port}")]);
+        // As Spin runs the manifest: each component reaches only its next
+        // hop (these requests make no callouts), so the figures include
+        // the allow-list check every outgoing request pays.
+        for (i, c) in components.iter().enumerate() {
+            let next = components.get(i + 1).map_or(upstream_url.clone(), |n| {
+                format!("http://{n}.spin.internal")
+            });
+            cmd.args(["--allow-outbound", &format!("{c}={next}")]);
+        }
         let mut service = Service::spawn(config.name, &mut pinned(cmd, pin.gateways), dir)?;
         service.wait_ready(port, "/prices/ACME", Duration::from_secs(60))?;
         served.push((config, port, service));
