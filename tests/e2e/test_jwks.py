@@ -8,6 +8,7 @@ import time
 
 import requests
 
+import idp as idp_module  # examples/stock-trade, on the path (conftest)
 from stack import free_port
 
 
@@ -79,3 +80,37 @@ def test_es256_and_rs256_verify_through_envoy_and_eddsa_in_pure_rust(gateway):
         before = gateway.counter(counter)
         assert get_portfolio(gateway, gateway.token(alg)).status_code == 200
         assert gateway.counter(counter) == before + 1, f"{alg} did not take the {path} path"
+
+
+def test_spin_keeps_the_issuers_keys_between_requests_and_refetches_a_rotated_key(start_gateway):
+    """A Spin host starts a fresh instance per request: jwt-identity keeps
+    the JWKS it fetched in the app's key-value store, so later requests
+    verify without a fetch; a token from a rotated key gets one refetch
+    (no sooner than jwks_min_refetch_seconds after the kept fetch). An IdP
+    of its own, so the rotation touches no other test."""
+    own = idp_module.Idp()
+    server = own.serve(0)
+    try:
+        def adjust(policy):
+            policy["issuers"][0]["jwks_min_refetch_seconds"] = 1
+
+        spin = start_gateway("spin-jwks", adjust, idp_port=server.server_port, host="spin")
+        spin.idp = own
+        assert get_portfolio(spin, spin.token()).status_code == 200
+        fetched = own.jwks_requests
+        assert fetched == 1
+        for _ in range(5):
+            r = get_portfolio(spin, spin.token())
+            assert r.status_code == 200, r.text
+        assert own.jwks_requests == fetched, "the kept keys served: no fetch"
+
+        own.rotate("ES256")
+        time.sleep(1.1)  # past jwks_min_refetch_seconds since the kept fetch
+        r = get_portfolio(spin, spin.token())
+        assert r.status_code == 200, r.text
+        assert own.jwks_requests == fetched + 1, "one refetch for the new kid"
+        for _ in range(3):
+            assert get_portfolio(spin, spin.token()).status_code == 200
+        assert own.jwks_requests == fetched + 1, "the refetched keys are kept too"
+    finally:
+        server.shutdown()

@@ -102,9 +102,10 @@ def test_each_component_gets_the_policy_the_proof_key_and_what_its_section_reads
         for var, value in variables.items():
             if "{{" in value:
                 assert value.strip("{} ") in declared, f"{name}.{var}"
-        # scope-fga keeps its FGA decisions in the app's key-value store,
-        # ciba-hold a 2025-11-25 MCP call's pending approval.
-        stores = ["default"] if name in ("scope-fga", "ciba-hold") else []
+        # jwt-identity keeps the issuer's keys in the app's key-value store,
+        # scope-fga its FGA decisions, ciba-hold a 2025-11-25 MCP call's
+        # pending approval.
+        stores = ["default"] if name in ("jwt-identity", "scope-fga", "ciba-hold") else []
         assert component.get("key_value_stores", []) == stores, name
         assert component["source"] == f"../../target/wasm32-wasip2/spin/spin_{name.replace('-', '_')}.wasm"
 

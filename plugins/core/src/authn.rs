@@ -458,6 +458,68 @@ impl Authenticator {
         self.trust.keys(issuer).is_some()
     }
 
+    /// Where a host with a key-value store keeps `issuer`'s fetched key set
+    /// between requests (Spin: a fresh instance per request): named by the
+    /// issuer and its `jwks_uri`, so another policy's keys never answer.
+    /// `None` for an issuer without a `jwks_uri`.
+    pub fn jwks_store_key(&self, issuer: usize) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let issuer = self.policy.issuers.get(issuer)?;
+        let uri = issuer.jwks_uri.as_deref()?;
+        let digest = Sha256::new()
+            .chain_update(issuer.issuer.as_bytes())
+            .chain_update([0])
+            .chain_update(uri.as_bytes())
+            .finalize();
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("agentward.jwks.{hex}"))
+    }
+
+    /// A JWKS fetch's answer as [`Authenticator::jwks_restored`] reads it
+    /// back (when it was fetched, then the document), if it is worth keeping:
+    /// a 200 whose body is a usable key set.
+    pub fn jwks_kept(answer: &Answer, fetched_ms: u64) -> Option<Vec<u8>> {
+        let Answer::Response {
+            status: 200, body, ..
+        } = answer
+        else {
+            return None;
+        };
+        KeySet::parse(body).ok()?;
+        let mut kept = fetched_ms.to_le_bytes().to_vec();
+        kept.extend_from_slice(body);
+        Some(kept)
+    }
+
+    /// Loads a key set kept by an earlier request ([`Authenticator::jwks_kept`]),
+    /// unless it is `jwks_refresh_seconds` old or more (then it is fetched
+    /// again, as the refresh schedule would). Whether the issuer now has keys.
+    pub fn jwks_restored(&mut self, issuer: usize, kept: &[u8], now_ms: u64) -> bool {
+        let Some((stamp, body)) = kept.split_first_chunk::<8>() else {
+            return false;
+        };
+        let fetched_ms = u64::from_le_bytes(*stamp);
+        let Some(refresh_ms) = self
+            .policy
+            .issuers
+            .get(issuer)
+            .map(|i| i.jwks_refresh_seconds.saturating_mul(1000))
+        else {
+            return false;
+        };
+        if fetched_ms > now_ms || now_ms - fetched_ms >= refresh_ms {
+            return false;
+        }
+        let Ok(keys) = KeySet::parse(body) else {
+            return false;
+        };
+        self.trust.set_keys(issuer, keys);
+        if let Some(s) = self.schedule.get_mut(issuer) {
+            s.restored(fetched_ms);
+        }
+        true
+    }
+
     /// Whether a fetch for this issuer is under way.
     pub fn fetch_in_flight(&self, issuer: usize) -> bool {
         self.schedule.get(issuer).is_some_and(Schedule::in_flight)

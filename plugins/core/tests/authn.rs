@@ -428,3 +428,70 @@ fn a_malformed_bearer_is_no_token_even_when_cached_tokens_are_read_unchecked() {
         assert_eq!(d.verdict, Verdict::MissingToken, "{bad:?}");
     }
 }
+
+#[test]
+fn a_kept_key_set_serves_the_next_instance_until_its_refresh_is_due() {
+    // Spin: each request is a fresh instance; the keys one fetched are kept
+    // in the key-value store and load in the next without a fetch.
+    let k = ES256KeyPair::generate().with_key_id("k1");
+    let t0 = now_ms();
+    let first = Authenticator::new(policy());
+    let key = first.jwks_store_key(0).unwrap();
+    assert!(
+        key.starts_with("agentward.jwks.") && key.len() < 64,
+        "{key}"
+    );
+    let kept = Authenticator::jwks_kept(&ok(jwks(&k, "k1").as_bytes()), t0).unwrap();
+    // Only a usable 200 is kept.
+    assert!(Authenticator::jwks_kept(&ok(b"<html>"), t0).is_none());
+    assert!(Authenticator::jwks_kept(&Answer::Failed, t0).is_none());
+
+    let mut next = Authenticator::new(policy());
+    assert!(next.jwks_restored(0, &kept, t0 + 1_000));
+    assert!(
+        next.fetches_due(t0 + 1_000).is_empty(),
+        "no fetch: the keys are fresh"
+    );
+    let t = format!("Bearer {}", token(&k));
+    let d = next.decide(&head("/portfolio", Some(&t)), t0 + 1_000, &PureRust);
+    assert!(
+        matches!(d.verdict, Verdict::Allowed { .. }),
+        "{:?}",
+        d.verdict
+    );
+
+    // A token signed by a key they lack: 401, and a refetch only once
+    // jwks_min_refetch_seconds (30) have passed since they were fetched,
+    // whichever instance fetched them.
+    let k2 = ES256KeyPair::generate().with_key_id("k2");
+    let t2 = format!("Bearer {}", token(&k2));
+    let d = next.decide(&head("/portfolio", Some(&t2)), t0 + 2_000, &PureRust);
+    assert!(matches!(d.step, Step::Respond(_)));
+    assert!(next.fetches_due(t0 + 2_000).is_empty(), "rate-limited");
+    let mut later = Authenticator::new(policy());
+    assert!(later.jwks_restored(0, &kept, t0 + 31_000));
+    later.decide(&head("/portfolio", Some(&t2)), t0 + 31_000, &PureRust);
+    assert_eq!(
+        later.fetches_due(t0 + 31_000).len(),
+        1,
+        "the new key is fetched"
+    );
+
+    // From the refresh period on (default ten minutes), they are fetched again.
+    let mut late = Authenticator::new(policy());
+    assert!(!late.jwks_restored(0, &kept, t0 + 600_000));
+    assert_eq!(late.fetches_due(t0 + 600_000).len(), 1);
+    // A stamp from the future, a short or garbled entry: not used.
+    let mut odd = Authenticator::new(policy());
+    assert!(!odd.jwks_restored(0, &kept, t0 - 1));
+    assert!(!odd.jwks_restored(0, b"short", t0));
+    let mut garbled = t0.to_le_bytes().to_vec();
+    garbled.extend_from_slice(b"<html>");
+    assert!(!odd.jwks_restored(0, &garbled, t0));
+    assert!(!odd.jwks_restored(7, &kept, t0));
+
+    // Another issuer or JWKS URI: another entry.
+    let other = policy_json().replace("jwks.json", "other-jwks.json");
+    let other = Authenticator::new(Policy::parse(other.as_bytes()).unwrap());
+    assert_ne!(other.jwks_store_key(0), first.jwks_store_key(0));
+}

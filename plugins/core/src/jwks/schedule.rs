@@ -66,6 +66,15 @@ impl Schedule {
         }
     }
 
+    /// Keys fetched at `fetched_ms` by an earlier instance were loaded (a
+    /// host with a fresh instance per request): refreshed from then on, and
+    /// an unknown kid refetches no sooner than `min_refetch_ms` after it.
+    pub fn restored(&mut self, fetched_ms: u64) {
+        self.finished(true, fetched_ms);
+        self.last_attempt_ms = Some(fetched_ms);
+        self.last_refetch_ms = Some(fetched_ms);
+    }
+
     /// A fetch starts at `now_ms`.
     pub fn start(&mut self, now_ms: u64) {
         self.in_flight = true;

@@ -7,16 +7,22 @@
 //! file reads the request, fetches the issuer's keys when core holds the
 //! request for them, and carries the step out.
 //!
-//! A Spin host starts a fresh instance per request, so the keys of an
-//! issuer with a `jwks_uri` are fetched for the request that needs them
-//! and verified tokens are not cached across requests. Signatures are
+//! A Spin host starts a fresh instance per request: the keys of an issuer
+//! with a `jwks_uri` are fetched by the request that first needs them and
+//! kept in the app's key-value store (Spin's `default`), where the next
+//! instances load them until the issuer's `jwks_refresh_seconds` have
+//! passed; a token signed by a key they lack fetches them again (as often
+//! as `jwks_min_refetch_seconds` allows). Without a store, every request
+//! fetches. Verified tokens are not cached across requests. Signatures are
 //! verified in pure Rust.
 
-use agentward_core::authn::{Authenticator, Decision, RequestHead};
+use agentward_core::authn::{Authenticator, Decision, JwksFetch, RequestHead, Verdict};
+use agentward_core::jwt::Rejection;
 use agentward_core::response;
+use agentward_core::shared_cache::SharedCache;
 use agentward_core::signature::PureRust;
 use agentward_core::step::Step;
-use agentward_spin::{call, config, forward, log, now_ms, respond, Head};
+use agentward_spin::{call, config, forward, log, now_ms, respond, Head, KeyValue};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
@@ -36,8 +42,15 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             log("agentward: no `proof_key` variable: token-exchange will refuse these identities")
         }
     }
+    let mut keys = KeyValue::open();
+    for issuer in 0..auth.policy().issuers.len() {
+        let kept = auth.jwks_store_key(issuer).and_then(|k| keys.get(&k));
+        if let Some(kept) = kept {
+            auth.jwks_restored(issuer, &kept, now);
+        }
+    }
     let mut head = Head::of(&request);
-    let decision = decide(&mut auth, &head, now).await;
+    let decision = decide(&mut auth, &head, now, &mut keys).await;
     match decision.step {
         Step::Continue(edits) => {
             // Inbound identity headers go, the verified ones come in, and
@@ -62,9 +75,12 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     }
 }
 
-/// Decides; when core holds the request for an issuer's keys, fetches them
-/// now (this instance lives for this request only) and decides again.
-async fn decide(auth: &mut Authenticator, head: &Head, now: u64) -> Decision {
+/// Decides; when core holds the request for an issuer's keys, or refuses
+/// a kid the kept keys lack (a rotated key: core allows a refetch at most
+/// every `jwks_min_refetch_seconds`), fetches them now (this instance lives
+/// for this request only), keeps them for the next requests and decides
+/// again.
+async fn decide(auth: &mut Authenticator, head: &Head, now: u64, keys: &mut KeyValue) -> Decision {
     let token_header = auth.policy().identity.token_header.clone();
     let request = RequestHead {
         method: &head.method,
@@ -73,20 +89,48 @@ async fn decide(auth: &mut Authenticator, head: &Head, now: u64) -> Decision {
         token_header: token_header.as_deref().and_then(|name| head.header(name)),
     };
     let decision = auth.decide(&request, now, &PureRust);
-    let (Step::Hold { .. }, Some(issuer)) = (&decision.step, decision.waits_for) else {
-        return decision;
+    let wanted = match (&decision.step, decision.waits_for, decision.verdict) {
+        (Step::Hold { .. }, Some(issuer), _) => Some(issuer),
+        (_, _, Verdict::Rejected(Rejection::UnknownKid)) => None,
+        _ => return decision,
     };
+    let mut fetched_any = false;
     for fetch in auth.fetches_due(now) {
-        if fetch.issuer != issuer {
+        if wanted.is_some_and(|issuer| fetch.issuer != issuer) {
             continue;
         }
-        let answer = call(&fetch.call).await;
-        if !auth.jwks_fetched(fetch.issuer, &answer, now_ms().unwrap_or(now)) {
-            log(&format!(
-                "agentward: JWKS fetch for issuer {issuer} failed (status {:?})",
-                answer.status()
-            ));
-        }
+        fetched_any |= fetch_keys(auth, fetch, now, keys).await;
+    }
+    if wanted.is_none() && !fetched_any {
+        return decision;
     }
     auth.decide(&request, now_ms().unwrap_or(now), &PureRust)
+}
+
+/// Makes one JWKS fetch, feeds it to core and keeps a usable key set in the
+/// store; whether it brought keys.
+async fn fetch_keys(
+    auth: &mut Authenticator,
+    fetch: JwksFetch,
+    now: u64,
+    keys: &mut KeyValue,
+) -> bool {
+    let issuer = fetch.issuer;
+    let answer = call(&fetch.call).await;
+    let fetched = now_ms().unwrap_or(now);
+    let kept = Authenticator::jwks_kept(&answer, fetched);
+    if !auth.jwks_fetched(issuer, &answer, fetched) || kept.is_none() {
+        log(&format!(
+            "agentward: JWKS fetch for issuer {issuer} failed (status {:?})",
+            answer.status()
+        ));
+        return false;
+    }
+    if let (Some(key), Some(kept)) = (auth.jwks_store_key(issuer), kept) {
+        // A lost write only means the next request fetches again.
+        if !keys.set(&key, &kept) && keys.is_open() {
+            log("agentward: jwt-identity could not keep the issuer's keys in the key-value store");
+        }
+    }
+    true
 }
