@@ -122,6 +122,17 @@ max_wait_seconds = 15
     )
 }
 
+impl Drop for CibaVault {
+    /// Stops the vault and removes its folder (kept when the test failed,
+    /// for its log).
+    fn drop(&mut self) {
+        self.vault.stop();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 impl CibaVault {
     pub async fn start(name: &str) -> CibaVault {
         CibaVault::start_with(name, Some(0), "").await
