@@ -303,7 +303,7 @@ pub fn verdict(ok: bool) -> &'static str {
     if ok {
         "ok"
     } else {
-        "below target"
+        "target not met"
     }
 }
 
