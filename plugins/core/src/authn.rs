@@ -433,6 +433,22 @@ impl Authenticator {
         due
     }
 
+    /// The JWKS fetches a host that fetches within the request (Spin: an
+    /// instance per request, nothing in the background) makes before it
+    /// decides again: the keys a held request waits for, or the refetch an
+    /// unknown kid was granted (at most every `jwks_min_refetch_seconds`).
+    /// Empty: the decision stands.
+    pub fn fetches_for(&mut self, decision: &Decision, now_ms: u64) -> Vec<JwksFetch> {
+        let wanted = match (&decision.step, decision.waits_for, decision.verdict) {
+            (Step::Hold { .. }, Some(issuer), _) => Some(issuer),
+            (_, _, Verdict::Rejected(Rejection::UnknownKid)) => None,
+            _ => return Vec::new(),
+        };
+        let mut due = self.fetches_due(now_ms);
+        due.retain(|f| wanted.is_none_or(|issuer| f.issuer == issuer));
+        due
+    }
+
     /// Feeds a fetch's answer back. Returns whether the issuer now has keys.
     /// Only a 200 with a usable key set counts; anything else (a failure, a
     /// bad document, an answer over [`MAX_JWKS_BYTES`]) keeps the previous

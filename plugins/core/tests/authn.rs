@@ -467,15 +467,22 @@ fn a_kept_key_set_serves_the_next_instance_until_its_refresh_is_due() {
     let t2 = format!("Bearer {}", token(&k2));
     let d = next.decide(&head("/portfolio", Some(&t2)), t0 + 2_000, &PureRust);
     assert!(matches!(d.step, Step::Respond(_)));
-    assert!(next.fetches_due(t0 + 2_000).is_empty(), "rate-limited");
+    assert!(next.fetches_for(&d, t0 + 2_000).is_empty(), "rate-limited");
     let mut later = Authenticator::new(policy());
     assert!(later.jwks_restored(0, &kept, t0 + 31_000));
-    later.decide(&head("/portfolio", Some(&t2)), t0 + 31_000, &PureRust);
+    let d = later.decide(&head("/portfolio", Some(&t2)), t0 + 31_000, &PureRust);
     assert_eq!(
-        later.fetches_due(t0 + 31_000).len(),
+        later.fetches_for(&d, t0 + 31_000).len(),
         1,
         "the new key is fetched"
     );
+    // An allowed request fetches nothing; one held for keys fetches them.
+    let d = next.decide(&head("/portfolio", Some(&t)), t0 + 3_000, &PureRust);
+    assert!(next.fetches_for(&d, t0 + 3_000).is_empty());
+    let mut empty = Authenticator::new(policy());
+    let d = empty.decide(&head("/portfolio", Some(&t)), t0, &PureRust);
+    assert_eq!(d.waits_for, Some(0));
+    assert_eq!(empty.fetches_for(&d, t0).len(), 1);
 
     // From the refresh period on (default ten minutes), they are fetched again.
     let mut late = Authenticator::new(policy());

@@ -16,8 +16,7 @@
 //! fetches. Verified tokens are not cached across requests. Signatures are
 //! verified in pure Rust.
 
-use agentward_core::authn::{Authenticator, Decision, JwksFetch, RequestHead, Verdict};
-use agentward_core::jwt::Rejection;
+use agentward_core::authn::{Authenticator, Decision, JwksFetch, RequestHead};
 use agentward_core::response;
 use agentward_core::shared_cache::SharedCache;
 use agentward_core::signature::PureRust;
@@ -89,19 +88,17 @@ async fn decide(auth: &mut Authenticator, head: &Head, now: u64, keys: &mut KeyV
         token_header: token_header.as_deref().and_then(|name| head.header(name)),
     };
     let decision = auth.decide(&request, now, &PureRust);
-    let wanted = match (&decision.step, decision.waits_for, decision.verdict) {
-        (Step::Hold { .. }, Some(issuer), _) => Some(issuer),
-        (_, _, Verdict::Rejected(Rejection::UnknownKid)) => None,
-        _ => return decision,
-    };
+    let fetches = auth.fetches_for(&decision, now);
+    if fetches.is_empty() {
+        return decision;
+    }
     let mut fetched_any = false;
-    for fetch in auth.fetches_due(now) {
-        if wanted.is_some_and(|issuer| fetch.issuer != issuer) {
-            continue;
-        }
+    for fetch in fetches {
         fetched_any |= fetch_keys(auth, fetch, now, keys).await;
     }
-    if wanted.is_none() && !fetched_any {
+    // A refused kid whose refetch failed stays refused; a held request is
+    // decided again either way (without keys: 503).
+    if !fetched_any && decision.waits_for.is_none() {
         return decision;
     }
     auth.decide(&request, now_ms().unwrap_or(now), &PureRust)
