@@ -798,5 +798,4 @@ async fn a_bad_ciba_section_stops_the_vault_naming_the_field() {
         assert_eq!(code, Some(2), "{log}");
         assert!(log.contains(field), "{field} not in {log}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -200,5 +200,4 @@ async fn two_replicas_are_one_ciba_authority() {
         }
     }
     assert_eq!(issued, 1, "one token across both replicas");
-    let _ = std::fs::remove_dir_all(&dir);
 }

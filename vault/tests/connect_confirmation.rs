@@ -11,11 +11,10 @@ use agentward_vault::store::Store;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
-use std::path::PathBuf;
 use support::*;
 
 /// A vault on a fresh SQLite file whose upstream is never reached.
-async fn start(name: &str) -> (TestIssuer, VaultProcess, PathBuf) {
+async fn start(name: &str) -> (TestIssuer, VaultProcess, TempDir) {
     let dir = temp_dir(name);
     let issuer = TestIssuer::start().await;
     let vault = VaultProcess::start(VaultSettings {

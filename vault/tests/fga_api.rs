@@ -32,7 +32,7 @@ fn settings(
     }
 }
 
-async fn start_sqlite(name: &str) -> (VaultProcess, std::path::PathBuf) {
+async fn start_sqlite(name: &str) -> (VaultProcess, TempDir) {
     let dir = temp_dir(name);
     let db = format!("sqlite://{}", dir.join("vault.db").display());
     let vault = VaultProcess::start_with_env(

@@ -6,7 +6,6 @@ use crate::support::*;
 use axum::http::HeaderMap;
 use reqwest::header::{COOKIE, SET_COOKIE};
 use reqwest::{Client, Response};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,7 +91,8 @@ pub struct CibaVault {
     pub vault: VaultProcess,
     pub phone: Option<Phone>,
     pub http: Client,
-    pub dir: PathBuf,
+    /// Removed with the vault (declared after it: dropped after it).
+    pub dir: TempDir,
 }
 
 /// The `[ciba]` section the tests use (`extra` appended inside it), with
@@ -120,17 +120,6 @@ max_wait_seconds = 15
 {extra}
 {webhook}"#
     )
-}
-
-impl Drop for CibaVault {
-    /// Stops the vault and removes its folder (kept when the test failed,
-    /// for its log).
-    fn drop(&mut self) {
-        self.vault.stop();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
 }
 
 impl CibaVault {
