@@ -6,8 +6,9 @@
 
 use agentward_core::response::{self, LocalResponse};
 use agentward_core::step::{Answer, Callout, Edits};
-use spin_sdk::http::ResponseOutparam;
+use spin_sdk::http::conversions::TryIntoOutgoingRequest;
 use spin_sdk::http::{Fields, IncomingRequest, IncomingResponse, OutgoingResponse};
+use spin_sdk::http::{Method, OutgoingRequest, ResponseOutparam, Scheme};
 
 /// Headers that describe one connection, not the request: never copied
 /// from one hop to the next (and `wasi:http` refuses most of them).
@@ -100,13 +101,18 @@ async fn send_response(
 /// `max_answer_bytes` is [`Answer::TooLarge`], no answer [`Answer::Failed`].
 pub async fn call(call: &Callout) -> Answer {
     let origin = crate::config::cluster_origin(&call.cluster, &call.authority);
-    let mut builder = http::Request::builder()
-        .method(call.method)
-        .uri(format!("{origin}{}", call.path));
-    for (name, value) in &call.headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    let Ok(request) = builder.body(call.body.clone()) else {
+    let headers: Vec<(String, Vec<u8>)> = call
+        .headers
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_bytes().to_vec()))
+        .collect();
+    let Some(request) = Outgoing::new(
+        call.method,
+        &origin,
+        &call.path,
+        &headers,
+        call.body.clone(),
+    ) else {
         return Answer::Failed;
     };
     let response: IncomingResponse = match spin_sdk::http::send(request).await {
@@ -221,18 +227,16 @@ pub async fn send_on(head: &Head, body: Vec<u8>) -> Result<Upstream, LocalRespon
     };
     let next = next.trim_end_matches('/');
     let internal = crate::config::is_internal(next);
-    let mut builder = http::Request::builder()
-        .method(head.method.as_str())
-        .uri(format!("{next}{}", head.path));
-    for (name, value) in &head.headers {
-        if HOP_BY_HOP.contains(&name.as_str())
-            || (!internal && name.eq_ignore_ascii_case(crate::config::BINDING_HEADER))
-        {
-            continue;
-        }
-        builder = builder.header(name.as_str(), value.as_slice());
-    }
-    let Ok(request) = builder.body(body) else {
+    let headers: Vec<(String, Vec<u8>)> = head
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            !HOP_BY_HOP.contains(&name.as_str())
+                && (internal || !name.eq_ignore_ascii_case(crate::config::BINDING_HEADER))
+        })
+        .cloned()
+        .collect();
+    let Some(request) = Outgoing::new(&head.method, next, &head.path, &headers, body) else {
         return Err(response::unavailable(
             "header_edit_failed",
             "the gateway could not build the request to the next hop",
@@ -304,6 +308,64 @@ pub async fn forward(
 }
 
 pub use agentward_core::response::body_too_large;
+
+/// A request to another host with its whole body, as `spin_sdk::http::send`
+/// takes it (the SDK streams the body out). Built on the wasi:http types
+/// directly: the `http` crate's builder cost the components ~25 KiB.
+struct Outgoing(OutgoingRequest, Vec<u8>);
+
+impl Outgoing {
+    /// `method` to `origin` (`scheme://authority`, optionally with a path
+    /// prefix) and `path`; `None` when the origin is not http(s) or the host
+    /// refuses a header, the method, the authority or the path.
+    fn new(
+        method: &str,
+        origin: &str,
+        path: &str,
+        headers: &[(String, Vec<u8>)],
+        body: Vec<u8>,
+    ) -> Option<Outgoing> {
+        let (scheme, rest) = origin.split_once("://")?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            _ => return None,
+        };
+        let (authority, prefix) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
+        let request = OutgoingRequest::new(Fields::from_list(headers).ok()?);
+        request.set_method(&method_of(method)).ok()?;
+        request.set_scheme(Some(&scheme)).ok()?;
+        request.set_authority(Some(authority)).ok()?;
+        request
+            .set_path_with_query(Some(&format!("{prefix}{path}")))
+            .ok()?;
+        Some(Outgoing(request, body))
+    }
+}
+
+impl TryIntoOutgoingRequest for Outgoing {
+    type Error = std::convert::Infallible;
+
+    fn try_into_outgoing_request(self) -> Result<(OutgoingRequest, Option<Vec<u8>>), Self::Error> {
+        Ok((self.0, Some(self.1)))
+    }
+}
+
+/// The wasi:http method of a method name (as sent: methods are case-sensitive).
+fn method_of(name: &str) -> Method {
+    match name {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "CONNECT" => Method::Connect,
+        "OPTIONS" => Method::Options,
+        "TRACE" => Method::Trace,
+        "PATCH" => Method::Patch,
+        other => Method::Other(other.to_string()),
+    }
+}
 
 /// 502: the next hop could not be reached or read.
 fn bad_gateway(reason: &str, description: &str) -> LocalResponse {
