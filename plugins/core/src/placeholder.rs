@@ -316,8 +316,7 @@ impl Template {
 
 impl<'de> Deserialize<'de> for Template {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Template, D::Error> {
-        let source = String::deserialize(deserializer)?;
-        Template::parse(&source).map_err(serde::de::Error::custom)
+        crate::policy::parsed_str(deserializer, Template::parse)
     }
 }
 

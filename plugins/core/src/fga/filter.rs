@@ -111,8 +111,7 @@ impl schemars::JsonSchema for ObjectPattern {
 
 impl<'de> Deserialize<'de> for ObjectPattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ObjectPattern, D::Error> {
-        let source = String::deserialize(d)?;
-        ObjectPattern::parse(&source).map_err(serde::de::Error::custom)
+        crate::policy::parsed_str(d, ObjectPattern::parse)
     }
 }
 

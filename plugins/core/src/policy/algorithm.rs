@@ -77,21 +77,23 @@ impl Serialize for Algorithm {
 
 impl<'de> Deserialize<'de> for Algorithm {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        if let Some(alg) = Algorithm::from_name(&name) {
-            return Ok(alg);
-        }
-        let why = if name.eq_ignore_ascii_case("none") {
-            "unsigned tokens are never accepted"
-        } else if name.starts_with("HS") {
-            "symmetric algorithms cannot be verified with an issuer's public keys"
-        } else {
-            "expected one of ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA"
-        };
-        Err(serde::de::Error::custom(format!(
-            "algorithm `{name}` is not allowed: {why}"
-        )))
+        super::parsed_str(deserializer, allowed)
     }
+}
+
+/// The algorithm of an allow-list entry, or why it is refused.
+fn allowed(name: &str) -> Result<Algorithm, String> {
+    if let Some(alg) = Algorithm::from_name(name) {
+        return Ok(alg);
+    }
+    let why = if name.eq_ignore_ascii_case("none") {
+        "unsigned tokens are never accepted"
+    } else if name.starts_with("HS") {
+        "symmetric algorithms cannot be verified with an issuer's public keys"
+    } else {
+        "expected one of ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA"
+    };
+    Err(format!("algorithm `{name}` is not allowed: {why}"))
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 mod algorithm;
 mod identity;
 mod issuer;
+mod json_path;
+pub(crate) use json_path::parsed_str;
 mod route;
 #[cfg(feature = "schema")]
 mod schema;
@@ -118,12 +120,11 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> PolicyError 
 impl Policy {
     /// Parses and validates a policy document.
     pub fn parse(json: &[u8]) -> Result<Policy, PolicyError> {
-        let mut de = serde_json::Deserializer::from_slice(json);
-        let policy: Policy = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
+        let policy: Policy = serde_json::from_slice(json).map_err(|e| {
+            let syntax = e.classify() == serde_json::error::Category::Syntax;
+            let path = json_path::at(json, e.line(), e.column(), syntax);
             // serde_json appends "at line L column C": keep only the message.
-            let message = inner.to_string();
+            let message = e.to_string();
             let message = match message.rfind(" at line ") {
                 Some(at) => message[..at].to_string(),
                 None => message,

@@ -156,8 +156,7 @@ impl PathTemplate {
 
 impl<'de> Deserialize<'de> for PathTemplate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let source = String::deserialize(deserializer)?;
-        PathTemplate::parse(&source).map_err(serde::de::Error::custom)
+        super::json_path::parsed_str(deserializer, PathTemplate::parse)
     }
 }
 
