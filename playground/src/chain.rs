@@ -351,34 +351,9 @@ impl Head {
 
     /// Makes `edits`, and tells the step what was set and removed.
     fn apply(&mut self, edits: &Edits, step: &mut PluginStep) {
-        let replaced = |name: &str| {
-            edits.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
-                || edits.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
-                || matches!(&edits.set_one, Some((n, _)) if n.eq_ignore_ascii_case(name))
-        };
-        for (name, _) in self.headers.iter().filter(|(n, _)| replaced(n)) {
-            let set = edits.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-            if !set {
-                step.removed.push(name.clone());
-            }
-        }
-        self.headers.retain(|(name, _)| !replaced(name));
-        for (name, value) in edits.set.iter() {
-            self.headers
-                .push((name.to_ascii_lowercase(), value.clone()));
-            step.set.push((name.to_ascii_lowercase(), value.clone()));
-        }
-        match &edits.set_one {
-            Some((":path", path)) => {
-                self.path.clone_from(path);
-                step.set.push((":path".into(), path.clone()));
-            }
-            Some((name, value)) if !name.starts_with(':') => {
-                self.headers.push((name.to_string(), value.clone()));
-                step.set.push((name.to_string(), value.clone()));
-            }
-            _ => {}
-        }
+        let applied = edits.apply(&mut self.headers, &mut self.path, str::to_string);
+        step.removed.extend(applied.removed);
+        step.set.extend(applied.set);
     }
 }
 

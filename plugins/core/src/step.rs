@@ -48,6 +48,62 @@ impl Edits {
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.set.is_empty() && self.set_one.is_none()
     }
+
+    /// Makes the edits to a request kept as a list of headers (names in
+    /// lower case) and its path, as Envoy makes them: removed and replaced
+    /// headers leave, set ones come in, a `:path` edit changes the path.
+    /// `value` turns a set value into the list's value type. For hosts that
+    /// hold the request themselves (the Spin components, the playground).
+    pub fn apply<V>(
+        &self,
+        headers: &mut Vec<(String, V)>,
+        path: &mut String,
+        value: impl Fn(&str) -> V,
+    ) -> Applied {
+        let mut applied = Applied::default();
+        for (name, _) in headers.iter() {
+            let removed = self.remove.iter().any(|r| r.eq_ignore_ascii_case(name));
+            if removed && !self.sets(name) && !applied.removed.contains(name) {
+                applied.removed.push(name.clone());
+            }
+        }
+        headers.retain(|(name, _)| {
+            !self.remove.iter().any(|r| r.eq_ignore_ascii_case(name)) && !self.sets(name)
+        });
+        let mut set = |name: &str, v: &str| {
+            if name == ":path" {
+                v.clone_into(path);
+            } else {
+                headers.push((name.to_ascii_lowercase(), value(v)));
+            }
+            applied.set.push((name.to_ascii_lowercase(), v.to_string()));
+        };
+        for (name, v) in self.set.iter() {
+            set(name, v);
+        }
+        // Of the pseudo-headers, only `:path` is edited.
+        if let Some((name, v)) = &self.set_one {
+            if *name == ":path" || !name.starts_with(':') {
+                set(name, v);
+            }
+        }
+        applied
+    }
+
+    /// Whether the edits set header `name`.
+    fn sets(&self, name: &str) -> bool {
+        self.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+            || matches!(&self.set_one, Some((n, _)) if n.eq_ignore_ascii_case(name))
+    }
+}
+
+/// What [`Edits::apply`] did, names in lower case.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Headers the request had that were removed and not set again.
+    pub removed: Vec<String>,
+    /// Headers set, `:path` included.
+    pub set: Vec<(String, String)>,
 }
 
 /// What to do with a request (or a response) next.
@@ -285,5 +341,50 @@ mod tests {
             None
         );
         assert_eq!(Answer::Failed.status(), None);
+    }
+
+    #[test]
+    fn edits_apply_to_a_header_list_as_envoy_makes_them() {
+        let edits = Edits {
+            remove: vec!["x-agentward-sub".into(), "authorization".into()],
+            set: std::sync::Arc::new(vec![("X-Agentward-Sub".into(), "alice".into())]),
+            set_one: Some((":path", "/b".into())),
+        };
+        let mut headers: Vec<(String, String)> = [
+            ("x-agentward-sub", "mallory"),
+            ("cookie", "a"),
+            ("authorization", "Bearer t"),
+            ("cookie", "b"),
+            ("authorization", "Bearer u"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        let mut path = "/a".to_string();
+        let applied = edits.apply(&mut headers, &mut path, str::to_string);
+        assert_eq!(path, "/b");
+        let kept: Vec<_> = headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+        assert_eq!(kept, ["cookie: a", "cookie: b", "x-agentward-sub: alice"]);
+        assert_eq!(
+            applied.removed,
+            ["authorization"],
+            "set again is not removed"
+        );
+        assert_eq!(
+            applied.set,
+            [
+                ("x-agentward-sub".to_string(), "alice".to_string()),
+                (":path".to_string(), "/b".to_string())
+            ]
+        );
+        // A header set alone replaces every value the request had.
+        let mut headers = vec![("authorization".to_string(), b"Bearer t".to_vec())];
+        let set = Edits::set("authorization", "Bearer upstream".into());
+        let applied = set.apply(&mut headers, &mut path, |v| v.as_bytes().to_vec());
+        assert_eq!(
+            headers,
+            [("authorization".to_string(), b"Bearer upstream".to_vec())]
+        );
+        assert!(applied.removed.is_empty());
     }
 }

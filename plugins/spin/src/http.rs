@@ -160,23 +160,7 @@ impl Head {
     /// Makes `edits` to the request as it will go on: removed and replaced
     /// headers leave, set ones come in; a `:path` edit changes the path.
     pub fn apply(&mut self, edits: &Edits) {
-        let replaced = |name: &str| {
-            edits.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
-                || edits.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
-                || matches!(&edits.set_one, Some((n, _)) if n.eq_ignore_ascii_case(name))
-        };
-        self.headers.retain(|(name, _)| !replaced(name));
-        for (name, value) in edits.set.iter() {
-            self.headers
-                .push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
-        }
-        match &edits.set_one {
-            Some((":path", path)) => self.path.clone_from(path),
-            Some((name, value)) if !name.starts_with(':') => self
-                .headers
-                .push((name.to_string(), value.as_bytes().to_vec())),
-            _ => {}
-        }
+        edits.apply(&mut self.headers, &mut self.path, |v| v.as_bytes().to_vec());
     }
 
     /// What this request's identity proof is checked against: the binding
