@@ -536,6 +536,17 @@ impl Authenticator {
         true
     }
 
+    /// Loads each issuer's key set that earlier requests kept in a host's
+    /// store (under [`Authenticator::jwks_store_key`]), as
+    /// [`Authenticator::jwks_restored`] does for one.
+    pub fn restore_kept(&mut self, store: &impl crate::shared_cache::SharedCache, now_ms: u64) {
+        for issuer in 0..self.policy.issuers.len() {
+            if let Some(kept) = self.jwks_store_key(issuer).and_then(|k| store.get(&k)) {
+                self.jwks_restored(issuer, &kept, now_ms);
+            }
+        }
+    }
+
     /// Whether a fetch for this issuer is under way.
     pub fn fetch_in_flight(&self, issuer: usize) -> bool {
         self.schedule.get(issuer).is_some_and(Schedule::in_flight)

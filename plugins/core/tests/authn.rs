@@ -446,8 +446,11 @@ fn a_kept_key_set_serves_the_next_instance_until_its_refresh_is_due() {
     assert!(Authenticator::jwks_kept(&ok(b"<html>"), t0).is_none());
     assert!(Authenticator::jwks_kept(&Answer::Failed, t0).is_none());
 
+    // As a host restores it: from its store, under the key's name.
+    let mut store = agentward_core::shared_cache::MemoryCache::new();
+    agentward_core::shared_cache::SharedCache::set(&mut store, &key, &kept);
     let mut next = Authenticator::new(policy());
-    assert!(next.jwks_restored(0, &kept, t0 + 1_000));
+    next.restore_kept(&store, t0 + 1_000);
     assert!(
         next.fetches_due(t0 + 1_000).is_empty(),
         "no fetch: the keys are fresh"

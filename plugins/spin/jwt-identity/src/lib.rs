@@ -42,12 +42,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
         }
     }
     let mut keys = KeyValue::open();
-    for issuer in 0..auth.policy().issuers.len() {
-        let kept = auth.jwks_store_key(issuer).and_then(|k| keys.get(&k));
-        if let Some(kept) = kept {
-            auth.jwks_restored(issuer, &kept, now);
-        }
-    }
+    auth.restore_kept(&keys, now);
     let mut head = Head::of(&request);
     let decision = decide(&mut auth, &head, now, &mut keys).await;
     match decision.step {
