@@ -57,8 +57,17 @@ pub enum Users {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Listed {
     users: Box<[StoredUser]>,
-    /// (type, relation, start, end) of each run, in order; few per entry.
-    runs: Box<[(Box<str>, Box<str>, usize, usize)]>,
+    /// Each run, in order; few per entry.
+    runs: Box<[Run]>,
+}
+
+/// Where the users of one (type, relation) are in [`Listed`]'s users.
+#[derive(Debug, PartialEq, Eq)]
+struct Run {
+    type_name: Box<str>,
+    relation: Box<str>,
+    start: usize,
+    end: usize,
 }
 
 impl Listed {
@@ -66,8 +75,8 @@ impl Listed {
     fn run(&self, type_name: &str, relation: &str) -> &[StoredUser] {
         self.runs
             .iter()
-            .find(|(t, r, _, _)| &**t == type_name && &**r == relation)
-            .and_then(|(_, _, start, end)| self.users.get(*start..*end))
+            .find(|run| &*run.type_name == type_name && &*run.relation == relation)
+            .and_then(|run| self.users.get(run.start..run.end))
             .unwrap_or_default()
     }
 }
@@ -80,11 +89,18 @@ impl Users {
             return Users::Many;
         }
         rows.sort_unstable();
-        let mut runs: Vec<(Box<str>, Box<str>, usize, usize)> = Vec::new();
+        let mut runs: Vec<Run> = Vec::new();
         for (i, u) in rows.iter().enumerate() {
             match runs.last_mut() {
-                Some((t, r, _, end)) if *t == u.type_name && *r == u.relation => *end = i + 1,
-                _ => runs.push((u.type_name.clone(), u.relation.clone(), i, i + 1)),
+                Some(run) if run.type_name == u.type_name && run.relation == u.relation => {
+                    run.end = i + 1
+                }
+                _ => runs.push(Run {
+                    type_name: u.type_name.clone(),
+                    relation: u.relation.clone(),
+                    start: i,
+                    end: i + 1,
+                }),
             }
         }
         Users::Listed(Arc::new(Listed {
