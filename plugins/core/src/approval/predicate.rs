@@ -14,6 +14,7 @@
 //! otherwise do unapproved what the rule meant to hold.
 
 use super::field::{Facts, FieldRef};
+use crate::policy::Shape;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -239,22 +240,8 @@ impl<'de> Deserialize<'de> for Predicate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Predicate, D::Error> {
         // Checked inside the object's visit, so a refusal carries the
         // object's position (the policy's errors name fields by it).
-        struct Object;
-        impl<'de> serde::de::Visitor<'de> for Object {
-            type Value = Predicate;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a predicate object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<Predicate, A::Error> {
-                Written::deserialize(serde::de::value::MapAccessDeserializer::new(map))?
-                    .into_predicate()
-                    .map_err(serde::de::Error::custom)
-            }
-        }
-        deserializer.deserialize_map(Object)
+        let check = Written::into_predicate;
+        crate::policy::checked(deserializer, Shape::Object, "a predicate object", check)
     }
 }
 

@@ -8,6 +8,7 @@
 
 use crate::placeholder::{Facts, FieldRef};
 pub use crate::placeholder::{FillError, Template};
+use crate::policy::Shape;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -149,21 +150,13 @@ impl<'de> Deserialize<'de> for DetailsTemplate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DetailsTemplate, D::Error> {
         // Checked inside the array's visit, so a refusal carries the array's
         // position (the policy's errors name fields by it).
-        struct Array;
-        impl<'de> serde::de::Visitor<'de> for Array {
-            type Value = DetailsTemplate;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON array of objects, each with a `type` (RFC 9396)")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                seq: A,
-            ) -> Result<DetailsTemplate, A::Error> {
-                let value = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
-                DetailsTemplate::parse(value).map_err(serde::de::Error::custom)
-            }
-        }
-        deserializer.deserialize_seq(Array)
+        let expecting = "a JSON array of objects, each with a `type` (RFC 9396)";
+        crate::policy::checked(
+            deserializer,
+            Shape::Array,
+            expecting,
+            DetailsTemplate::parse,
+        )
     }
 }
 

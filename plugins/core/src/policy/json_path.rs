@@ -37,6 +37,52 @@ where
     deserializer.deserialize_str(Parse(parse))
 }
 
+/// The JSON shape a [`checked`] value is read as.
+pub enum Shape {
+    /// A JSON object.
+    Object,
+    /// A JSON array.
+    Array,
+}
+
+/// Deserializes a `W` of `shape` and checks it with `check` while the
+/// deserializer is still inside it, so a refusal carries the value's
+/// position and [`at`] names its field (as [`parsed_str`] does for strings).
+pub fn checked<'de, D, W, T, E>(
+    deserializer: D,
+    shape: Shape,
+    expecting: &'static str,
+    check: fn(W) -> Result<T, E>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    W: serde::Deserialize<'de>,
+    E: std::fmt::Display,
+{
+    use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+    use serde::de::{Error, MapAccess, SeqAccess};
+    struct Check<W, T, E>(&'static str, fn(W) -> Result<T, E>);
+    impl<'de, W: serde::Deserialize<'de>, T, E: std::fmt::Display> serde::de::Visitor<'de>
+        for Check<W, T, E>
+    {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            (self.1)(W::deserialize(MapAccessDeserializer::new(map))?).map_err(A::Error::custom)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
+            (self.1)(W::deserialize(SeqAccessDeserializer::new(seq))?).map_err(A::Error::custom)
+        }
+    }
+    let visitor = Check(expecting, check);
+    match shape {
+        Shape::Object => deserializer.deserialize_map(visitor),
+        Shape::Array => deserializer.deserialize_seq(visitor),
+    }
+}
+
 /// Where the walk is inside one container.
 enum Frame {
     /// Inside an object; the key whose value is being read, once read.

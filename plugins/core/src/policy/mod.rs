@@ -13,7 +13,7 @@ mod algorithm;
 mod identity;
 mod issuer;
 mod json_path;
-pub(crate) use json_path::parsed_str;
+pub(crate) use json_path::{checked, parsed_str, Shape};
 mod route;
 #[cfg(feature = "schema")]
 mod schema;
