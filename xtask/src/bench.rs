@@ -183,6 +183,9 @@ pub struct Options {
     /// Count instructions per request over this many requests (callgrind)
     /// instead of measuring req/s; 0: off.
     instructions: usize,
+    /// Configurations added beside the ones measured, each with one wasm
+    /// file swapped (`--variant`); counted with `--instructions` only.
+    variants: Vec<instructions::Variant>,
 }
 
 impl Options {
@@ -193,6 +196,7 @@ impl Options {
             tokens: 60_000,
             only: Vec::new(),
             instructions: 0,
+            variants: Vec::new(),
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -207,8 +211,12 @@ impl Options {
                 "--tokens" => o.tokens = number(value)?.max(100),
                 "--only" => o.only = value.split(',').map(str::to_string).collect(),
                 "--instructions" => o.instructions = number(value)?.max(1),
+                "--variant" => o.variants.push(instructions::Variant::parse(value)?),
                 _ => return Err(format!("unknown bench option {flag}")),
             }
+        }
+        if !o.variants.is_empty() && o.instructions == 0 {
+            return Err("--variant is counted with --instructions N only".into());
         }
         Ok(o)
     }
@@ -346,6 +354,7 @@ pub fn run(options: Options) -> Result {
             vault_stack.as_ref(),
             &dir,
             options.instructions,
+            &options.variants,
         );
     }
     let mut samples: HashMap<&str, Vec<Sample>> = HashMap::new();

@@ -32,6 +32,7 @@ commands:
   schema [--check]   policies/agentward.schema.json from the policy's Rust types;
                      --check: fail when the file is stale (cargo test checks it too)
   bench [--rounds N] [--window SECONDS] [--tokens N] [--only a,b] [--instructions N]
+        [--variant CONFIG:FILE=PATH]...
                      side by side: bare Envoy, native jwt_authn (with and without cache),
                      jwt-identity (fresh and repeated tokens), jwt-identity + token-exchange
                      (warm cache), and the vault's exchange endpoint (needs wrk);
@@ -43,7 +44,10 @@ commands:
                      latency; --only approval-held: 1,000 requests held on one worker;
                      --only vault-ciba: the vault's POST /bc-authorize requests/s;
                      --instructions N: instead of req/s, CPU instructions per request over
-                     N requests, counted by callgrind (needs valgrind; repeatable to 0.1%)";
+                     N requests, counted by callgrind (needs valgrind; repeatable to 0.1%),
+                     and how they split between Envoy's code, generated code (wasm, V8's
+                     wrappers) and libc; --variant scope-fga-cached:scope_fga.wasm=x.wasm
+                     counts that configuration again with x.wasm in place of scope_fga.wasm";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
