@@ -5,6 +5,7 @@
 pub mod approval;
 pub mod authn;
 pub mod bearer;
+pub mod bytes;
 pub mod cache;
 pub mod clock;
 pub mod der;

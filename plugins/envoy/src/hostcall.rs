@@ -6,6 +6,7 @@
 //! imports are declared here and every wrapper returns `Result<_, Status>`;
 //! `clippy.toml` refuses the SDK's panicking functions in the plugins.
 
+use agentward_core::bytes;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 use std::time::Duration;
 
@@ -194,12 +195,12 @@ impl Headers {
         let mut seen = [false; N];
         let mut left = N;
         for (name, value) in self.pairs() {
-            let Some(i) = names.iter().position(|n| n.as_bytes() == name) else {
+            let Some(i) = names.iter().position(|n| bytes::eq(n.as_bytes(), name)) else {
                 continue;
             };
             if !seen[i] {
                 seen[i] = true;
-                found[i] = std::str::from_utf8(value).ok();
+                found[i] = bytes::utf8(value);
                 left -= 1;
                 if left == 0 {
                     break;
@@ -213,8 +214,8 @@ impl Headers {
     /// when it is there and UTF-8.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs()
-            .find(|(n, _)| *n == name.as_bytes())
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .find(|(n, _)| bytes::eq(n, name.as_bytes()))
+            .and_then(|(_, v)| bytes::utf8(v))
     }
 }
 

@@ -17,6 +17,7 @@ use super::mcp::{hidden_named_get, hidden_tool_call, ListKind, ListRun, Visibili
 use super::rule::Authorization;
 use super::service::FgaService;
 use super::FgaRule;
+use crate::bytes;
 use crate::cache::{TokenCache, TokenKey};
 use crate::identity::ReceivedIdentity;
 use crate::mcp::{self as mcp_rpc, McpHeaders};
@@ -272,7 +273,7 @@ impl Remembered {
                 .identity
                 .iter()
                 .zip(identity.values())
-                .all(|(kept, now)| kept.as_deref() == *now)
+                .all(|(kept, now)| bytes::eq_opt(kept.as_deref(), *now))
     }
 }
 
