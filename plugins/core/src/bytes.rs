@@ -5,22 +5,17 @@
 //! step does the same work in a fraction of the instructions (scope-fga's
 //! cached decision compares ~500 bytes of identity headers per request).
 
-/// The eight bytes at the start of `chunk` (exactly eight long) as a word.
-fn word(chunk: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(chunk);
-    u64::from_ne_bytes(w)
-}
-
 /// Whether `a` and `b` hold the same bytes (not in constant time: for
 /// public values, see `proof::same` for secrets).
 pub fn eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (a_rest, b_rest) = (a8.remainder(), b8.remainder());
-    a8.zip(b8).all(|(x, y)| word(x) == word(y)) && a_rest.iter().eq(b_rest)
+    let ((a8, a_rest), (b8, b_rest)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
+    a8.iter()
+        .zip(b8)
+        .all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y))
+        && a_rest.iter().eq(b_rest)
 }
 
 /// `Option<&str>`s that are both absent or hold the same text.
@@ -36,9 +31,9 @@ pub fn eq_opt(a: Option<&str>, b: Option<&str>) -> bool {
 /// plugin reads, in practice) is recognised eight bytes at a time.
 pub fn utf8(bytes: &[u8]) -> Option<&str> {
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let chunks = bytes.chunks_exact(8);
-    let rest = chunks.remainder();
-    if chunks.fold(0, |acc, c| acc | word(c)) & HIGH == 0 && rest.is_ascii() {
+    let (words, rest) = bytes.as_chunks::<8>();
+    let high = words.iter().fold(0, |acc, w| acc | u64::from_ne_bytes(*w)) & HIGH;
+    if high == 0 && rest.is_ascii() {
         // SAFETY: every byte is below 0x80: ASCII, which is UTF-8.
         return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
     }
