@@ -3,7 +3,8 @@ OpenFGA-compatible API on (a preshared key), a store seeded through that API
 with a model from policies/*.fga (turned into JSON by the real `fga` CLI,
 `fga model transform`) and the tuples of its OpenFGA model test
 (policies/*.fga.yaml), and Envoy on envoy/scope-fga.yaml
-(jwt-identity → scope-fga) pointed at that store."""
+(jwt-identity → scope-fga) or envoy/identity-fga.yaml (the two in one
+filter) pointed at that store."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from vault_stack import VAULT_BIN, VAULT_CONFIG, _stop, _wait_http, render_ports
 
 FGA_CLI = ROOT / ".tools/venv/bin/fga"
 SCOPE_FGA_CONFIG = ROOT / "envoy/scope-fga.yaml"
+# The same gateway as one filter (identity_fga.wasm: jwt-identity and scope-fga in one module).
+IDENTITY_FGA_CONFIG = ROOT / "envoy/identity-fga.yaml"
 RAG_MODEL = ROOT / "policies/stock-trade-rag.fga"
 RAG_TESTS = ROOT / "policies/stock-trade-rag.fga.yaml"
 
@@ -30,6 +33,7 @@ def missing_pieces() -> list[str]:
     for path, how in [
         (VAULT_BIN, "cargo xtask build"),
         (ROOT / "target/wasm32-wasip1/release/scope_fga.wasm", "cargo xtask build"),
+        (ROOT / "target/wasm32-wasip1/release/identity_fga.wasm", "cargo xtask build"),
         (FGA_CLI, "cargo xtask setup"),
     ]:
         if not path.exists():
@@ -99,9 +103,13 @@ def shipped_policy() -> dict:
     return embedded_policies(SCOPE_FGA_CONFIG.read_text())[0]
 
 
-def gateway(name: str, workdir: Path, ports: dict[str, int], policy: dict, concurrency: int = 1) -> Envoy:
-    """Envoy on envoy/scope-fga.yaml with these ports and this policy (started)."""
-    envoy = Envoy(name, render(SCOPE_FGA_CONFIG.read_text(), ports, policy), workdir, ports, concurrency)
+def gateway(
+    name: str, workdir: Path, ports: dict[str, int], policy: dict, concurrency: int = 1, one_filter: bool = False
+) -> Envoy:
+    """Envoy on envoy/scope-fga.yaml (`one_filter`: envoy/identity-fga.yaml)
+    with these ports and this policy (started)."""
+    config = IDENTITY_FGA_CONFIG if one_filter else SCOPE_FGA_CONFIG
+    envoy = Envoy(name, render(config.read_text(), ports, policy), workdir, ports, concurrency)
     envoy.start()
     return envoy
 

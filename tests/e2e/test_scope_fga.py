@@ -1,5 +1,6 @@
 """scope-fga end to end: real Envoy on envoy/scope-fga.yaml (jwt-identity →
-scope-fga → the stock-trade upstream), the real vault's OpenFGA-compatible
+scope-fga → the stock-trade upstream) and on envoy/identity-fga.yaml (the
+two in one filter), the Spin components, the real vault's OpenFGA-compatible
 API as the FGA server, seeded through that API with
 policies/stock-trade-rag.fga and the tuples of its model test."""
 
@@ -87,10 +88,11 @@ def _policy(ports: dict, store: str, vault_port: int) -> dict:
     return policy
 
 
-@pytest.fixture(scope="module", params=["envoy", "spin"])
+@pytest.fixture(scope="module", params=["envoy", "envoy-one-filter", "spin"])
 def fga_gateway(request, idp, upstream_port, fga_vault, store, tmp_path_factory):
-    """jwt-identity → scope-fga in each host: Envoy (two workers) and the
-    Spin components in `host-test serve`, on one vault and one store."""
+    """jwt-identity → scope-fga in each host: Envoy (two workers) as two
+    filters and as one (identity_fga.wasm), and the Spin components in
+    `host-test serve`, on one vault and one store."""
     assert idp.idp.issuer == ISSUER, "the test IdP's issuer is the shipped policy's"
     ports = default_ports(upstream=upstream_port, idp=idp.port, vault=fga_vault.port)
     policy = _policy(ports, store, fga_vault.port)
@@ -98,7 +100,8 @@ def fga_gateway(request, idp, upstream_port, fga_vault, store, tmp_path_factory)
     if request.param == "spin":
         host = spin_gateway("scope-fga", workdir, ports, policy)
     else:
-        host = gateway("scope-fga", workdir, ports, policy, concurrency=2)
+        one_filter = request.param == "envoy-one-filter"
+        host = gateway(f"scope-fga-{request.param}", workdir, ports, policy, concurrency=2, one_filter=one_filter)
     yield Gateway(host, policy, idp.idp, request.param)
     host.stop()
 
@@ -193,9 +196,11 @@ def test_a_forged_identity_header_does_not_pass(fga_gateway):
     assert r.status_code == 403, r.text
 
 
-def test_the_fga_service_down_is_503_never_forwarded(idp, upstream_port, tmp_path_factory, store):
+@pytest.mark.parametrize("one_filter", [False, True], ids=["two-filters", "one-filter"])
+def test_the_fga_service_down_is_503_never_forwarded(idp, upstream_port, tmp_path_factory, store, one_filter):
     ports = default_ports(upstream=upstream_port, idp=idp.port, vault=free_port())
-    envoy = gateway("scope-fga-down", tmp_path_factory.mktemp("fga-down"), ports, _policy(ports, store, 0))
+    workdir = tmp_path_factory.mktemp("fga-down")
+    envoy = gateway("scope-fga-down", workdir, ports, _policy(ports, store, 0), one_filter=one_filter)
     try:
         g = Gateway(envoy, _policy(ports, store, 0), idp.idp)
         r = g.call("GET", "/research/nvda-note", g.token())
@@ -220,6 +225,75 @@ def test_both_filters_read_the_same_policy_and_the_key_comes_from_the_environmen
     assert jwt == fga
     assert fga["fga"]["preshared_key_env"] == "AGENTWARD_FGA_KEY" and "preshared_key" not in fga["fga"]
     assert "host_env_keys: [AGENTWARD_FGA_KEY]" in text
+
+
+def test_the_one_filter_gateway_reads_the_two_filters_policy():
+    from fga_stack import IDENTITY_FGA_CONFIG, SCOPE_FGA_CONFIG
+    from stack import embedded_policies
+
+    text = IDENTITY_FGA_CONFIG.read_text()
+    (one,) = embedded_policies(text)
+    assert one == embedded_policies(SCOPE_FGA_CONFIG.read_text())[0]
+    assert "host_env_keys: [AGENTWARD_FGA_KEY]" in text and "scope_fga.wasm" not in text
+
+
+@pytest.mark.parametrize("one_filter", [False, True], ids=["two-filters", "one-filter"])
+def test_a_request_held_for_the_issuer_s_keys_is_then_checked(idp, upstream_port, fga_vault, tmp_path_factory, one_filter):
+    """A request that comes while the issuer's keys are being fetched is held
+    by jwt-identity; when they arrive it is verified and its FGA check made.
+    In the one filter the root decides it and makes the check: the answer
+    comes to the root and goes back to the request."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class SlowJwks(BaseHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(3)
+            body = json.dumps(idp.idp.jwks()).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    jwks = ThreadingHTTPServer(("127.0.0.1", 0), SlowJwks)
+    threading.Thread(target=jwks.serve_forever, daemon=True).start()
+    store = fga_vault.seed()  # a fresh store: no decision is cached
+    ports = default_ports(upstream=upstream_port, idp=jwks.server_port, vault=fga_vault.port)
+    policy = _policy(ports, store, fga_vault.port)
+    policy["issuers"][0]["jwks_timeout_ms"] = 8000
+    name = "held-one" if one_filter else "held-two"
+    envoy = gateway(name, tmp_path_factory.mktemp(name), ports, policy, one_filter=one_filter)
+    try:
+        g = Gateway(envoy, policy, idp.idp)
+        answers = {}
+
+        def ask(key, path):
+            answers[key] = g.call("GET", path, g.token())
+
+        asks = [
+            threading.Thread(target=ask, args=("allowed", "/research/nvda-note")),
+            threading.Thread(target=ask, args=("denied", "/research/outlook")),
+        ]
+        for t in asks:
+            t.start()
+        time.sleep(0.5)
+        assert all(t.is_alive() for t in asks), f"not held: {[(k, a.status_code, a.text) for k, a in answers.items()]}"
+        for t in asks:
+            t.join(20)
+        assert answers["allowed"].status_code == 200, answers["allowed"].text
+        assert answers["allowed"].json()["seen_headers"]["x-agentward-sub"] == "alice"
+        assert answers["denied"].status_code == 403, answers["denied"].text
+        assert answers["denied"].json()["relation"] == "can_read"
+        assert envoy.counter("agentward.jwt.keys_pending") >= 2
+        assert envoy.counter("agentward.fga.fga_call") >= 2
+    finally:
+        jwks.shutdown()
+        envoy.stop()
 
 
 def test_the_demo_s_research_steps_go_as_expected(fga_gateway, idp):

@@ -70,10 +70,11 @@ def fga_vault(tmp_path_factory):
     vault.stop()
 
 
-@pytest.fixture(scope="module", params=["envoy", "spin"])
+@pytest.fixture(scope="module", params=["envoy", "envoy-one-filter", "spin"])
 def mcp_gateway(request, idp, mcp_server, fga_vault, tmp_path_factory):
     """jwt-identity → scope-fga in front of the SDK server, in each host
-    (Envoy, and the Spin components in `host-test serve`)."""
+    (Envoy as two filters and as one, and the Spin components in
+    `host-test serve`)."""
     store = fga_vault.seed()
     ports = default_ports(upstream=mcp_server, idp=idp.port, vault=fga_vault.port)
     policy = json.loads(render(json.dumps(copy.deepcopy(shipped_policy())), ports))
@@ -89,7 +90,8 @@ def mcp_gateway(request, idp, mcp_server, fga_vault, tmp_path_factory):
     if request.param == "spin":
         envoy = spin_gateway("scope-fga-mcp", workdir, ports, policy)
     else:
-        envoy = gateway("scope-fga-mcp", workdir, ports, policy)
+        one_filter = request.param == "envoy-one-filter"
+        envoy = gateway(f"scope-fga-mcp-{request.param}", workdir, ports, policy, one_filter=one_filter)
     yield envoy, policy
     envoy.stop()
 

@@ -119,6 +119,15 @@ const SETUPS: &[Setup] = &[
         tokens: Tokens::Repeated,
         path: PATH,
     },
+    // The same gateway as one filter (identity_fga.wasm): one context and
+    // one read of the request for the two.
+    Setup {
+        name: "identity-fga-cached",
+        config: "envoy/bench/identity-fga.yaml",
+        key: Key::Fga,
+        tokens: Tokens::Repeated,
+        path: PATH,
+    },
     // RAG filtering of a 50-item answer (envoy/bench/upstream.yaml's
     // /research/ routes), against the same answer on a route without a
     // filter, through the same chain: the items' decisions cached after
@@ -164,6 +173,7 @@ const RATIOS: &[(&str, &str, Option<f64>)] = &[
     ("jwt-identity-repeated", "native-cache", None),
     ("token-exchange-warm", "jwt-identity-repeated", Some(0.9)),
     ("scope-fga-cached", "jwt-identity-repeated", Some(0.9)),
+    ("identity-fga-cached", "jwt-identity-repeated", Some(0.9)),
     ("rag-filtered", "rag-unfiltered", None),
     ("rag-filtered-uncached", "rag-unfiltered", None),
 ];

@@ -7,8 +7,15 @@ pub mod optimize;
 use crate::{cargo, root, run_visible, Result};
 use std::path::PathBuf;
 
-/// Plugin crates in chain order; a missing crate is skipped.
-pub const PLUGINS: &[&str] = &["jwt-identity", "scope-fga", "ciba-hold", "token-exchange"];
+/// Plugin crates in chain order (`identity-fga` is jwt-identity and
+/// scope-fga in one filter); a missing crate is skipped.
+pub const PLUGINS: &[&str] = &[
+    "jwt-identity",
+    "scope-fga",
+    "identity-fga",
+    "ciba-hold",
+    "token-exchange",
+];
 
 pub const WASM_TARGET: &str = "wasm32-wasip1";
 

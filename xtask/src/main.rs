@@ -35,7 +35,9 @@ commands:
         [--variant CONFIG:FILE=PATH]...
                      side by side: bare Envoy, native jwt_authn (with and without cache),
                      jwt-identity (fresh and repeated tokens), jwt-identity + token-exchange
-                     (warm cache), and the vault's exchange endpoint (needs wrk);
+                     (warm cache), jwt-identity + scope-fga as two filters and as one
+                     (identity-fga, decision cached), RAG filtering, and the vault's
+                     exchange endpoint (needs wrk);
                      --only fga-vault: the vault's FGA check, batch-check and
                      list-objects over 100,000 tuples (SQLite, and PostgreSQL if local);
                      --only spin: the Spin components in host-test serve against a direct call

@@ -116,6 +116,8 @@ pub fn run() -> Result {
             "-p",
             "scope-fga",
             "-p",
+            "identity-fga",
+            "-p",
             "agentward-envoy",
             "--",
             "-D",

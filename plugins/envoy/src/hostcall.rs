@@ -136,7 +136,7 @@ unsafe fn returned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
 }
 
 /// Serializes a header map as the ABI wants: count, sizes, NUL-terminated bytes.
-fn serialize(headers: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn serialize(headers: &[(&str, &str)]) -> Vec<u8> {
     let mut size = 4;
     for (n, v) in headers {
         size += 8 + n.len() + v.len() + 2;

@@ -3,9 +3,11 @@
 //! and a panic in Envoy kills the worker's VM: the calls a request path makes
 //! go through [`hostcall`], which returns the status instead.
 
+pub mod fga;
 pub mod held;
 pub mod hostcall;
 pub mod identity;
+pub mod jwt;
 pub mod metrics;
 pub mod proof;
 pub mod request_body;

@@ -8,21 +8,13 @@
 //! steps (`agentward_envoy::step`, `agentward_envoy::response_body`),
 //! dispatch its calls, count its verdicts.
 
-use agentward_core::clock::TickClock;
-use agentward_core::fga::gate::{
-    BodyPlan, Decision, Gate, Pending, RequestHead, ResponsePlan, ResponseRun, Verdict,
-};
+use agentward_core::fga::gate::{Gate, RequestHead};
 use agentward_core::identity::ReceivedIdentity;
-use agentward_core::mcp::{self, McpHeaders};
-use agentward_core::response;
-use agentward_core::step::{Answer, BodyStep, Step};
-use agentward_envoy::request_body::{self, BodyRead, Started};
-use agentward_envoy::response_body::{self, Chunk, Rewrite};
-use agentward_envoy::step::{self, Carried, Phase};
-use agentward_envoy::{hostcall, log, now_ms, respond, Counter, SharedData};
+use agentward_core::mcp::McpHeaders;
+use agentward_envoy::fga::{FgaPlugin, FgaStream, HEAD, TICK_SECONDS};
+use agentward_envoy::{hostcall, log};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -42,70 +34,9 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| Box::new(Root::default()));
 }}
 
-/// The request headers the gate reads, in one pass over the map.
-const HEAD: [&str; 13] = {
-    let id = ReceivedIdentity::HEADERS;
-    [
-        ":method",
-        ":path",
-        "authorization",
-        mcp::METHOD_HEADER,
-        mcp::NAME_HEADER,
-        id[0],
-        id[1],
-        id[2],
-        id[3],
-        id[4],
-        id[5],
-        id[6],
-        id[7],
-    ]
-};
-
-struct Plugin {
-    gate: RefCell<Gate>,
-    /// The counters of [`Verdict::COUNTED`], in that order.
-    counters: [Counter; 9],
-    /// Responses cut, and responses that could not be (replaced by a refusal).
-    filtered: Counter,
-    filter_refused: Counter,
-    /// Allowed requests not yet added to their counter: a request decided
-    /// from the cache then makes no metric call (added on tick).
-    allowed: Cell<u64>,
-    /// The host's clock, read once a tick (ahead, never behind: a cached
-    /// decision expires up to a tick early, never late).
-    clock: TickClock,
-}
-
-impl Plugin {
-    fn count(&self, verdict: Verdict) {
-        if verdict == Verdict::Allowed {
-            self.allowed.set(self.allowed.get() + 1);
-        } else if let Some(i) = Verdict::COUNTED.iter().position(|v| *v == verdict) {
-            self.counters[i].inc();
-        }
-    }
-
-    fn counter(&self, verdict: Verdict) -> Counter {
-        let i = Verdict::COUNTED.iter().position(|v| *v == verdict);
-        i.map_or(Counter::default(), |i| self.counters[i])
-    }
-
-    /// Unix milliseconds for the decision cache; 0 when the host cannot
-    /// tell (no cached decision is then fresh: the service is asked).
-    fn now_ms(&self) -> u64 {
-        self.clock
-            .now(|| now_ms().map_or(0, |ms| ms / 1000))
-            .saturating_mul(1000)
-    }
-}
-
-/// Seconds between ticks (the clock's resolution, and how late counters are).
-const TICK_SECONDS: u64 = 1;
-
 #[derive(Default)]
 struct Root {
-    plugin: Option<Rc<Plugin>>,
+    plugin: Option<Rc<FgaPlugin>>,
 }
 
 impl Context for Root {}
@@ -115,14 +46,7 @@ impl RootContext for Root {
         let Some(gate) = agentward_envoy::after_identity(Gate::new) else {
             return false;
         };
-        self.plugin = Some(Rc::new(Plugin {
-            gate: RefCell::new(gate),
-            counters: Verdict::COUNTED.map(|v| Counter::define(v.metric())),
-            filtered: Counter::define("agentward.fga.filtered"),
-            filter_refused: Counter::define("agentward.fga.filter_refused"),
-            allowed: Cell::new(0),
-            clock: TickClock::new(TICK_SECONDS),
-        }));
+        self.plugin = Some(Rc::new(FgaPlugin::new(gate)));
         if hostcall::set_tick_period(Duration::from_secs(TICK_SECONDS)).is_err() {
             log(
                 LogLevel::Warn,
@@ -134,25 +58,12 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(plugin) = &self.plugin {
-            if let Ok(ms) = now_ms() {
-                plugin.clock.tick(ms / 1000);
-            }
-            plugin
-                .counter(Verdict::Allowed)
-                .add(plugin.allowed.replace(0));
+            plugin.tick();
         }
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request {
-            plugin: self.plugin.clone(),
-            waiting: Waiting::Nothing,
-            plan: None,
-            rewrite: None,
-            event_stream: false,
-            reading: None,
-            headers_only: false,
-        }))
+        Some(Box::new(Request(FgaStream::new(self.plugin.clone()))))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -160,213 +71,19 @@ impl RootContext for Root {
     }
 }
 
-/// What a call's answer is for, with the largest answer read.
-enum Waiting {
-    Nothing,
-    /// The request's checks.
-    Request(Box<Pending>, usize),
-    /// The response's checks.
-    Response(ResponseRun, usize),
-}
-
-struct Request {
-    plugin: Option<Rc<Plugin>>,
-    waiting: Waiting,
-    /// How the response is to be cut, once the request went on.
-    plan: Option<ResponsePlan>,
-    rewrite: Option<Rewrite>,
-    /// The response is `text/event-stream`.
-    event_stream: bool,
-    /// An MCP request's body being read, and what to decide on it with.
-    reading: Option<(BodyRead, BodyPlan)>,
-    /// `end_of_stream` came with the request headers.
-    headers_only: bool,
-}
-
-impl Request {
-    /// Counts and carries out a decision on the request; a call that
-    /// cannot be dispatched is decided again as a failed one.
-    fn carry_out(&mut self, plugin: &Plugin, decision: Decision, phase: Phase) -> Action {
-        plugin.count(decision.verdict);
-        if let Step::ReadBody { edits, max_bytes } = &decision.step {
-            let Some(plan) = decision.body else {
-                return Action::Continue;
-            };
-            return match request_body::start(edits, *max_bytes, self.headers_only) {
-                Started::Read(reader) => {
-                    self.reading = Some((reader, plan));
-                    Action::Continue
-                }
-                // Ended with its headers: decided now, headers still held.
-                Started::Whole => self.decide_body(plugin, &plan, &[], 0),
-                Started::Answered => Action::Pause,
-            };
-        }
-        match step::carry_out(&decision.step, phase) {
-            Carried::CallFailed(_) => {
-                let Some(pending) = decision.pending else {
-                    return Action::Pause;
-                };
-                let failed = plugin.gate.borrow().answered(
-                    pending,
-                    &Answer::Failed,
-                    &mut SharedData,
-                    plugin.now_ms(),
-                );
-                self.carry_out(plugin, failed, phase)
-            }
-            Carried::Called(_) => {
-                if let (Some(pending), Step::Call(call)) = (decision.pending, &decision.step) {
-                    self.waiting = Waiting::Request(Box::new(pending), call.max_answer_bytes);
-                }
-                Action::Pause
-            }
-            carried => {
-                if carried == Carried::Continue {
-                    self.plan = decision.response;
-                }
-                carried.action()
-            }
-        }
-    }
-
-    /// Decides an MCP request on its whole body and carries it out in the
-    /// body callback (`body_size`: the buffered body's).
-    fn decide_body(
-        &mut self,
-        plugin: &Plugin,
-        plan: &BodyPlan,
-        body: &[u8],
-        body_size: usize,
-    ) -> Action {
-        let decision = plugin
-            .gate
-            .borrow()
-            .decide_body(plan, body, &SharedData, plugin.now_ms());
-        self.carry_out_on_body(plugin, decision, body_size)
-    }
-
-    fn carry_out_on_body(
-        &mut self,
-        plugin: &Plugin,
-        decision: Decision,
-        body_size: usize,
-    ) -> Action {
-        plugin.count(decision.verdict);
-        let step = match &decision.step {
-            Step::Call(call) => BodyStep::Call(call.clone()),
-            Step::Respond(answer) => BodyStep::Respond(answer.clone()),
-            _ => BodyStep::Keep,
-        };
-        match request_body::carry_out(&step, body_size) {
-            Carried::CallFailed(_) => {
-                let Some(pending) = decision.pending else {
-                    return Action::Pause;
-                };
-                let failed = plugin.gate.borrow().answered(
-                    pending,
-                    &Answer::Failed,
-                    &mut SharedData,
-                    plugin.now_ms(),
-                );
-                self.carry_out_on_body(plugin, failed, body_size)
-            }
-            Carried::Called(_) => {
-                if let (Some(pending), BodyStep::Call(call)) = (decision.pending, &step) {
-                    self.waiting = Waiting::Request(Box::new(pending), call.max_answer_bytes);
-                }
-                Action::Pause
-            }
-            carried => {
-                if carried == Carried::Continue {
-                    self.plan = decision.response;
-                }
-                carried.action()
-            }
-        }
-    }
-
-    /// Carries out a decision on the response body.
-    fn carry_out_body(
-        &mut self,
-        plugin: &Plugin,
-        step: BodyStep,
-        run: Option<ResponseRun>,
-        phase: Phase,
-    ) -> Action {
-        match (&step, response_body::carry_out(&step, phase)) {
-            (_, Carried::CallFailed(_)) => {
-                let Some(mut run) = run else {
-                    return Action::Continue;
-                };
-                let next = plugin.gate.borrow().response_answered(
-                    &mut run,
-                    &Answer::Failed,
-                    &mut SharedData,
-                    plugin.now_ms(),
-                );
-                self.carry_out_body(plugin, next, Some(run), phase)
-            }
-            (BodyStep::Call(call), Carried::Called(_)) => {
-                if let Some(run) = run {
-                    self.waiting = Waiting::Response(run, call.max_answer_bytes);
-                }
-                Action::Pause
-            }
-            (BodyStep::Replace(_), carried) => {
-                plugin.filtered.inc();
-                carried.action()
-            }
-            (BodyStep::Respond(_), carried) => {
-                plugin.filter_refused.inc();
-                carried.action()
-            }
-            (_, carried) => carried.action(),
-        }
-    }
-}
+struct Request(FgaStream);
 
 impl Context for Request {
     fn on_http_call_response(&mut self, _: u32, num_headers: usize, body_size: usize, _: usize) {
-        let Some(plugin) = self.plugin.clone() else {
-            return;
-        };
-        match std::mem::replace(&mut self.waiting, Waiting::Nothing) {
-            Waiting::Nothing => {}
-            Waiting::Request(pending, max_bytes) => {
-                let answer = step::read_answer(num_headers, body_size, max_bytes);
-                let decision = plugin.gate.borrow().answered(
-                    *pending,
-                    &answer,
-                    &mut SharedData,
-                    plugin.now_ms(),
-                );
-                self.carry_out(&plugin, decision, Phase::Held);
-            }
-            Waiting::Response(mut run, max_bytes) => {
-                let answer = step::read_answer(num_headers, body_size, max_bytes);
-                let next = plugin.gate.borrow().response_answered(
-                    &mut run,
-                    &answer,
-                    &mut SharedData,
-                    plugin.now_ms(),
-                );
-                self.carry_out_body(&plugin, next, Some(run), Phase::Held);
-            }
-        }
+        self.0.on_call_answer(num_headers, body_size);
     }
 }
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        self.headers_only = end_of_stream;
-        let Some(plugin) = self.plugin.clone() else {
-            respond(&response::unavailable(
-                "not_configured",
-                "the scope-fga filter has no valid policy",
-            ));
-            return Action::Pause;
-        };
+        if !self.0.configured() {
+            return self.0.on_head(&RequestHead::default(), end_of_stream);
+        }
         let headers = hostcall::request_headers().unwrap_or_default();
         let [method, path, authorization, mcp_method, mcp_name, id @ ..] = headers.get_many(HEAD);
         let binding = agentward_envoy::identity::binding(authorization);
@@ -380,119 +97,26 @@ impl HttpContext for Request {
                 name: mcp_name,
             },
         };
-        let decision =
-            plugin
-                .gate
-                .borrow_mut()
-                .decide(&head, &SharedData, &SharedData, plugin.now_ms());
-        self.carry_out(&plugin, decision, Phase::Headers)
+        self.0.on_head(&head, end_of_stream)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(plugin) = self.plugin.clone() else {
-            return Action::Continue;
-        };
-        let Some((reader, _)) = &self.reading else {
-            return Action::Continue;
-        };
-        match reader.on_body(body_size, end_of_stream) {
-            request_body::Chunk::More | request_body::Chunk::Answered => Action::Pause,
-            request_body::Chunk::Whole(body) => {
-                let Some((_, plan)) = self.reading.take() else {
-                    return Action::Pause;
-                };
-                self.decide_body(&plugin, &plan, &body, body_size)
-            }
-        }
+        self.0.on_request_body(body_size, end_of_stream)
     }
 
     fn on_http_request_trailers(&mut self, _: usize) -> Action {
-        let (Some(plugin), Some((reader, plan))) = (self.plugin.clone(), self.reading.take())
-        else {
-            return Action::Continue;
-        };
-        match reader.on_trailers() {
-            request_body::Chunk::Whole(body) => {
-                let size = body.len();
-                self.decide_body(&plugin, &plan, &body, size)
-            }
-            _ => Action::Pause,
-        }
+        self.0.on_request_trailers()
     }
 
     fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        // Most routes cut nothing: back to Envoy before any other work.
-        if self.plan.is_none() {
-            return Action::Continue;
-        }
-        let (Some(plugin), Some(plan)) = (self.plugin.clone(), self.plan.as_ref()) else {
-            return Action::Continue;
-        };
-        if end_of_stream {
-            return Action::Continue; // no body: nothing to cut
-        }
-        let headers = hostcall::response_headers().unwrap_or_default();
-        let [status, content_type] = headers.get_many([":status", "content-type"]);
-        let status = status.and_then(|s| s.parse::<u16>().ok());
-        self.event_stream = content_type.is_some_and(|t| {
-            t.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        });
-        // Only a success carries the items; an error passes as it came.
-        if !matches!(status, Some(200..=299)) {
-            self.plan = None;
-            return Action::Continue;
-        }
-        let bound = plugin.gate.borrow().response_bound(plan);
-        match Rewrite::begin(bound) {
-            Ok(rewrite) => {
-                self.rewrite = Some(rewrite);
-                Action::Continue
-            }
-            Err(answer) => {
-                plugin.filter_refused.inc();
-                respond(&answer);
-                Action::Pause
-            }
-        }
+        self.0.on_response_headers(end_of_stream)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.rewrite.is_none() {
-            return Action::Continue;
-        }
-        let (Some(plugin), Some(rewrite)) = (self.plugin.clone(), self.rewrite.as_mut()) else {
-            return Action::Continue;
-        };
-        let too_large = plugin.gate.borrow().too_large();
-        match rewrite.on_body(body_size, end_of_stream, &too_large) {
-            Chunk::Wait => Action::Pause,
-            Chunk::Replaced => Action::Continue,
-            Chunk::Complete(body) => {
-                let Some(plan) = self.plan.take() else {
-                    return Action::Continue;
-                };
-                let (step, run) = plugin.gate.borrow().filter_response(
-                    &plan,
-                    self.event_stream,
-                    &body,
-                    &SharedData,
-                    plugin.now_ms(),
-                );
-                self.carry_out_body(&plugin, step, run, Phase::Headers)
-            }
-        }
+        self.0.on_response_body(body_size, end_of_stream)
     }
 
     fn on_http_response_trailers(&mut self, _: usize) -> Action {
-        let (Some(plugin), Some(rewrite)) = (self.plugin.clone(), self.rewrite.as_mut()) else {
-            return Action::Continue;
-        };
-        if !rewrite.is_done() {
-            plugin.filter_refused.inc();
-        }
-        let refusal = plugin.gate.borrow().too_large();
-        rewrite.on_trailers(&refusal)
+        self.0.on_response_trailers()
     }
 }
