@@ -113,6 +113,14 @@ enum Waiting {
     Response(ResponseRun, usize),
 }
 
+/// The decision on checks whose call could not be dispatched.
+fn failed(plugin: &FgaPlugin, pending: Pending) -> Decision {
+    plugin
+        .gate
+        .borrow()
+        .answered(pending, &Answer::Failed, &mut SharedData, plugin.now_ms())
+}
+
 /// scope-fga on one request: what it waits for, reads and cuts.
 pub struct FgaStream {
     plugin: Option<Rc<FgaPlugin>>,
@@ -194,23 +202,34 @@ impl FgaStream {
                 Started::Answered => Action::Pause,
             };
         }
-        match step::carry_out(&decision.step, phase) {
-            Carried::CallFailed(_) => {
-                let Some(pending) = decision.pending else {
-                    return Action::Pause;
-                };
-                let failed = plugin.gate.borrow().answered(
-                    pending,
-                    &Answer::Failed,
-                    &mut SharedData,
-                    plugin.now_ms(),
-                );
-                self.carry_out(plugin, failed, phase)
-            }
+        let carried = step::carry_out(&decision.step, phase);
+        if let Carried::CallFailed(_) = carried {
+            let Some(pending) = decision.pending else {
+                return Action::Pause;
+            };
+            return self.carry_out(plugin, failed(plugin, pending), phase);
+        }
+        let answer_bytes = match &decision.step {
+            Step::Call(call) => Some(call.max_answer_bytes),
+            _ => None,
+        };
+        self.settle(carried, decision, answer_bytes)
+    }
+
+    /// What a request decision carried out leaves: a dispatched call's
+    /// checks waited for (answers up to `answer_bytes`), the response's
+    /// plan kept when the request goes on.
+    fn settle(
+        &mut self,
+        carried: Carried,
+        decision: Decision,
+        answer_bytes: Option<usize>,
+    ) -> Action {
+        match carried {
             Carried::Called(token) => {
                 self.called = Some(token);
-                if let (Some(pending), Step::Call(call)) = (decision.pending, &decision.step) {
-                    self.waiting = Waiting::Request(Box::new(pending), call.max_answer_bytes);
+                if let (Some(pending), Some(bytes)) = (decision.pending, answer_bytes) {
+                    self.waiting = Waiting::Request(Box::new(pending), bytes);
                 }
                 Action::Pause
             }
@@ -251,33 +270,18 @@ impl FgaStream {
             Step::Respond(answer) => BodyStep::Respond(answer.clone()),
             _ => BodyStep::Keep,
         };
-        match request_body::carry_out(&step, body_size) {
-            Carried::CallFailed(_) => {
-                let Some(pending) = decision.pending else {
-                    return Action::Pause;
-                };
-                let failed = plugin.gate.borrow().answered(
-                    pending,
-                    &Answer::Failed,
-                    &mut SharedData,
-                    plugin.now_ms(),
-                );
-                self.carry_out_on_body(plugin, failed, body_size)
-            }
-            Carried::Called(token) => {
-                self.called = Some(token);
-                if let (Some(pending), BodyStep::Call(call)) = (decision.pending, &step) {
-                    self.waiting = Waiting::Request(Box::new(pending), call.max_answer_bytes);
-                }
-                Action::Pause
-            }
-            carried => {
-                if carried == Carried::Continue {
-                    self.plan = decision.response;
-                }
-                carried.action()
-            }
+        let carried = request_body::carry_out(&step, body_size);
+        if let Carried::CallFailed(_) = carried {
+            let Some(pending) = decision.pending else {
+                return Action::Pause;
+            };
+            return self.carry_out_on_body(plugin, failed(plugin, pending), body_size);
         }
+        let answer_bytes = match &step {
+            BodyStep::Call(call) => Some(call.max_answer_bytes),
+            _ => None,
+        };
+        self.settle(carried, decision, answer_bytes)
     }
 
     /// Carries out a decision on the response body.
