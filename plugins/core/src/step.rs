@@ -5,6 +5,7 @@
 //! (DESIGN.md traps 1 and 2). Hosts (Envoy, Spin, the test harness) only
 //! carry steps out.
 
+use crate::bytes;
 use crate::response::LocalResponse;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -88,6 +89,21 @@ impl Edits {
             }
         }
         applied
+    }
+
+    /// The value these edits give header `name` (in lower case, as the
+    /// names they set are), if they set it: what a filter after them reads.
+    /// `set_one` is made last, so it wins over `set`.
+    pub fn value_of(&self, name: &str) -> Option<&str> {
+        if let Some((n, v)) = &self.set_one {
+            if bytes::eq(n.as_bytes(), name.as_bytes()) {
+                return Some(v);
+            }
+        }
+        self.set
+            .iter()
+            .find(|(n, _)| bytes::eq(n.as_bytes(), name.as_bytes()))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether the edits set header `name`.
@@ -296,6 +312,23 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn value_of_reads_what_the_edits_set_set_one_last() {
+        let edits = Edits {
+            set: Arc::new(vec![
+                ("x-agentward-sub".into(), "alice".into()),
+                (":path".into(), "/shared".into()),
+            ]),
+            ..Edits::set(":path", "/docs".into())
+        }
+        .removing("authorization");
+        assert_eq!(edits.value_of("x-agentward-sub"), Some("alice"));
+        assert_eq!(edits.value_of(":path"), Some("/docs"));
+        assert_eq!(edits.value_of("authorization"), None);
+        assert_eq!(edits.value_of("x-agentward-agent"), None);
+        assert_eq!(Edits::none().value_of(":path"), None);
+    }
 
     #[test]
     fn a_callout_lists_pseudo_headers_first() {

@@ -11,7 +11,6 @@ use crate::held::{self, Released};
 use crate::hostcall::{self, Headers};
 use crate::{clock_unavailable, log, now_ms, respond, Counter, EnvoyVerifier, Metrics};
 use agentward_core::authn::{Authenticator, Decision, JwksFetch, RequestHead, Verdict};
-use agentward_core::bytes;
 use agentward_core::held::HeldQueue;
 use agentward_core::identity::ReceivedIdentity;
 use agentward_core::jwt::Rejection;
@@ -43,12 +42,8 @@ impl<'a> Allowed<'a> {
     /// The identity headers the request goes on with, as a later filter
     /// would receive them (the inbound ones were stripped).
     pub fn identity(&self) -> ReceivedIdentity<'a> {
-        let set: &'a [(String, String)] = &self.edits.set;
-        ReceivedIdentity::from_headers(|name| {
-            set.iter()
-                .find(|(n, _)| bytes::eq(n.as_bytes(), name.as_bytes()))
-                .map(|(_, v)| v.as_str())
-        })
+        let edits = self.edits;
+        ReceivedIdentity::from_headers(|name| edits.value_of(name))
     }
 }
 
@@ -480,13 +475,9 @@ fn allowed<'a>(
     edits: &'a Edits,
     headers: &'a Headers,
 ) -> Allowed<'a> {
-    let path = match &edits.set_one {
-        Some((":path", rewritten)) => rewritten.as_str(),
-        _ => path,
-    };
     Allowed {
         method,
-        path,
+        path: edits.value_of(":path").unwrap_or(path),
         binding,
         edits,
         headers,

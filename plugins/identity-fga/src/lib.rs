@@ -80,7 +80,7 @@ impl Held {
     /// to scope-fga (in its context, from the root).
     fn hand_on(&self, id: u32, allowed: &Allowed<'_>) -> Released {
         let Some((stream, end_of_stream)) = self.stream(id) else {
-            return Released::Gone;
+            return unavailable("the gateway lost track of this request");
         };
         let Ok(mut fga) = stream.try_borrow_mut() else {
             return busy();
@@ -99,10 +99,13 @@ impl Held {
 /// A request found busy where it cannot be (a host calling back into it
 /// while it is being decided): answered 503 rather than decided twice.
 fn busy() -> Released {
-    respond(&agentward_core::response::unavailable(
-        "busy",
-        "the gateway was deciding this request already",
-    ));
+    unavailable("the gateway was deciding this request already")
+}
+
+/// Answers the current request 503 (`internal`): the gateway cannot
+/// decide it, so it does not go on.
+fn unavailable(why: &str) -> Released {
+    respond(&agentward_core::response::unavailable("internal", why));
     Released::Done
 }
 
