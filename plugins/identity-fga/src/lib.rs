@@ -112,15 +112,15 @@ fn unavailable(why: &str) -> Released {
 /// scope-fga's view of a request jwt-identity allowed: the identity as set,
 /// the binding as left, the path as rewritten.
 fn fga_head<'a>(allowed: &Allowed<'a>) -> RequestHead<'a> {
+    let [method, name] = allowed
+        .headers
+        .get_many([mcp::METHOD_HEADER, mcp::NAME_HEADER]);
     RequestHead {
         method: allowed.method,
         path: allowed.path,
         bearer: allowed.binding,
         identity: allowed.identity(),
-        mcp: McpHeaders {
-            method: allowed.headers.get(mcp::METHOD_HEADER),
-            name: allowed.headers.get(mcp::NAME_HEADER),
-        },
+        mcp: McpHeaders { method, name },
     }
 }
 

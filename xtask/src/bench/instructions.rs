@@ -307,7 +307,7 @@ fn control(pid: u32, flag: &str) -> Result {
 }
 
 /// A dump's instructions, in all and by where they ran.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Dump {
     total: u64,
     /// In Envoy's binary (HTTP, the proxy-wasm host, V8's runtime).
